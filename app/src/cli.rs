@@ -1,0 +1,188 @@
+//! The command line: `kiln generate`, `kiln inspect`, `kiln tokenize`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use kiln_engine::image::write_png;
+use kiln_engine::pipeline::{CancelToken, GenerationRequest, LatentsData, Sampler, StableDiffusion};
+use kiln_engine::tokenizer::ClipTokenizer;
+use kiln_engine::weights::inspect::inspect;
+use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
+
+/// Kiln: a desktop Stable Diffusion studio.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate images from text prompts.
+    Generate(GenerateArgs),
+    /// Tell what a file or folder is: checkpoint, LoRA, embedding, or unknown.
+    Inspect {
+        /// File or folder to inspect.
+        path: PathBuf,
+    },
+    /// Print the 77 CLIP token ids of TEXT as JSON.
+    Tokenize {
+        /// The prompt.
+        text: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Checkpoint: a diffusers folder or a single-file SD 1.x .safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Diffusers folder whose */config.json describe a single-file checkpoint.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Prompt (repeat for several).
+    #[arg(long = "prompt", required = true)]
+    prompts: Vec<String>,
+    /// Negative prompt: one for all prompts, or one per prompt.
+    #[arg(long = "negative")]
+    negatives: Vec<String>,
+    /// Sampler.
+    #[arg(long, default_value = "ddim")]
+    sampler: String,
+    /// DDIM η (0 = deterministic).
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 25)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    cfg: f64,
+    /// Seed of the first image (image k uses seed + k); random when omitted.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Width in pixels (default: the model's native size).
+    #[arg(long)]
+    width: Option<usize>,
+    /// Height in pixels (default: the model's native size).
+    #[arg(long)]
+    height: Option<usize>,
+    /// Images per prompt.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Initial noise: safetensors with key `latents`, f32 [B, 4, H/f, W/f], before init_noise_sigma.
+    #[arg(long)]
+    latents: Option<PathBuf>,
+    /// Write the final latents (before VAE decoding) here, key `latents`.
+    #[arg(long)]
+    save_latents: Option<PathBuf>,
+    /// Compute device: cpu, wgpu, metal, vulkan, cuda, or auto.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Output PNG; with several images, a-0.png, a-1.png, …
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Generate(args)) => generate(args),
+        Some(Command::Inspect { path }) => {
+            let what = inspect(&path)?;
+            println!("{}", serde_json::to_string_pretty(&what)?);
+            Ok(())
+        }
+        Some(Command::Tokenize { text }) => {
+            let ids = ClipTokenizer::sd15()?.encode(&text)?;
+            println!("{}", serde_json::to_string(&ids)?);
+            Ok(())
+        }
+        None => {
+            eprintln!("The desktop window is not built yet; use a subcommand (kiln --help).");
+            Ok(())
+        }
+    }
+}
+
+fn read_latents(path: &Path) -> Result<LatentsData> {
+    let file = SafeTensors::open(path)?;
+    let info = file.info("latents").with_context(|| format!("{}: no tensor named 'latents'", path.display()))?;
+    let shape: [usize; 4] = info
+        .shape
+        .clone()
+        .try_into()
+        .map_err(|s: Vec<usize>| anyhow::anyhow!("{}: 'latents' must be 4-D [B, C, h, w], got {s:?}", path.display()))?;
+    Ok(LatentsData { shape, values: file.f32("latents")? })
+}
+
+fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
+    if n == 1 {
+        return vec![out.to_owned()];
+    }
+    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let ext = out.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
+    (0..n).map(|i| out.with_file_name(format!("{stem}-{i}.{ext}"))).collect()
+}
+
+fn generate(args: GenerateArgs) -> Result<()> {
+    let sampler = match args.sampler.as_str() {
+        "ddim" => Sampler::Ddim { eta: args.eta },
+        other => bail!("unknown sampler '{other}' (available: ddim)"),
+    };
+    let device = kiln_engine::device::device(&args.device)?;
+    let latents = args.latents.as_deref().map(read_latents).transpose()?;
+    let random_seed = args.seed.is_none();
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0) % 4_294_967_296
+    });
+    let sd = StableDiffusion::load(&args.model, args.config.as_deref(), &device)?;
+    let native = sd.info.config.unet.sample_size.map(|s| s * sd.vae_scale_factor()).unwrap_or(512);
+    let request = GenerationRequest {
+        prompts: args.prompts,
+        negatives: args.negatives,
+        sampler,
+        steps: args.steps,
+        cfg: args.cfg,
+        seed,
+        width: args.width.unwrap_or(native),
+        height: args.height.unwrap_or(native),
+        batch: args.batch,
+        latents,
+        clip_skip: 1,
+    };
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(request.steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let output = sd.txt2img(&request, &CancelToken::new(), &mut |p| {
+        if let Some(bar) = &bar {
+            bar.set_position(p.step as u64);
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    if let Some(path) = &args.save_latents {
+        let l = &output.latents;
+        write_f32(path, &[WriteTensor { name: "latents", shape: l.shape.to_vec(), data: &l.values }], &BTreeMap::new())?;
+    }
+    if random_seed {
+        eprintln!("seed: {seed}");
+    }
+    for (path, image) in output_paths(&args.out, output.images.len()).iter().zip(&output.images) {
+        write_png(path, image, &[])?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

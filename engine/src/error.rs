@@ -1,0 +1,147 @@
+//! The engine's error type. Every failure a user can cause has a named variant whose
+//! message says what happened and, where possible, what to do about it.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A tensor whose shape differs between the file and the model built from the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShapeMismatch {
+    /// Diffusers-style name of the tensor.
+    pub key: String,
+    /// Shape the model expects.
+    pub expected: Vec<usize>,
+    /// Shape found in the file.
+    pub got: Vec<usize>,
+}
+
+impl std::fmt::Display for ShapeMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (expected {:?}, file has {:?})", self.key, self.expected, self.got)
+    }
+}
+
+/// Everything that can go wrong in the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not in the format its name or caller promised.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file involved.
+        path: PathBuf,
+        /// What is wrong with it, in words a user can act on.
+        reason: String,
+    },
+    /// A file is a Git LFS pointer rather than the real content.
+    #[error(
+        "{path}: this is a Git LFS pointer file ({size} bytes), not the model itself; \
+         download the real file (e.g. `git lfs pull`) and try again"
+    )]
+    GitLfsPointer {
+        /// The file involved.
+        path: PathBuf,
+        /// Size of the pointer file.
+        size: u64,
+    },
+    /// A file is an HTML page (typically a login or error page saved under a model's name).
+    #[error(
+        "{path}: this is an HTML web page, not a model; the download probably failed or needed a login"
+    )]
+    HtmlPage {
+        /// The file involved.
+        path: PathBuf,
+    },
+    /// A pickle-based checkpoint, which Kiln never unpickles.
+    #[error(
+        "{path}: .ckpt/.pt checkpoints are not supported yet (Kiln never unpickles files); \
+         convert it to .safetensors first"
+    )]
+    PickleCheckpoint {
+        /// The file involved.
+        path: PathBuf,
+    },
+    /// A model of a family Kiln recognises but does not run.
+    #[error("{what} is not supported: {family}")]
+    UnsupportedModel {
+        /// What was being loaded (a path or component name).
+        what: String,
+        /// What the model is, e.g. "Stable Diffusion XL".
+        family: String,
+    },
+    /// Tensors the model needs are not in the file.
+    #[error("{what}: {} tensor(s) missing, e.g. {}", keys.len(), preview(keys))]
+    MissingTensors {
+        /// What was being loaded.
+        what: String,
+        /// The missing tensors (diffusers names).
+        keys: Vec<String>,
+    },
+    /// Tensors in the file that the model does not use.
+    #[error("{what}: {} tensor(s) in the file are not used by the model, e.g. {}", keys.len(), preview(keys))]
+    UnusedTensors {
+        /// What was being loaded.
+        what: String,
+        /// The unused tensors (names as in the file).
+        keys: Vec<String>,
+    },
+    /// Tensors whose shapes do not match the model.
+    #[error("{what}: {} tensor(s) have the wrong shape, e.g. {}", mismatches.len(), mismatches[0])]
+    ShapeMismatch {
+        /// What was being loaded.
+        what: String,
+        /// Every mismatch found.
+        mismatches: Vec<ShapeMismatch>,
+    },
+    /// A config (diffusers JSON, CLI option, request) is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A request is invalid (e.g. a size that is not a multiple of the VAE factor).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The requested compute backend was not compiled into this build.
+    #[error("device '{name}' is not available in this build (compiled in: {available}); rebuild with `--features {name}`")]
+    DeviceUnavailable {
+        /// The backend asked for.
+        name: String,
+        /// The backends this build has.
+        available: String,
+    },
+    /// The tokenizer could not be loaded or failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The job was cancelled by the user.
+    #[error("cancelled")]
+    Cancelled,
+    /// A computation produced NaN or infinite values.
+    #[error("{0} produced NaN or infinite values (try f32 precision or another sampler)")]
+    NonFinite(String),
+}
+
+fn preview(keys: &[String]) -> String {
+    let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
+    let more = if keys.len() > 5 { format!(" … and {} more", keys.len() - 5) } else { String::new() };
+    format!("{}{more}", shown.join(", "))
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// A format error for `path`.
+    pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Format { path: path.into(), reason: reason.into() }
+    }
+}

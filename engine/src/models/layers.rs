@@ -1,0 +1,166 @@
+//! The primitive layers every model is made of, with PyTorch's semantics and diffusers'
+//! parameter names (`weight`, `bias`). Each is built by a [`Loader`] from its full path.
+//!
+//! Linear weights are kept in Burn's `[in, out]` layout; the loader transposes PyTorch's
+//! `[out, in]` on the way in.
+
+use burn::module::{Module, Param};
+use burn::tensor::activation::{gelu, sigmoid, silu};
+use burn::tensor::module::{conv2d, embedding, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Int, Tensor};
+
+use crate::weights::loader::{Init, Loader};
+
+/// `torch.nn.Linear`.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[in, out]` (Burn layout).
+    pub weight: Param<Tensor<2>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+impl Linear {
+    /// Loads `{path}.weight` (and `{path}.bias` when `bias`).
+    pub fn load(ld: &mut Loader, path: &str, d_in: usize, d_out: usize, bias: bool) -> Self {
+        let weight = ld.tensor(&format!("{path}.weight"), [d_in, d_out], Init::FanInLinear);
+        let bias = bias.then(|| Param::from_tensor(ld.tensor(&format!("{path}.bias"), [d_out], Init::Zeros)));
+        Linear { weight: Param::from_tensor(weight), bias }
+    }
+
+    /// `[..., in]` → `[..., out]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+    }
+}
+
+/// `torch.nn.Conv2d` with square kernels, symmetric padding and no dilation or groups.
+#[derive(Module, Debug)]
+pub struct Conv2d {
+    /// `[out, in, k, k]`.
+    pub weight: Param<Tensor<4>>,
+    /// `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Stride in both directions.
+    pub stride: usize,
+    /// Zero padding on every side.
+    pub padding: usize,
+}
+
+impl Conv2d {
+    /// Loads `{path}.weight` `[out, in, k, k]` and `{path}.bias`.
+    pub fn load(ld: &mut Loader, path: &str, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Self {
+        let weight = ld.tensor(&format!("{path}.weight"), [c_out, c_in, kernel, kernel], Init::FanIn);
+        let bias = ld.tensor(&format!("{path}.bias"), [c_out], Init::Zeros);
+        Conv2d { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)), stride, padding }
+    }
+
+    /// `[B, in, H, W]` → `[B, out, H', W']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
+        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+    }
+}
+
+/// `torch.nn.GroupNorm` (affine).
+#[derive(Module, Debug)]
+pub struct GroupNorm {
+    /// `[C]` scale.
+    pub weight: Param<Tensor<1>>,
+    /// `[C]` shift.
+    pub bias: Param<Tensor<1>>,
+    /// Number of groups.
+    pub num_groups: usize,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads `{path}.weight` and `{path}.bias` for `channels` channels.
+    pub fn load(ld: &mut Loader, path: &str, num_groups: usize, channels: usize, eps: f64) -> Self {
+        let weight = ld.tensor(&format!("{path}.weight"), [channels], Init::Ones);
+        let bias = ld.tensor(&format!("{path}.bias"), [channels], Init::Zeros);
+        GroupNorm { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias), num_groups, eps }
+    }
+
+    /// `[B, C, H, W]` → `[B, C, H, W]`, normalised over each group of C/G channels × H × W.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let g = self.num_groups;
+        let x = x.reshape([b, g, (c / g) * h * w]);
+        let mean = x.clone().mean_dim(2);
+        let centered = x - mean;
+        let var = centered.clone().square().mean_dim(2);
+        let normed = centered / (var + self.eps).sqrt();
+        let normed = normed.reshape([b, c, h, w]);
+        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    /// `[D]` scale.
+    pub weight: Param<Tensor<1>>,
+    /// `[D]` shift.
+    pub bias: Param<Tensor<1>>,
+    /// Added to the variance.
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `{path}.weight` and `{path}.bias`.
+    pub fn load(ld: &mut Loader, path: &str, dim: usize, eps: f64) -> Self {
+        let weight = ld.tensor(&format!("{path}.weight"), [dim], Init::Ones);
+        let bias = ld.tensor(&format!("{path}.bias"), [dim], Init::Zeros);
+        LayerNorm { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias), eps }
+    }
+
+    /// `[..., D]` → `[..., D]`.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+    }
+}
+
+/// `torch.nn.Embedding`.
+#[derive(Module, Debug)]
+pub struct Embedding {
+    /// `[num_embeddings, dim]`.
+    pub weight: Param<Tensor<2>>,
+}
+
+impl Embedding {
+    /// Loads `{path}.weight`.
+    pub fn load(ld: &mut Loader, path: &str, num: usize, dim: usize) -> Self {
+        Embedding { weight: Param::from_tensor(ld.tensor(&format!("{path}.weight"), [num, dim], Init::Normal(0.02))) }
+    }
+
+    /// `[B, N]` ids → `[B, N, dim]`.
+    pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        embedding(self.weight.val(), ids)
+    }
+}
+
+/// Activation functions named as transformers/diffusers configs name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// `x * sigmoid(1.702 x)` (OpenAI CLIP).
+    QuickGelu,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// `x * sigmoid(x)`.
+    Silu,
+}
+
+impl Activation {
+    /// Applies the activation element-wise.
+    pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Activation::QuickGelu => x.clone() * sigmoid(x * 1.702),
+            Activation::Gelu => gelu(x),
+            Activation::Silu => silu(x),
+        }
+    }
+}

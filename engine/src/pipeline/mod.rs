@@ -1,0 +1,272 @@
+//! Text-to-image, following diffusers' `StableDiffusionPipeline.__call__` step by step:
+//! 1. encode prompts and negative prompts (CFG only when guidance > 1);
+//! 2. prepare latents (given, or per-image seeded noise) × `init_noise_sigma`;
+//! 3. denoise: UNet on `[negative; positive]`, guidance, scheduler step — with a step
+//!    callback and a cancel token checked before every step;
+//! 4. decode `latents / scaling_factor` with the VAE and convert to RGB8.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::error::{Error, Result};
+use crate::image::{RgbImage, to_rgb8};
+use crate::models::clip_text::ClipTextModel;
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::vae::AutoencoderKL;
+use crate::schedulers::ddim::DdimScheduler;
+use crate::schedulers::{Noise, Scheduler};
+use crate::tokenizer::ClipTokenizer;
+use crate::weights::loader::Loader;
+use crate::weights::{Checkpoint, CheckpointInfo};
+
+/// A flag the UI or CLI sets to stop a running job; checked before every step.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A fresh, unset token.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Asks the job to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    /// Whether cancellation was asked for.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Reported after every denoising step.
+#[derive(Debug, Clone, Copy)]
+pub struct StepProgress {
+    /// Steps done (1-based).
+    pub step: usize,
+    /// Total steps.
+    pub total: usize,
+}
+
+/// The sampler and its options.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    /// DDIM with η.
+    Ddim {
+        /// 0 = deterministic.
+        eta: f64,
+    },
+}
+
+/// Everything that determines a txt2img result.
+#[derive(Debug, Clone)]
+pub struct GenerationRequest {
+    /// One entry per prompt.
+    pub prompts: Vec<String>,
+    /// One negative for all prompts, or one per prompt (empty = "").
+    pub negatives: Vec<String>,
+    /// The sampler.
+    pub sampler: Sampler,
+    /// Denoising steps.
+    pub steps: usize,
+    /// Classifier-free guidance scale (≤ 1 disables the negative pass).
+    pub cfg: f64,
+    /// Seed of image 0; image k uses `seed + k`.
+    pub seed: u64,
+    /// Image width in pixels (a multiple of the VAE factor × 2^(UNet levels − 1)).
+    pub width: usize,
+    /// Image height in pixels.
+    pub height: usize,
+    /// Images per prompt.
+    pub batch: usize,
+    /// Initial noise `[B, C, h, w]` (before `init_noise_sigma`), replacing seeded noise.
+    pub latents: Option<LatentsData>,
+    /// CLIP skip (1 = last layer).
+    pub clip_skip: usize,
+}
+
+/// Latents as plain host data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatentsData {
+    /// `[B, C, h, w]`.
+    pub shape: [usize; 4],
+    /// Row-major values.
+    pub values: Vec<f32>,
+}
+
+/// What txt2img returns.
+#[derive(Debug, Clone)]
+pub struct GenerationOutput {
+    /// One image per prompt × batch, prompt-major.
+    pub images: Vec<RgbImage>,
+    /// Final latents before VAE decoding.
+    pub latents: LatentsData,
+    /// The seed of each image.
+    pub seeds: Vec<u64>,
+}
+
+/// An SD 1.x pipeline on one device: text encoder, UNet, VAE, tokenizer and scheduler config.
+#[derive(Debug)]
+pub struct StableDiffusion {
+    /// The text encoder.
+    pub text_encoder: ClipTextModel,
+    /// The denoiser.
+    pub unet: UNet2DConditionModel,
+    /// The autoencoder.
+    pub vae: AutoencoderKL,
+    /// The tokenizer.
+    pub tokenizer: ClipTokenizer,
+    /// What was loaded.
+    pub info: CheckpointInfo,
+    device: Device,
+}
+
+impl StableDiffusion {
+    /// Loads a diffusers folder or single-file checkpoint (strictly) onto `device`.
+    pub fn load(path: &Path, config_dir: Option<&Path>, device: &Device) -> Result<Self> {
+        let ckpt = Checkpoint::open(path, config_dir)?;
+        Self::from_checkpoint(ckpt, device)
+    }
+
+    /// Builds the models from an opened checkpoint.
+    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
+        let cfg = &ckpt.info.config;
+        let mut ld = Loader::from_source(&ckpt.text_encoder, device);
+        let text_encoder = ClipTextModel::load(&cfg.text_encoder, &mut ld)?;
+        ld.finish("text encoder")?;
+        let mut ld = Loader::from_source(&ckpt.unet, device);
+        let unet = UNet2DConditionModel::load(&cfg.unet, &mut ld)?;
+        ld.finish("UNet")?;
+        let mut ld = Loader::from_source(&ckpt.vae, device);
+        let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
+        ld.finish("VAE")?;
+        tracing::info!(path = %ckpt.info.path.display(), layout = ?ckpt.info.layout, "model loaded");
+        Ok(StableDiffusion { text_encoder, unet, vae, tokenizer: ClipTokenizer::sd15()?, info: ckpt.info, device: device.clone() })
+    }
+
+    /// The device the models live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Pixels per latent.
+    pub fn vae_scale_factor(&self) -> usize {
+        self.info.config.vae.scale_factor()
+    }
+
+    /// Token ids `[N, 77]` for `prompts`.
+    pub fn token_ids(&self, prompts: &[String]) -> Result<Tensor<2, Int>> {
+        let mut ids = Vec::with_capacity(prompts.len() * crate::tokenizer::MAX_LENGTH);
+        for p in prompts {
+            ids.extend(self.tokenizer.encode(p)?.into_iter().map(i64::from));
+        }
+        Ok(Tensor::from_data(TensorData::new(ids, [prompts.len(), crate::tokenizer::MAX_LENGTH]), &self.device))
+    }
+
+    /// Text embeddings `[N, 77, hidden]` for `prompts`.
+    pub fn encode_prompts(&self, prompts: &[String], clip_skip: usize) -> Result<Tensor<3>> {
+        Ok(self.text_encoder.forward(self.token_ids(prompts)?, clip_skip))
+    }
+
+    fn check_size(&self, width: usize, height: usize) -> Result<[usize; 2]> {
+        let f = self.vae_scale_factor();
+        let levels = self.info.config.unet.block_out_channels.len();
+        let multiple = f * (1 << (levels - 1));
+        if width == 0 || height == 0 || width % f != 0 || height % f != 0 {
+            return Err(Error::InvalidRequest(format!("width and height must be positive multiples of {f}, got {width}×{height}")));
+        }
+        if width % multiple != 0 || height % multiple != 0 {
+            tracing::warn!("{width}×{height} is not a multiple of {multiple}; the UNet will resize skip connections");
+        }
+        Ok([height / f, width / f])
+    }
+
+    /// Runs txt2img. `on_step` is called after every step; `cancel` is checked before each.
+    pub fn txt2img(&self, req: &GenerationRequest, cancel: &CancelToken, on_step: &mut dyn FnMut(StepProgress)) -> Result<GenerationOutput> {
+        if req.prompts.is_empty() {
+            return Err(Error::InvalidRequest("at least one prompt is needed".into()));
+        }
+        if req.batch == 0 {
+            return Err(Error::InvalidRequest("batch must be at least 1".into()));
+        }
+        let negatives: Vec<String> = match req.negatives.len() {
+            0 => vec![String::new(); req.prompts.len()],
+            1 => vec![req.negatives[0].clone(); req.prompts.len()],
+            n if n == req.prompts.len() => req.negatives.clone(),
+            n => {
+                return Err(Error::InvalidRequest(format!("{n} negative prompts for {} prompts: give one, or one per prompt", req.prompts.len())));
+            }
+        };
+        let [h, w] = self.check_size(req.width, req.height)?;
+        let total = req.prompts.len() * req.batch;
+        let channels = self.vae.latent_channels;
+        let seeds: Vec<u64> = (0..total as u64).map(|k| req.seed.wrapping_add(k)).collect();
+        let mut noise = Noise::new(&seeds);
+        let mut scheduler: Box<dyn Scheduler> = match req.sampler {
+            Sampler::Ddim { eta } => Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?),
+        };
+
+        // 1. Prompts, repeated `batch` times each (prompt-major, as diffusers).
+        let repeat = |v: &[String]| v.iter().flat_map(|p| std::iter::repeat_n(p.clone(), req.batch)).collect::<Vec<_>>();
+        let guided = req.cfg > 1.0;
+        let context = if guided {
+            let mut all = repeat(&negatives);
+            all.extend(repeat(&req.prompts));
+            self.encode_prompts(&all, req.clip_skip)?
+        } else {
+            self.encode_prompts(&repeat(&req.prompts), req.clip_skip)?
+        };
+
+        // 2. Initial latents.
+        let shape = [total, channels, h, w];
+        let latents = match &req.latents {
+            Some(l) => {
+                if l.shape != shape {
+                    return Err(Error::InvalidRequest(format!("--latents has shape {:?}, this request needs {shape:?}", l.shape)));
+                }
+                Tensor::from_data(TensorData::new(l.values.clone(), l.shape), &self.device)
+            }
+            None => noise.randn(shape, &self.device),
+        };
+        let mut latents = latents * scheduler.init_noise_sigma();
+
+        // 3. Denoising loop.
+        let timesteps = scheduler.timesteps().to_vec();
+        for (i, &t) in timesteps.iter().enumerate() {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let input = scheduler.scale_model_input(latents.clone(), i);
+            let pred = if guided {
+                let input = Tensor::cat(vec![input.clone(), input], 0);
+                let out = self.unet.forward(input, &vec![t as f32; 2 * total], &context);
+                let mut halves = out.chunk(2, 0);
+                let text = halves.pop().expect("two halves");
+                let uncond = halves.pop().expect("two halves");
+                uncond.clone() + (text - uncond) * req.cfg
+            } else {
+                self.unet.forward(input, &vec![t as f32; total], &context)
+            };
+            latents = scheduler.step(pred, i, latents, &mut noise);
+            on_step(StepProgress { step: i + 1, total: timesteps.len() });
+        }
+        let final_latents = latents_to_host(latents.clone())?;
+        if final_latents.values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::NonFinite("the denoising loop".into()));
+        }
+
+        // 4. Decode.
+        let decoded = self.vae.decode(latents / self.vae.scaling_factor);
+        let images = to_rgb8(decoded)?;
+        Ok(GenerationOutput { images, latents: final_latents, seeds })
+    }
+}
+
+/// Copies a `[B, C, h, w]` tensor to the host.
+pub fn latents_to_host(t: Tensor<4>) -> Result<LatentsData> {
+    let shape = t.dims();
+    let values = t.into_data().try_into_vec::<f32>().map_err(|e| Error::InvalidRequest(format!("reading latents: {e:?}")))?;
+    Ok(LatentsData { shape, values })
+}

@@ -1,0 +1,229 @@
+//! Noise schedulers, kept apart from the models as diffusers keeps them: an immutable
+//! [`SchedulerConfig`] (diffusers' `scheduler_config.json`), per-run state created by
+//! `set_timesteps`, schedule math in f64 on the CPU, and only `step` touching tensors.
+//! Randomness (for η > 0 and stochastic samplers) comes from an explicit [`Noise`] source.
+
+pub mod ddim;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+fn default_train_steps() -> usize {
+    1000
+}
+fn default_beta_start() -> f64 {
+    0.00085
+}
+fn default_beta_end() -> f64 {
+    0.012
+}
+fn default_beta_schedule() -> String {
+    "scaled_linear".into()
+}
+fn default_prediction() -> String {
+    "epsilon".into()
+}
+fn default_one() -> f64 {
+    1.0
+}
+
+/// Diffusers' scheduler config (`scheduler/scheduler_config.json`), SD 1.5 values by default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerConfig {
+    /// Training timesteps (1000).
+    #[serde(default = "default_train_steps")]
+    pub num_train_timesteps: usize,
+    /// First β.
+    #[serde(default = "default_beta_start")]
+    pub beta_start: f64,
+    /// Last β.
+    #[serde(default = "default_beta_end")]
+    pub beta_end: f64,
+    /// `scaled_linear` (SD), `linear`, or `squaredcos_cap_v2`.
+    #[serde(default = "default_beta_schedule")]
+    pub beta_schedule: String,
+    /// Explicit βs, overriding the schedule.
+    #[serde(default)]
+    pub trained_betas: Option<Vec<f64>>,
+    /// `epsilon` (SD 1.x), `v_prediction` or `sample`.
+    #[serde(default = "default_prediction")]
+    pub prediction_type: String,
+    /// Clip the predicted x₀ to ±`clip_sample_range`.
+    #[serde(default)]
+    pub clip_sample: bool,
+    /// Range for `clip_sample`.
+    #[serde(default = "default_one")]
+    pub clip_sample_range: f64,
+    /// DDIM: use ᾱ = 1 for the step after the last.
+    #[serde(default)]
+    pub set_alpha_to_one: bool,
+    /// Added to every inference timestep ("leading" spacing).
+    #[serde(default)]
+    pub steps_offset: usize,
+    /// `leading`, `trailing` or `linspace`; None = the scheduler class's own default.
+    #[serde(default)]
+    pub timestep_spacing: Option<String>,
+    /// Rescale βs to zero terminal SNR.
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
+}
+
+impl SchedulerConfig {
+    /// SD 1.5's scheduler config (`runwayml/stable-diffusion-v1-5`, PNDM file read as DDIM).
+    pub fn sd15() -> Self {
+        SchedulerConfig {
+            num_train_timesteps: 1000,
+            beta_start: 0.00085,
+            beta_end: 0.012,
+            beta_schedule: "scaled_linear".into(),
+            trained_betas: None,
+            prediction_type: "epsilon".into(),
+            clip_sample: false,
+            clip_sample_range: 1.0,
+            set_alpha_to_one: false,
+            steps_offset: 1,
+            timestep_spacing: None,
+            rescale_betas_zero_snr: false,
+        }
+    }
+
+    /// The training βs.
+    pub fn betas(&self) -> Result<Vec<f64>> {
+        let n = self.num_train_timesteps;
+        if let Some(b) = &self.trained_betas {
+            return Ok(b.clone());
+        }
+        let lin = |a: f64, b: f64| (0..n).map(move |i| a + (b - a) * i as f64 / (n.max(2) - 1) as f64);
+        let betas: Vec<f64> = match self.beta_schedule.as_str() {
+            "linear" => lin(self.beta_start, self.beta_end).collect(),
+            "scaled_linear" => lin(self.beta_start.sqrt(), self.beta_end.sqrt()).map(|b| b * b).collect(),
+            "squaredcos_cap_v2" => {
+                let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                (0..n).map(|i| (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999)).collect()
+            }
+            other => return Err(Error::Config(format!("beta_schedule '{other}' is not supported"))),
+        };
+        Ok(betas)
+    }
+
+    /// ᾱ_t = ∏(1 − β) for every training timestep (zero-terminal-SNR rescaled if configured).
+    pub fn alphas_cumprod(&self) -> Result<Vec<f64>> {
+        let betas = self.betas()?;
+        let mut acc = 1.0;
+        let mut out: Vec<f64> = betas
+            .iter()
+            .map(|b| {
+                acc *= 1.0 - b;
+                acc
+            })
+            .collect();
+        if self.rescale_betas_zero_snr {
+            let sqrt: Vec<f64> = out.iter().map(|a| a.sqrt()).collect();
+            let (first, last) = (sqrt[0], sqrt[sqrt.len() - 1]);
+            out = sqrt
+                .iter()
+                .map(|s| {
+                    let r = (s - last) * first / (first - last);
+                    (r * r).max(if r == 0.0 { 2f64.powi(-24) } else { 0.0 })
+                })
+                .collect();
+        }
+        Ok(out)
+    }
+
+    /// Checks prediction type and spacing.
+    pub fn validate(&self) -> Result<()> {
+        if !matches!(self.prediction_type.as_str(), "epsilon" | "v_prediction" | "sample") {
+            return Err(Error::Config(format!("prediction_type '{}' is not supported", self.prediction_type)));
+        }
+        if let Some(s) = &self.timestep_spacing
+            && !matches!(s.as_str(), "leading" | "trailing" | "linspace")
+        {
+            return Err(Error::Config(format!("timestep_spacing '{s}' is not supported")));
+        }
+        Ok(())
+    }
+}
+
+/// Inference timesteps for `steps` steps with diffusers' `timestep_spacing` rules
+/// (descending; fractional only for `linspace` before rounding by the caller).
+pub fn spaced_timesteps(config: &SchedulerConfig, spacing: &str, steps: usize) -> Result<Vec<i64>> {
+    let n = config.num_train_timesteps;
+    if steps == 0 || steps > n {
+        return Err(Error::InvalidRequest(format!("steps must be between 1 and {n}, got {steps}")));
+    }
+    let t: Vec<i64> = match spacing {
+        "leading" => {
+            let ratio = n / steps;
+            (0..steps).rev().map(|i| (i * ratio) as i64 + config.steps_offset as i64).collect()
+        }
+        "trailing" => {
+            let ratio = n as f64 / steps as f64;
+            let mut v: Vec<i64> = Vec::with_capacity(steps);
+            let mut x = n as f64;
+            while x > 0.0 && v.len() < steps {
+                v.push(x.round() as i64 - 1);
+                x -= ratio;
+            }
+            v
+        }
+        "linspace" => (0..steps)
+            .rev()
+            .map(|i| (i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64).round() as i64)
+            .collect(),
+        other => return Err(Error::Config(format!("timestep_spacing '{other}' is not supported"))),
+    };
+    Ok(t)
+}
+
+/// Seeded Gaussian noise with one independent stream per image, so an image's noise does
+/// not depend on which batch it is generated in.
+#[derive(Debug, Clone)]
+pub struct Noise {
+    streams: Vec<ChaCha8Rng>,
+}
+
+impl Noise {
+    /// One stream per seed.
+    pub fn new(seeds: &[u64]) -> Self {
+        Noise { streams: seeds.iter().map(|s| ChaCha8Rng::seed_from_u64(*s)).collect() }
+    }
+
+    /// Number of streams (images).
+    pub fn len(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Whether there are no streams.
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Standard normal noise `[B, C, H, W]`; item b comes from stream b (B = number of streams).
+    pub fn randn(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let per: usize = shape[1..].iter().product();
+        let mut values = Vec::with_capacity(per * self.streams.len());
+        for rng in &mut self.streams {
+            values.extend((0..per).map(|_| -> f32 { StandardNormal.sample(rng) }));
+        }
+        Tensor::from_data(TensorData::new(values, [self.streams.len(), shape[1], shape[2], shape[3]]), device)
+    }
+}
+
+/// A sampler driving the denoising loop.
+pub trait Scheduler {
+    /// The timesteps passed to the UNet, one per step (may be fractional).
+    fn timesteps(&self) -> &[f64];
+    /// Factor applied to the initial noise (diffusers' `init_noise_sigma`).
+    fn init_noise_sigma(&self) -> f64;
+    /// Scales the UNet input at step `i` (identity for DDIM).
+    fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4>;
+    /// One denoising step: `model_output` and `sample` are `[B, C, h, w]`; returns the
+    /// sample for the next step.
+    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, noise: &mut Noise) -> Tensor<4>;
+}

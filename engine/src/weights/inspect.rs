@@ -1,0 +1,117 @@
+//! `kiln inspect`: what a file or folder is, without loading it into a model.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::weights::safetensors::SafeTensors;
+use crate::weights::single_file::{self, CheckpointFamily};
+use crate::weights::{Checkpoint, CheckpointInfo};
+
+/// What a path holds.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Inspection {
+    /// An SD 1.x checkpoint Kiln can load.
+    Checkpoint(Box<CheckpointInfo>),
+    /// A checkpoint of a family Kiln recognises but does not run.
+    UnsupportedCheckpoint {
+        /// e.g. "Stable Diffusion XL".
+        family: String,
+    },
+    /// A LoRA adapter.
+    Lora {
+        /// "kohya" (lora_unet_/lora_te_ keys), "peft" (lora_A/lora_B) or "diffusers" (lora.down/up).
+        format: String,
+        /// Number of tensors.
+        tensors: usize,
+        /// Most common dtype.
+        dtype: String,
+    },
+    /// A textual-inversion embedding.
+    Embedding {
+        /// "a1111" (string_to_param), "kohya" (emb_params) or "diffusers" (token → tensor).
+        format: String,
+        /// Vectors per token.
+        vectors: usize,
+        /// Width of each vector.
+        width: usize,
+    },
+    /// A safetensors file that is none of the above.
+    Unknown {
+        /// Number of tensors.
+        tensors: usize,
+        /// A few of its keys, to help the user.
+        sample_keys: Vec<String>,
+    },
+}
+
+/// Classifies `path` (a file or a folder).
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    if path.is_dir() {
+        if path.join("adapter_config.json").is_file() {
+            return Ok(Inspection::Lora { format: "peft".into(), tensors: 0, dtype: "unknown".into() });
+        }
+        return match Checkpoint::open(path, None) {
+            Ok(c) => Ok(Inspection::Checkpoint(Box::new(c.info))),
+            Err(Error::UnsupportedModel { family, .. }) => Ok(Inspection::UnsupportedCheckpoint { family }),
+            Err(e) => Err(e),
+        };
+    }
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin") {
+        return Err(Error::PickleCheckpoint { path: path.to_owned() });
+    }
+    let file = SafeTensors::open_header(path)?;
+    let keys: Vec<&String> = file.tensors().keys().collect();
+    let dtype = file.main_dtype().map(|d| d.name()).unwrap_or("unknown").to_owned();
+    match single_file::family(&file) {
+        Some(CheckpointFamily::Sd1) => {
+            let c = Checkpoint::open(path, None)?;
+            return Ok(Inspection::Checkpoint(Box::new(c.info)));
+        }
+        Some(f) => return Ok(Inspection::UnsupportedCheckpoint { family: f.name().into() }),
+        None => {}
+    }
+    if keys.iter().any(|k| k.starts_with("conditioner.embedders.")) {
+        return Ok(Inspection::UnsupportedCheckpoint { family: CheckpointFamily::Sdxl.name().into() });
+    }
+    let lora_format = if keys.iter().any(|k| k.starts_with("lora_unet_") || k.starts_with("lora_te")) {
+        Some("kohya")
+    } else if keys.iter().any(|k| k.contains(".lora_A.") || k.contains(".lora_B.")) {
+        Some("peft")
+    } else if keys.iter().any(|k| k.contains(".lora.down.") || k.contains(".lora_down.")) {
+        Some("diffusers")
+    } else {
+        None
+    };
+    if let Some(format) = lora_format {
+        return Ok(Inspection::Lora { format: format.into(), tensors: keys.len(), dtype });
+    }
+    let embedding = |format: &str, key: &String| {
+        let shape = &file.tensors()[key].shape;
+        let (vectors, width) = match shape.as_slice() {
+            [w] => (1, *w),
+            [n, w] => (*n, *w),
+            _ => return None,
+        };
+        Some(Inspection::Embedding { format: format.into(), vectors, width })
+    };
+    if let Some(k) = keys.iter().find(|k| k.as_str() == "emb_params" || k.starts_with("clip_l")) {
+        if let Some(e) = embedding("kohya", k) {
+            return Ok(e);
+        }
+    }
+    if let Some(k) = keys.iter().find(|k| k.starts_with("string_to_param")) {
+        if let Some(e) = embedding("a1111", k) {
+            return Ok(e);
+        }
+    }
+    if keys.len() == 1 && !keys[0].contains('.') {
+        if let Some(e) = embedding("diffusers", keys[0]) {
+            return Ok(e);
+        }
+    }
+    Ok(Inspection::Unknown { tensors: keys.len(), sample_keys: keys.iter().take(5).map(|k| (*k).clone()).collect() })
+}

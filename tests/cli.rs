@@ -1,0 +1,124 @@
+//! The `kiln` command line, run as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use kiln_engine::image::read_png;
+use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
+
+use crate::common::{assert_close, fixture, reference};
+use crate::parity::{ddim_request, image_mean_abs_diff};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `kiln generate` on a fixture with the reference DDIM request; returns the out dir.
+fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path) -> Output {
+    let req = ddim_request(m);
+    let latents = req.latents.as_ref().unwrap();
+    let noise = dir.join("noise.safetensors");
+    write_f32(&noise, &[WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }], &Default::default()).unwrap();
+    let (w, h, steps, cfg) = (req.width.to_string(), req.height.to_string(), req.steps.to_string(), req.cfg.to_string());
+    let mut args: Vec<&str> = vec!["generate", "--model", model.to_str().unwrap()];
+    if let Some(c) = config {
+        args.extend(["--config", c.to_str().unwrap()]);
+    }
+    for (p, n) in req.prompts.iter().zip(&req.negatives) {
+        args.extend(["--prompt", p, "--negative", n]);
+    }
+    let out = dir.join("img.png");
+    let saved = dir.join("final.safetensors");
+    args.extend(["--sampler", "ddim", "--eta", "0", "--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h]);
+    args.extend(["--latents", noise.to_str().unwrap(), "--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    kiln(&args)
+}
+
+#[test]
+fn generate_matches_diffusers_from_both_layouts() {
+    for (m, single) in [("tiny-a", false), ("tiny-b", true)] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = if single {
+            generate(&fixture(&format!("{m}.safetensors")), Some(&fixture(m)), m, dir.path())
+        } else {
+            generate(&fixture(m), None, m, dir.path())
+        };
+        assert!(o.status.success(), "{m}: {}", stderr(&o));
+        let (_, want_latents) = reference(m, "ddim.latents_out");
+        let saved = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap();
+        assert_close(&format!("{m} CLI latents"), &saved.f32("latents").unwrap(), &want_latents, 1e-4);
+        let images = [read_png(&dir.path().join("img-0.png")).unwrap(), read_png(&dir.path().join("img-1.png")).unwrap()];
+        let (_, want_image) = reference(m, "ddim.image");
+        let diff = image_mean_abs_diff(&images, &want_image);
+        assert!(diff <= 0.3, "{m}: CLI image mean |Δ| {diff}");
+        assert!(!dir.path().join("img.png").exists(), "several images are numbered");
+    }
+}
+
+#[test]
+fn generate_without_seed_prints_the_random_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("one.png");
+    let o = kiln(&["generate", "--model", fixture("tiny-b").to_str().unwrap(), "--prompt", "a cat", "--steps", "2", "--width", "16", "--height", "16", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("seed: "), "{}", stderr(&o));
+    let img = read_png(&out).unwrap();
+    assert_eq!((img.width, img.height), (16, 16));
+}
+
+#[test]
+fn tokenize_prints_77_ids() {
+    let o = kiln(&["tokenize", "a photo of a cat"]);
+    assert!(o.status.success());
+    let ids: Vec<u32> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(ids.len(), 77);
+    assert_eq!(&ids[..7], &[49406, 320, 1125, 539, 320, 2368, 49407]);
+}
+
+#[test]
+fn inspect_names_each_fixture() {
+    let cases = [
+        (fixture("tiny-a"), "checkpoint", "diffusers"),
+        (fixture("tiny-a.safetensors"), "checkpoint", "single_file"),
+        (fixture("tiny-b.safetensors"), "checkpoint", "single_file"),
+    ];
+    for (path, kind, layout) in cases {
+        let o = kiln(&["inspect", path.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["kind"], kind, "{}", path.display());
+        assert_eq!(v["layout"], layout, "{}", path.display());
+        assert_eq!(v["family"], "Stable Diffusion 1.x");
+    }
+    let o = kiln(&["inspect", fixture("tiny-b.safetensors").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["dtype"], "BF16");
+    assert_eq!(v["config"]["vae"]["block_out_channels"], serde_json::json!([16, 32, 32]), "architecture inferred from shapes");
+    assert_eq!(v["config"]["unet"]["block_out_channels"], serde_json::json!([24, 48]));
+}
+
+#[test]
+fn errors_are_one_line_with_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("model.safetensors");
+    std::fs::write(&bogus, "<!DOCTYPE html><html><body>Sign in</body></html>").unwrap();
+    let out = dir.path().join("x.png");
+    for args in [
+        vec!["generate", "--model", bogus.to_str().unwrap(), "--prompt", "x", "--out", out.to_str().unwrap()],
+        vec!["generate", "--model", fixture("tiny-b").to_str().unwrap(), "--prompt", "x", "--device", "cuda", "--out", out.to_str().unwrap()],
+        vec!["generate", "--model", fixture("tiny-b").to_str().unwrap(), "--prompt", "x", "--width", "30", "--out", out.to_str().unwrap()],
+        vec!["inspect", dir.path().join("missing.safetensors").to_str().unwrap()],
+    ] {
+        let o = kiln(&args);
+        assert!(!o.status.success(), "{args:?} should fail");
+        let err = stderr(&o);
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+        assert!(err.starts_with("kiln: "), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert!(!out.exists(), "no output on error");
+}

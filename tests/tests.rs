@@ -1,0 +1,18 @@
+//! Kiln's integration tests — one binary, run with `cargo test`.
+//!
+//! - `parity`: every model component and the DDIM pipeline against diffusers references
+//!   (`fixtures/ref/*`, made by `fixtures/make_fixtures.py`), from both checkpoint layouts;
+//! - `tokenizer`: ids equal transformers' `CLIPTokenizer` on hard prompts;
+//! - `cli`: the `kiln` binary's contract (generate, inspect, tokenize, exit codes);
+//! - `bad_input`: every way a file can be wrong gives its named error.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+mod common;
+
+mod bad_input;
+mod cli;
+mod parity;
+mod tokenizer;
+#[cfg(feature = "wgpu")]
+mod wgpu;
