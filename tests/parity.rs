@@ -199,3 +199,34 @@ fn ddim_eta_adds_seeded_noise() {
     let c = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     assert_ne!(a.latents, c.latents, "the seed drives the η noise");
 }
+
+#[test]
+fn parameter_paths_are_the_diffusers_keys() {
+    use kiln_engine::models::paths::param_paths;
+    use kiln_engine::weights::safetensors::SafeTensors;
+    for m in crate::common::MODELS {
+        let sd = model(m, Layout::Diffusers);
+        let dir = crate::common::fixture(m);
+        let keys = |rel: &str, strip: &str| -> std::collections::BTreeMap<String, Vec<usize>> {
+            let f = SafeTensors::open(&dir.join(rel)).unwrap();
+            f.tensors().iter().map(|(k, i)| (k.strip_prefix(strip).unwrap_or(k).to_owned(), i.shape.clone())).collect()
+        };
+        let ours = |paths: Vec<(String, Vec<usize>)>| -> std::collections::BTreeMap<String, Vec<usize>> {
+            // Burn keeps linear weights as [in, out]; files have [out, in].
+            paths.into_iter().map(|(k, s)| (k, if s.len() == 2 { vec![s[1], s[0]] } else { s })).collect()
+        };
+        assert_eq!(ours(param_paths(&sd.unet)), keys("unet/diffusion_pytorch_model.safetensors", ""), "{m} UNet");
+        assert_eq!(ours(param_paths(&sd.vae)), keys("vae/diffusion_pytorch_model.safetensors", ""), "{m} VAE");
+        let text = ours(param_paths(&sd.text_encoder));
+        let file = keys("text_encoder/model.safetensors", "text_model.");
+        // The token embedding [vocab, dim] is not a linear weight: undo the swap above.
+        let mut text = text;
+        if let Some(s) = text.get_mut("embeddings.token_embedding.weight") {
+            s.reverse();
+        }
+        if let Some(s) = text.get_mut("embeddings.position_embedding.weight") {
+            s.reverse();
+        }
+        assert_eq!(text, file, "{m} text encoder");
+    }
+}

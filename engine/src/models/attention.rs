@@ -7,12 +7,17 @@ use burn::tensor::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use burn::nn::{Dropout, DropoutConfig};
+
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
 use crate::weights::loader::Loader;
 
-/// Diffusers' `Attention` (scaled dot-product, `heads` heads of `dim / heads` each).
+/// Diffusers' `Attention` (scaled dot-product, `heads` heads of `dim / heads` each). With a
+/// `group_norm` it is the VAE's spatial self-attention (see [`Attention::forward_spatial`]).
 #[derive(Module, Debug)]
 pub struct Attention {
+    /// GroupNorm applied to a spatial input first (VAE mid-block attention only).
+    pub group_norm: Option<GroupNorm>,
     /// Query projection.
     pub to_q: Linear,
     /// Key projection (from the context width for cross-attention).
@@ -29,6 +34,7 @@ impl Attention {
     /// Loads `{path}.to_q/k/v/out.0`; `context_dim` is the key/value input width.
     pub fn load(ld: &mut Loader, path: &str, dim: usize, context_dim: usize, heads: usize, qkv_bias: bool) -> Self {
         Attention {
+            group_norm: None,
             to_q: Linear::load(ld, &format!("{path}.to_q"), dim, dim, qkv_bias),
             to_k: Linear::load(ld, &format!("{path}.to_k"), context_dim, dim, qkv_bias),
             to_v: Linear::load(ld, &format!("{path}.to_v"), context_dim, dim, qkv_bias),
@@ -58,13 +64,12 @@ pub struct Geglu {
     pub proj: Linear,
 }
 
-/// `FeedForward` with GEGLU: `net.0` (GEGLU), `net.1` dropout, `net.2` linear.
+/// `FeedForward` with GEGLU. `net` mirrors diffusers' `ModuleList`: `net.0` (GEGLU),
+/// `net.1` (dropout), `net.2` (linear, inner → dim), so parameter paths equal diffusers keys.
 #[derive(Module, Debug)]
 pub struct FeedForward {
-    /// `net.0`.
-    pub geglu: Geglu,
-    /// `net.2`: inner → dim.
-    pub out: Linear,
+    /// `(GEGLU, Dropout, Linear)`.
+    pub net: (Geglu, Dropout, Linear),
 }
 
 impl FeedForward {
@@ -72,18 +77,21 @@ impl FeedForward {
     pub fn load(ld: &mut Loader, path: &str, dim: usize) -> Self {
         let inner = 4 * dim;
         FeedForward {
-            geglu: Geglu { proj: Linear::load(ld, &format!("{path}.net.0.proj"), dim, 2 * inner, true) },
-            out: Linear::load(ld, &format!("{path}.net.2"), inner, dim, true),
+            net: (
+                Geglu { proj: Linear::load(ld, &format!("{path}.net.0.proj"), dim, 2 * inner, true) },
+                DropoutConfig::new(0.0).init(),
+                Linear::load(ld, &format!("{path}.net.2"), inner, dim, true),
+            ),
         }
     }
 
     /// `[B, N, dim]` → `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let projected = self.geglu.proj.forward(x);
+        let projected = self.net.0.proj.forward(x);
         let mut halves = projected.chunk(2, 2);
         let gate = halves.pop().expect("two halves");
         let value = halves.pop().expect("two halves");
-        self.out.forward(value * gelu(gate))
+        self.net.2.forward(self.net.1.forward(value * gelu(gate)))
     }
 }
 
@@ -165,30 +173,24 @@ impl Transformer2DModel {
     }
 }
 
-/// The VAE's mid-block self-attention: GroupNorm, single-head attention over all pixels,
-/// residual (diffusers' `Attention` with `group_norm`, `heads = 1`).
-#[derive(Module, Debug)]
-pub struct SpatialSelfAttention {
-    /// GroupNorm (ε = 1e-6).
-    pub group_norm: GroupNorm,
-    /// The attention (biased q/k/v).
-    pub attention: Attention,
-}
-
-impl SpatialSelfAttention {
-    /// Loads `{path}.group_norm`, `{path}.to_q/k/v/out.0`.
-    pub fn load(ld: &mut Loader, path: &str, channels: usize, groups: usize) -> Self {
-        SpatialSelfAttention {
-            group_norm: GroupNorm::load(ld, &format!("{path}.group_norm"), groups, channels, 1e-6),
-            attention: Attention::load(ld, path, channels, channels, 1, true),
-        }
+impl Attention {
+    /// The VAE's mid-block attention at `path`: `group_norm` (ε = 1e-6), single-head
+    /// attention over all pixels with biased q/k/v, residual.
+    pub fn load_spatial(ld: &mut Loader, path: &str, channels: usize, groups: usize) -> Self {
+        let group_norm = Some(GroupNorm::load(ld, &format!("{path}.group_norm"), groups, channels, 1e-6));
+        Attention { group_norm, ..Attention::load(ld, path, channels, channels, 1, true) }
     }
 
-    /// `[B, C, H, W]` → `[B, C, H, W]`.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `[B, C, H, W]` → `[B, C, H, W]`: (group-normed) self-attention over the H×W pixels plus
+    /// the input.
+    pub fn forward_spatial(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
-        let tokens = self.group_norm.forward(x.clone()).reshape([b, c, h * w]).swap_dims(1, 2);
-        let out = self.attention.forward(tokens, None);
+        let normed = match &self.group_norm {
+            Some(norm) => norm.forward(x.clone()),
+            None => x.clone(),
+        };
+        let tokens = normed.reshape([b, c, h * w]).swap_dims(1, 2);
+        let out = self.forward(tokens, None);
         out.swap_dims(1, 2).reshape([b, c, h, w]) + x
     }
 }

@@ -5,6 +5,7 @@ pub mod clip_text;
 pub mod config;
 pub mod embeddings;
 pub mod layers;
+pub mod paths;
 pub mod resnet;
 pub mod unet_2d_blocks;
 pub mod unet_2d_condition;

@@ -5,7 +5,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use crate::error::Result;
-use crate::models::attention::SpatialSelfAttention;
+use crate::models::attention::Attention;
 use crate::models::config::AutoencoderKLConfig;
 use crate::models::layers::{Conv2d, GroupNorm};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
@@ -19,14 +19,14 @@ pub struct VaeMidBlock {
     /// Two resnets.
     pub resnets: Vec<ResnetBlock2D>,
     /// Zero or one self-attention.
-    pub attentions: Vec<SpatialSelfAttention>,
+    pub attentions: Vec<Attention>,
 }
 
 impl VaeMidBlock {
     fn load(ld: &mut Loader, path: &str, c: usize, groups: usize, attention: bool) -> Self {
         VaeMidBlock {
             resnets: (0..2).map(|j| ResnetBlock2D::load(ld, &format!("{path}.resnets.{j}"), c, c, None, groups, VAE_EPS)).collect(),
-            attentions: if attention { vec![SpatialSelfAttention::load(ld, &format!("{path}.attentions.0"), c, groups)] } else { Vec::new() },
+            attentions: if attention { vec![Attention::load_spatial(ld, &format!("{path}.attentions.0"), c, groups)] } else { Vec::new() },
         }
     }
 
@@ -34,7 +34,7 @@ impl VaeMidBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut h = self.resnets[0].forward(x, None);
         for attn in &self.attentions {
-            h = attn.forward(h);
+            h = attn.forward_spatial(h);
         }
         self.resnets[1].forward(h, None)
     }
