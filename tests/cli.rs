@@ -9,16 +9,17 @@ use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
 use crate::common::{assert_close, fixture, reference};
 use crate::parity::{ddim_request, image_mean_abs_diff};
 
-fn kiln(args: &[&str]) -> Output {
+pub fn kiln(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap()
 }
 
-fn stderr(o: &Output) -> String {
+pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Runs `kiln generate` on a fixture with the reference DDIM request; returns the out dir.
-fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path) -> Output {
+/// Runs `kiln generate` on a fixture with the reference DDIM request (plus `extra` args),
+/// writing `img-*.png` and `final.safetensors` into `dir`.
+pub fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path, extra: &[&str]) -> Output {
     let req = ddim_request(m);
     let latents = req.latents.as_ref().unwrap();
     let noise = dir.join("noise.safetensors");
@@ -35,6 +36,7 @@ fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path) -> Output 
     let saved = dir.join("final.safetensors");
     args.extend(["--sampler", "ddim", "--eta", "0", "--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h]);
     args.extend(["--latents", noise.to_str().unwrap(), "--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend(extra);
     kiln(&args)
 }
 
@@ -43,9 +45,9 @@ fn generate_matches_diffusers_from_both_layouts() {
     for (m, single) in [("tiny-a", false), ("tiny-b", true)] {
         let dir = tempfile::tempdir().unwrap();
         let o = if single {
-            generate(&fixture(&format!("{m}.safetensors")), Some(&fixture(m)), m, dir.path())
+            generate(&fixture(&format!("{m}.safetensors")), Some(&fixture(m)), m, dir.path(), &[])
         } else {
-            generate(&fixture(m), None, m, dir.path())
+            generate(&fixture(m), None, m, dir.path(), &[])
         };
         assert!(o.status.success(), "{m}: {}", stderr(&o));
         let (_, want_latents) = reference(m, "ddim.latents_out");

@@ -13,6 +13,8 @@ mod common;
 mod bad_input;
 mod cli;
 mod parity;
+mod textual_inversion;
+mod lora;
 mod tokenizer;
 #[cfg(feature = "wgpu")]
 mod wgpu;

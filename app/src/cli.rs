@@ -80,6 +80,15 @@ struct GenerateArgs {
     /// Write the final latents (before VAE decoding) here, key `latents`.
     #[arg(long)]
     save_latents: Option<PathBuf>,
+    /// LoRA to apply: FILE or FILE:WEIGHT (repeatable; weight 1 by default, negative allowed).
+    #[arg(long = "lora", value_name = "FILE[:WEIGHT]")]
+    loras: Vec<String>,
+    /// Folder where `<lora:NAME:WEIGHT>` prompt tags look for NAME.safetensors.
+    #[arg(long)]
+    lora_dir: Option<PathBuf>,
+    /// Textual-inversion embedding: FILE or FILE:TOKEN (repeatable; token = file stem by default).
+    #[arg(long = "embedding", value_name = "FILE[:TOKEN]")]
+    embeddings: Vec<String>,
     /// Compute device: cpu, wgpu, metal, vulkan, cuda, or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -129,6 +138,65 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
     (0..n).map(|i| out.with_file_name(format!("{stem}-{i}.{ext}"))).collect()
 }
 
+/// Splits `FILE:SUFFIX` when the part after the last `:` parses with `parse` (so paths with
+/// drive letters or colons still work).
+fn split_suffix<T>(spec: &str, parse: impl Fn(&str) -> Option<T>) -> Result<(String, Option<T>)> {
+    if let Some((file, suffix)) = spec.rsplit_once(':')
+        && let Some(v) = parse(suffix)
+        && !file.is_empty()
+    {
+        return Ok((file.to_owned(), Some(v)));
+    }
+    if spec.is_empty() {
+        bail!("empty file name");
+    }
+    Ok((spec.to_owned(), None))
+}
+
+/// Removes A1111 `<lora:NAME:WEIGHT>` / `<lora:NAME>` tags from a prompt; returns the text and
+/// the tags (weight 1 when absent).
+fn extract_lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
+    let mut text = String::with_capacity(prompt.len());
+    let mut tags = Vec::new();
+    let mut rest = prompt;
+    while let Some(start) = rest.find("<lora:") {
+        let Some(len) = rest[start..].find('>') else { break };
+        text.push_str(&rest[..start]);
+        let inner = &rest[start + 6..start + len];
+        let mut parts = inner.split(':');
+        let name = parts.next().unwrap_or("").trim().to_owned();
+        let weight = parts.next().and_then(|w| w.trim().parse().ok()).unwrap_or(1.0);
+        if !name.is_empty() {
+            tags.push((name, weight));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    text.push_str(rest);
+    let cleaned = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (cleaned.trim_matches(|c: char| c == ',' || c.is_whitespace()).to_owned(), tags)
+}
+
+/// AUTOMATIC1111's `parameters` text for one image (the prompt keeps its `<lora:…>` tags, as
+/// A1111 writes it; `Lora hashes` lists each LoRA's short hash).
+fn infotext(prompt: &str, negative: &str, req: &GenerationRequest, seed: u64, model: &str, loras: &[(String, String)]) -> String {
+    let sampler = match req.sampler {
+        Sampler::Ddim { .. } => "DDIM",
+    };
+    let mut s = prompt.to_owned();
+    if !negative.is_empty() {
+        s.push_str(&format!("\nNegative prompt: {negative}"));
+    }
+    s.push_str(&format!(
+        "\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}",
+        req.steps, req.cfg, req.width, req.height
+    ));
+    if !loras.is_empty() {
+        let list: Vec<String> = loras.iter().map(|(n, h)| format!("{n}: {h}")).collect();
+        s.push_str(&format!(", Lora hashes: \"{}\"", list.join(", ")));
+    }
+    s
+}
+
 fn generate(args: GenerateArgs) -> Result<()> {
     let sampler = match args.sampler.as_str() {
         "ddim" => Sampler::Ddim { eta: args.eta },
@@ -140,11 +208,42 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0) % 4_294_967_296
     });
-    let sd = StableDiffusion::load(&args.model, args.config.as_deref(), &device)?;
+    let mut sd = StableDiffusion::load(&args.model, args.config.as_deref(), &device)?;
+    // `<lora:NAME:WEIGHT>` tags are removed from the prompts and added to the stack.
+    let mut loras: Vec<(PathBuf, f32)> = args.loras.iter().map(|s| split_suffix(s, |w| w.parse::<f32>().ok()).map(|(p, w)| (PathBuf::from(p), w.unwrap_or(1.0)))).collect::<Result<_>>()?;
+    let mut prompts = Vec::with_capacity(args.prompts.len());
+    for p in &args.prompts {
+        let (text, tags) = extract_lora_tags(p);
+        for (name, weight) in tags {
+            let dir = args.lora_dir.as_deref().with_context(|| format!("the prompt uses <lora:{name}:…>; give --lora-dir DIR to say where LoRAs are"))?;
+            let file = dir.join(format!("{name}.safetensors"));
+            if !file.exists() {
+                bail!("<lora:{name}:…>: {} does not exist", file.display());
+            }
+            if !loras.iter().any(|(f, _)| f == &file) {
+                loras.push((file, weight));
+            }
+        }
+        prompts.push(text);
+    }
+    let mut negatives = Vec::with_capacity(args.negatives.len());
+    for n in &args.negatives {
+        negatives.push(extract_lora_tags(n).0);
+    }
+    let mut hashes = Vec::new();
+    for (file, weight) in &loras {
+        let adapter = sd.open_lora(file)?;
+        hashes.push((adapter.name.clone(), adapter.report.short_hash.clone()));
+        sd.add_lora(adapter, *weight);
+    }
+    for spec in &args.embeddings {
+        let (file, token) = split_suffix(spec, |t| (!t.is_empty() && !t.contains(['/', '\\'])).then(|| t.to_owned()))?;
+        sd.load_embedding(Path::new(&file), token.as_deref())?;
+    }
     let native = sd.info.config.unet.sample_size.map(|s| s * sd.vae_scale_factor()).unwrap_or(512);
     let request = GenerationRequest {
-        prompts: args.prompts,
-        negatives: args.negatives,
+        prompts,
+        negatives,
         sampler,
         steps: args.steps,
         cfg: args.cfg,
@@ -180,8 +279,12 @@ fn generate(args: GenerateArgs) -> Result<()> {
     if random_seed {
         eprintln!("seed: {seed}");
     }
-    for (path, image) in output_paths(&args.out, output.images.len()).iter().zip(&output.images) {
-        write_png(path, image, &[])?;
+    let model_name = args.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    for (k, (path, image)) in output_paths(&args.out, output.images.len()).iter().zip(&output.images).enumerate() {
+        let prompt_index = k / request.batch;
+        let negative = request.negatives.get(prompt_index).or(request.negatives.first()).cloned().unwrap_or_default();
+        let parameters = infotext(&args.prompts[prompt_index], &negative, &request, output.seeds[k], &model_name, &hashes);
+        write_png(path, image, &[("parameters", &parameters)])?;
         println!("{}", path.display());
     }
     Ok(())

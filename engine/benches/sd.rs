@@ -75,6 +75,94 @@ fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
 fn main() {
     let name = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "cpu".into());
     let device = kiln_engine::device::device(&name).unwrap();
-    bench_tiny_txt2img(&device, &name, 5);
-    bench_unet(&device, &name, 3);
+    let only = std::env::var("KILN_BENCH").unwrap_or_default();
+    if only.is_empty() || only == "txt2img" {
+        bench_tiny_txt2img(&device, &name, 5);
+    }
+    if only.is_empty() || only == "unet" {
+        bench_unet(&device, &name, 3);
+    }
+    if only.is_empty() || only == "lora" {
+        bench_lora(&device, &name);
+    }
+}
+
+/// A random rank-`r` LoRA on every attention projection (to_q/k/v/out.0) of `unet`.
+fn random_attention_lora(unet: &UNet2DConditionModel, rank: usize, seed: u64) -> kiln_engine::adapters::lora::LoraAdapter {
+    use kiln_engine::adapters::lora::targets::{Component, TargetIndex};
+    use kiln_engine::adapters::lora::{LoraAdapter, LoraModule, LoraReport};
+    use rand::{RngExt, SeedableRng};
+    let paths = kiln_engine::models::paths::param_paths(unet);
+    let index = TargetIndex::new(&paths, &[], 2);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let modules: Vec<LoraModule> = paths
+        .iter()
+        .filter_map(|(p, _)| p.strip_suffix(".weight"))
+        .filter(|p| ["to_q", "to_k", "to_v", "to_out.0"].iter().any(|s| p.ends_with(s)))
+        .filter_map(|p| index.module(Component::Unet, p).cloned())
+        .map(|target| {
+            let (d_out, d_in) = match target.shape {
+                kiln_engine::adapters::lora::targets::LayerShape::Linear { d_in, d_out } => (d_out, d_in),
+                kiln_engine::adapters::lora::targets::LayerShape::Conv { c_in, c_out, kernel } => (c_out, c_in * kernel * kernel),
+            };
+            let mut v = |n: usize| (0..n).map(|_| rng.random_range(-0.01f32..0.01)).collect::<Vec<f32>>();
+            LoraModule { target, rank, down: v(rank * d_in), up: v(d_out * rank), scale: 1.0 }
+        })
+        .collect();
+    let report = LoraReport {
+        format: "synthetic".into(),
+        dialect: String::new(),
+        family: None,
+        ranks: [rank].into(),
+        alphas: Default::default(),
+        alpha_source: String::new(),
+        modules: modules.len(),
+        matched: modules.len(),
+        unmatched: Vec::new(),
+        unet_layers: modules.len(),
+        text_encoder_layers: 0,
+        trigger_words: Vec::new(),
+        short_hash: String::new(),
+    };
+    LoraAdapter { path: "synthetic".into(), name: format!("synthetic-{seed}"), modules, report }
+}
+
+/// Re-weighting one LoRA in a stack of three on a full-size SD 1.5 UNet, and UNet speed with
+/// 0 and 3 merged LoRAs.
+pub fn bench_lora(device: &Device, device_name: &str) {
+    use kiln_engine::adapters::lora::stack::LoraStack;
+    use kiln_engine::adapters::lora::targets::Component;
+    let config = sd15().unet;
+    let mut ld = Loader::random(0, device);
+    let mut unet = UNet2DConditionModel::load(&config, &mut ld).unwrap();
+    let sample = randn([2, 4, 32, 32], device);
+    let context: Tensor<3> = Tensor::from_data(TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]), device);
+    let forward = |unet: &UNet2DConditionModel| {
+        let t0 = Instant::now();
+        let _ = unet.forward(sample.clone(), &[500.0, 500.0], &context).into_data();
+        t0.elapsed().as_secs_f64()
+    };
+    let _ = forward(&unet);
+    let plain = median((0..3).map(|_| forward(&unet)).collect());
+    let mut stack = LoraStack::default();
+    for seed in 0..3 {
+        let adapter = std::sync::Arc::new(random_attention_lora(&unet, 16, seed));
+        let dirty = stack.push(adapter, 0.8, device);
+        unet = stack.merge_into(Component::Unet, unet, &dirty);
+    }
+    let _ = forward(&unet);
+    let with3 = median((0..3).map(|_| forward(&unet)).collect());
+    let layers = stack.entries()[1].covers().len();
+    let mut times = Vec::new();
+    for w in [0.5f32, 0.9, -0.3, 1.2, 0.0] {
+        let t0 = Instant::now();
+        let dirty = stack.set_weight(1, w);
+        unet = stack.merge_into(Component::Unet, unet, &dirty);
+        // Read one merged weight back so lazy backends finish the work.
+        let _ = unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_v.weight.val().into_data();
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    println!(r#"{{"bench": "lora_reweight_sd15_unet_{layers}_layers_rank16", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#, median(times));
+    println!(r#"{{"bench": "unet_sd15_32x32_b2_0_loras", "impl": "kiln-{device_name}", "seconds": {plain:.4}}}"#);
+    println!(r#"{{"bench": "unet_sd15_32x32_b2_3_loras", "impl": "kiln-{device_name}", "seconds": {with3:.4}}}"#);
 }

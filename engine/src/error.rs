@@ -123,9 +123,83 @@ pub enum Error {
     /// The job was cancelled by the user.
     #[error("cancelled")]
     Cancelled,
+    /// A file is not the kind of adapter it was passed as.
+    #[error("{path}: {what}")]
+    NotAnAdapter {
+        /// The file involved.
+        path: PathBuf,
+        /// What it seems to be instead.
+        what: String,
+    },
+    /// An adapter type Kiln recognises but cannot apply (LoHa, LoKr, DoRA, …).
+    #[error("{path}: this is a {kind} adapter, which Kiln cannot apply yet (LoRA and LoCon are supported)")]
+    UnsupportedAdapter {
+        /// The file involved.
+        path: PathBuf,
+        /// e.g. "LyCORIS LoHa".
+        kind: String,
+    },
+    /// An adapter made for another model family.
+    #[error("{path}: this LoRA was made for {adapter}; the loaded model is {model}")]
+    AdapterFamilyMismatch {
+        /// The file involved.
+        path: PathBuf,
+        /// The adapter's family.
+        adapter: String,
+        /// The loaded model's family.
+        model: String,
+    },
+    /// LoRA modules that match no layer of the loaded model.
+    #[error("{path}: {} of {total} LoRA modules match nothing in this model, e.g. {}", unmatched.len(), preview(unmatched))]
+    AdapterUnmatched {
+        /// The file involved.
+        path: PathBuf,
+        /// Modules in the file.
+        total: usize,
+        /// The names of the modules that match nothing.
+        unmatched: Vec<String>,
+    },
     /// A computation produced NaN or infinite values.
     #[error("{0} produced NaN or infinite values (try f32 precision or another sampler)")]
     NonFinite(String),
+    /// A file passed as a textual-inversion embedding is something else (a LoRA, a checkpoint, …).
+    #[error("{path}: not a textual-inversion embedding: {what}")]
+    NotAnEmbedding {
+        /// The file involved.
+        path: PathBuf,
+        /// What it seems to be instead, and what to do.
+        what: String,
+    },
+    /// A pickle that calls something a weights file never needs (e.g. `posix.system`).
+    /// Kiln never runs pickles; it refuses the file rather than ignore the call.
+    #[error(
+        "{path}: this pickle calls `{callable}`, which no embedding or weights file needs; \
+         the file may be malicious. Kiln did not run it and will not load it"
+    )]
+    UnsafePickle {
+        /// The file involved.
+        path: PathBuf,
+        /// The Python callable the pickle references, e.g. `posix.system`.
+        callable: String,
+    },
+    /// An embedding whose vectors do not fit the loaded text encoder.
+    #[error("{path}: this embedding is {width} wide{made_for}; the loaded model's text encoder is {model_width} wide")]
+    EmbeddingWidthMismatch {
+        /// The embedding file.
+        path: PathBuf,
+        /// Width of the embedding's vectors.
+        width: usize,
+        /// e.g. " (made for SD 2.x)", or empty when the width names no known family.
+        made_for: String,
+        /// Hidden size of the loaded text encoder.
+        model_width: usize,
+    },
+    /// A token to add to the tokenizer already exists in its vocabulary.
+    #[error("token '{token}' is already in the vocabulary; pass another token name")]
+    TokenInVocabulary {
+        /// The token.
+        token: String,
+    },
 }
 
 fn preview(keys: &[String]) -> String {

@@ -79,3 +79,15 @@ pub fn read_png(path: &Path) -> Result<RgbImage> {
     }
     Ok(RgbImage { width: w, height: h, pixels })
 }
+
+/// The text chunks (`tEXt`, `zTXt`, `iTXt`) of a PNG, as (keyword, text) pairs.
+pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let decoder = png::Decoder::new(std::io::BufReader::new(file));
+    let reader = decoder.read_info().map_err(|e| Error::format(path, e.to_string()))?;
+    let info = reader.info();
+    let mut out: Vec<(String, String)> = info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    out.extend(info.compressed_latin1_text.iter().filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))));
+    out.extend(info.utf8_text.iter().filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))));
+    Ok(out)
+}

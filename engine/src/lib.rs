@@ -10,6 +10,7 @@
 //!
 //! The CLI (`kiln generate`, `kiln inspect`, `kiln tokenize`) and the desktop app use this API.
 
+pub mod adapters;
 pub mod device;
 pub mod error;
 pub mod image;

@@ -31,12 +31,13 @@ pub fn param_paths<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
     c.out
 }
 
-/// Replaces float parameters by path: `f(path, tensor)` returns the new value, or None to
-/// keep the parameter as it is. Shapes must not change.
-pub fn map_params<M: Module>(module: M, f: &mut dyn FnMut(&str, &[usize]) -> Option<Tensor<1>>) -> M {
+/// Replaces the float parameters whose path `select` accepts: `f(path, current)` gets the
+/// current value flattened to 1-D and returns the new one (same number of elements).
+pub fn map_params<M: Module>(module: M, select: &dyn Fn(&str) -> bool, f: &mut dyn FnMut(&str, Tensor<1>) -> Tensor<1>) -> M {
     struct Mapper<'a> {
         stack: Vec<String>,
-        f: &'a mut dyn FnMut(&str, &[usize]) -> Option<Tensor<1>>,
+        select: &'a dyn Fn(&str) -> bool,
+        f: &'a mut dyn FnMut(&str, Tensor<1>) -> Tensor<1>,
     }
     impl ModuleMapper for Mapper<'_> {
         fn enter_module(&mut self, name: &str, _container: &str) {
@@ -47,13 +48,15 @@ pub fn map_params<M: Module>(module: M, f: &mut dyn FnMut(&str, &[usize]) -> Opt
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let path = self.stack.join(".");
-            let dims: [usize; D] = param.shape().dims();
-            match (self.f)(&path, &dims) {
-                Some(flat) => param.map(|_| flat.reshape(dims)),
-                None => param,
+            if !(self.select)(&path) {
+                return param;
             }
+            let dims: [usize; D] = param.shape().dims();
+            let numel: usize = dims.iter().product();
+            let f = &mut self.f;
+            param.map(|t| f(&path, t.reshape([numel])).reshape(dims))
         }
     }
-    let mut mapper = Mapper { stack: Vec::new(), f };
+    let mut mapper = Mapper { stack: Vec::new(), select, f };
     module.map(&mut mapper)
 }

@@ -11,7 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::adapters::lora::stack::{LoraStack, ParamKey, StackEntry};
+use crate::adapters::lora::targets::{Component, TargetIndex};
+use crate::adapters::lora::LoraAdapter;
 use crate::error::{Error, Result};
+use crate::models::paths::param_paths;
 use crate::image::{RgbImage, to_rgb8};
 use crate::models::clip_text::ClipTextModel;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
@@ -120,6 +124,7 @@ pub struct StableDiffusion {
     pub tokenizer: ClipTokenizer,
     /// What was loaded.
     pub info: CheckpointInfo,
+    loras: LoraStack,
     device: Device,
 }
 
@@ -143,12 +148,64 @@ impl StableDiffusion {
         let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
         ld.finish("VAE")?;
         tracing::info!(path = %ckpt.info.path.display(), layout = ?ckpt.info.layout, "model loaded");
-        Ok(StableDiffusion { text_encoder, unet, vae, tokenizer: ClipTokenizer::sd15()?, info: ckpt.info, device: device.clone() })
+        Ok(StableDiffusion { text_encoder, unet, vae, tokenizer: ClipTokenizer::sd15()?, info: ckpt.info, loras: LoraStack::default(), device: device.clone() })
     }
 
     /// The device the models live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Every layer of this model a LoRA can modify, under every alias LoRA files use.
+    pub fn lora_targets(&self) -> TargetIndex {
+        TargetIndex::new(&param_paths(&self.unet), &param_paths(&self.text_encoder), self.info.config.unet.layers_per_block)
+    }
+
+    /// Opens a LoRA file or PEFT folder and checks it against this model.
+    pub fn open_lora(&self, path: &Path) -> Result<LoraAdapter> {
+        LoraAdapter::open(path, &self.lora_targets())
+    }
+
+    /// The LoRA stack, in order.
+    pub fn loras(&self) -> &[StackEntry] {
+        self.loras.entries()
+    }
+
+    /// Adds a LoRA at `weight` (enabled) and merges it; returns its index in the stack.
+    pub fn add_lora(&mut self, adapter: LoraAdapter, weight: f32) -> usize {
+        let dirty = self.loras.push(Arc::new(adapter), weight, &self.device);
+        self.remerge(&dirty);
+        self.loras.entries().len() - 1
+    }
+
+    /// Changes the weight of LoRA `i`; only the layers it covers are recomputed.
+    pub fn set_lora_weight(&mut self, i: usize, weight: f32) {
+        let dirty = self.loras.set_weight(i, weight);
+        self.remerge(&dirty);
+    }
+
+    /// Turns LoRA `i` on or off.
+    pub fn set_lora_enabled(&mut self, i: usize, enabled: bool) {
+        let dirty = self.loras.set_enabled(i, enabled);
+        self.remerge(&dirty);
+    }
+
+    /// Removes LoRA `i` (its layers return to their merged-without-it values).
+    pub fn remove_lora(&mut self, i: usize) {
+        let dirty = self.loras.remove(i);
+        self.remerge(&dirty);
+    }
+
+    fn remerge(&mut self, dirty: &std::collections::BTreeSet<ParamKey>) {
+        self.unet = self.loras.merge_into(Component::Unet, self.unet.clone(), dirty);
+        self.text_encoder = self.loras.merge_into(Component::TextEncoder, self.text_encoder.clone(), dirty);
+    }
+
+    /// Loads a textual-inversion embedding (A1111 `.pt`/`.safetensors`, diffusers
+    /// `learned_embeds`) under `token` (the file stem when None); returns the new token ids.
+    pub fn load_embedding(&mut self, path: &Path, token: Option<&str>) -> Result<Vec<u32>> {
+        let ti = crate::adapters::textual_inversion::load(path, token)?;
+        crate::adapters::textual_inversion::apply(&ti, &mut self.tokenizer, &mut self.text_encoder)
     }
 
     /// Pixels per latent.

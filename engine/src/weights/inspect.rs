@@ -20,15 +20,8 @@ pub enum Inspection {
         /// e.g. "Stable Diffusion XL".
         family: String,
     },
-    /// A LoRA adapter.
-    Lora {
-        /// "kohya" (lora_unet_/lora_te_ keys), "peft" (lora_A/lora_B) or "diffusers" (lora.down/up).
-        format: String,
-        /// Number of tensors.
-        tensors: usize,
-        /// Most common dtype.
-        dtype: String,
-    },
+    /// A LoRA adapter, matched by name against SD 1.5's layers.
+    Lora(Box<crate::adapters::lora::LoraReport>),
     /// A textual-inversion embedding.
     Embedding {
         /// "a1111" (string_to_param), "kohya" (emb_params) or "diffusers" (token → tensor).
@@ -47,11 +40,17 @@ pub enum Inspection {
     },
 }
 
+fn lora_report(path: &Path) -> Result<Inspection> {
+    let names = crate::adapters::lora::targets::sd15_names()?;
+    let (adapter, _) = crate::adapters::lora::LoraAdapter::read(path, &names, false)?;
+    Ok(Inspection::Lora(Box::new(adapter.report)))
+}
+
 /// Classifies `path` (a file or a folder).
 pub fn inspect(path: &Path) -> Result<Inspection> {
     if path.is_dir() {
         if path.join("adapter_config.json").is_file() {
-            return Ok(Inspection::Lora { format: "peft".into(), tensors: 0, dtype: "unknown".into() });
+            return lora_report(path);
         }
         return match Checkpoint::open(path, None) {
             Ok(c) => Ok(Inspection::Checkpoint(Box::new(c.info))),
@@ -65,7 +64,6 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     }
     let file = SafeTensors::open_header(path)?;
     let keys: Vec<&String> = file.tensors().keys().collect();
-    let dtype = file.main_dtype().map(|d| d.name()).unwrap_or("unknown").to_owned();
     match single_file::family(&file) {
         Some(CheckpointFamily::Sd1) => {
             let c = Checkpoint::open(path, None)?;
@@ -77,17 +75,11 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     if keys.iter().any(|k| k.starts_with("conditioner.embedders.")) {
         return Ok(Inspection::UnsupportedCheckpoint { family: CheckpointFamily::Sdxl.name().into() });
     }
-    let lora_format = if keys.iter().any(|k| k.starts_with("lora_unet_") || k.starts_with("lora_te")) {
-        Some("kohya")
-    } else if keys.iter().any(|k| k.contains(".lora_A.") || k.contains(".lora_B.")) {
-        Some("peft")
-    } else if keys.iter().any(|k| k.contains(".lora.down.") || k.contains(".lora_down.")) {
-        Some("diffusers")
-    } else {
-        None
-    };
-    if let Some(format) = lora_format {
-        return Ok(Inspection::Lora { format: format.into(), tensors: keys.len(), dtype });
+    let lora_like = keys.iter().any(|k| {
+        k.starts_with("lora_unet_") || k.starts_with("lora_te") || k.contains(".lora_A.") || k.contains(".lora_B.") || k.contains(".lora.down.") || k.contains(".lora_down.") || k.contains("_lora.down.") || k.contains(".hada_w1_a") || k.contains(".lokr_w1")
+    });
+    if lora_like {
+        return lora_report(path);
     }
     let embedding = |format: &str, key: &String| {
         let shape = &file.tensors()[key].shape;

@@ -295,6 +295,76 @@ pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
     None
 }
 
+/// The inverse of [`unet_key`] for module paths: the LDM name of a diffusers UNet module
+/// (`down_blocks.0.attentions.1.proj_in` → `input_blocks.2.1.proj_in`). `up_has_attention[b]`
+/// tells whether up block `b` has transformers (its upsampler is then `.2`, else `.1`).
+pub fn ldm_module_path(path: &str, lpb: usize, up_has_attention: &[bool]) -> Option<String> {
+    const RESNET: [(&str, &str); 6] = [
+        ("norm1", "in_layers.0"),
+        ("conv1", "in_layers.2"),
+        ("time_emb_proj", "emb_layers.1"),
+        ("norm2", "out_layers.0"),
+        ("conv2", "out_layers.3"),
+        ("conv_shortcut", "skip_connection"),
+    ];
+    let resnet = |rest: &str| -> String {
+        let (head, tail) = rest.split_once('.').map_or((rest, None), |(h, t)| (h, Some(t)));
+        let head = RESNET.iter().find(|(d, _)| *d == head).map_or(head, |(_, l)| *l);
+        match tail {
+            Some(t) => format!("{head}.{t}"),
+            None => head.to_owned(),
+        }
+    };
+    let simple = [
+        ("time_embedding.linear_1", "time_embed.0"),
+        ("time_embedding.linear_2", "time_embed.2"),
+        ("conv_in", "input_blocks.0.0"),
+        ("conv_norm_out", "out.0"),
+        ("conv_out", "out.2"),
+    ];
+    if let Some((_, l)) = simple.iter().find(|(d, _)| *d == path) {
+        return Some((*l).to_owned());
+    }
+    let parts: Vec<&str> = path.splitn(5, '.').collect();
+    let num = |i: usize| parts.get(i).and_then(|s| s.parse::<usize>().ok());
+    let rest = |i: usize| parts.get(i..).map(|p| p.join(".")).unwrap_or_default();
+    match (parts.first().copied(), parts.get(1).copied()) {
+        (Some("mid_block"), Some("resnets")) => {
+            let (j, tail) = (num(2)?, rest(3));
+            Some(format!("middle_block.{}.{}", if j == 0 { 0 } else { 2 }, resnet(&tail)))
+        }
+        (Some("mid_block"), Some("attentions")) => Some(format!("middle_block.1.{}", rest(3))),
+        (Some("down_blocks"), _) => {
+            let l = num(1)?;
+            let kind = parts.get(2)?;
+            let j = num(3)?;
+            let tail = rest(4);
+            match *kind {
+                "resnets" => Some(format!("input_blocks.{}.0.{}", 1 + l * (lpb + 1) + j, resnet(&tail))),
+                "attentions" => Some(format!("input_blocks.{}.1.{tail}", 1 + l * (lpb + 1) + j)),
+                "downsamplers" => Some(format!("input_blocks.{}.0.op", (l + 1) * (lpb + 1))),
+                _ => None,
+            }
+        }
+        (Some("up_blocks"), _) => {
+            let b = num(1)?;
+            let kind = parts.get(2)?;
+            let j = num(3)?;
+            let tail = rest(4);
+            match *kind {
+                "resnets" => Some(format!("output_blocks.{}.0.{}", b * (lpb + 1) + j, resnet(&tail))),
+                "attentions" => Some(format!("output_blocks.{}.1.{tail}", b * (lpb + 1) + j)),
+                "upsamplers" => {
+                    let slot = if up_has_attention.get(b).copied().unwrap_or(false) { 2 } else { 1 };
+                    Some(format!("output_blocks.{}.{slot}.conv", b * (lpb + 1) + lpb))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 /// Maps an LDM VAE key (without `first_stage_model.`) to its diffusers name; `levels` is the
 /// number of VAE blocks (the decoder's `up.{i}` is diffusers' `up_blocks.{levels-1-i}`).
 pub fn vae_key(key: &str, levels: usize) -> Option<String> {

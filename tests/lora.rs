@@ -1,0 +1,204 @@
+//! LoRA stacks against diffusers + PEFT (`fixtures/ref/adapters.*`, made by
+//! `fixtures/make_adapter_fixtures.py`): every file form, the stack, text-encoder LoRAs,
+//! rsLoRA, re-weighting, and the files that must be refused.
+
+use std::path::PathBuf;
+
+use kiln_engine::Error;
+use kiln_engine::pipeline::{CancelToken, StableDiffusion};
+
+use crate::common::{assert_close, fixture, reference};
+use crate::parity::ddim_request;
+
+pub fn adapter(name: &str) -> PathBuf {
+    fixture(&format!("adapters/{name}"))
+}
+
+/// A fresh, mutable copy of tiny-a (adapters change the model).
+pub fn tiny_a() -> StableDiffusion {
+    StableDiffusion::load(&fixture("tiny-a"), None, &kiln_engine::device::device("cpu").unwrap()).unwrap()
+}
+
+/// Final DDIM latents of the reference request.
+pub fn latents(sd: &StableDiffusion) -> Vec<f32> {
+    sd.txt2img(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {}).unwrap().latents.values
+}
+
+fn want(case: &str) -> Vec<f32> {
+    reference("adapters", &format!("{case}.latents_out")).1
+}
+
+#[test]
+fn every_form_of_one_lora_matches_diffusers() {
+    let expected = want("lora_qkvo");
+    for form in ["peft_qkvo.safetensors", "peft_qkvo", "kohya_qkvo.safetensors", "kohya_ldm_qkvo.safetensors", "diffusers_old_qkvo.safetensors"] {
+        let mut sd = tiny_a();
+        let lora = sd.open_lora(&adapter(form)).unwrap_or_else(|e| panic!("{form}: {e}"));
+        assert_eq!(lora.report.matched, lora.report.modules, "{form}: every module matched");
+        assert!(lora.report.unmatched.is_empty());
+        sd.add_lora(lora, 0.7);
+        assert_close(&format!("LoRA {form} @0.7"), &latents(&sd), &expected, 1e-4);
+    }
+}
+
+#[test]
+fn reweighting_disabling_and_removing_restore_exactly() {
+    let mut sd = tiny_a();
+    let base = latents(&sd);
+    let lora = sd.open_lora(&adapter("kohya_qkvo.safetensors")).unwrap();
+    let i = sd.add_lora(lora, 0.2);
+    let at_02 = latents(&sd);
+    assert_ne!(at_02, base);
+    sd.set_lora_weight(i, 0.7);
+    assert_close("re-weighted to 0.7", &latents(&sd), &want("lora_qkvo"), 1e-4);
+    sd.set_lora_weight(i, 0.2);
+    assert_eq!(latents(&sd), at_02, "going back to 0.2 is exact (merged from pristine weights)");
+    sd.set_lora_enabled(i, false);
+    assert_eq!(latents(&sd), base, "disabled = base model");
+    sd.set_lora_enabled(i, true);
+    sd.remove_lora(i);
+    assert_eq!(latents(&sd), base, "removed = base model");
+    assert!(sd.loras().is_empty());
+}
+
+#[test]
+fn stack_of_two_with_convs_and_feed_forward() {
+    let mut sd = tiny_a();
+    let a = sd.open_lora(&adapter("stack_attn.safetensors")).unwrap();
+    let b = sd.open_lora(&adapter("stack_convff_kohya.safetensors")).unwrap();
+    assert!(b.modules.iter().any(|m| m.target.path.ends_with("proj_in")), "covers 1x1 conv proj_in");
+    assert!(b.modules.iter().any(|m| m.target.path.ends_with("ff.net.2")), "covers the feed-forward");
+    assert!(b.modules.iter().any(|m| m.target.path.ends_with("resnets.0.conv1")), "covers 3x3 resnet convs (LoCon)");
+    sd.add_lora(a, 0.5);
+    sd.add_lora(b, -0.3);
+    assert_close("stack 0.5 / -0.3", &latents(&sd), &want("stack"), 1e-4);
+}
+
+#[test]
+fn text_encoder_loras_in_both_forms() {
+    for form in ["te_kohya.safetensors", "te_peft.safetensors"] {
+        let mut sd = tiny_a();
+        let lora = sd.open_lora(&adapter(form)).unwrap();
+        assert!(lora.report.text_encoder_layers > 0 && lora.report.unet_layers == 0, "{form}");
+        sd.add_lora(lora, 1.0);
+        assert_close(&format!("text-encoder LoRA {form}"), &latents(&sd), &want("te"), 1e-4);
+    }
+}
+
+#[test]
+fn rslora_with_an_alpha_pattern() {
+    let mut sd = tiny_a();
+    let lora = sd.open_lora(&adapter("peft_rslora")).unwrap();
+    assert_eq!(lora.report.format, "peft_folder");
+    sd.add_lora(lora, 1.0);
+    assert_close("rsLoRA folder", &latents(&sd), &want("rslora"), 1e-4);
+}
+
+#[test]
+fn files_that_cannot_work_are_refused_by_name() {
+    let sd = tiny_a();
+    let e = sd.open_lora(&adapter("sdxl_lora.safetensors")).unwrap_err();
+    assert!(matches!(e, Error::AdapterFamilyMismatch { .. }), "{e}");
+    assert!(e.to_string().contains("made for Stable Diffusion XL; the loaded model is Stable Diffusion 1.x"), "{e}");
+
+    let e = sd.open_lora(&adapter("half_unknown.safetensors")).unwrap_err();
+    match &e {
+        Error::AdapterUnmatched { total, unmatched, .. } => {
+            assert_eq!(unmatched.len() * 2, *total, "half of the modules are unknown: {e}");
+            assert!(unmatched.iter().all(|u| u.contains("foo_bar")), "{unmatched:?}");
+        }
+        other => panic!("expected AdapterUnmatched, got {other}"),
+    }
+    for (file, kind) in [("loha.safetensors", "LoHa"), ("lokr.safetensors", "LoKr"), ("dora.safetensors", "DoRA")] {
+        let e = sd.open_lora(&adapter(file)).unwrap_err();
+        assert!(matches!(e, Error::UnsupportedAdapter { .. }) && e.to_string().contains(kind), "{file}: {e}");
+    }
+    let e = sd.open_lora(&adapter("empty.safetensors")).unwrap_err();
+    assert!(matches!(e, Error::NotAnAdapter { .. }) && e.to_string().contains("no tensors"), "{e}");
+    let e = sd.open_lora(&fixture("tiny-a.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("full model checkpoint"), "{e}");
+    let e = sd.open_lora(&adapter("ti_cat.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("textual-inversion embedding"), "{e}");
+    let e = sd.open_lora(&adapter("malicious.pt")).unwrap_err();
+    assert!(matches!(e, Error::PickleCheckpoint { .. }), "{e}");
+}
+
+#[test]
+fn cli_applies_loras_from_flags_and_prompt_tags_and_records_them() {
+    use crate::cli::{generate, kiln, stderr};
+    use kiln_engine::weights::safetensors::SafeTensors;
+    let expected = want("lora_qkvo");
+    let lora = adapter("kohya_qkvo.safetensors");
+    let flag = format!("{}:0.7", lora.display());
+    let lora_dir = fixture("adapters");
+    for tagged in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let o = if tagged {
+            // The tag rides in the first prompt; it is removed before encoding.
+            generate_tagged(dir.path(), &["--lora-dir", lora_dir.to_str().unwrap()])
+        } else {
+            generate(&fixture("tiny-a"), None, "tiny-a", dir.path(), &["--lora", flag.as_str()])
+        };
+        assert!(o.status.success(), "{}", stderr(&o));
+        let saved = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap();
+        assert_close(&format!("CLI LoRA (tags: {tagged})"), &saved.f32("latents").unwrap(), &expected, 1e-4);
+        let text = kiln_engine::image::read_png_text(&dir.path().join("img-0.png")).unwrap();
+        let params = &text.iter().find(|(k, _)| k == "parameters").expect("parameters chunk").1;
+        let hash = kiln_engine::adapters::lora::short_hash(&lora).unwrap();
+        assert!(params.contains(&format!("Lora hashes: \"kohya_qkvo: {hash}\"")), "{params}");
+        assert!(params.contains("Negative prompt: blurry"), "{params}");
+    }
+    let o = kiln(&["generate", "--model", fixture("tiny-a").to_str().unwrap(), "--prompt", "a cat <lora:missing:1>", "--out", "/tmp/never.png"]);
+    assert!(!o.status.success() && stderr(&o).contains("--lora-dir"), "{}", stderr(&o));
+}
+
+/// `kiln generate` with the reference request where the first prompt carries a LoRA tag.
+fn generate_tagged(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut req = ddim_request("tiny-a");
+    req.prompts[0] = format!("{} <lora:kohya_qkvo:0.7>", req.prompts[0]);
+    let latents = req.latents.as_ref().unwrap();
+    let noise = dir.join("noise.safetensors");
+    kiln_engine::weights::safetensors::write_f32(
+        &noise,
+        &[kiln_engine::weights::safetensors::WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }],
+        &Default::default(),
+    )
+    .unwrap();
+    let model = fixture("tiny-a");
+    let (w, h, steps, cfg) = (req.width.to_string(), req.height.to_string(), req.steps.to_string(), req.cfg.to_string());
+    let out = dir.join("img.png");
+    let saved = dir.join("final.safetensors");
+    let mut args: Vec<&str> = vec!["generate", "--model", model.to_str().unwrap()];
+    for (p, n) in req.prompts.iter().zip(&req.negatives) {
+        args.extend(["--prompt", p, "--negative", n]);
+    }
+    args.extend(["--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h, "--latents", noise.to_str().unwrap()]);
+    args.extend(["--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    crate::cli::kiln(&args)
+}
+
+#[test]
+fn inspect_reports_each_lora() {
+    for (file, format) in [
+        ("kohya_qkvo.safetensors", "kohya"),
+        ("kohya_ldm_qkvo.safetensors", "kohya"),
+        ("peft_qkvo.safetensors", "peft"),
+        ("peft_qkvo", "peft_folder"),
+        ("diffusers_old_qkvo.safetensors", "diffusers_old"),
+        ("te_kohya.safetensors", "kohya"),
+        ("stack_convff_kohya.safetensors", "kohya"),
+    ] {
+        let o = crate::cli::kiln(&["inspect", adapter(file).to_str().unwrap()]);
+        assert!(o.status.success(), "{file}: {}", crate::cli::stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["kind"], "lora", "{file}");
+        assert_eq!(v["format"], format, "{file}");
+        assert!(v["modules"].as_u64().unwrap() > 0, "{file}");
+        assert_eq!(v["short_hash"].as_str().unwrap().len(), 12);
+    }
+    let o = crate::cli::kiln(&["inspect", adapter("kohya_qkvo.safetensors").to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ranks"], serde_json::json!([4]));
+    assert_eq!(v["alphas"], serde_json::json!(["8"]));
+}
