@@ -202,3 +202,91 @@ fn inspect_reports_each_lora() {
     assert_eq!(v["ranks"], serde_json::json!([4]));
     assert_eq!(v["alphas"], serde_json::json!(["8"]));
 }
+
+#[test]
+fn embeddings_in_txt2img_match_diffusers() {
+    // Every form of both embeddings (1 and 2 vectors) gives diffusers' final latents.
+    let mut req = ddim_request("tiny-a");
+    req.prompts = vec!["a photo of a <kiln-cat>".into(), "a red circle on a blue background, <kiln-style>".into()];
+    let expected = want("ti");
+    for (cat, style) in [
+        ("ti_cat.pt", "ti_style.pt"),
+        ("ti_cat.safetensors", "ti_style.safetensors"),
+        ("ti_cat_diffusers.safetensors", "ti_style_diffusers.safetensors"),
+        ("ti_cat_diffusers.bin", "ti_style_diffusers.bin"),
+    ] {
+        let mut sd = tiny_a();
+        assert_eq!(sd.load_embedding(&adapter(cat), Some("<kiln-cat>")).unwrap(), vec![49408]);
+        assert_eq!(sd.load_embedding(&adapter(style), Some("<kiln-style>")).unwrap(), vec![49409, 49410]);
+        let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+        assert_close(&format!("embeddings {cat} + {style}"), &out.latents.values, &expected, 1e-4);
+    }
+}
+
+#[test]
+fn cli_loads_embeddings() {
+    use crate::cli::stderr;
+    use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
+    let dir = tempfile::tempdir().unwrap();
+    let req = ddim_request("tiny-a");
+    let latents = req.latents.as_ref().unwrap();
+    let noise = dir.path().join("noise.safetensors");
+    write_f32(&noise, &[WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }], &Default::default()).unwrap();
+    let (model, cat, style) = (fixture("tiny-a"), format!("{}:<kiln-cat>", adapter("ti_cat.pt").display()), format!("{}:<kiln-style>", adapter("ti_style.safetensors").display()));
+    let (out, saved) = (dir.path().join("ti.png"), dir.path().join("final.safetensors"));
+    let o = crate::cli::kiln(&[
+        "generate", "--model", model.to_str().unwrap(),
+        "--prompt", "a photo of a <kiln-cat>", "--negative", "blurry",
+        "--prompt", "a red circle on a blue background, <kiln-style>", "--negative", "ugly, low quality",
+        "--embedding", &cat, "--embedding", &style, "--steps", "8", "--cfg", "7.5", "--width", "40", "--height", "32",
+        "--latents", noise.to_str().unwrap(), "--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = SafeTensors::open(&saved).unwrap().f32("latents").unwrap();
+    assert_close("CLI embeddings", &got, &want("ti"), 1e-4);
+}
+
+#[test]
+fn inspect_reports_each_embedding() {
+    for (file, format, vectors) in [
+        ("ti_cat.pt", "a1111_pt", 1),
+        ("ti_cat.safetensors", "a1111_safetensors", 1),
+        ("ti_style_diffusers.safetensors", "diffusers_safetensors", 2),
+        ("ti_style_diffusers.bin", "diffusers_bin", 2),
+    ] {
+        let o = crate::cli::kiln(&["inspect", adapter(file).to_str().unwrap()]);
+        assert!(o.status.success(), "{file}: {}", crate::cli::stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!((v["kind"].as_str(), v["format"].as_str(), v["vectors"].as_u64(), v["width"].as_u64()), (Some("embedding"), Some(format), Some(vectors), Some(32)), "{file}");
+    }
+    let o = crate::cli::kiln(&["inspect", adapter("malicious.pt").to_str().unwrap()]);
+    assert!(!o.status.success(), "a malicious pickle is refused");
+    assert!(crate::cli::stderr(&o).contains("posix.system"), "{}", crate::cli::stderr(&o));
+}
+
+#[test]
+fn trigger_words_and_family_come_from_kohya_metadata() {
+    use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
+    let src = SafeTensors::open(&adapter("kohya_qkvo.safetensors")).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = src.tensors().iter().map(|(k, i)| (k.clone(), i.shape.clone(), src.f32(k).unwrap())).collect();
+    let list: Vec<WriteTensor> = tensors.iter().map(|(k, s, v)| WriteTensor { name: k, shape: s.clone(), data: v }).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("styled.safetensors");
+    let meta = [
+        ("ss_tag_frequency".to_owned(), r#"{"10_mystyle": {"mystyle": 12, "red circle": 3, " blue": 5}}"#.to_owned()),
+        ("ss_output_name".to_owned(), "mystyle_v2".to_owned()),
+        ("ss_base_model_version".to_owned(), "sd_v1".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    write_f32(&p, &list, &meta).unwrap();
+    let sd = tiny_a();
+    let lora = sd.open_lora(&p).unwrap();
+    assert_eq!(lora.report.trigger_words, vec!["mystyle", "blue", "red circle", "mystyle_v2"]);
+    assert_eq!(lora.report.family.as_deref(), Some("Stable Diffusion 1.x"));
+    let mut meta2 = std::collections::BTreeMap::new();
+    meta2.insert("ss_v2".to_owned(), "True".to_owned());
+    write_f32(&p, &list, &meta2).unwrap();
+    let e = sd.open_lora(&p).unwrap_err();
+    assert!(e.to_string().contains("made for Stable Diffusion 2.x"), "{e}");
+}

@@ -24,11 +24,13 @@ pub enum Inspection {
     Lora(Box<crate::adapters::lora::LoraReport>),
     /// A textual-inversion embedding.
     Embedding {
-        /// "a1111" (string_to_param), "kohya" (emb_params) or "diffusers" (token → tensor).
-        format: String,
+        /// `a1111_pt`, `a1111_safetensors` (emb_params), `diffusers_safetensors` or `diffusers_bin`.
+        format: crate::adapters::textual_inversion::TiFormat,
+        /// The token it would be loaded under (the file stem).
+        token: String,
         /// Vectors per token.
         vectors: usize,
-        /// Width of each vector.
+        /// Width of each vector (768 for SD 1.x).
         width: usize,
     },
     /// A safetensors file that is none of the above.
@@ -38,6 +40,10 @@ pub enum Inspection {
         /// A few of its keys, to help the user.
         sample_keys: Vec<String>,
     },
+}
+
+fn embedding(ti: &crate::adapters::textual_inversion::TextualInversion) -> Inspection {
+    Inspection::Embedding { format: ti.format, token: ti.token.clone(), vectors: ti.n_vectors(), width: ti.width }
 }
 
 fn lora_report(path: &Path) -> Result<Inspection> {
@@ -60,7 +66,12 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     }
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin") {
-        return Err(Error::PickleCheckpoint { path: path.to_owned() });
+        // Pickle-based files are only read as embeddings (safely, never executed).
+        return match crate::adapters::textual_inversion::load(path, None) {
+            Ok(ti) => Ok(embedding(&ti)),
+            Err(Error::NotAnEmbedding { .. }) => Err(Error::PickleCheckpoint { path: path.to_owned() }),
+            Err(e) => Err(e),
+        };
     }
     let file = SafeTensors::open_header(path)?;
     let keys: Vec<&String> = file.tensors().keys().collect();
@@ -81,29 +92,9 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     if lora_like {
         return lora_report(path);
     }
-    let embedding = |format: &str, key: &String| {
-        let shape = &file.tensors()[key].shape;
-        let (vectors, width) = match shape.as_slice() {
-            [w] => (1, *w),
-            [n, w] => (*n, *w),
-            _ => return None,
-        };
-        Some(Inspection::Embedding { format: format.into(), vectors, width })
-    };
-    if let Some(k) = keys.iter().find(|k| k.as_str() == "emb_params" || k.starts_with("clip_l")) {
-        if let Some(e) = embedding("kohya", k) {
-            return Ok(e);
-        }
-    }
-    if let Some(k) = keys.iter().find(|k| k.starts_with("string_to_param")) {
-        if let Some(e) = embedding("a1111", k) {
-            return Ok(e);
-        }
-    }
-    if keys.len() == 1 && !keys[0].contains('.') {
-        if let Some(e) = embedding("diffusers", keys[0]) {
-            return Ok(e);
-        }
+    let ti_like = keys.iter().any(|k| k.as_str() == "emb_params" || k.starts_with("string_to_param")) || (keys.len() == 1 && !keys[0].contains('.'));
+    if ti_like {
+        return crate::adapters::textual_inversion::load(path, None).map(|ti| embedding(&ti));
     }
     Ok(Inspection::Unknown { tensors: keys.len(), sample_keys: keys.iter().take(5).map(|k| (*k).clone()).collect() })
 }
