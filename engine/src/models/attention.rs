@@ -49,6 +49,10 @@ impl Attention {
         let h = self.heads;
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
         let m = ctx.dims()[1];
+        if crate::models::cpu_attention::applies(&x.device()) {
+            let (q, k, v) = (self.to_q.forward(x), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx));
+            return self.to_out[0].forward(crate::models::cpu_attention::attention(q, k, v, h));
+        }
         let q = self.to_q.forward(x).reshape([b, n, h, d / h]).swap_dims(1, 2);
         let k = self.to_k.forward(ctx.clone()).reshape([b, m, h, d / h]).swap_dims(1, 2);
         let v = self.to_v.forward(ctx).reshape([b, m, h, d / h]).swap_dims(1, 2);

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod clip_text;
 pub mod config;
+pub mod cpu_attention;
 pub mod embeddings;
 pub mod layers;
 pub mod paths;
