@@ -108,22 +108,42 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
             let row0 = (task % blocks_per_bh) * ROWS;
             let rows = ROWS.min(n - row0);
             let (kt, vt) = &kv[bh];
-            let mut scores = vec![0f32; m];
             let mut block = vec![0f32; rows * d];
-            for r in 0..rows {
-                let qrow = &q[(bi * n + row0 + r) * c + h * d..][..d];
-                scores.iter_mut().for_each(|s| *s = 0.0);
-                for (e, &qe) in qrow.iter().enumerate() {
-                    let krow = &kt[e * m..(e + 1) * m];
-                    scores.iter_mut().zip(krow).for_each(|(s, &kv)| *s += qe * kv);
+            // Four query rows at a time: every key/value element loaded serves four rows.
+            let mut scores = vec![0f32; 4 * m];
+            let mut qb = vec![0f32; 4 * d];
+            for r0 in (0..rows).step_by(4) {
+                let nr = 4.min(rows - r0);
+                qb.iter_mut().for_each(|x| *x = 0.0);
+                for r in 0..nr {
+                    qb[r * d..(r + 1) * d].copy_from_slice(&q[(bi * n + row0 + r0 + r) * c + h * d..][..d]);
                 }
-                let top = max(&scores);
-                scores.iter_mut().for_each(|s| *s = exp_neg(*s - top));
+                scores.iter_mut().for_each(|x| *x = 0.0);
+                {
+                    let (s0, rest) = scores.split_at_mut(m);
+                    let (s1, rest) = rest.split_at_mut(m);
+                    let (s2, s3) = rest.split_at_mut(m);
+                    for e in 0..d {
+                        let (a0, a1, a2, a3) = (qb[e], qb[d + e], qb[2 * d + e], qb[3 * d + e]);
+                        let krow = &kt[e * m..(e + 1) * m];
+                        for ((((x0, x1), x2), x3), &kv) in s0.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()).zip(s3.iter_mut()).zip(krow) {
+                            *x0 += a0 * kv;
+                            *x1 += a1 * kv;
+                            *x2 += a2 * kv;
+                            *x3 += a3 * kv;
+                        }
+                    }
+                }
                 let ones = [1f32; 8];
-                let sum: f32 = scores.chunks(8).map(|c| dot(c, &ones[..c.len()])).sum();
-                let inv = 1.0 / sum;
-                for e in 0..d {
-                    block[r * d + e] = dot(&scores, &vt[e * m..(e + 1) * m]) * inv;
+                for r in 0..nr {
+                    let row = &mut scores[r * m..(r + 1) * m];
+                    let top = max(row);
+                    row.iter_mut().for_each(|s| *s = exp_neg(*s - top));
+                    let sum: f32 = row.chunks(8).map(|c| dot(c, &ones[..c.len()])).sum();
+                    let inv = 1.0 / sum;
+                    for e in 0..d {
+                        block[(r0 + r) * d + e] = dot(row, &vt[e * m..(e + 1) * m]) * inv;
+                    }
                 }
             }
             (bi * n + row0, h, block)
