@@ -35,6 +35,15 @@ fn main() {
     time("softmax [4,4,1024,1024]", || softmax(s.clone(), 3));
     time("exp [4,4,1024,1024]", || s.clone().exp());
     time("silu [4,4,1024,1024]", || silu(s.clone()));
+    let mut n2 = Noise::new(&[1, 2]);
+    let (q, k, v) = (n2.randn([2, 8, 1024, 40], &device), n2.randn([2, 8, 1024, 40], &device), n2.randn([2, 8, 1024, 40], &device));
+    time("attention [2,8,1024,40]", || attention(q.clone(), k.clone(), v.clone(), None, None, AttentionModuleOptions::default()));
+    let (q3, k3, v3) = (q.clone().swap_dims(1, 2).reshape([2, 1024, 320]), k.clone().swap_dims(1, 2).reshape([2, 1024, 320]), v.clone().swap_dims(1, 2).reshape([2, 1024, 320]));
+    time("host attention [2,1024,8x40]", || kiln_engine::models::cpu_attention::attention(q3.clone(), k3.clone(), v3.clone(), 8).reshape([2, 1024, 8, 40]));
+    let (q, k, v) = (n2.randn([2, 8, 4096, 40], &device), n2.randn([2, 8, 4096, 40], &device), n2.randn([2, 8, 4096, 40], &device));
+    time("attention [2,8,4096,40] (SD 1.5 at 512x512)", || attention(q.clone(), k.clone(), v.clone(), None, None, AttentionModuleOptions::default()));
+    let (q3, k3, v3) = (q.clone().swap_dims(1, 2).reshape([2, 4096, 320]), k.clone().swap_dims(1, 2).reshape([2, 4096, 320]), v.clone().swap_dims(1, 2).reshape([2, 4096, 320]));
+    time("host attention [2,4096,8x40]", || kiln_engine::models::cpu_attention::attention(q3.clone(), k3.clone(), v3.clone(), 8).reshape([2, 4096, 8, 40]));
     let x = noise.randn([4, 32, 32, 32], &device);
     let gn = kiln_engine::models::layers::GroupNorm {
         weight: kiln_engine::burn::module::Param::from_tensor(Tensor::ones([32], &device)),

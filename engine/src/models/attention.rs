@@ -49,7 +49,7 @@ impl Attention {
         let h = self.heads;
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
         let m = ctx.dims()[1];
-        if crate::models::cpu_attention::applies(&x.device()) {
+        if crate::models::cpu_attention::applies(&x.device(), d / h) {
             let (q, k, v) = (self.to_q.forward(x), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx));
             return self.to_out[0].forward(crate::models::cpu_attention::attention(q, k, v, h));
         }
