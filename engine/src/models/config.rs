@@ -316,7 +316,7 @@ fn default_act() -> Activation {
 impl ClipTextConfig {
     /// Checks that every setting is one Kiln implements.
     pub fn validate(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(Error::Config(format!(
                 "text encoder: hidden size {} cannot be split into {} heads",
                 self.hidden_size, self.num_attention_heads

@@ -231,10 +231,10 @@ impl StableDiffusion {
         let f = self.vae_scale_factor();
         let levels = self.info.config.unet.block_out_channels.len();
         let multiple = f * (1 << (levels - 1));
-        if width == 0 || height == 0 || width % f != 0 || height % f != 0 {
+        if width == 0 || height == 0 || !width.is_multiple_of(f) || !height.is_multiple_of(f) {
             return Err(Error::InvalidRequest(format!("width and height must be positive multiples of {f}, got {width}×{height}")));
         }
-        if width % multiple != 0 || height % multiple != 0 {
+        if !width.is_multiple_of(multiple) || !height.is_multiple_of(multiple) {
             tracing::warn!("{width}×{height} is not a multiple of {multiple}; the UNet will resize skip connections");
         }
         Ok([height / f, width / f])

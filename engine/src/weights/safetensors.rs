@@ -356,7 +356,7 @@ pub fn write_f32(path: &Path, tensors: &[WriteTensor<'_>], metadata: &BTreeMap<S
         offset += 4 * n;
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap_or_default();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
     let mut bytes = Vec::with_capacity(8 + header.len() + offset);

@@ -115,10 +115,10 @@ fn trigger_words(meta: &BTreeMap<String, String>) -> Vec<String> {
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         words.extend(v.into_iter().take(10).map(|(t, _)| t));
     }
-    if let Some(name) = meta.get("ss_output_name") {
-        if !words.contains(name) {
-            words.push(name.clone());
-        }
+    if let Some(name) = meta.get("ss_output_name")
+        && !words.contains(name)
+    {
+        words.push(name.clone());
     }
     words
 }
