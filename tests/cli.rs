@@ -34,7 +34,7 @@ pub fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path, extra:
     }
     let out = dir.join("img.png");
     let saved = dir.join("final.safetensors");
-    args.extend(["--sampler", "ddim", "--eta", "0", "--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h]);
+    args.extend(["--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h]);
     args.extend(["--latents", noise.to_str().unwrap(), "--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     args.extend(extra);
     kiln(&args)

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kiln_engine::image::write_png;
 use kiln_engine::pipeline::{CancelToken, GenerationRequest, LatentsData, Sampler, StableDiffusion};
+use kiln_engine::schedulers::Schedule;
 use kiln_engine::tokenizer::ClipTokenizer;
 use kiln_engine::weights::inspect::inspect;
 use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
@@ -50,9 +51,15 @@ struct GenerateArgs {
     /// Negative prompt: one for all prompts, or one per prompt.
     #[arg(long = "negative")]
     negatives: Vec<String>,
-    /// Sampler.
+    /// Sampler: ddim, euler, dpmpp-2m.
     #[arg(long, default_value = "ddim")]
     sampler: String,
+    /// Sigma schedule for euler / dpmpp-2m: default (the model's spacing) or karras.
+    #[arg(long, default_value = "default")]
+    schedule: String,
+    /// Same as `--schedule karras`.
+    #[arg(long)]
+    karras: bool,
     /// DDIM η (0 = deterministic).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
@@ -179,15 +186,17 @@ fn extract_lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
 /// AUTOMATIC1111's `parameters` text for one image (the prompt keeps its `<lora:…>` tags, as
 /// A1111 writes it; `Lora hashes` lists each LoRA's short hash).
 fn infotext(prompt: &str, negative: &str, req: &GenerationRequest, seed: u64, model: &str, loras: &[(String, String)]) -> String {
-    let sampler = match req.sampler {
-        Sampler::Ddim { .. } => "DDIM",
+    let sampler = req.sampler.a1111_name();
+    let schedule = match req.sampler.schedule() {
+        Schedule::Karras => ", Schedule type: Karras",
+        Schedule::Default => "",
     };
     let mut s = prompt.to_owned();
     if !negative.is_empty() {
         s.push_str(&format!("\nNegative prompt: {negative}"));
     }
     s.push_str(&format!(
-        "\nSteps: {}, Sampler: {sampler}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}",
+        "\nSteps: {}, Sampler: {sampler}{schedule}, CFG scale: {}, Seed: {seed}, Size: {}x{}, Model: {model}",
         req.steps, req.cfg, req.width, req.height
     ));
     if !loras.is_empty() {
@@ -198,9 +207,17 @@ fn infotext(prompt: &str, negative: &str, req: &GenerationRequest, seed: u64, mo
 }
 
 fn generate(args: GenerateArgs) -> Result<()> {
+    let schedule = match (args.karras, args.schedule.as_str()) {
+        (true, _) | (false, "karras") => Schedule::Karras,
+        (false, "default") => Schedule::Default,
+        (false, other) => bail!("unknown schedule '{other}' (available: default, karras)"),
+    };
     let sampler = match args.sampler.as_str() {
-        "ddim" => Sampler::Ddim { eta: args.eta },
-        other => bail!("unknown sampler '{other}' (available: ddim)"),
+        "ddim" if schedule == Schedule::Default => Sampler::Ddim { eta: args.eta },
+        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras needs euler or dpmpp-2m"),
+        "euler" => Sampler::Euler { schedule },
+        "dpmpp-2m" => Sampler::DpmPp2m { schedule },
+        other => bail!("unknown sampler '{other}' (available: ddim, euler, dpmpp-2m)"),
     };
     let device = kiln_engine::device::device(&args.device)?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;

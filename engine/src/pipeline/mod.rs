@@ -21,7 +21,9 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
 use crate::schedulers::ddim::DdimScheduler;
-use crate::schedulers::{Noise, Scheduler};
+use crate::schedulers::dpm_solver_multistep::DpmSolverMultistepScheduler;
+use crate::schedulers::euler::EulerScheduler;
+use crate::schedulers::{Noise, Schedule, Scheduler};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::loader::Loader;
 use crate::weights::{Checkpoint, CheckpointInfo};
@@ -62,6 +64,35 @@ pub enum Sampler {
         /// 0 = deterministic.
         eta: f64,
     },
+    /// Euler (diffusers' `EulerDiscreteScheduler`).
+    Euler {
+        /// Sigma spacing.
+        schedule: Schedule,
+    },
+    /// DPM++ 2M (diffusers' `DPMSolverMultistepScheduler`, dpmsolver++, order 2).
+    DpmPp2m {
+        /// Sigma spacing.
+        schedule: Schedule,
+    },
+}
+
+impl Sampler {
+    /// AUTOMATIC1111's name for this sampler (for PNG `parameters`).
+    pub fn a1111_name(&self) -> &'static str {
+        match self {
+            Sampler::Ddim { .. } => "DDIM",
+            Sampler::Euler { .. } => "Euler",
+            Sampler::DpmPp2m { .. } => "DPM++ 2M",
+        }
+    }
+
+    /// The schedule (A1111's "Schedule type").
+    pub fn schedule(&self) -> Schedule {
+        match self {
+            Sampler::Ddim { .. } => Schedule::Default,
+            Sampler::Euler { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
+        }
+    }
 }
 
 /// Everything that determines a txt2img result.
@@ -263,6 +294,8 @@ impl StableDiffusion {
         let mut noise = Noise::new(&seeds);
         let mut scheduler: Box<dyn Scheduler> = match req.sampler {
             Sampler::Ddim { eta } => Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?),
+            Sampler::Euler { schedule } => Box::new(EulerScheduler::new(&self.info.scheduler, req.steps, schedule)?),
+            Sampler::DpmPp2m { schedule } => Box::new(DpmSolverMultistepScheduler::new(&self.info.scheduler, req.steps, schedule)?),
         };
 
         // 1. Prompts, repeated `batch` times each (prompt-major, as diffusers).

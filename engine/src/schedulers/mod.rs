@@ -4,6 +4,8 @@
 //! Randomness (for η > 0 and stochastic samplers) comes from an explicit [`Noise`] source.
 
 pub mod ddim;
+pub mod dpm_solver_multistep;
+pub mod euler;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -226,4 +228,57 @@ pub trait Scheduler {
     /// One denoising step: `model_output` and `sample` are `[B, C, h, w]`; returns the
     /// sample for the next step.
     fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, noise: &mut Noise) -> Tensor<4>;
+}
+
+/// How the inference sigmas are spaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// The config's `timestep_spacing` (the scheduler class's default when unset).
+    #[default]
+    Default,
+    /// Karras et al. (2022) sigmas, ρ = 7.
+    Karras,
+}
+
+/// σ_t = √((1 − ᾱ_t) / ᾱ_t) for every training timestep.
+pub fn train_sigmas(alphas_cumprod: &[f64]) -> Vec<f64> {
+    alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect()
+}
+
+/// Linear interpolation of `values` (indexed 0..n) at the fractional index `t` (numpy `interp`).
+pub fn interp(t: f64, values: &[f64]) -> f64 {
+    let last = values.len() - 1;
+    if t <= 0.0 {
+        return values[0];
+    }
+    if t >= last as f64 {
+        return values[last];
+    }
+    let i = t.floor() as usize;
+    let w = t - i as f64;
+    values[i] * (1.0 - w) + values[i + 1] * w
+}
+
+/// Karras sigmas from `sigma_max` down to `sigma_min` in `n` steps (ρ = 7).
+pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    let rho = 7.0;
+    let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
+    (0..n)
+        .map(|i| {
+            let ramp = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+            (max_inv + ramp * (min_inv - max_inv)).powf(rho)
+        })
+        .collect()
+}
+
+/// The fractional training timestep of `sigma` (diffusers' `_sigma_to_t`: interpolation in
+/// log σ between the two neighbouring training sigmas).
+pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
+    let log_sigma = sigma.max(1e-10).ln();
+    let n = log_sigmas.len();
+    let low = log_sigmas.iter().rposition(|l| log_sigma - l >= 0.0).unwrap_or(0).min(n - 2);
+    let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
+    let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
+    (1.0 - w) * low as f64 + w * (low + 1) as f64
 }

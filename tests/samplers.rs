@@ -1,0 +1,44 @@
+//! Samplers against diffusers' schedulers of the same name (`fixtures/ref/samplers.*`, made by
+//! `fixtures/make_sampler_fixtures.py`): the DDIM reference request (8 steps, two prompts and
+//! negatives, non-square) with each sampler, on both tiny models.
+
+use kiln_engine::pipeline::{CancelToken, Sampler};
+use kiln_engine::schedulers::Schedule;
+
+use crate::common::{Layout, MODELS, assert_close, model, reference};
+use crate::parity::ddim_request;
+
+#[test]
+fn euler_and_dpmpp_2m_match_diffusers() {
+    let cases = [
+        ("euler", Sampler::Euler { schedule: Schedule::Default }),
+        ("euler_karras", Sampler::Euler { schedule: Schedule::Karras }),
+        ("dpmpp_2m", Sampler::DpmPp2m { schedule: Schedule::Default }),
+        ("dpmpp_2m_karras", Sampler::DpmPp2m { schedule: Schedule::Karras }),
+    ];
+    for m in MODELS {
+        let sd = model(m, Layout::Diffusers);
+        for (case, sampler) in cases {
+            let mut req = ddim_request(m);
+            req.sampler = sampler;
+            let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+            let (_, want) = reference("samplers", &format!("{m}.{case}.latents_out"));
+            assert_close(&format!("{m} {case}"), &out.latents.values, &want, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn cli_sampler_and_schedule_flags() {
+    use kiln_engine::weights::safetensors::SafeTensors;
+    let dir = tempfile::tempdir().unwrap();
+    let o = crate::cli::generate(&crate::common::fixture("tiny-b"), None, "tiny-b", dir.path(), &["--sampler", "dpmpp-2m", "--karras"]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let got = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap().f32("latents").unwrap();
+    assert_close("CLI dpmpp-2m --karras", &got, &reference("samplers", "tiny-b.dpmpp_2m_karras.latents_out").1, 1e-4);
+    let text = kiln_engine::image::read_png_text(&dir.path().join("img-1.png")).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("Sampler: DPM++ 2M, Schedule type: Karras"), "{params}");
+    let o = crate::cli::kiln(&["generate", "--model", "x", "--prompt", "x", "--sampler", "plms", "--out", "/tmp/x.png"]);
+    assert!(!o.status.success() && crate::cli::stderr(&o).contains("unknown sampler 'plms'"));
+}
