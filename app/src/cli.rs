@@ -51,10 +51,10 @@ struct GenerateArgs {
     /// Negative prompt: one for all prompts, or one per prompt.
     #[arg(long = "negative")]
     negatives: Vec<String>,
-    /// Sampler: ddim, euler, dpmpp-2m.
+    /// Sampler: ddim, euler, euler-a, heun, dpmpp-2m.
     #[arg(long, default_value = "ddim")]
     sampler: String,
-    /// Sigma schedule for euler / dpmpp-2m: default (the model's spacing) or karras.
+    /// Sigma schedule for euler / euler-a / heun / dpmpp-2m: default (the model's spacing) or karras.
     #[arg(long, default_value = "default")]
     schedule: String,
     /// Same as `--schedule karras`.
@@ -214,10 +214,12 @@ fn generate(args: GenerateArgs) -> Result<()> {
     };
     let sampler = match args.sampler.as_str() {
         "ddim" if schedule == Schedule::Default => Sampler::Ddim { eta: args.eta },
-        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras needs euler or dpmpp-2m"),
+        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras needs euler, euler-a, heun or dpmpp-2m"),
         "euler" => Sampler::Euler { schedule },
+        "euler-a" => Sampler::EulerAncestral { schedule },
+        "heun" => Sampler::Heun { schedule },
         "dpmpp-2m" => Sampler::DpmPp2m { schedule },
-        other => bail!("unknown sampler '{other}' (available: ddim, euler, dpmpp-2m)"),
+        other => bail!("unknown sampler '{other}' (available: ddim, euler, euler-a, heun, dpmpp-2m)"),
     };
     let device = kiln_engine::device::device(&args.device)?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;

@@ -23,6 +23,8 @@ use crate::models::vae::AutoencoderKL;
 use crate::schedulers::ddim::DdimScheduler;
 use crate::schedulers::dpm_solver_multistep::DpmSolverMultistepScheduler;
 use crate::schedulers::euler::EulerScheduler;
+use crate::schedulers::euler_ancestral::EulerAncestralScheduler;
+use crate::schedulers::heun::HeunScheduler;
 use crate::schedulers::{Noise, Schedule, Scheduler};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::loader::Loader;
@@ -69,6 +71,16 @@ pub enum Sampler {
         /// Sigma spacing.
         schedule: Schedule,
     },
+    /// Euler a (diffusers' `EulerAncestralDiscreteScheduler`; stochastic, seeded).
+    EulerAncestral {
+        /// Sigma spacing.
+        schedule: Schedule,
+    },
+    /// Heun (diffusers' `HeunDiscreteScheduler`; two UNet calls per step).
+    Heun {
+        /// Sigma spacing.
+        schedule: Schedule,
+    },
     /// DPM++ 2M (diffusers' `DPMSolverMultistepScheduler`, dpmsolver++, order 2).
     DpmPp2m {
         /// Sigma spacing.
@@ -82,6 +94,8 @@ impl Sampler {
         match self {
             Sampler::Ddim { .. } => "DDIM",
             Sampler::Euler { .. } => "Euler",
+            Sampler::EulerAncestral { .. } => "Euler a",
+            Sampler::Heun { .. } => "Heun",
             Sampler::DpmPp2m { .. } => "DPM++ 2M",
         }
     }
@@ -90,7 +104,7 @@ impl Sampler {
     pub fn schedule(&self) -> Schedule {
         match self {
             Sampler::Ddim { .. } => Schedule::Default,
-            Sampler::Euler { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
+            Sampler::Euler { schedule } | Sampler::EulerAncestral { schedule } | Sampler::Heun { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
         }
     }
 }
@@ -295,6 +309,8 @@ impl StableDiffusion {
         let mut scheduler: Box<dyn Scheduler> = match req.sampler {
             Sampler::Ddim { eta } => Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?),
             Sampler::Euler { schedule } => Box::new(EulerScheduler::new(&self.info.scheduler, req.steps, schedule)?),
+            Sampler::EulerAncestral { schedule } => Box::new(EulerAncestralScheduler::new(&self.info.scheduler, req.steps, schedule)?),
+            Sampler::Heun { schedule } => Box::new(HeunScheduler::new(&self.info.scheduler, req.steps, schedule)?),
             Sampler::DpmPp2m { schedule } => Box::new(DpmSolverMultistepScheduler::new(&self.info.scheduler, req.steps, schedule)?),
         };
 

@@ -16,10 +16,11 @@ pub struct EulerScheduler {
     init_noise_sigma: f64,
 }
 
-impl EulerScheduler {
-    /// Sets up `steps` steps (diffusers' `set_timesteps`).
-    pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        config.validate()?;
+/// The k-diffusion-style discretisation shared by Euler, Euler a and Heun: timesteps (the
+/// config's spacing, class default "linspace", unrounded), their sigmas (or Karras sigmas and
+/// the matching fractional timesteps), and `init_noise_sigma`. The trailing 0 is not included.
+pub fn discrete_sigmas(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<(Vec<f64>, Vec<f64>, f64)> {
+    config.validate()?;
         let train = train_sigmas(&config.alphas_cumprod()?);
         let spacing = config.timestep_spacing.clone().unwrap_or_else(|| "linspace".into());
         let n = config.num_train_timesteps;
@@ -38,6 +39,13 @@ impl EulerScheduler {
         }
         let max_sigma = sigmas.iter().cloned().fold(0.0, f64::max);
         let init_noise_sigma = if spacing == "linspace" || spacing == "trailing" { max_sigma } else { (max_sigma * max_sigma + 1.0).sqrt() };
+        Ok((timesteps, sigmas, init_noise_sigma))
+}
+
+impl EulerScheduler {
+    /// Sets up `steps` steps (diffusers' `set_timesteps`).
+    pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
+        let (timesteps, mut sigmas, init_noise_sigma) = discrete_sigmas(config, steps, schedule)?;
         sigmas.push(0.0);
         Ok(EulerScheduler { timesteps, sigmas, init_noise_sigma })
     }

@@ -6,6 +6,8 @@
 pub mod ddim;
 pub mod dpm_solver_multistep;
 pub mod euler;
+pub mod euler_ancestral;
+pub mod heun;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
