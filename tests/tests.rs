@@ -13,6 +13,7 @@ mod common;
 mod bad_input;
 mod cli;
 mod parity;
+mod prompts;
 mod samplers;
 mod textual_inversion;
 mod lora;

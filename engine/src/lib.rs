@@ -16,6 +16,7 @@ pub mod error;
 pub mod image;
 pub mod models;
 pub mod pipeline;
+pub mod prompt;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;

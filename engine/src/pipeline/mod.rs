@@ -267,9 +267,41 @@ impl StableDiffusion {
         Ok(Tensor::from_data(TensorData::new(ids, [prompts.len(), crate::tokenizer::MAX_LENGTH]), &self.device))
     }
 
-    /// Text embeddings `[N, 77, hidden]` for `prompts`.
+    /// Text embeddings `[N, 77·k, hidden]` for `prompts`, with AUTOMATIC1111's prompt syntax
+    /// (see [`crate::prompt`]): every prompt becomes k 77-token chunks (k = the most any
+    /// prompt needs; shorter ones are padded with empty chunks, as A1111 pads the negative
+    /// prompt to the positive one); emphasis multiplies each token's embedding and then the
+    /// chunk is rescaled to its original mean. (A1111 takes that mean over the whole batch of
+    /// prompts; Kiln takes it per prompt so an image does not depend on its batch.) Plain
+    /// prompts of ≤ 75 tokens give exactly diffusers' embeddings.
     pub fn encode_prompts(&self, prompts: &[String], clip_skip: usize) -> Result<Tensor<3>> {
-        Ok(self.text_encoder.forward(self.token_ids(prompts)?, clip_skip))
+        let mut per_prompt = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            per_prompt.push(crate::prompt::chunks(&self.tokenizer, p)?);
+        }
+        let k = per_prompt.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let len = crate::tokenizer::MAX_LENGTH;
+        let empty = crate::prompt::Chunk { ids: self.tokenizer.encode("")?, weights: vec![1.0; len] };
+        let mut ids: Vec<i64> = Vec::with_capacity(prompts.len() * k * len);
+        let mut weights: Vec<f32> = Vec::with_capacity(prompts.len() * k * len);
+        for chunks in &per_prompt {
+            for c in chunks.iter().chain(std::iter::repeat_n(&empty, k - chunks.len())) {
+                ids.extend(c.ids.iter().map(|&i| i64::from(i)));
+                weights.extend(&c.weights);
+            }
+        }
+        let n = prompts.len() * k;
+        let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [n, len]), &self.device);
+        let mut z = self.text_encoder.forward(ids, clip_skip);
+        if weights.iter().any(|w| *w != 1.0) {
+            let w: Tensor<3> = Tensor::from_data(TensorData::new(weights, [n, len, 1]), &self.device);
+            let original = z.clone().mean_dims(&[1, 2]);
+            let weighted = z * w;
+            let new = weighted.clone().mean_dims(&[1, 2]);
+            z = weighted * (original / new);
+        }
+        let hidden = z.dims()[2];
+        Ok(z.reshape([prompts.len(), k * len, hidden]))
     }
 
     fn check_size(&self, width: usize, height: usize) -> Result<[usize; 2]> {
