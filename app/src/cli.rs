@@ -54,7 +54,7 @@ struct GenerateArgs {
     /// Sampler: ddim, euler, euler-a, heun, dpmpp-2m.
     #[arg(long, default_value = "ddim")]
     sampler: String,
-    /// Sigma schedule for euler / euler-a / heun / dpmpp-2m: default (the model's spacing) or karras.
+    /// Sigma schedule for euler / euler-a / heun / dpmpp-2m: default (the model's spacing), karras or exponential.
     #[arg(long, default_value = "default")]
     schedule: String,
     /// Same as `--schedule karras`.
@@ -189,6 +189,7 @@ fn infotext(prompt: &str, negative: &str, req: &GenerationRequest, seed: u64, mo
     let sampler = req.sampler.a1111_name();
     let schedule = match req.sampler.schedule() {
         Schedule::Karras => ", Schedule type: Karras",
+        Schedule::Exponential => ", Schedule type: Exponential",
         Schedule::Default => "",
     };
     let mut s = prompt.to_owned();
@@ -210,11 +211,12 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let schedule = match (args.karras, args.schedule.as_str()) {
         (true, _) | (false, "karras") => Schedule::Karras,
         (false, "default") => Schedule::Default,
-        (false, other) => bail!("unknown schedule '{other}' (available: default, karras)"),
+        (false, "exponential") => Schedule::Exponential,
+        (false, other) => bail!("unknown schedule '{other}' (available: default, karras, exponential)"),
     };
     let sampler = match args.sampler.as_str() {
         "ddim" if schedule == Schedule::Default => Sampler::Ddim { eta: args.eta },
-        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras needs euler, euler-a, heun or dpmpp-2m"),
+        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras/exponential needs euler, euler-a, heun or dpmpp-2m"),
         "euler" => Sampler::Euler { schedule },
         "euler-a" => Sampler::EulerAncestral { schedule },
         "heun" => Sampler::Heun { schedule },

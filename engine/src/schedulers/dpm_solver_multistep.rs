@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, karras_sigmas, sigma_to_t, train_sigmas};
+use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, train_sigmas};
 
 /// DPM++ 2M.
 #[derive(Debug, Clone)]
@@ -39,10 +39,18 @@ impl DpmSolverMultistepScheduler {
             }
             _ => (1..=steps).rev().map(|i| (i as f64 * (n - 1) as f64 / steps as f64).round()).collect(),
         };
-        let sigmas = if schedule == Schedule::Karras {
-            let s = karras_sigmas(train[0], train[n - 1], steps);
+        let sigmas = if let Some(s) = schedule.sigmas(train[0], train[n - 1], steps) {
             let log_sigmas: Vec<f64> = train.iter().map(|s| s.ln()).collect();
-            timesteps = s.iter().map(|x| sigma_to_t(*x, &log_sigmas).round()).collect();
+            // As diffusers: Karras timesteps are rounded, exponential ones truncated (an int64
+            // cast). At σ_max diffusers' float32 schedule gives t = 998.99… → 998 while Kiln's
+            // f64 schedule gives exactly 999; see the test below.
+            timesteps = s
+                .iter()
+                .map(|x| {
+                    let t = sigma_to_t(*x, &log_sigmas);
+                    if schedule == Schedule::Karras { t.round() } else { t.trunc() }
+                })
+                .collect();
             s
         } else {
             timesteps.iter().map(|t| interp(*t, &train)).collect()
@@ -96,5 +104,21 @@ impl Scheduler for DpmSolverMultistepScheduler {
             let d1 = (x0.clone() - m1) / r0;
             sample * ratio - x0 * coef - d1 * (0.5 * coef)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_and_karras_timesteps_match_diffusers() {
+        let mut config = SchedulerConfig::sd15();
+        config.timestep_spacing = Some("leading".into());
+        let e = DpmSolverMultistepScheduler::new(&config, 8, Schedule::Exponential).expect("scheduler");
+        // diffusers: [998, 834, …] — only the first differs (its float32 t(σ_max) is 998.99…).
+        assert_eq!(e.timesteps, vec![999.0, 834.0, 621.0, 359.0, 133.0, 30.0, 4.0, 0.0]);
+        let k = DpmSolverMultistepScheduler::new(&config, 8, Schedule::Karras).expect("scheduler");
+        assert_eq!(k.timesteps, vec![999.0, 890.0, 746.0, 549.0, 299.0, 90.0, 12.0, 0.0]);
     }
 }

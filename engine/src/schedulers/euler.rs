@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, karras_sigmas, sigma_to_t, spaced_timesteps, train_sigmas};
+use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, spaced_timesteps, train_sigmas};
 
 /// Euler (k-diffusion's "Euler").
 #[derive(Debug, Clone)]
@@ -31,9 +31,8 @@ pub fn discrete_sigmas(config: &SchedulerConfig, steps: usize, schedule: Schedul
             spaced_timesteps(config, &spacing, steps)?.into_iter().map(|t| t as f64).collect()
         };
         let mut sigmas: Vec<f64> = timesteps.iter().map(|t| interp(*t, &train)).collect();
-        if schedule == Schedule::Karras {
-            let (max, min) = (sigmas[0], sigmas[sigmas.len() - 1]);
-            sigmas = karras_sigmas(min, max, steps);
+        if let Some(s) = schedule.sigmas(sigmas[sigmas.len() - 1], sigmas[0], steps) {
+            sigmas = s;
             let log_sigmas: Vec<f64> = train.iter().map(|s| s.ln()).collect();
             timesteps = sigmas.iter().map(|s| sigma_to_t(*s, &log_sigmas)).collect();
         }

@@ -241,6 +241,26 @@ pub enum Schedule {
     Default,
     /// Karras et al. (2022) sigmas, ρ = 7.
     Karras,
+    /// Sigmas evenly spaced in log σ.
+    Exponential,
+}
+
+impl Schedule {
+    /// `steps` sigmas from `sigma_max` down to `sigma_min`; None for [`Schedule::Default`].
+    pub fn sigmas(self, sigma_min: f64, sigma_max: f64, steps: usize) -> Option<Vec<f64>> {
+        match self {
+            Schedule::Default => None,
+            Schedule::Karras => Some(karras_sigmas(sigma_min, sigma_max, steps)),
+            Schedule::Exponential => Some(exponential_sigmas(sigma_min, sigma_max, steps)),
+        }
+    }
+}
+
+/// `n` sigmas evenly spaced in log σ from `sigma_max` to `sigma_min` (diffusers'
+/// `use_exponential_sigmas`).
+pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
+    let (a, b) = (sigma_max.ln(), sigma_min.ln());
+    (0..n).map(|i| (a + (b - a) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 }).exp()).collect()
 }
 
 /// σ_t = √((1 − ᾱ_t) / ᾱ_t) for every training timestep.
