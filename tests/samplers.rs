@@ -60,6 +60,21 @@ fn heun_matches_diffusers() {
 }
 
 #[test]
+fn ddpm_is_seeded() {
+    let sd = model("tiny-b", Layout::Diffusers);
+    let mut req = ddim_request("tiny-b");
+    req.sampler = Sampler::Ddpm;
+    req.steps = 4;
+    req.seed = 9;
+    let run = |req: &kiln_engine::pipeline::GenerationRequest| sd.txt2img(req, &CancelToken::new(), &mut |_| {}).unwrap().latents;
+    let a = run(&req);
+    assert_eq!(run(&req), a, "same seed → bit-identical");
+    assert!(a.values.iter().all(|v| v.is_finite()));
+    req.seed = 10;
+    assert_ne!(run(&req), a, "another seed → another result");
+}
+
+#[test]
 fn euler_ancestral_is_seeded() {
     let sd = model("tiny-b", Layout::Diffusers);
     let mut req = ddim_request("tiny-b");

@@ -21,6 +21,7 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
 use crate::schedulers::ddim::DdimScheduler;
+use crate::schedulers::ddpm::DdpmScheduler;
 use crate::schedulers::dpm_solver_multistep::DpmSolverMultistepScheduler;
 use crate::schedulers::euler::EulerScheduler;
 use crate::schedulers::euler_ancestral::EulerAncestralScheduler;
@@ -66,6 +67,8 @@ pub enum Sampler {
         /// 0 = deterministic.
         eta: f64,
     },
+    /// DDPM (diffusers' `DDPMScheduler`; stochastic, seeded).
+    Ddpm,
     /// Euler (diffusers' `EulerDiscreteScheduler`).
     Euler {
         /// Sigma spacing.
@@ -93,6 +96,7 @@ impl Sampler {
     pub fn a1111_name(&self) -> &'static str {
         match self {
             Sampler::Ddim { .. } => "DDIM",
+            Sampler::Ddpm => "DDPM",
             Sampler::Euler { .. } => "Euler",
             Sampler::EulerAncestral { .. } => "Euler a",
             Sampler::Heun { .. } => "Heun",
@@ -103,7 +107,7 @@ impl Sampler {
     /// The schedule (A1111's "Schedule type").
     pub fn schedule(&self) -> Schedule {
         match self {
-            Sampler::Ddim { .. } => Schedule::Default,
+            Sampler::Ddim { .. } | Sampler::Ddpm => Schedule::Default,
             Sampler::Euler { schedule } | Sampler::EulerAncestral { schedule } | Sampler::Heun { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
         }
     }
@@ -340,6 +344,7 @@ impl StableDiffusion {
         let mut noise = Noise::new(&seeds);
         let mut scheduler: Box<dyn Scheduler> = match req.sampler {
             Sampler::Ddim { eta } => Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?),
+            Sampler::Ddpm => Box::new(DdpmScheduler::new(&self.info.scheduler, req.steps)?),
             Sampler::Euler { schedule } => Box::new(EulerScheduler::new(&self.info.scheduler, req.steps, schedule)?),
             Sampler::EulerAncestral { schedule } => Box::new(EulerAncestralScheduler::new(&self.info.scheduler, req.steps, schedule)?),
             Sampler::Heun { schedule } => Box::new(HeunScheduler::new(&self.info.scheduler, req.steps, schedule)?),

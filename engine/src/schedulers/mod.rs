@@ -4,6 +4,7 @@
 //! Randomness (for η > 0 and stochastic samplers) comes from an explicit [`Noise`] source.
 
 pub mod ddim;
+pub mod ddpm;
 pub mod dpm_solver_multistep;
 pub mod euler;
 pub mod euler_ancestral;
