@@ -16,6 +16,7 @@ fn euler_and_dpmpp_2m_match_diffusers() {
         ("dpmpp_2m", Sampler::DpmPp2m { schedule: Schedule::Default }),
         ("dpmpp_2m_karras", Sampler::DpmPp2m { schedule: Schedule::Karras }),
         ("euler_exponential", Sampler::Euler { schedule: Schedule::Exponential }),
+        ("lms", Sampler::Lms { schedule: Schedule::Default }),
         // (DPM++ 2M exponential is not compared end to end: diffusers' first timestep is 998
         // where Kiln's is 999, a float32-vs-f64 knife edge — see schedulers/dpm_solver_multistep.rs.)
     ];

@@ -51,7 +51,7 @@ struct GenerateArgs {
     /// Negative prompt: one for all prompts, or one per prompt.
     #[arg(long = "negative")]
     negatives: Vec<String>,
-    /// Sampler: ddim, ddpm, euler, euler-a, heun, dpmpp-2m.
+    /// Sampler: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m.
     #[arg(long, default_value = "ddim")]
     sampler: String,
     /// Sigma schedule for euler / euler-a / heun / dpmpp-2m: default (the model's spacing), karras or exponential.
@@ -216,14 +216,15 @@ fn generate(args: GenerateArgs) -> Result<()> {
     };
     let sampler = match args.sampler.as_str() {
         "ddim" if schedule == Schedule::Default => Sampler::Ddim { eta: args.eta },
-        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras/exponential needs euler, euler-a, heun or dpmpp-2m"),
+        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras/exponential needs euler, euler-a, heun, lms or dpmpp-2m"),
         "ddpm" if schedule == Schedule::Default => Sampler::Ddpm,
-        "ddpm" => bail!("DDPM uses the model's timestep spacing; --schedule needs euler, euler-a, heun or dpmpp-2m"),
+        "ddpm" => bail!("DDPM uses the model's timestep spacing; --schedule needs euler, euler-a, heun, lms or dpmpp-2m"),
         "euler" => Sampler::Euler { schedule },
         "euler-a" => Sampler::EulerAncestral { schedule },
         "heun" => Sampler::Heun { schedule },
+        "lms" => Sampler::Lms { schedule },
         "dpmpp-2m" => Sampler::DpmPp2m { schedule },
-        other => bail!("unknown sampler '{other}' (available: ddim, ddpm, euler, euler-a, heun, dpmpp-2m)"),
+        other => bail!("unknown sampler '{other}' (available: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m)"),
     };
     let device = kiln_engine::device::device(&args.device)?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;

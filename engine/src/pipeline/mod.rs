@@ -26,6 +26,7 @@ use crate::schedulers::dpm_solver_multistep::DpmSolverMultistepScheduler;
 use crate::schedulers::euler::EulerScheduler;
 use crate::schedulers::euler_ancestral::EulerAncestralScheduler;
 use crate::schedulers::heun::HeunScheduler;
+use crate::schedulers::lms::LmsScheduler;
 use crate::schedulers::{Noise, Schedule, Scheduler};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::loader::Loader;
@@ -84,6 +85,11 @@ pub enum Sampler {
         /// Sigma spacing.
         schedule: Schedule,
     },
+    /// LMS (diffusers' `LMSDiscreteScheduler`, order 4).
+    Lms {
+        /// Sigma spacing.
+        schedule: Schedule,
+    },
     /// DPM++ 2M (diffusers' `DPMSolverMultistepScheduler`, dpmsolver++, order 2).
     DpmPp2m {
         /// Sigma spacing.
@@ -100,6 +106,7 @@ impl Sampler {
             Sampler::Euler { .. } => "Euler",
             Sampler::EulerAncestral { .. } => "Euler a",
             Sampler::Heun { .. } => "Heun",
+            Sampler::Lms { .. } => "LMS",
             Sampler::DpmPp2m { .. } => "DPM++ 2M",
         }
     }
@@ -108,7 +115,7 @@ impl Sampler {
     pub fn schedule(&self) -> Schedule {
         match self {
             Sampler::Ddim { .. } | Sampler::Ddpm => Schedule::Default,
-            Sampler::Euler { schedule } | Sampler::EulerAncestral { schedule } | Sampler::Heun { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
+            Sampler::Euler { schedule } | Sampler::EulerAncestral { schedule } | Sampler::Heun { schedule } | Sampler::Lms { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
         }
     }
 }
@@ -348,6 +355,7 @@ impl StableDiffusion {
             Sampler::Euler { schedule } => Box::new(EulerScheduler::new(&self.info.scheduler, req.steps, schedule)?),
             Sampler::EulerAncestral { schedule } => Box::new(EulerAncestralScheduler::new(&self.info.scheduler, req.steps, schedule)?),
             Sampler::Heun { schedule } => Box::new(HeunScheduler::new(&self.info.scheduler, req.steps, schedule)?),
+            Sampler::Lms { schedule } => Box::new(LmsScheduler::new(&self.info.scheduler, req.steps, schedule)?),
             Sampler::DpmPp2m { schedule } => Box::new(DpmSolverMultistepScheduler::new(&self.info.scheduler, req.steps, schedule)?),
         };
 

@@ -9,6 +9,7 @@ pub mod dpm_solver_multistep;
 pub mod euler;
 pub mod euler_ancestral;
 pub mod heun;
+pub mod lms;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
