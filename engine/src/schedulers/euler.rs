@@ -1,31 +1,33 @@
-//! Diffusers' `EulerDiscreteScheduler` (deterministic: `s_churn = 0`), with the config's
-//! spacing (class default "linspace") or Karras sigmas. Timesteps passed to the UNet are
-//! fractional for "linspace" and Karras, as in diffusers.
+//! Diffusers' `EulerDiscreteScheduler` (deterministic: `s_churn = 0`), and the
+//! k-diffusion-style discretisation ([`DiscreteSigmas`]) it shares with Euler a, Heun and LMS:
+//! the config's spacing (class default "linspace") or Karras/exponential sigmas. Timesteps
+//! passed to the UNet are fractional for "linspace" and the sigma schedules, as in diffusers.
 
 use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, spaced_timesteps, train_sigmas};
 
-/// Euler (k-diffusion's "Euler").
+/// Timesteps, their sigmas and the input scaling of the sigma-parameterised samplers.
 #[derive(Debug, Clone)]
-pub struct EulerScheduler {
-    timesteps: Vec<f64>,
-    /// One sigma per step, then 0.
-    sigmas: Vec<f64>,
-    init_noise_sigma: f64,
+pub struct DiscreteSigmas {
+    /// One (possibly fractional) timestep per UNet call.
+    pub timesteps: Vec<f64>,
+    /// One sigma per timestep, then 0.
+    pub sigmas: Vec<f64>,
+    /// Factor for the initial noise.
+    pub init_noise_sigma: f64,
 }
 
-/// The k-diffusion-style discretisation shared by Euler, Euler a and Heun: timesteps (the
-/// config's spacing, class default "linspace", unrounded), their sigmas (or Karras sigmas and
-/// the matching fractional timesteps), and `init_noise_sigma`. The trailing 0 is not included.
-pub fn discrete_sigmas(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<(Vec<f64>, Vec<f64>, f64)> {
-    config.validate()?;
+impl DiscreteSigmas {
+    /// `steps` timesteps and sigmas (diffusers' `set_timesteps` of the Euler family).
+    pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
+        config.validate()?;
         let train = train_sigmas(&config.alphas_cumprod()?);
         let spacing = config.timestep_spacing.clone().unwrap_or_else(|| "linspace".into());
         let n = config.num_train_timesteps;
         let mut timesteps: Vec<f64> = if spacing == "linspace" {
-            // Not rounded for Euler.
+            // Not rounded for this family.
             (0..steps).rev().map(|i| i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64).collect()
         } else {
             spaced_timesteps(config, &spacing, steps)?.into_iter().map(|t| t as f64).collect()
@@ -38,36 +40,52 @@ pub fn discrete_sigmas(config: &SchedulerConfig, steps: usize, schedule: Schedul
         }
         let max_sigma = sigmas.iter().cloned().fold(0.0, f64::max);
         let init_noise_sigma = if spacing == "linspace" || spacing == "trailing" { max_sigma } else { (max_sigma * max_sigma + 1.0).sqrt() };
-        Ok((timesteps, sigmas, init_noise_sigma))
+        sigmas.push(0.0);
+        Ok(DiscreteSigmas { timesteps, sigmas, init_noise_sigma })
+    }
+
+    /// The UNet input at call `i`: `sample / √(σᵢ² + 1)`.
+    pub fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
+        let s = self.sigmas[i];
+        sample / (s * s + 1.0).sqrt()
+    }
+}
+
+/// `dx/dσ = (x − x̂₀) / σ` for an ε-prediction, computed as diffusers does (through x̂₀).
+pub fn derivative(sample: &Tensor<4>, eps: Tensor<4>, sigma: f64) -> Tensor<4> {
+    let pred_x0 = sample.clone() - eps * sigma;
+    (sample.clone() - pred_x0) / sigma
+}
+
+/// Euler (k-diffusion's "Euler").
+#[derive(Debug, Clone)]
+pub struct EulerScheduler {
+    d: DiscreteSigmas,
 }
 
 impl EulerScheduler {
     /// Sets up `steps` steps (diffusers' `set_timesteps`).
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        let (timesteps, mut sigmas, init_noise_sigma) = discrete_sigmas(config, steps, schedule)?;
-        sigmas.push(0.0);
-        Ok(EulerScheduler { timesteps, sigmas, init_noise_sigma })
+        Ok(EulerScheduler { d: DiscreteSigmas::new(config, steps, schedule)? })
     }
 }
 
 impl Scheduler for EulerScheduler {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.d.timesteps
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
+        self.d.init_noise_sigma
     }
 
     fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        let s = self.sigmas[i];
-        sample / (s * s + 1.0).sqrt()
+        self.d.scale_model_input(sample, i)
     }
 
     fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
-        let sigma = self.sigmas[i];
-        let pred_x0 = sample.clone() - model_output * sigma;
-        let derivative = (sample.clone() - pred_x0) / sigma;
-        sample + derivative * (self.sigmas[i + 1] - sigma)
+        let sigma = self.d.sigmas[i];
+        let derivative = derivative(&sample, model_output, sigma);
+        sample + derivative * (self.d.sigmas[i + 1] - sigma)
     }
 }

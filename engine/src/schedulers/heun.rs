@@ -6,7 +6,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::euler::discrete_sigmas;
+use crate::schedulers::euler::{DiscreteSigmas, derivative};
 use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig};
 
 /// State kept between the predictor and the corrector.
@@ -20,16 +20,16 @@ struct Predictor {
 /// Heun.
 #[derive(Debug, Clone)]
 pub struct HeunScheduler {
-    timesteps: Vec<f64>,
-    sigmas: Vec<f64>,
-    init_noise_sigma: f64,
+    /// Interleaved: `t0, t1, t1, t2, t2, …` and their sigmas, then 0.
+    d: DiscreteSigmas,
     predictor: Option<Predictor>,
 }
 
 impl HeunScheduler {
     /// Sets up `steps` steps (2·steps − 1 UNet calls).
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        let (t, s, init_noise_sigma) = discrete_sigmas(config, steps, schedule)?;
+        let plain = DiscreteSigmas::new(config, steps, schedule)?;
+        let (t, s) = (&plain.timesteps, &plain.sigmas);
         let mut timesteps = vec![t[0]];
         let mut sigmas = vec![s[0]];
         for i in 1..t.len() {
@@ -37,39 +37,36 @@ impl HeunScheduler {
             sigmas.extend([s[i], s[i]]);
         }
         sigmas.push(0.0);
-        Ok(HeunScheduler { timesteps, sigmas, init_noise_sigma, predictor: None })
+        let d = DiscreteSigmas { timesteps, sigmas, init_noise_sigma: plain.init_noise_sigma };
+        Ok(HeunScheduler { d, predictor: None })
     }
 }
 
 impl Scheduler for HeunScheduler {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.d.timesteps
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
+        self.d.init_noise_sigma
     }
 
     fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        let s = self.sigmas[i];
-        sample / (s * s + 1.0).sqrt()
+        self.d.scale_model_input(sample, i)
     }
 
     fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
         match self.predictor.take() {
             None => {
-                let (sigma, next) = (self.sigmas[i], self.sigmas[i + 1]);
-                let pred_x0 = sample.clone() - model_output * sigma;
-                let derivative = (sample.clone() - pred_x0) / sigma;
+                let (sigma, next) = (self.d.sigmas[i], self.d.sigmas[i + 1]);
+                let derivative = derivative(&sample, model_output, sigma);
                 let dt = next - sigma;
                 let prev = sample.clone() + derivative.clone() * dt;
                 self.predictor = Some(Predictor { derivative, dt, sample });
                 prev
             }
             Some(p) => {
-                let sigma_next = self.sigmas[i];
-                let pred_x0 = sample.clone() - model_output * sigma_next;
-                let derivative = (sample - pred_x0) / sigma_next;
+                let derivative = derivative(&sample, model_output, self.d.sigmas[i]);
                 let derivative = (p.derivative + derivative) / 2.0;
                 p.sample + derivative * p.dt
             }

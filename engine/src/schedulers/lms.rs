@@ -6,15 +6,13 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::euler::discrete_sigmas;
+use crate::schedulers::euler::{DiscreteSigmas, derivative};
 use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig};
 
 /// LMS.
 #[derive(Debug, Clone)]
 pub struct LmsScheduler {
-    timesteps: Vec<f64>,
-    sigmas: Vec<f64>,
-    init_noise_sigma: f64,
+    d: DiscreteSigmas,
     derivatives: Vec<Tensor<4>>,
 }
 
@@ -24,14 +22,12 @@ const ORDER: usize = 4;
 impl LmsScheduler {
     /// Sets up `steps` steps.
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        let (timesteps, mut sigmas, init_noise_sigma) = discrete_sigmas(config, steps, schedule)?;
-        sigmas.push(0.0);
-        Ok(LmsScheduler { timesteps, sigmas, init_noise_sigma, derivatives: Vec::new() })
+        Ok(LmsScheduler { d: DiscreteSigmas::new(config, steps, schedule)?, derivatives: Vec::new() })
     }
 
     /// ∫ over [σ_t, σ_{t+1}] of the Lagrange basis polynomial of `current` among `order` points.
     fn coefficient(&self, order: usize, t: usize, current: usize) -> f64 {
-        let s = &self.sigmas;
+        let s = &self.d.sigmas;
         let basis = |tau: f64| {
             (0..order).filter(|k| *k != current).fold(1.0, |p, k| p * (tau - s[t - k]) / (s[t - current] - s[t - k]))
         };
@@ -46,23 +42,19 @@ impl LmsScheduler {
 
 impl Scheduler for LmsScheduler {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.d.timesteps
     }
 
     fn init_noise_sigma(&self) -> f64 {
-        self.init_noise_sigma
+        self.d.init_noise_sigma
     }
 
     fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        let s = self.sigmas[i];
-        sample / (s * s + 1.0).sqrt()
+        self.d.scale_model_input(sample, i)
     }
 
     fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
-        let sigma = self.sigmas[i];
-        let pred_x0 = sample.clone() - model_output * sigma;
-        let derivative = (sample.clone() - pred_x0) / sigma;
-        self.derivatives.push(derivative);
+        self.derivatives.push(derivative(&sample, model_output, self.d.sigmas[i]));
         if self.derivatives.len() > ORDER {
             self.derivatives.remove(0);
         }
