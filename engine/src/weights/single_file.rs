@@ -216,42 +216,40 @@ pub fn infer_clip(file: &SafeTensors, defaults: Option<&ClipTextConfig>) -> Resu
     })
 }
 
+/// Resnet sub-modules: (LDM name, diffusers name).
+const RESNET_NAMES: [(&str, &str); 6] = [
+    ("in_layers.0", "norm1"),
+    ("in_layers.2", "conv1"),
+    ("emb_layers.1", "time_emb_proj"),
+    ("out_layers.0", "norm2"),
+    ("out_layers.3", "conv2"),
+    ("skip_connection", "conv_shortcut"),
+];
+
+/// UNet modules outside the blocks: (LDM name, diffusers name). `time_embed.1` and `out.1`
+/// are SiLUs; `input_blocks.0` is `conv_in`.
+const UNET_TOP_NAMES: [(&str, &str); 5] = [
+    ("time_embed.0", "time_embedding.linear_1"),
+    ("time_embed.2", "time_embedding.linear_2"),
+    ("input_blocks.0.0", "conv_in"),
+    ("out.0", "conv_norm_out"),
+    ("out.2", "conv_out"),
+];
+
+/// `{ldm}.{tail}` → `{diffusers}.{tail}` for the first matching pair of `table`.
+fn rename_prefix(rest: &str, table: &[(&str, &str)]) -> Option<String> {
+    table.iter().find_map(|(ldm, diffusers)| rest.strip_prefix(ldm)?.strip_prefix('.').map(|tail| format!("{diffusers}.{tail}")))
+}
+
 fn resnet_rename(rest: &str) -> String {
-    const TABLE: [(&str, &str); 6] = [
-        ("in_layers.0.", "norm1."),
-        ("in_layers.2.", "conv1."),
-        ("emb_layers.1.", "time_emb_proj."),
-        ("out_layers.0.", "norm2."),
-        ("out_layers.3.", "conv2."),
-        ("skip_connection.", "conv_shortcut."),
-    ];
-    for (from, to) in TABLE {
-        if let Some(tail) = rest.strip_prefix(from) {
-            return format!("{to}{tail}");
-        }
-    }
-    rest.to_owned()
+    rename_prefix(rest, &RESNET_NAMES).unwrap_or_else(|| rest.to_owned())
 }
 
 /// Maps an LDM UNet key (without `model.diffusion_model.`) to its diffusers name.
 /// `lpb` is layers_per_block. None for keys that have no diffusers counterpart.
 pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
-    // time_embed.{0,2} are the two linears of the MLP (1 is the SiLU).
-    if let Some(r) = key.strip_prefix("time_embed.0.") {
-        return Some(format!("time_embedding.linear_1.{r}"));
-    }
-    if let Some(r) = key.strip_prefix("time_embed.2.") {
-        return Some(format!("time_embedding.linear_2.{r}"));
-    }
-    // input_blocks.0 is conv_in; out.{0,2} are the final norm and conv (1 is the SiLU).
-    if let Some(r) = key.strip_prefix("input_blocks.0.0.") {
-        return Some(format!("conv_in.{r}"));
-    }
-    if let Some(r) = key.strip_prefix("out.0.") {
-        return Some(format!("conv_norm_out.{r}"));
-    }
-    if let Some(r) = key.strip_prefix("out.2.") {
-        return Some(format!("conv_out.{r}"));
+    if let Some(top) = rename_prefix(key, &UNET_TOP_NAMES) {
+        return Some(top);
     }
     // middle_block.{0,1,2} = resnet, transformer, resnet.
     if let Some(r) = key.strip_prefix("middle_block.") {
@@ -299,30 +297,15 @@ pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
 /// (`down_blocks.0.attentions.1.proj_in` → `input_blocks.2.1.proj_in`). `up_has_attention[b]`
 /// tells whether up block `b` has transformers (its upsampler is then `.2`, else `.1`).
 pub fn ldm_module_path(path: &str, lpb: usize, up_has_attention: &[bool]) -> Option<String> {
-    const RESNET: [(&str, &str); 6] = [
-        ("norm1", "in_layers.0"),
-        ("conv1", "in_layers.2"),
-        ("time_emb_proj", "emb_layers.1"),
-        ("norm2", "out_layers.0"),
-        ("conv2", "out_layers.3"),
-        ("conv_shortcut", "skip_connection"),
-    ];
     let resnet = |rest: &str| -> String {
         let (head, tail) = rest.split_once('.').map_or((rest, None), |(h, t)| (h, Some(t)));
-        let head = RESNET.iter().find(|(d, _)| *d == head).map_or(head, |(_, l)| *l);
+        let head = RESNET_NAMES.iter().find(|(_, d)| *d == head).map_or(head, |(l, _)| *l);
         match tail {
             Some(t) => format!("{head}.{t}"),
             None => head.to_owned(),
         }
     };
-    let simple = [
-        ("time_embedding.linear_1", "time_embed.0"),
-        ("time_embedding.linear_2", "time_embed.2"),
-        ("conv_in", "input_blocks.0.0"),
-        ("conv_norm_out", "out.0"),
-        ("conv_out", "out.2"),
-    ];
-    if let Some((_, l)) = simple.iter().find(|(d, _)| *d == path) {
+    if let Some((l, _)) = UNET_TOP_NAMES.iter().find(|(_, d)| *d == path) {
         return Some((*l).to_owned());
     }
     let parts: Vec<&str> = path.splitn(5, '.').collect();
