@@ -268,6 +268,11 @@ impl SafeTensors {
         &self.tensors
     }
 
+    /// The tensor data after the header (empty if only the header was read).
+    pub fn data(&self) -> &[u8] {
+        self.bytes.get(self.data_start..).unwrap_or(&[])
+    }
+
     /// The `__metadata__` string map.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.metadata

@@ -93,13 +93,16 @@ fn file_of(path: &Path) -> PathBuf {
     if path.is_dir() { path.join("adapter_model.safetensors") } else { path.to_owned() }
 }
 
+/// A1111's short hash of safetensors tensor data: the first 12 hex digits of its SHA-256.
+fn short_hash_of(data: &[u8]) -> String {
+    Sha256::digest(data).iter().take(6).map(|b| format!("{b:02x}")).collect()
+}
+
 /// A1111's short hash of a safetensors file: SHA-256 of everything after the header.
 pub fn short_hash(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize).unwrap_or(0);
-    let data = bytes.get(8 + n..).unwrap_or(&[]);
-    let digest = Sha256::digest(data);
-    Ok(digest.iter().take(6).map(|b| format!("{b:02x}")).collect())
+    Ok(short_hash_of(bytes.get(8 + n..).unwrap_or(&[])))
 }
 
 fn trigger_words(meta: &BTreeMap<String, String>) -> Vec<String> {
@@ -238,7 +241,7 @@ impl LoraAdapter {
             unet_layers: modules.iter().filter(|m| m.target.component == Component::Unet).count(),
             text_encoder_layers: modules.iter().filter(|m| m.target.component == Component::TextEncoder).count(),
             trigger_words: trigger_words(&meta),
-            short_hash: short_hash(&file_path)?,
+            short_hash: short_hash_of(file.data()),
         };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         Ok((LoraAdapter { path: path.to_owned(), name, modules, report }, unmatched))
