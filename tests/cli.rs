@@ -20,7 +20,12 @@ pub fn stderr(o: &Output) -> String {
 /// Runs `kiln generate` on a fixture with the reference DDIM request (plus `extra` args),
 /// writing `img-*.png` and `final.safetensors` into `dir`.
 pub fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path, extra: &[&str]) -> Output {
-    let req = ddim_request(m);
+    generate_request(model, config, &ddim_request(m), dir, extra)
+}
+
+/// Runs `kiln generate` for `req`'s prompts, negatives, steps, CFG, size and initial noise
+/// (plus `extra` args), writing `img-*.png` and `final.safetensors` into `dir`.
+pub fn generate_request(model: &Path, config: Option<&Path>, req: &kiln_engine::pipeline::GenerationRequest, dir: &Path, extra: &[&str]) -> Output {
     let latents = req.latents.as_ref().unwrap();
     let noise = dir.join("noise.safetensors");
     write_f32(&noise, &[WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }], &Default::default()).unwrap();

@@ -156,26 +156,7 @@ fn cli_applies_loras_from_flags_and_prompt_tags_and_records_them() {
 fn generate_tagged(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let mut req = ddim_request("tiny-a");
     req.prompts[0] = format!("{} <lora:kohya_qkvo:0.7>", req.prompts[0]);
-    let latents = req.latents.as_ref().unwrap();
-    let noise = dir.join("noise.safetensors");
-    kiln_engine::weights::safetensors::write_f32(
-        &noise,
-        &[kiln_engine::weights::safetensors::WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }],
-        &Default::default(),
-    )
-    .unwrap();
-    let model = fixture("tiny-a");
-    let (w, h, steps, cfg) = (req.width.to_string(), req.height.to_string(), req.steps.to_string(), req.cfg.to_string());
-    let out = dir.join("img.png");
-    let saved = dir.join("final.safetensors");
-    let mut args: Vec<&str> = vec!["generate", "--model", model.to_str().unwrap()];
-    for (p, n) in req.prompts.iter().zip(&req.negatives) {
-        args.extend(["--prompt", p, "--negative", n]);
-    }
-    args.extend(["--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h, "--latents", noise.to_str().unwrap()]);
-    args.extend(["--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    args.extend(extra);
-    crate::cli::kiln(&args)
+    crate::cli::generate_request(&fixture("tiny-a"), None, &req, dir, extra)
 }
 
 #[test]
@@ -226,23 +207,14 @@ fn embeddings_in_txt2img_match_diffusers() {
 #[test]
 fn cli_loads_embeddings() {
     use crate::cli::stderr;
-    use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
+    use kiln_engine::weights::safetensors::SafeTensors;
     let dir = tempfile::tempdir().unwrap();
-    let req = ddim_request("tiny-a");
-    let latents = req.latents.as_ref().unwrap();
-    let noise = dir.path().join("noise.safetensors");
-    write_f32(&noise, &[WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }], &Default::default()).unwrap();
-    let (model, cat, style) = (fixture("tiny-a"), format!("{}:<kiln-cat>", adapter("ti_cat.pt").display()), format!("{}:<kiln-style>", adapter("ti_style.safetensors").display()));
-    let (out, saved) = (dir.path().join("ti.png"), dir.path().join("final.safetensors"));
-    let o = crate::cli::kiln(&[
-        "generate", "--model", model.to_str().unwrap(),
-        "--prompt", "a photo of a <kiln-cat>", "--negative", "blurry",
-        "--prompt", "a red circle on a blue background, <kiln-style>", "--negative", "ugly, low quality",
-        "--embedding", &cat, "--embedding", &style, "--steps", "8", "--cfg", "7.5", "--width", "40", "--height", "32",
-        "--latents", noise.to_str().unwrap(), "--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap(),
-    ]);
+    let mut req = ddim_request("tiny-a");
+    req.prompts = vec!["a photo of a <kiln-cat>".into(), "a red circle on a blue background, <kiln-style>".into()];
+    let (cat, style) = (format!("{}:<kiln-cat>", adapter("ti_cat.pt").display()), format!("{}:<kiln-style>", adapter("ti_style.safetensors").display()));
+    let o = crate::cli::generate_request(&fixture("tiny-a"), None, &req, dir.path(), &["--embedding", &cat, "--embedding", &style]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let got = SafeTensors::open(&saved).unwrap().f32("latents").unwrap();
+    let got = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap().f32("latents").unwrap();
     assert_close("CLI embeddings", &got, &want("ti"), 1e-4);
 }
 
