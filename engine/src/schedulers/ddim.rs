@@ -3,7 +3,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::schedulers::{Noise, Scheduler, SchedulerConfig, spaced_timesteps};
+use crate::schedulers::{Noise, Scheduler, SchedulerConfig, predict_x0, spaced_timesteps};
 
 /// DDIM with η (0 = deterministic DDIM, 1 = DDPM-like variance).
 #[derive(Debug, Clone)]
@@ -64,17 +64,12 @@ impl Scheduler for DdimScheduler {
         let a_t = self.alpha(t);
         let a_prev = self.alpha(prev_t);
         let b_t = 1.0 - a_t;
-        let (pred_x0, pred_eps) = match self.config.prediction_type.as_str() {
-            "v_prediction" => (
-                sample.clone() * a_t.sqrt() - model_output.clone() * b_t.sqrt(),
-                model_output * a_t.sqrt() + sample * b_t.sqrt(),
-            ),
-            "sample" => {
-                let x0 = model_output;
-                let eps = (sample - x0.clone() * a_t.sqrt()) / b_t.sqrt();
-                (x0, eps)
-            }
-            _ => ((sample - model_output.clone() * b_t.sqrt()) / a_t.sqrt(), model_output),
+        let kind = self.config.prediction_type.as_str();
+        let pred_x0 = predict_x0(kind, &sample, model_output.clone(), a_t);
+        let pred_eps = match kind {
+            "v_prediction" => model_output * a_t.sqrt() + sample * b_t.sqrt(),
+            "sample" => (sample - pred_x0.clone() * a_t.sqrt()) / b_t.sqrt(),
+            _ => model_output,
         };
         let pred_x0 = if self.config.clip_sample {
             let r = self.config.clip_sample_range;

@@ -5,7 +5,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::{Noise, Scheduler, SchedulerConfig, spaced_timesteps};
+use crate::schedulers::{Noise, Scheduler, SchedulerConfig, predict_x0, spaced_timesteps};
 
 /// DDPM.
 #[derive(Debug, Clone)]
@@ -56,11 +56,7 @@ impl Scheduler for DdpmScheduler {
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let current_alpha = a_t / a_prev;
         let current_beta = 1.0 - current_alpha;
-        let pred_x0 = match self.prediction_type.as_str() {
-            "v_prediction" => sample.clone() * a_t.sqrt() - model_output * b_t.sqrt(),
-            "sample" => model_output,
-            _ => (sample.clone() - model_output * b_t.sqrt()) / a_t.sqrt(),
-        };
+        let pred_x0 = predict_x0(&self.prediction_type, &sample, model_output, a_t);
         let pred_x0 = match self.clip {
             Some(r) => pred_x0.clamp(-r, r),
             None => pred_x0,

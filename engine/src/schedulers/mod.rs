@@ -221,6 +221,17 @@ impl Noise {
     }
 }
 
+/// x̂₀ from the UNet output for diffusers' `prediction_type` (`epsilon`, `v_prediction`,
+/// `sample`) at cumulative alpha `alpha_cumprod`.
+pub fn predict_x0(prediction_type: &str, sample: &Tensor<4>, model_output: Tensor<4>, alpha_cumprod: f64) -> Tensor<4> {
+    let (a, b) = (alpha_cumprod, 1.0 - alpha_cumprod);
+    match prediction_type {
+        "v_prediction" => sample.clone() * a.sqrt() - model_output * b.sqrt(),
+        "sample" => model_output,
+        _ => (sample.clone() - model_output * b.sqrt()) / a.sqrt(),
+    }
+}
+
 /// A sampler driving the denoising loop.
 pub trait Scheduler {
     /// The timesteps passed to the UNet, one per step (may be fractional).
