@@ -58,7 +58,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         if path.join("adapter_config.json").is_file() {
             return lora_report(path);
         }
-        return match Checkpoint::open(path, None) {
+        return match Checkpoint::open_header(path, None) {
             Ok(c) => Ok(Inspection::Checkpoint(Box::new(c.info))),
             Err(Error::UnsupportedModel { family, .. }) => Ok(Inspection::UnsupportedCheckpoint { family }),
             Err(e) => Err(e),
@@ -77,7 +77,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     let keys: Vec<&String> = file.tensors().keys().collect();
     match single_file::family(&file) {
         Some(CheckpointFamily::Sd1) => {
-            let c = Checkpoint::open(path, None)?;
+            let c = Checkpoint::open_header(path, None)?;
             return Ok(Inspection::Checkpoint(Box::new(c.info)));
         }
         Some(f) => return Ok(Inspection::UnsupportedCheckpoint { family: f.name().into() }),

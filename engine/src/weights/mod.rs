@@ -150,11 +150,14 @@ impl FolderConfigs {
     }
 }
 
-fn open_component(dir: &Path, component: &str, names: &[&str]) -> Result<Arc<SafeTensors>> {
+/// How a file is read: fully ([`SafeTensors::open`]) or header only ([`SafeTensors::open_header`]).
+type Reader = fn(&Path) -> Result<SafeTensors>;
+
+fn open_component(dir: &Path, component: &str, names: &[&str], read: Reader) -> Result<Arc<SafeTensors>> {
     for name in names {
         let p = dir.join(component).join(name);
         if p.is_file() {
-            return Ok(Arc::new(SafeTensors::open(&p)?));
+            return Ok(Arc::new(read(&p)?));
         }
     }
     let bin = dir.join(component).join(names[0].replace(".safetensors", ".bin"));
@@ -175,17 +178,28 @@ impl Checkpoint {
     /// Opens a diffusers folder or single-file checkpoint. `config_dir` optionally names a
     /// diffusers folder whose configs describe a single file (heads, groups, scaling factor).
     pub fn open(path: &Path, config_dir: Option<&Path>) -> Result<Self> {
+        Self::open_with(path, config_dir, SafeTensors::open)
+    }
+
+    /// Like [`Checkpoint::open`] but reads only the files' headers: enough for the
+    /// [`CheckpointInfo`] (`kiln inspect`) without reading gigabytes of weights. Reading a
+    /// tensor from such a checkpoint is an error.
+    pub fn open_header(path: &Path, config_dir: Option<&Path>) -> Result<Self> {
+        Self::open_with(path, config_dir, SafeTensors::open_header)
+    }
+
+    fn open_with(path: &Path, config_dir: Option<&Path>, read: Reader) -> Result<Self> {
         if !path.exists() {
             return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
         }
         if path.is_dir() {
-            Self::open_diffusers(path)
+            Self::open_diffusers(path, read)
         } else {
-            Self::open_single_file(path, config_dir)
+            Self::open_single_file(path, config_dir, read)
         }
     }
 
-    fn open_diffusers(dir: &Path) -> Result<Self> {
+    fn open_diffusers(dir: &Path, read: Reader) -> Result<Self> {
         let index_path = dir.join("model_index.json");
         if !index_path.is_file() {
             return Err(Error::format(dir, "not a diffusers folder: 'model_index.json' is missing"));
@@ -207,9 +221,9 @@ impl Checkpoint {
         if configs.unet.cross_attention_dim == 1024 {
             return Err(refuse_family(dir, "Stable Diffusion 2.x"));
         }
-        let unet = open_component(dir, "unet", &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"])?;
-        let vae = open_component(dir, "vae", &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"])?;
-        let text = open_component(dir, "text_encoder", &["model.safetensors", "model.fp16.safetensors"])?;
+        let unet = open_component(dir, "unet", &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"], read)?;
+        let vae = open_component(dir, "vae", &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"], read)?;
+        let text = open_component(dir, "text_encoder", &["model.safetensors", "model.fp16.safetensors"], read)?;
         // transformers ≤ 4 saves `text_model.*`; transformers 5 drops the prefix.
         let text_prefix = if text.info("text_model.embeddings.token_embedding.weight").is_some() { "text_model." } else { "" };
         let dtype = unet.main_dtype().map(|d| d.name()).unwrap_or("unknown").to_owned();
@@ -230,12 +244,12 @@ impl Checkpoint {
         })
     }
 
-    fn open_single_file(path: &Path, config_dir: Option<&Path>) -> Result<Self> {
+    fn open_single_file(path: &Path, config_dir: Option<&Path>, read: Reader) -> Result<Self> {
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         if matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin") {
             return Err(Error::PickleCheckpoint { path: path.to_owned() });
         }
-        let file = Arc::new(SafeTensors::open(path)?);
+        let file = Arc::new(read(path)?);
         let family = single_file::family(&file).ok_or_else(|| {
             Error::format(path, "not a Stable Diffusion checkpoint (no 'model.diffusion_model.*' tensors); `kiln inspect` tells what it is")
         })?;
