@@ -10,7 +10,10 @@ use crate::common::{assert_close, fixture, reference};
 use crate::parity::{ddim_request, image_mean_abs_diff};
 
 pub fn kiln(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -19,17 +22,43 @@ pub fn stderr(o: &Output) -> String {
 
 /// Runs `kiln generate` on a fixture with the reference DDIM request (plus `extra` args),
 /// writing `img-*.png` and `final.safetensors` into `dir`.
-pub fn generate(model: &Path, config: Option<&Path>, m: &str, dir: &Path, extra: &[&str]) -> Output {
+pub fn generate(
+    model: &Path,
+    config: Option<&Path>,
+    m: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Output {
     generate_request(model, config, &ddim_request(m), dir, extra)
 }
 
 /// Runs `kiln generate` for `req`'s prompts, negatives, steps, CFG, size and initial noise
 /// (plus `extra` args), writing `img-*.png` and `final.safetensors` into `dir`.
-pub fn generate_request(model: &Path, config: Option<&Path>, req: &kiln_engine::pipeline::GenerationRequest, dir: &Path, extra: &[&str]) -> Output {
+pub fn generate_request(
+    model: &Path,
+    config: Option<&Path>,
+    req: &kiln_engine::pipeline::GenerationRequest,
+    dir: &Path,
+    extra: &[&str],
+) -> Output {
     let latents = req.latents.as_ref().unwrap();
     let noise = dir.join("noise.safetensors");
-    write_f32(&noise, &[WriteTensor { name: "latents", shape: latents.shape.to_vec(), data: &latents.values }], &Default::default()).unwrap();
-    let (w, h, steps, cfg) = (req.width.to_string(), req.height.to_string(), req.steps.to_string(), req.cfg.to_string());
+    write_f32(
+        &noise,
+        &[WriteTensor {
+            name: "latents",
+            shape: latents.shape.to_vec(),
+            data: &latents.values,
+        }],
+        &Default::default(),
+    )
+    .unwrap();
+    let (w, h, steps, cfg) = (
+        req.width.to_string(),
+        req.height.to_string(),
+        req.steps.to_string(),
+        req.cfg.to_string(),
+    );
     let mut args: Vec<&str> = vec!["generate", "--model", model.to_str().unwrap()];
     if let Some(c) = config {
         args.extend(["--config", c.to_str().unwrap()]);
@@ -39,8 +68,17 @@ pub fn generate_request(model: &Path, config: Option<&Path>, req: &kiln_engine::
     }
     let out = dir.join("img.png");
     let saved = dir.join("final.safetensors");
-    args.extend(["--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h]);
-    args.extend(["--latents", noise.to_str().unwrap(), "--save-latents", saved.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    args.extend([
+        "--steps", &steps, "--cfg", &cfg, "--width", &w, "--height", &h,
+    ]);
+    args.extend([
+        "--latents",
+        noise.to_str().unwrap(),
+        "--save-latents",
+        saved.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     args.extend(extra);
     kiln(&args)
 }
@@ -50,19 +88,36 @@ fn generate_matches_diffusers_from_both_layouts() {
     for (m, single) in [("tiny-a", false), ("tiny-b", true)] {
         let dir = tempfile::tempdir().unwrap();
         let o = if single {
-            generate(&fixture(&format!("{m}.safetensors")), Some(&fixture(m)), m, dir.path(), &[])
+            generate(
+                &fixture(&format!("{m}.safetensors")),
+                Some(&fixture(m)),
+                m,
+                dir.path(),
+                &[],
+            )
         } else {
             generate(&fixture(m), None, m, dir.path(), &[])
         };
         assert!(o.status.success(), "{m}: {}", stderr(&o));
         let (_, want_latents) = reference(m, "ddim.latents_out");
         let saved = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap();
-        assert_close(&format!("{m} CLI latents"), &saved.f32("latents").unwrap(), &want_latents, 1e-4);
-        let images = [read_png(&dir.path().join("img-0.png")).unwrap(), read_png(&dir.path().join("img-1.png")).unwrap()];
+        assert_close(
+            &format!("{m} CLI latents"),
+            &saved.f32("latents").unwrap(),
+            &want_latents,
+            1e-4,
+        );
+        let images = [
+            read_png(&dir.path().join("img-0.png")).unwrap(),
+            read_png(&dir.path().join("img-1.png")).unwrap(),
+        ];
         let (_, want_image) = reference(m, "ddim.image");
         let diff = image_mean_abs_diff(&images, &want_image);
         assert!(diff <= 0.3, "{m}: CLI image mean |Δ| {diff}");
-        assert!(!dir.path().join("img.png").exists(), "several images are numbered");
+        assert!(
+            !dir.path().join("img.png").exists(),
+            "several images are numbered"
+        );
     }
 }
 
@@ -70,7 +125,21 @@ fn generate_matches_diffusers_from_both_layouts() {
 fn generate_without_seed_prints_the_random_seed() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("one.png");
-    let o = kiln(&["generate", "--model", fixture("tiny-b").to_str().unwrap(), "--prompt", "a cat", "--steps", "2", "--width", "16", "--height", "16", "--out", out.to_str().unwrap()]);
+    let o = kiln(&[
+        "generate",
+        "--model",
+        fixture("tiny-b").to_str().unwrap(),
+        "--prompt",
+        "a cat",
+        "--steps",
+        "2",
+        "--width",
+        "16",
+        "--height",
+        "16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stderr(&o).contains("seed: "), "{}", stderr(&o));
     let img = read_png(&out).unwrap();
@@ -104,8 +173,15 @@ fn inspect_names_each_fixture() {
     let o = kiln(&["inspect", fixture("tiny-b.safetensors").to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["dtype"], "BF16");
-    assert_eq!(v["config"]["vae"]["block_out_channels"], serde_json::json!([16, 32, 32]), "architecture inferred from shapes");
-    assert_eq!(v["config"]["unet"]["block_out_channels"], serde_json::json!([24, 48]));
+    assert_eq!(
+        v["config"]["vae"]["block_out_channels"],
+        serde_json::json!([16, 32, 32]),
+        "architecture inferred from shapes"
+    );
+    assert_eq!(
+        v["config"]["unet"]["block_out_channels"],
+        serde_json::json!([24, 48])
+    );
 }
 
 #[test]
@@ -115,10 +191,41 @@ fn errors_are_one_line_with_nonzero_exit() {
     std::fs::write(&bogus, "<!DOCTYPE html><html><body>Sign in</body></html>").unwrap();
     let out = dir.path().join("x.png");
     for args in [
-        vec!["generate", "--model", bogus.to_str().unwrap(), "--prompt", "x", "--out", out.to_str().unwrap()],
-        vec!["generate", "--model", fixture("tiny-b").to_str().unwrap(), "--prompt", "x", "--device", "cuda", "--out", out.to_str().unwrap()],
-        vec!["generate", "--model", fixture("tiny-b").to_str().unwrap(), "--prompt", "x", "--width", "30", "--out", out.to_str().unwrap()],
-        vec!["inspect", dir.path().join("missing.safetensors").to_str().unwrap()],
+        vec![
+            "generate",
+            "--model",
+            bogus.to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec![
+            "generate",
+            "--model",
+            fixture("tiny-b").to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--device",
+            "cuda",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec![
+            "generate",
+            "--model",
+            fixture("tiny-b").to_str().unwrap(),
+            "--prompt",
+            "x",
+            "--width",
+            "30",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        vec![
+            "inspect",
+            dir.path().join("missing.safetensors").to_str().unwrap(),
+        ],
     ] {
         let o = kiln(&args);
         assert!(!o.status.success(), "{args:?} should fail");

@@ -11,19 +11,26 @@ pub use kiln_engine::burn;
 
 /// `tests/fixtures/…`.
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(rel)
 }
 
 /// A reference tensor from `fixtures/ref/{model}.safetensors`: (shape, values).
 pub fn reference(model: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
     let file = SafeTensors::open(&fixture(&format!("ref/{model}.safetensors"))).unwrap();
-    let shape = file.info(name).unwrap_or_else(|| panic!("reference {model}:{name} missing")).shape.clone();
+    let shape = file
+        .info(name)
+        .unwrap_or_else(|| panic!("reference {model}:{name} missing"))
+        .shape
+        .clone();
     (shape, file.f32(name).unwrap())
 }
 
 /// The JSON parameters recorded beside the references.
 pub fn reference_json(model: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(&format!("ref/{model}.json"))).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture(&format!("ref/{model}.json"))).unwrap())
+        .unwrap()
 }
 
 /// Host data → tensor on the CPU device.
@@ -32,7 +39,11 @@ pub fn tensor<const D: usize>(shape: &[usize], values: Vec<f32>) -> Tensor<D> {
 }
 
 /// Host data → tensor on `device`.
-pub fn tensor_on<const D: usize>(shape: &[usize], values: Vec<f32>, device: &burn::tensor::Device) -> Tensor<D> {
+pub fn tensor_on<const D: usize>(
+    shape: &[usize],
+    values: Vec<f32>,
+    device: &burn::tensor::Device,
+) -> Tensor<D> {
     let shape: [usize; D] = shape.try_into().unwrap();
     Tensor::from_data(TensorData::new(values, shape), device)
 }
@@ -46,7 +57,10 @@ pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 pub fn relative_max_error(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len(), "length differs");
     let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_diff = got.iter().zip(want).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let max_diff = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     max_diff / max_ref.max(1e-12)
 }
 
@@ -71,7 +85,8 @@ pub enum Layout {
 
 /// Loads (and caches) a fixture model; the models are small, loading them once saves time.
 pub fn model(name: &str, layout: Layout) -> &'static StableDiffusion {
-    static CACHE: OnceLock<Mutex<Vec<(String, Layout, &'static StableDiffusion)>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<Vec<(String, Layout, &'static StableDiffusion)>>> =
+        OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     let mut guard = cache.lock().unwrap();
     if let Some((_, _, m)) = guard.iter().find(|(n, l, _)| n == name && *l == layout) {
@@ -80,7 +95,11 @@ pub fn model(name: &str, layout: Layout) -> &'static StableDiffusion {
     let device = kiln_engine::device::device("cpu").unwrap();
     let sd = match layout {
         Layout::Diffusers => StableDiffusion::load(&fixture(name), None, &device),
-        Layout::SingleFile => StableDiffusion::load(&fixture(&format!("{name}.safetensors")), Some(&fixture(name)), &device),
+        Layout::SingleFile => StableDiffusion::load(
+            &fixture(&format!("{name}.safetensors")),
+            Some(&fixture(name)),
+            &device,
+        ),
     }
     .unwrap_or_else(|e| panic!("loading {name} ({layout:?}): {e}"));
     let leaked: &'static StableDiffusion = Box::leak(Box::new(sd));

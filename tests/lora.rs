@@ -16,12 +16,20 @@ pub fn adapter(name: &str) -> PathBuf {
 
 /// A fresh, mutable copy of tiny-a (adapters change the model).
 pub fn tiny_a() -> StableDiffusion {
-    StableDiffusion::load(&fixture("tiny-a"), None, &kiln_engine::device::device("cpu").unwrap()).unwrap()
+    StableDiffusion::load(
+        &fixture("tiny-a"),
+        None,
+        &kiln_engine::device::device("cpu").unwrap(),
+    )
+    .unwrap()
 }
 
 /// Final DDIM latents of the reference request.
 pub fn latents(sd: &StableDiffusion) -> Vec<f32> {
-    sd.txt2img(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {}).unwrap().latents.values
+    sd.txt2img(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {})
+        .unwrap()
+        .latents
+        .values
 }
 
 fn want(case: &str) -> Vec<f32> {
@@ -31,10 +39,21 @@ fn want(case: &str) -> Vec<f32> {
 #[test]
 fn every_form_of_one_lora_matches_diffusers() {
     let expected = want("lora_qkvo");
-    for form in ["peft_qkvo.safetensors", "peft_qkvo", "kohya_qkvo.safetensors", "kohya_ldm_qkvo.safetensors", "diffusers_old_qkvo.safetensors"] {
+    for form in [
+        "peft_qkvo.safetensors",
+        "peft_qkvo",
+        "kohya_qkvo.safetensors",
+        "kohya_ldm_qkvo.safetensors",
+        "diffusers_old_qkvo.safetensors",
+    ] {
         let mut sd = tiny_a();
-        let lora = sd.open_lora(&adapter(form)).unwrap_or_else(|e| panic!("{form}: {e}"));
-        assert_eq!(lora.report.matched, lora.report.modules, "{form}: every module matched");
+        let lora = sd
+            .open_lora(&adapter(form))
+            .unwrap_or_else(|e| panic!("{form}: {e}"));
+        assert_eq!(
+            lora.report.matched, lora.report.modules,
+            "{form}: every module matched"
+        );
         assert!(lora.report.unmatched.is_empty());
         sd.add_lora(lora, 0.7);
         assert_close(&format!("LoRA {form} @0.7"), &latents(&sd), &expected, 1e-4);
@@ -50,9 +69,18 @@ fn reweighting_disabling_and_removing_restore_exactly() {
     let at_02 = latents(&sd);
     assert_ne!(at_02, base);
     sd.set_lora_weight(i, 0.7);
-    assert_close("re-weighted to 0.7", &latents(&sd), &want("lora_qkvo"), 1e-4);
+    assert_close(
+        "re-weighted to 0.7",
+        &latents(&sd),
+        &want("lora_qkvo"),
+        1e-4,
+    );
     sd.set_lora_weight(i, 0.2);
-    assert_eq!(latents(&sd), at_02, "going back to 0.2 is exact (merged from pristine weights)");
+    assert_eq!(
+        latents(&sd),
+        at_02,
+        "going back to 0.2 is exact (merged from pristine weights)"
+    );
     sd.set_lora_enabled(i, false);
     assert_eq!(latents(&sd), base, "disabled = base model");
     sd.set_lora_enabled(i, true);
@@ -65,10 +93,25 @@ fn reweighting_disabling_and_removing_restore_exactly() {
 fn stack_of_two_with_convs_and_feed_forward() {
     let mut sd = tiny_a();
     let a = sd.open_lora(&adapter("stack_attn.safetensors")).unwrap();
-    let b = sd.open_lora(&adapter("stack_convff_kohya.safetensors")).unwrap();
-    assert!(b.modules.iter().any(|m| m.target.path.ends_with("proj_in")), "covers 1x1 conv proj_in");
-    assert!(b.modules.iter().any(|m| m.target.path.ends_with("ff.net.2")), "covers the feed-forward");
-    assert!(b.modules.iter().any(|m| m.target.path.ends_with("resnets.0.conv1")), "covers 3x3 resnet convs (LoCon)");
+    let b = sd
+        .open_lora(&adapter("stack_convff_kohya.safetensors"))
+        .unwrap();
+    assert!(
+        b.modules.iter().any(|m| m.target.path.ends_with("proj_in")),
+        "covers 1x1 conv proj_in"
+    );
+    assert!(
+        b.modules
+            .iter()
+            .any(|m| m.target.path.ends_with("ff.net.2")),
+        "covers the feed-forward"
+    );
+    assert!(
+        b.modules
+            .iter()
+            .any(|m| m.target.path.ends_with("resnets.0.conv1")),
+        "covers 3x3 resnet convs (LoCon)"
+    );
     sd.add_lora(a, 0.5);
     sd.add_lora(b, -0.3);
     assert_close("stack 0.5 / -0.3", &latents(&sd), &want("stack"), 1e-4);
@@ -79,9 +122,17 @@ fn text_encoder_loras_in_both_forms() {
     for form in ["te_kohya.safetensors", "te_peft.safetensors"] {
         let mut sd = tiny_a();
         let lora = sd.open_lora(&adapter(form)).unwrap();
-        assert!(lora.report.text_encoder_layers > 0 && lora.report.unet_layers == 0, "{form}");
+        assert!(
+            lora.report.text_encoder_layers > 0 && lora.report.unet_layers == 0,
+            "{form}"
+        );
         sd.add_lora(lora, 1.0);
-        assert_close(&format!("text-encoder LoRA {form}"), &latents(&sd), &want("te"), 1e-4);
+        assert_close(
+            &format!("text-encoder LoRA {form}"),
+            &latents(&sd),
+            &want("te"),
+            1e-4,
+        );
     }
 }
 
@@ -99,22 +150,47 @@ fn files_that_cannot_work_are_refused_by_name() {
     let sd = tiny_a();
     let e = sd.open_lora(&adapter("sdxl_lora.safetensors")).unwrap_err();
     assert!(matches!(e, Error::AdapterFamilyMismatch { .. }), "{e}");
-    assert!(e.to_string().contains("made for Stable Diffusion XL; the loaded model is Stable Diffusion 1.x"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("made for Stable Diffusion XL; the loaded model is Stable Diffusion 1.x"),
+        "{e}"
+    );
 
-    let e = sd.open_lora(&adapter("half_unknown.safetensors")).unwrap_err();
+    let e = sd
+        .open_lora(&adapter("half_unknown.safetensors"))
+        .unwrap_err();
     match &e {
-        Error::AdapterUnmatched { total, unmatched, .. } => {
-            assert_eq!(unmatched.len() * 2, *total, "half of the modules are unknown: {e}");
-            assert!(unmatched.iter().all(|u| u.contains("foo_bar")), "{unmatched:?}");
+        Error::AdapterUnmatched {
+            total, unmatched, ..
+        } => {
+            assert_eq!(
+                unmatched.len() * 2,
+                *total,
+                "half of the modules are unknown: {e}"
+            );
+            assert!(
+                unmatched.iter().all(|u| u.contains("foo_bar")),
+                "{unmatched:?}"
+            );
         }
         other => panic!("expected AdapterUnmatched, got {other}"),
     }
-    for (file, kind) in [("loha.safetensors", "LoHa"), ("lokr.safetensors", "LoKr"), ("dora.safetensors", "DoRA")] {
+    for (file, kind) in [
+        ("loha.safetensors", "LoHa"),
+        ("lokr.safetensors", "LoKr"),
+        ("dora.safetensors", "DoRA"),
+    ] {
         let e = sd.open_lora(&adapter(file)).unwrap_err();
-        assert!(matches!(e, Error::UnsupportedAdapter { .. }) && e.to_string().contains(kind), "{file}: {e}");
+        assert!(
+            matches!(e, Error::UnsupportedAdapter { .. }) && e.to_string().contains(kind),
+            "{file}: {e}"
+        );
     }
     let e = sd.open_lora(&adapter("empty.safetensors")).unwrap_err();
-    assert!(matches!(e, Error::NotAnAdapter { .. }) && e.to_string().contains("no tensors"), "{e}");
+    assert!(
+        matches!(e, Error::NotAnAdapter { .. }) && e.to_string().contains("no tensors"),
+        "{e}"
+    );
     let e = sd.open_lora(&fixture("tiny-a.safetensors")).unwrap_err();
     assert!(e.to_string().contains("full model checkpoint"), "{e}");
     let e = sd.open_lora(&adapter("ti_cat.safetensors")).unwrap_err();
@@ -137,19 +213,49 @@ fn cli_applies_loras_from_flags_and_prompt_tags_and_records_them() {
             // The tag rides in the first prompt; it is removed before encoding.
             generate_tagged(dir.path(), &["--lora-dir", lora_dir.to_str().unwrap()])
         } else {
-            generate(&fixture("tiny-a"), None, "tiny-a", dir.path(), &["--lora", flag.as_str()])
+            generate(
+                &fixture("tiny-a"),
+                None,
+                "tiny-a",
+                dir.path(),
+                &["--lora", flag.as_str()],
+            )
         };
         assert!(o.status.success(), "{}", stderr(&o));
         let saved = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap();
-        assert_close(&format!("CLI LoRA (tags: {tagged})"), &saved.f32("latents").unwrap(), &expected, 1e-4);
+        assert_close(
+            &format!("CLI LoRA (tags: {tagged})"),
+            &saved.f32("latents").unwrap(),
+            &expected,
+            1e-4,
+        );
         let text = kiln_engine::image::read_png_text(&dir.path().join("img-0.png")).unwrap();
-        let params = &text.iter().find(|(k, _)| k == "parameters").expect("parameters chunk").1;
+        let params = &text
+            .iter()
+            .find(|(k, _)| k == "parameters")
+            .expect("parameters chunk")
+            .1;
         let hash = kiln_engine::adapters::lora::short_hash(&lora).unwrap();
-        assert!(params.contains(&format!("Lora hashes: \"kohya_qkvo: {hash}\"")), "{params}");
+        assert!(
+            params.contains(&format!("Lora hashes: \"kohya_qkvo: {hash}\"")),
+            "{params}"
+        );
         assert!(params.contains("Negative prompt: blurry"), "{params}");
     }
-    let o = kiln(&["generate", "--model", fixture("tiny-a").to_str().unwrap(), "--prompt", "a cat <lora:missing:1>", "--out", "/tmp/never.png"]);
-    assert!(!o.status.success() && stderr(&o).contains("--lora-dir"), "{}", stderr(&o));
+    let o = kiln(&[
+        "generate",
+        "--model",
+        fixture("tiny-a").to_str().unwrap(),
+        "--prompt",
+        "a cat <lora:missing:1>",
+        "--out",
+        "/tmp/never.png",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--lora-dir"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `kiln generate` with the reference request where the first prompt carries a LoRA tag.
@@ -178,7 +284,10 @@ fn inspect_reports_each_lora() {
         assert!(v["modules"].as_u64().unwrap() > 0, "{file}");
         assert_eq!(v["short_hash"].as_str().unwrap().len(), 12);
     }
-    let o = crate::cli::kiln(&["inspect", adapter("kohya_qkvo.safetensors").to_str().unwrap()]);
+    let o = crate::cli::kiln(&[
+        "inspect",
+        adapter("kohya_qkvo.safetensors").to_str().unwrap(),
+    ]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["ranks"], serde_json::json!([4]));
     assert_eq!(v["alphas"], serde_json::json!(["8"]));
@@ -188,19 +297,38 @@ fn inspect_reports_each_lora() {
 fn embeddings_in_txt2img_match_diffusers() {
     // Every form of both embeddings (1 and 2 vectors) gives diffusers' final latents.
     let mut req = ddim_request("tiny-a");
-    req.prompts = vec!["a photo of a <kiln-cat>".into(), "a red circle on a blue background, <kiln-style>".into()];
+    req.prompts = vec![
+        "a photo of a <kiln-cat>".into(),
+        "a red circle on a blue background, <kiln-style>".into(),
+    ];
     let expected = want("ti");
     for (cat, style) in [
         ("ti_cat.pt", "ti_style.pt"),
         ("ti_cat.safetensors", "ti_style.safetensors"),
-        ("ti_cat_diffusers.safetensors", "ti_style_diffusers.safetensors"),
+        (
+            "ti_cat_diffusers.safetensors",
+            "ti_style_diffusers.safetensors",
+        ),
         ("ti_cat_diffusers.bin", "ti_style_diffusers.bin"),
     ] {
         let mut sd = tiny_a();
-        assert_eq!(sd.load_embedding(&adapter(cat), Some("<kiln-cat>")).unwrap(), vec![49408]);
-        assert_eq!(sd.load_embedding(&adapter(style), Some("<kiln-style>")).unwrap(), vec![49409, 49410]);
+        assert_eq!(
+            sd.load_embedding(&adapter(cat), Some("<kiln-cat>"))
+                .unwrap(),
+            vec![49408]
+        );
+        assert_eq!(
+            sd.load_embedding(&adapter(style), Some("<kiln-style>"))
+                .unwrap(),
+            vec![49409, 49410]
+        );
         let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
-        assert_close(&format!("embeddings {cat} + {style}"), &out.latents.values, &expected, 1e-4);
+        assert_close(
+            &format!("embeddings {cat} + {style}"),
+            &out.latents.values,
+            &expected,
+            1e-4,
+        );
     }
 }
 
@@ -210,11 +338,26 @@ fn cli_loads_embeddings() {
     use kiln_engine::weights::safetensors::SafeTensors;
     let dir = tempfile::tempdir().unwrap();
     let mut req = ddim_request("tiny-a");
-    req.prompts = vec!["a photo of a <kiln-cat>".into(), "a red circle on a blue background, <kiln-style>".into()];
-    let (cat, style) = (format!("{}:<kiln-cat>", adapter("ti_cat.pt").display()), format!("{}:<kiln-style>", adapter("ti_style.safetensors").display()));
-    let o = crate::cli::generate_request(&fixture("tiny-a"), None, &req, dir.path(), &["--embedding", &cat, "--embedding", &style]);
+    req.prompts = vec![
+        "a photo of a <kiln-cat>".into(),
+        "a red circle on a blue background, <kiln-style>".into(),
+    ];
+    let (cat, style) = (
+        format!("{}:<kiln-cat>", adapter("ti_cat.pt").display()),
+        format!("{}:<kiln-style>", adapter("ti_style.safetensors").display()),
+    );
+    let o = crate::cli::generate_request(
+        &fixture("tiny-a"),
+        None,
+        &req,
+        dir.path(),
+        &["--embedding", &cat, "--embedding", &style],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
-    let got = SafeTensors::open(&dir.path().join("final.safetensors")).unwrap().f32("latents").unwrap();
+    let got = SafeTensors::open(&dir.path().join("final.safetensors"))
+        .unwrap()
+        .f32("latents")
+        .unwrap();
     assert_close("CLI embeddings", &got, &want("ti"), 1e-4);
 }
 
@@ -229,23 +372,50 @@ fn inspect_reports_each_embedding() {
         let o = crate::cli::kiln(&["inspect", adapter(file).to_str().unwrap()]);
         assert!(o.status.success(), "{file}: {}", crate::cli::stderr(&o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!((v["kind"].as_str(), v["format"].as_str(), v["vectors"].as_u64(), v["width"].as_u64()), (Some("embedding"), Some(format), Some(vectors), Some(32)), "{file}");
+        assert_eq!(
+            (
+                v["kind"].as_str(),
+                v["format"].as_str(),
+                v["vectors"].as_u64(),
+                v["width"].as_u64()
+            ),
+            (Some("embedding"), Some(format), Some(vectors), Some(32)),
+            "{file}"
+        );
     }
     let o = crate::cli::kiln(&["inspect", adapter("malicious.pt").to_str().unwrap()]);
     assert!(!o.status.success(), "a malicious pickle is refused");
-    assert!(crate::cli::stderr(&o).contains("posix.system"), "{}", crate::cli::stderr(&o));
+    assert!(
+        crate::cli::stderr(&o).contains("posix.system"),
+        "{}",
+        crate::cli::stderr(&o)
+    );
 }
 
 #[test]
 fn trigger_words_and_family_come_from_kohya_metadata() {
     use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
     let src = SafeTensors::open(&adapter("kohya_qkvo.safetensors")).unwrap();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = src.tensors().iter().map(|(k, i)| (k.clone(), i.shape.clone(), src.f32(k).unwrap())).collect();
-    let list: Vec<WriteTensor> = tensors.iter().map(|(k, s, v)| WriteTensor { name: k, shape: s.clone(), data: v }).collect();
+    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = src
+        .tensors()
+        .iter()
+        .map(|(k, i)| (k.clone(), i.shape.clone(), src.f32(k).unwrap()))
+        .collect();
+    let list: Vec<WriteTensor> = tensors
+        .iter()
+        .map(|(k, s, v)| WriteTensor {
+            name: k,
+            shape: s.clone(),
+            data: v,
+        })
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("styled.safetensors");
     let meta = [
-        ("ss_tag_frequency".to_owned(), r#"{"10_mystyle": {"mystyle": 12, "red circle": 3, " blue": 5}}"#.to_owned()),
+        (
+            "ss_tag_frequency".to_owned(),
+            r#"{"10_mystyle": {"mystyle": 12, "red circle": 3, " blue": 5}}"#.to_owned(),
+        ),
         ("ss_output_name".to_owned(), "mystyle_v2".to_owned()),
         ("ss_base_model_version".to_owned(), "sd_v1".to_owned()),
     ]
@@ -254,11 +424,17 @@ fn trigger_words_and_family_come_from_kohya_metadata() {
     write_f32(&p, &list, &meta).unwrap();
     let sd = tiny_a();
     let lora = sd.open_lora(&p).unwrap();
-    assert_eq!(lora.report.trigger_words, vec!["mystyle", "blue", "red circle", "mystyle_v2"]);
+    assert_eq!(
+        lora.report.trigger_words,
+        vec!["mystyle", "blue", "red circle", "mystyle_v2"]
+    );
     assert_eq!(lora.report.family.as_deref(), Some("Stable Diffusion 1.x"));
     let mut meta2 = std::collections::BTreeMap::new();
     meta2.insert("ss_v2".to_owned(), "True".to_owned());
     write_f32(&p, &list, &meta2).unwrap();
     let e = sd.open_lora(&p).unwrap_err();
-    assert!(e.to_string().contains("made for Stable Diffusion 2.x"), "{e}");
+    assert!(
+        e.to_string().contains("made for Stable Diffusion 2.x"),
+        "{e}"
+    );
 }

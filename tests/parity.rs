@@ -3,7 +3,9 @@
 
 use kiln_engine::pipeline::{CancelToken, GenerationRequest, LatentsData, Sampler};
 
-use crate::common::{Layout, MODELS, assert_close, model, reference, reference_json, tensor, values};
+use crate::common::{
+    Layout, MODELS, assert_close, model, reference, reference_json, tensor, values,
+};
 
 const TOL: f32 = 1e-4;
 const LAYOUTS: [Layout; 2] = [Layout::Diffusers, Layout::SingleFile];
@@ -16,10 +18,14 @@ fn text_encoder_matches_transformers() {
         let ids: Vec<i64> = ids.iter().map(|v| *v as i64).collect();
         for layout in LAYOUTS {
             let sd = model(m, layout);
-            let ids = kiln_engine::burn::tensor::Tensor::<2, kiln_engine::burn::tensor::Int>::from_data(
-                kiln_engine::burn::tensor::TensorData::new(ids.clone(), [ids_shape[0], ids_shape[1]]),
-                sd.device(),
-            );
+            let ids =
+                kiln_engine::burn::tensor::Tensor::<2, kiln_engine::burn::tensor::Int>::from_data(
+                    kiln_engine::burn::tensor::TensorData::new(
+                        ids.clone(),
+                        [ids_shape[0], ids_shape[1]],
+                    ),
+                    sd.device(),
+                );
             let got = values(sd.text_encoder.forward(ids, 1));
             assert_close(&format!("{m} {layout:?} text"), &got, &want, TOL);
         }
@@ -47,8 +53,17 @@ fn unet_matches_diffusers() {
             let (_, want) = reference(m, out);
             for layout in LAYOUTS {
                 let sd = model(m, layout);
-                let got = sd.unet.forward(tensor::<4>(&s_shape, sample.clone()), &vec![t; s_shape[0]], &tensor::<3>(&c_shape, context.clone()));
-                assert_close(&format!("{m} {layout:?} UNet t={t}"), &values(got), &want, TOL);
+                let got = sd.unet.forward(
+                    tensor::<4>(&s_shape, sample.clone()),
+                    &vec![t; s_shape[0]],
+                    &tensor::<3>(&c_shape, context.clone()),
+                );
+                assert_close(
+                    &format!("{m} {layout:?} UNet t={t}"),
+                    &values(got),
+                    &want,
+                    TOL,
+                );
             }
         }
     }
@@ -79,14 +94,19 @@ pub fn ddim_request(m: &str) -> GenerationRequest {
     GenerationRequest {
         prompts: serde_json::from_value(d["prompts"].clone()).unwrap(),
         negatives: serde_json::from_value(d["negative_prompts"].clone()).unwrap(),
-        sampler: Sampler::Ddim { eta: d["eta"].as_f64().unwrap() },
+        sampler: Sampler::Ddim {
+            eta: d["eta"].as_f64().unwrap(),
+        },
         steps: d["num_inference_steps"].as_u64().unwrap() as usize,
         cfg: d["guidance_scale"].as_f64().unwrap(),
         seed: 0,
         width: d["width"].as_u64().unwrap() as usize,
         height: d["height"].as_u64().unwrap() as usize,
         batch: 1,
-        latents: Some(LatentsData { shape: shape.try_into().unwrap(), values: noise }),
+        latents: Some(LatentsData {
+            shape: shape.try_into().unwrap(),
+            values: noise,
+        }),
         clip_skip: 1,
     }
 }
@@ -95,7 +115,11 @@ pub fn ddim_request(m: &str) -> GenerationRequest {
 pub fn image_mean_abs_diff(ours: &[kiln_engine::image::RgbImage], reference: &[f32]) -> f64 {
     let ours: Vec<u8> = ours.iter().flat_map(|i| i.pixels.iter().copied()).collect();
     assert_eq!(ours.len(), reference.len());
-    let total: f64 = ours.iter().zip(reference).map(|(a, b)| (*a as f64 - (*b as f64 * 255.0).round()).abs()).sum();
+    let total: f64 = ours
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (*a as f64 - (*b as f64 * 255.0).round()).abs())
+        .sum();
     total / ours.len() as f64
 }
 
@@ -108,13 +132,27 @@ fn ddim_txt2img_matches_diffusers() {
         for layout in LAYOUTS {
             let sd = model(m, layout);
             let mut steps = Vec::new();
-            let out = sd.txt2img(&req, &CancelToken::new(), &mut |p| steps.push(p.step)).unwrap();
-            assert_eq!(steps, (1..=req.steps).collect::<Vec<_>>(), "one callback per step");
-            assert_close(&format!("{m} {layout:?} DDIM latents"), &out.latents.values, &want_latents, TOL);
+            let out = sd
+                .txt2img(&req, &CancelToken::new(), &mut |p| steps.push(p.step))
+                .unwrap();
+            assert_eq!(
+                steps,
+                (1..=req.steps).collect::<Vec<_>>(),
+                "one callback per step"
+            );
+            assert_close(
+                &format!("{m} {layout:?} DDIM latents"),
+                &out.latents.values,
+                &want_latents,
+                TOL,
+            );
             let diff = image_mean_abs_diff(&out.images, &want_image);
             eprintln!("{m} {layout:?} DDIM image mean|Δ| = {diff:.4}/255");
             assert!(diff <= 0.3, "{m} {layout:?}: image mean |Δ| {diff} > 0.3");
-            assert_eq!((out.images[0].width, out.images[0].height), (req.width, req.height));
+            assert_eq!(
+                (out.images[0].width, out.images[0].height),
+                (req.width, req.height)
+            );
         }
     }
 }
@@ -131,7 +169,10 @@ fn cancel_stops_before_the_next_step() {
             cancel.cancel();
         }
     });
-    assert!(matches!(result, Err(kiln_engine::Error::Cancelled)), "{result:?}");
+    assert!(
+        matches!(result, Err(kiln_engine::Error::Cancelled)),
+        "{result:?}"
+    );
     assert_eq!(seen, 2, "no step runs after cancel");
 }
 
@@ -155,7 +196,11 @@ fn seeded_generation_is_deterministic_and_per_image() {
     let c = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     let per = c.latents.values.len();
     assert_eq!(&a.latents.values[per..], &c.latents.values[..]);
-    assert_ne!(&a.latents.values[..per], &c.latents.values[..], "different seeds differ");
+    assert_ne!(
+        &a.latents.values[..per],
+        &c.latents.values[..],
+        "different seeds differ"
+    );
 }
 
 #[test]
@@ -169,17 +214,28 @@ fn ldm_yaml_beside_a_single_file_supplies_the_heads() {
     let (c_shape, context) = reference("tiny-a", "unet.encoder_hidden_states");
     let (_, want) = reference("tiny-a", "unet.out");
     let run = |sd: &kiln_engine::pipeline::StableDiffusion| {
-        values(sd.unet.forward(tensor::<4>(&s_shape, sample.clone()), &[537.0, 537.0], &tensor::<3>(&c_shape, context.clone())))
+        values(sd.unet.forward(
+            tensor::<4>(&s_shape, sample.clone()),
+            &[537.0, 537.0],
+            &tensor::<3>(&c_shape, context.clone()),
+        ))
     };
     let guessed = kiln_engine::pipeline::StableDiffusion::load(&ckpt, None, &device).unwrap();
-    assert!(crate::common::relative_max_error(&run(&guessed), &want) > 1e-2, "8 heads must give a different result");
+    assert!(
+        crate::common::relative_max_error(&run(&guessed), &want) > 1e-2,
+        "8 heads must give a different result"
+    );
     std::fs::write(
         dir.path().join("tiny.yaml"),
         "model:\n  params:\n    scale_factor: 0.18215\n    unet_config:\n      params:\n        num_heads: 4\n        context_dim: 32\n",
     )
     .unwrap();
     let sd = kiln_engine::pipeline::StableDiffusion::load(&ckpt, None, &device).unwrap();
-    assert!(sd.info.config_source.contains("tiny.yaml"), "{}", sd.info.config_source);
+    assert!(
+        sd.info.config_source.contains("tiny.yaml"),
+        "{}",
+        sd.info.config_source
+    );
     assert_close("tiny-a UNet with LDM yaml", &run(&sd), &want, TOL);
 }
 
@@ -209,14 +265,34 @@ fn parameter_paths_are_the_diffusers_keys() {
         let dir = crate::common::fixture(m);
         let keys = |rel: &str, strip: &str| -> std::collections::BTreeMap<String, Vec<usize>> {
             let f = SafeTensors::open(&dir.join(rel)).unwrap();
-            f.tensors().iter().map(|(k, i)| (k.strip_prefix(strip).unwrap_or(k).to_owned(), i.shape.clone())).collect()
+            f.tensors()
+                .iter()
+                .map(|(k, i)| {
+                    (
+                        k.strip_prefix(strip).unwrap_or(k).to_owned(),
+                        i.shape.clone(),
+                    )
+                })
+                .collect()
         };
-        let ours = |paths: Vec<(String, Vec<usize>)>| -> std::collections::BTreeMap<String, Vec<usize>> {
-            // Burn keeps linear weights as [in, out]; files have [out, in].
-            paths.into_iter().map(|(k, s)| (k, if s.len() == 2 { vec![s[1], s[0]] } else { s })).collect()
-        };
-        assert_eq!(ours(param_paths(&sd.unet)), keys("unet/diffusion_pytorch_model.safetensors", ""), "{m} UNet");
-        assert_eq!(ours(param_paths(&sd.vae)), keys("vae/diffusion_pytorch_model.safetensors", ""), "{m} VAE");
+        let ours =
+            |paths: Vec<(String, Vec<usize>)>| -> std::collections::BTreeMap<String, Vec<usize>> {
+                // Burn keeps linear weights as [in, out]; files have [out, in].
+                paths
+                    .into_iter()
+                    .map(|(k, s)| (k, if s.len() == 2 { vec![s[1], s[0]] } else { s }))
+                    .collect()
+            };
+        assert_eq!(
+            ours(param_paths(&sd.unet)),
+            keys("unet/diffusion_pytorch_model.safetensors", ""),
+            "{m} UNet"
+        );
+        assert_eq!(
+            ours(param_paths(&sd.vae)),
+            keys("vae/diffusion_pytorch_model.safetensors", ""),
+            "{m} VAE"
+        );
         let text = ours(param_paths(&sd.text_encoder));
         let file = keys("text_encoder/model.safetensors", "text_model.");
         // The token embedding [vocab, dim] is not a linear weight: undo the swap above.

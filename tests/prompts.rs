@@ -9,16 +9,30 @@ use crate::parity::ddim_request;
 fn emphasis_scales_token_embeddings_and_keeps_the_mean() {
     let sd = model("tiny-a", Layout::Diffusers);
     let plain = values(sd.encode_prompts(&["a photo of a cat".into()], 1).unwrap());
-    let same = values(sd.encode_prompts(&["a photo of a (cat:1.0)".into()], 1).unwrap());
+    let same = values(
+        sd.encode_prompts(&["a photo of a (cat:1.0)".into()], 1)
+            .unwrap(),
+    );
     assert_eq!(plain, same, "weight 1.0 changes nothing");
-    let weighted = values(sd.encode_prompts(&["a photo of a (cat:1.5)".into()], 1).unwrap());
+    let weighted = values(
+        sd.encode_prompts(&["a photo of a (cat:1.5)".into()], 1)
+            .unwrap(),
+    );
     let d = plain.len() / 77;
     let mean = |v: &[f32]| v.iter().map(|x| *x as f64).sum::<f64>() / v.len() as f64;
-    assert!((mean(&weighted) - mean(&plain)).abs() < 1e-5 * mean(&plain).abs().max(1e-3), "the chunk mean is restored");
+    assert!(
+        (mean(&weighted) - mean(&plain)).abs() < 1e-5 * mean(&plain).abs().max(1e-3),
+        "the chunk mean is restored"
+    );
     // Token 5 ("cat") is scaled by 1.5 relative to the others (both by the same restoring factor).
     let ratio = |i: usize, j: usize| weighted[i * d + j] / plain[i * d + j];
     let other = ratio(2, 0);
-    assert!((ratio(5, 0) / other - 1.5).abs() < 1e-4, "{} vs {}", ratio(5, 0), other);
+    assert!(
+        (ratio(5, 0) / other - 1.5).abs() < 1e-4,
+        "{} vs {}",
+        ratio(5, 0),
+        other
+    );
     assert!((ratio(3, 7) - other).abs() < 1e-5);
 }
 
@@ -26,8 +40,14 @@ fn emphasis_scales_token_embeddings_and_keeps_the_mean() {
 fn long_prompts_are_chunked_and_negatives_padded() {
     let sd = model("tiny-a", Layout::Diffusers);
     let long = "a red circle on a blue background, ".repeat(12);
-    let z = sd.encode_prompts(&[long.clone(), "blurry".into()], 1).unwrap();
-    assert_eq!(z.dims(), [2, 154, 32], "two 77-token chunks each; the short prompt is padded with an empty chunk");
+    let z = sd
+        .encode_prompts(&[long.clone(), "blurry".into()], 1)
+        .unwrap();
+    assert_eq!(
+        z.dims(),
+        [2, 154, 32],
+        "two 77-token chunks each; the short prompt is padded with an empty chunk"
+    );
     let mut req = ddim_request("tiny-a");
     req.prompts = vec![long, "a photo of a cat".into()];
     req.steps = 2;
@@ -38,8 +58,22 @@ fn long_prompts_are_chunked_and_negatives_padded() {
     plain.steps = 2;
     let mut emph = plain.clone();
     emph.prompts[0] = "a (red:1.6) circle on a [blue] background".into();
-    let (a, b) = (sd.txt2img(&plain, &CancelToken::new(), &mut |_| {}).unwrap(), sd.txt2img(&emph, &CancelToken::new(), &mut |_| {}).unwrap());
-    assert_eq!(a.latents.values[..a.latents.values.len() / 2].len(), b.latents.values[..b.latents.values.len() / 2].len());
-    assert_ne!(a.latents.values[..a.latents.values.len() / 2], b.latents.values[..b.latents.values.len() / 2]);
-    assert_eq!(a.latents.values[a.latents.values.len() / 2..], b.latents.values[b.latents.values.len() / 2..], "the other prompt's image is untouched");
+    let (a, b) = (
+        sd.txt2img(&plain, &CancelToken::new(), &mut |_| {})
+            .unwrap(),
+        sd.txt2img(&emph, &CancelToken::new(), &mut |_| {}).unwrap(),
+    );
+    assert_eq!(
+        a.latents.values[..a.latents.values.len() / 2].len(),
+        b.latents.values[..b.latents.values.len() / 2].len()
+    );
+    assert_ne!(
+        a.latents.values[..a.latents.values.len() / 2],
+        b.latents.values[..b.latents.values.len() / 2]
+    );
+    assert_eq!(
+        a.latents.values[a.latents.values.len() / 2..],
+        b.latents.values[b.latents.values.len() / 2..],
+        "the other prompt's image is untouched"
+    );
 }

@@ -12,11 +12,11 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod lora;
 mod parity;
 mod prompts;
 mod samplers;
 mod textual_inversion;
-mod lora;
 mod tokenizer;
 #[cfg(feature = "wgpu")]
 mod wgpu;

@@ -13,7 +13,10 @@ use kiln_engine::weights::safetensors::{WriteTensor, write_f32};
 use crate::common::{assert_close, fixture, reference, reference_json, values};
 
 /// The two test embeddings: file stem, token, number of vectors, first row in `ti.embedding_rows`.
-const EMBEDDINGS: [(&str, &str, usize, usize); 2] = [("ti_cat", "<kiln-cat>", 1, 0), ("ti_style", "<kiln-style>", 2, 1)];
+const EMBEDDINGS: [(&str, &str, usize, usize); 2] = [
+    ("ti_cat", "<kiln-cat>", 1, 0),
+    ("ti_style", "<kiln-style>", 2, 1),
+];
 
 /// The four files of one embedding, with the format each must be read as.
 fn forms(stem: &str) -> [(PathBuf, TiFormat); 4] {
@@ -21,7 +24,10 @@ fn forms(stem: &str) -> [(PathBuf, TiFormat); 4] {
     [
         (f(format!("{stem}.pt")), TiFormat::A1111Pt),
         (f(format!("{stem}.safetensors")), TiFormat::A1111Safetensors),
-        (f(format!("{stem}_diffusers.safetensors")), TiFormat::DiffusersSafetensors),
+        (
+            f(format!("{stem}_diffusers.safetensors")),
+            TiFormat::DiffusersSafetensors,
+        ),
         (f(format!("{stem}_diffusers.bin")), TiFormat::DiffusersBin),
     ]
 }
@@ -31,7 +37,12 @@ fn ti_json() -> serde_json::Value {
 }
 
 fn prompts() -> Vec<String> {
-    ti_json()["prompts"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect()
+    ti_json()["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// A private copy of tiny-a (the shared cache in `common` must stay unmodified).
@@ -41,7 +52,12 @@ fn tiny_a() -> StableDiffusion {
 }
 
 fn table_rows(sd: &StableDiffusion) -> usize {
-    sd.text_encoder.embeddings.token_embedding.weight.val().dims()[0]
+    sd.text_encoder
+        .embeddings
+        .token_embedding
+        .weight
+        .val()
+        .dims()[0]
 }
 
 /// Loads and applies the cat then the style embedding from the given form (diffusers' order).
@@ -62,14 +78,23 @@ fn all_four_forms_load_the_same_vectors() {
     let width = shape[1];
     assert_eq!(width, 32);
     for (stem, token, n, first) in EMBEDDINGS {
-        let want: Vec<Vec<f32>> = rows[first * width..(first + n) * width].chunks(width).map(<[f32]>::to_vec).collect();
+        let want: Vec<Vec<f32>> = rows[first * width..(first + n) * width]
+            .chunks(width)
+            .map(<[f32]>::to_vec)
+            .collect();
         for (path, format) in forms(stem) {
-            let ti = textual_inversion::load(&path, Some(token)).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let ti = textual_inversion::load(&path, Some(token))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(ti.format, format, "{}", path.display());
             assert_eq!(ti.token, token);
             assert_eq!(ti.width, width);
             assert_eq!(ti.n_vectors(), n);
-            assert_eq!(ti.vectors, want, "{}: vectors differ from the reference", path.display());
+            assert_eq!(
+                ti.vectors,
+                want,
+                "{}: vectors differ from the reference",
+                path.display()
+            );
             assert_eq!(ti.path, path);
             // Without a token, the file stem names it (as AUTOMATIC1111 does).
             let stemmed = textual_inversion::load(&path, None).unwrap();
@@ -88,7 +113,12 @@ fn token_ids_and_prompt_embeddings_match_diffusers_for_every_form() {
     let (pe_shape, want_pe) = reference("adapters", "ti.prompt_embeds");
     assert_eq!(pe_shape, [2, MAX_LENGTH, 32]);
     let prompts = prompts();
-    let converted: Vec<&str> = json["prompts_after_maybe_convert_prompt"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    let converted: Vec<&str> = json["prompts_after_maybe_convert_prompt"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
     for form in 0..4 {
         let mut sd = tiny_a();
         assert_eq!(table_rows(&sd), 49408);
@@ -96,15 +126,30 @@ fn token_ids_and_prompt_embeddings_match_diffusers_for_every_form() {
         let ids = apply_both(&mut sd, form);
         assert_eq!(ids, [vec![49408], vec![49409, 49410]], "form {form}");
         assert_eq!(sd.tokenizer.vocab_size(), 49411);
-        assert_eq!(table_rows(&sd), 49411, "the embedding table must stay in step with the tokenizer");
+        assert_eq!(
+            table_rows(&sd),
+            49411,
+            "the embedding table must stay in step with the tokenizer"
+        );
         for (prompt, want) in prompts.iter().zip(&converted) {
             assert_eq!(sd.tokenizer.convert_prompt(prompt).unwrap(), *want);
         }
-        let got_ids: Vec<f32> =
-            prompts.iter().flat_map(|p| sd.tokenizer.encode(p).unwrap()).map(|i| i as f32).collect();
-        assert_eq!(got_ids, want_ids, "form {form}: token ids differ from diffusers'");
+        let got_ids: Vec<f32> = prompts
+            .iter()
+            .flat_map(|p| sd.tokenizer.encode(p).unwrap())
+            .map(|i| i as f32)
+            .collect();
+        assert_eq!(
+            got_ids, want_ids,
+            "form {form}: token ids differ from diffusers'"
+        );
         let pe = values(sd.encode_prompts(&prompts, 1).unwrap());
-        assert_close(&format!("ti.prompt_embeds (form {form})"), &pe, &want_pe, 1e-4);
+        assert_close(
+            &format!("ti.prompt_embeds (form {form})"),
+            &pe,
+            &want_pe,
+            1e-4,
+        );
     }
 }
 
@@ -119,7 +164,17 @@ fn width_mismatch_is_refused_and_changes_nothing() {
         path: PathBuf::from("sd2-embedding.safetensors"),
     };
     let err = textual_inversion::apply(&ti, &mut sd.tokenizer, &mut sd.text_encoder).unwrap_err();
-    assert!(matches!(err, Error::EmbeddingWidthMismatch { width: 1024, model_width: 32, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::EmbeddingWidthMismatch {
+                width: 1024,
+                model_width: 32,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     let msg = err.to_string();
     assert!(msg.contains("this embedding is 1024 wide (made for SD 2.x); the loaded model's text encoder is 32 wide"), "{msg}");
     assert_eq!(sd.tokenizer.vocab_size(), 49408);
@@ -132,12 +187,19 @@ fn a_token_already_in_the_vocabulary_is_refused() {
     let ti = textual_inversion::load(&fixture("adapters/ti_cat.safetensors"), Some("cat")).unwrap();
     let err = textual_inversion::apply(&ti, &mut sd.tokenizer, &mut sd.text_encoder).unwrap_err();
     assert!(matches!(err, Error::TokenInVocabulary { .. }), "{err:?}");
-    assert_eq!(err.to_string(), "token 'cat' is already in the vocabulary; pass another token name");
+    assert_eq!(
+        err.to_string(),
+        "token 'cat' is already in the vocabulary; pass another token name"
+    );
     // Loading the same token twice is refused too, and leaves tokenizer and table in step.
-    let ti = textual_inversion::load(&fixture("adapters/ti_style.pt"), Some("<kiln-style>")).unwrap();
+    let ti =
+        textual_inversion::load(&fixture("adapters/ti_style.pt"), Some("<kiln-style>")).unwrap();
     textual_inversion::apply(&ti, &mut sd.tokenizer, &mut sd.text_encoder).unwrap();
     let err = textual_inversion::apply(&ti, &mut sd.tokenizer, &mut sd.text_encoder).unwrap_err();
-    assert_eq!(err.to_string(), "token '<kiln-style>' is already in the vocabulary; pass another token name");
+    assert_eq!(
+        err.to_string(),
+        "token '<kiln-style>' is already in the vocabulary; pass another token name"
+    );
     assert_eq!(sd.tokenizer.vocab_size(), 49410);
     assert_eq!(table_rows(&sd), 49410);
 }
@@ -157,7 +219,8 @@ fn malicious_pickles_are_refused_without_running_them() {
 
 #[test]
 fn files_that_are_not_embeddings_say_what_they_are() {
-    let err = textual_inversion::load(&fixture("adapters/kohya_qkvo.safetensors"), None).unwrap_err();
+    let err =
+        textual_inversion::load(&fixture("adapters/kohya_qkvo.safetensors"), None).unwrap_err();
     assert!(matches!(err, Error::NotAnEmbedding { .. }), "{err:?}");
     eprintln!("{err}");
     assert!(err.to_string().contains("LoRA"), "{err}");
@@ -172,9 +235,19 @@ fn files_that_are_not_embeddings_say_what_they_are() {
 }
 
 fn write(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>)]) -> PathBuf {
-    let data: Vec<Vec<f32>> = tensors.iter().map(|(_, s)| vec![0.5; s.iter().product()]).collect();
-    let list: Vec<WriteTensor> =
-        tensors.iter().zip(&data).map(|((k, s), d)| WriteTensor { name: k, shape: s.clone(), data: d }).collect();
+    let data: Vec<Vec<f32>> = tensors
+        .iter()
+        .map(|(_, s)| vec![0.5; s.iter().product()])
+        .collect();
+    let list: Vec<WriteTensor> = tensors
+        .iter()
+        .zip(&data)
+        .map(|((k, s), d)| WriteTensor {
+            name: k,
+            shape: s.clone(),
+            data: d,
+        })
+        .collect();
     let p = dir.join(name);
     write_f32(&p, &list, &Default::default()).unwrap();
     p
@@ -184,14 +257,26 @@ fn write(dir: &Path, name: &str, tensors: &[(&str, Vec<usize>)]) -> PathBuf {
 fn broken_and_foreign_embedding_files_give_named_errors() {
     let dir = tempfile::tempdir().unwrap();
 
-    let sdxl = write(dir.path(), "sdxl.safetensors", &[("clip_l", vec![2, 768]), ("clip_g", vec![2, 1280])]);
+    let sdxl = write(
+        dir.path(),
+        "sdxl.safetensors",
+        &[("clip_l", vec![2, 768]), ("clip_g", vec![2, 1280])],
+    );
     let err = textual_inversion::load(&sdxl, None).unwrap_err();
     assert!(matches!(err, Error::UnsupportedModel { .. }), "{err:?}");
     assert!(err.to_string().contains("Stable Diffusion XL"), "{err}");
 
-    let three_d = write(dir.path(), "3d.safetensors", &[("emb_params", vec![1, 2, 32])]);
+    let three_d = write(
+        dir.path(),
+        "3d.safetensors",
+        &[("emb_params", vec![1, 2, 32])],
+    );
     let err = textual_inversion::load(&three_d, None).unwrap_err();
-    assert!(err.to_string().contains("expected [width] or [vectors, width]"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("expected [width] or [vectors, width]"),
+        "{err}"
+    );
 
     let empty = dir.path().join("zero.pt");
     std::fs::write(&empty, b"").unwrap();
@@ -199,8 +284,15 @@ fn broken_and_foreign_embedding_files_give_named_errors() {
     assert!(matches!(err, Error::NotAnEmbedding { .. }), "{err:?}");
 
     let lfs = dir.path().join("lfs.safetensors");
-    std::fs::write(&lfs, "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 3840\n").unwrap();
-    assert!(matches!(textual_inversion::load(&lfs, None), Err(Error::GitLfsPointer { .. })));
+    std::fs::write(
+        &lfs,
+        "version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 3840\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        textual_inversion::load(&lfs, None),
+        Err(Error::GitLfsPointer { .. })
+    ));
 
     let bytes = std::fs::read(fixture("adapters/ti_style.pt")).unwrap();
     for cut in [bytes.len() / 2, bytes.len() - 30, 10] {
@@ -220,5 +312,8 @@ fn broken_and_foreign_embedding_files_give_named_errors() {
     // A tokenizer alone can take an embedding's tokens (e.g. for `kiln tokenize`).
     let mut tok = ClipTokenizer::sd15().unwrap();
     let ti = textual_inversion::load(&fixture("adapters/ti_style_diffusers.bin"), None).unwrap();
-    assert_eq!(tok.add_embedding_tokens(&ti.token, ti.n_vectors()).unwrap(), [49408, 49409]);
+    assert_eq!(
+        tok.add_embedding_tokens(&ti.token, ti.n_vectors()).unwrap(),
+        [49408, 49409]
+    );
 }

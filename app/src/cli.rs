@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use kiln_engine::image::write_png;
-use kiln_engine::pipeline::{CancelToken, GenerationRequest, LatentsData, Sampler, StableDiffusion};
+use kiln_engine::pipeline::{
+    CancelToken, GenerationRequest, LatentsData, Sampler, StableDiffusion,
+};
 use kiln_engine::schedulers::Schedule;
 use kiln_engine::tokenizer::ClipTokenizer;
 use kiln_engine::weights::inspect::inspect;
@@ -127,22 +129,36 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn read_latents(path: &Path) -> Result<LatentsData> {
     let file = SafeTensors::open(path)?;
-    let info = file.info("latents").with_context(|| format!("{}: no tensor named 'latents'", path.display()))?;
-    let shape: [usize; 4] = info
-        .shape
-        .clone()
-        .try_into()
-        .map_err(|s: Vec<usize>| anyhow::anyhow!("{}: 'latents' must be 4-D [B, C, h, w], got {s:?}", path.display()))?;
-    Ok(LatentsData { shape, values: file.f32("latents")? })
+    let info = file
+        .info("latents")
+        .with_context(|| format!("{}: no tensor named 'latents'", path.display()))?;
+    let shape: [usize; 4] = info.shape.clone().try_into().map_err(|s: Vec<usize>| {
+        anyhow::anyhow!(
+            "{}: 'latents' must be 4-D [B, C, h, w], got {s:?}",
+            path.display()
+        )
+    })?;
+    Ok(LatentsData {
+        shape,
+        values: file.f32("latents")?,
+    })
 }
 
 fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
     if n == 1 {
         return vec![out.to_owned()];
     }
-    let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
-    let ext = out.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_else(|| "png".into());
-    (0..n).map(|i| out.with_file_name(format!("{stem}-{i}.{ext}"))).collect()
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "png".into());
+    (0..n)
+        .map(|i| out.with_file_name(format!("{stem}-{i}.{ext}")))
+        .collect()
 }
 
 /// Splits `FILE:SUFFIX` when the part after the last `:` parses with `parse` (so paths with
@@ -167,12 +183,17 @@ fn extract_lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
     let mut tags = Vec::new();
     let mut rest = prompt;
     while let Some(start) = rest.find("<lora:") {
-        let Some(len) = rest[start..].find('>') else { break };
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
         text.push_str(&rest[..start]);
         let inner = &rest[start + 6..start + len];
         let mut parts = inner.split(':');
         let name = parts.next().unwrap_or("").trim().to_owned();
-        let weight = parts.next().and_then(|w| w.trim().parse().ok()).unwrap_or(1.0);
+        let weight = parts
+            .next()
+            .and_then(|w| w.trim().parse().ok())
+            .unwrap_or(1.0);
         if !name.is_empty() {
             tags.push((name, weight));
         }
@@ -180,12 +201,24 @@ fn extract_lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
     }
     text.push_str(rest);
     let cleaned = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (cleaned.trim_matches(|c: char| c == ',' || c.is_whitespace()).to_owned(), tags)
+    (
+        cleaned
+            .trim_matches(|c: char| c == ',' || c.is_whitespace())
+            .to_owned(),
+        tags,
+    )
 }
 
 /// AUTOMATIC1111's `parameters` text for one image (the prompt keeps its `<lora:…>` tags, as
 /// A1111 writes it; `Lora hashes` lists each LoRA's short hash).
-fn infotext(prompt: &str, negative: &str, req: &GenerationRequest, seed: u64, model: &str, loras: &[(String, String)]) -> String {
+fn infotext(
+    prompt: &str,
+    negative: &str,
+    req: &GenerationRequest,
+    seed: u64,
+    model: &str,
+    loras: &[(String, String)],
+) -> String {
     let sampler = req.sampler.a1111_name();
     let schedule = match req.sampler.schedule() {
         Schedule::Karras => ", Schedule type: Karras",
@@ -212,34 +245,57 @@ fn generate(args: GenerateArgs) -> Result<()> {
         (true, _) | (false, "karras") => Schedule::Karras,
         (false, "default") => Schedule::Default,
         (false, "exponential") => Schedule::Exponential,
-        (false, other) => bail!("unknown schedule '{other}' (available: default, karras, exponential)"),
+        (false, other) => {
+            bail!("unknown schedule '{other}' (available: default, karras, exponential)")
+        }
     };
     let sampler = match args.sampler.as_str() {
         "ddim" if schedule == Schedule::Default => Sampler::Ddim { eta: args.eta },
-        "ddim" => bail!("DDIM uses the model's timestep spacing; --schedule karras/exponential needs euler, euler-a, heun, lms or dpmpp-2m"),
+        "ddim" => bail!(
+            "DDIM uses the model's timestep spacing; --schedule karras/exponential needs euler, euler-a, heun, lms or dpmpp-2m"
+        ),
         "ddpm" if schedule == Schedule::Default => Sampler::Ddpm,
-        "ddpm" => bail!("DDPM uses the model's timestep spacing; --schedule needs euler, euler-a, heun, lms or dpmpp-2m"),
+        "ddpm" => bail!(
+            "DDPM uses the model's timestep spacing; --schedule needs euler, euler-a, heun, lms or dpmpp-2m"
+        ),
         "euler" => Sampler::Euler { schedule },
         "euler-a" => Sampler::EulerAncestral { schedule },
         "heun" => Sampler::Heun { schedule },
         "lms" => Sampler::Lms { schedule },
         "dpmpp-2m" => Sampler::DpmPp2m { schedule },
-        other => bail!("unknown sampler '{other}' (available: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m)"),
+        other => bail!(
+            "unknown sampler '{other}' (available: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m)"
+        ),
     };
     let device = kiln_engine::device::device(&args.device)?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;
     let random_seed = args.seed.is_none();
     let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0) % 4_294_967_296
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            % 4_294_967_296
     });
     let mut sd = StableDiffusion::load(&args.model, args.config.as_deref(), &device)?;
     // `<lora:NAME:WEIGHT>` tags are removed from the prompts and added to the stack.
-    let mut loras: Vec<(PathBuf, f32)> = args.loras.iter().map(|s| split_suffix(s, |w| w.parse::<f32>().ok()).map(|(p, w)| (PathBuf::from(p), w.unwrap_or(1.0)))).collect::<Result<_>>()?;
+    let mut loras: Vec<(PathBuf, f32)> = args
+        .loras
+        .iter()
+        .map(|s| {
+            split_suffix(s, |w| w.parse::<f32>().ok())
+                .map(|(p, w)| (PathBuf::from(p), w.unwrap_or(1.0)))
+        })
+        .collect::<Result<_>>()?;
     let mut prompts = Vec::with_capacity(args.prompts.len());
     for p in &args.prompts {
         let (text, tags) = extract_lora_tags(p);
         for (name, weight) in tags {
-            let dir = args.lora_dir.as_deref().with_context(|| format!("the prompt uses <lora:{name}:…>; give --lora-dir DIR to say where LoRAs are"))?;
+            let dir = args.lora_dir.as_deref().with_context(|| {
+                format!(
+                    "the prompt uses <lora:{name}:…>; give --lora-dir DIR to say where LoRAs are"
+                )
+            })?;
             let file = dir.join(format!("{name}.safetensors"));
             if !file.exists() {
                 bail!("<lora:{name}:…>: {} does not exist", file.display());
@@ -261,10 +317,18 @@ fn generate(args: GenerateArgs) -> Result<()> {
         sd.add_lora(adapter, *weight);
     }
     for spec in &args.embeddings {
-        let (file, token) = split_suffix(spec, |t| (!t.is_empty() && !t.contains(['/', '\\'])).then(|| t.to_owned()))?;
+        let (file, token) = split_suffix(spec, |t| {
+            (!t.is_empty() && !t.contains(['/', '\\'])).then(|| t.to_owned())
+        })?;
         sd.load_embedding(Path::new(&file), token.as_deref())?;
     }
-    let native = sd.info.config.unet.sample_size.map(|s| s * sd.vae_scale_factor()).unwrap_or(512);
+    let native = sd
+        .info
+        .config
+        .unet
+        .sample_size
+        .map(|s| s * sd.vae_scale_factor())
+        .unwrap_or(512);
     let request = GenerationRequest {
         prompts,
         negatives,
@@ -281,8 +345,10 @@ fn generate(args: GenerateArgs) -> Result<()> {
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(request.steps as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(bar)
     } else {
@@ -298,16 +364,44 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     if let Some(path) = &args.save_latents {
         let l = &output.latents;
-        write_f32(path, &[WriteTensor { name: "latents", shape: l.shape.to_vec(), data: &l.values }], &BTreeMap::new())?;
+        write_f32(
+            path,
+            &[WriteTensor {
+                name: "latents",
+                shape: l.shape.to_vec(),
+                data: &l.values,
+            }],
+            &BTreeMap::new(),
+        )?;
     }
     if random_seed {
         eprintln!("seed: {seed}");
     }
-    let model_name = args.model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    for (k, (path, image)) in output_paths(&args.out, output.images.len()).iter().zip(&output.images).enumerate() {
+    let model_name = args
+        .model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (k, (path, image)) in output_paths(&args.out, output.images.len())
+        .iter()
+        .zip(&output.images)
+        .enumerate()
+    {
         let prompt_index = k / request.batch;
-        let negative = request.negatives.get(prompt_index).or(request.negatives.first()).cloned().unwrap_or_default();
-        let parameters = infotext(&args.prompts[prompt_index], &negative, &request, output.seeds[k], &model_name, &hashes);
+        let negative = request
+            .negatives
+            .get(prompt_index)
+            .or(request.negatives.first())
+            .cloned()
+            .unwrap_or_default();
+        let parameters = infotext(
+            &args.prompts[prompt_index],
+            &negative,
+            &request,
+            output.seeds[k],
+            &model_name,
+            &hashes,
+        );
         write_png(path, image, &[("parameters", &parameters)])?;
         println!("{}", path.display());
     }

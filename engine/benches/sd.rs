@@ -31,7 +31,10 @@ fn bench_unet(device: &Device, device_name: &str, runs: usize) {
     let mut ld = Loader::random(0, device);
     let unet = UNet2DConditionModel::load(&config, &mut ld).unwrap();
     let sample = randn([2, 4, 32, 32], device);
-    let context: Tensor<3> = Tensor::from_data(TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]), device);
+    let context: Tensor<3> = Tensor::from_data(
+        TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]),
+        device,
+    );
     let mut times = Vec::new();
     for i in 0..runs + 1 {
         let t0 = Instant::now();
@@ -42,14 +45,20 @@ fn bench_unet(device: &Device, device_name: &str, runs: usize) {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    println!(r#"{{"bench": "unet_sd15_32x32_b2", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#, median(times));
+    println!(
+        r#"{{"bench": "unet_sd15_32x32_b2", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
 }
 
 fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a");
     let sd = StableDiffusion::load(&root, None, device).unwrap();
     let req = GenerationRequest {
-        prompts: vec!["a red circle on a blue background".into(), "a photo of a cat".into()],
+        prompts: vec![
+            "a red circle on a blue background".into(),
+            "a photo of a cat".into(),
+        ],
         negatives: vec!["blurry".into(), "ugly, low quality".into()],
         sampler: Sampler::Ddim { eta: 0.0 },
         steps: 25,
@@ -69,17 +78,26 @@ fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
-    println!(r#"{{"bench": "tiny_a_txt2img_64x64_b2_25steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#, median(times));
+    println!(
+        r#"{{"bench": "tiny_a_txt2img_64x64_b2_25steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
 }
 
 fn main() {
-    let name = std::env::args().skip(1).find(|a| !a.starts_with('-')).unwrap_or_else(|| "cpu".into());
+    let name = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with('-'))
+        .unwrap_or_else(|| "cpu".into());
     let device = kiln_engine::device::device(&name).unwrap();
     let only = std::env::var("KILN_BENCH").unwrap_or_default();
     if only.is_empty() || only == "txt2img" {
         bench_tiny_txt2img(&device, &name, 5);
     }
-    let runs = std::env::var("KILN_BENCH_RUNS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
+    let runs = std::env::var("KILN_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(3);
     if only.is_empty() || only == "unet" {
         bench_unet(&device, &name, runs);
     }
@@ -89,7 +107,11 @@ fn main() {
 }
 
 /// A random rank-`r` LoRA on every attention projection (to_q/k/v/out.0) of `unet`.
-fn random_attention_lora(unet: &UNet2DConditionModel, rank: usize, seed: u64) -> kiln_engine::adapters::lora::LoraAdapter {
+fn random_attention_lora(
+    unet: &UNet2DConditionModel,
+    rank: usize,
+    seed: u64,
+) -> kiln_engine::adapters::lora::LoraAdapter {
     use kiln_engine::adapters::lora::targets::{Component, TargetIndex};
     use kiln_engine::adapters::lora::{LoraAdapter, LoraModule, LoraReport};
     use rand::{RngExt, SeedableRng};
@@ -99,15 +121,35 @@ fn random_attention_lora(unet: &UNet2DConditionModel, rank: usize, seed: u64) ->
     let modules: Vec<LoraModule> = paths
         .iter()
         .filter_map(|(p, _)| p.strip_suffix(".weight"))
-        .filter(|p| ["to_q", "to_k", "to_v", "to_out.0"].iter().any(|s| p.ends_with(s)))
+        .filter(|p| {
+            ["to_q", "to_k", "to_v", "to_out.0"]
+                .iter()
+                .any(|s| p.ends_with(s))
+        })
         .filter_map(|p| index.module(Component::Unet, p).cloned())
         .map(|target| {
             let (d_out, d_in) = match target.shape {
-                kiln_engine::adapters::lora::targets::LayerShape::Linear { d_in, d_out } => (d_out, d_in),
-                kiln_engine::adapters::lora::targets::LayerShape::Conv { c_in, c_out, kernel } => (c_out, c_in * kernel * kernel),
+                kiln_engine::adapters::lora::targets::LayerShape::Linear { d_in, d_out } => {
+                    (d_out, d_in)
+                }
+                kiln_engine::adapters::lora::targets::LayerShape::Conv {
+                    c_in,
+                    c_out,
+                    kernel,
+                } => (c_out, c_in * kernel * kernel),
             };
-            let mut v = |n: usize| (0..n).map(|_| rng.random_range(-0.01f32..0.01)).collect::<Vec<f32>>();
-            LoraModule { target, rank, down: v(rank * d_in), up: v(d_out * rank), scale: 1.0 }
+            let mut v = |n: usize| {
+                (0..n)
+                    .map(|_| rng.random_range(-0.01f32..0.01))
+                    .collect::<Vec<f32>>()
+            };
+            LoraModule {
+                target,
+                rank,
+                down: v(rank * d_in),
+                up: v(d_out * rank),
+                scale: 1.0,
+            }
         })
         .collect();
     let report = LoraReport {
@@ -125,7 +167,12 @@ fn random_attention_lora(unet: &UNet2DConditionModel, rank: usize, seed: u64) ->
         trigger_words: Vec::new(),
         short_hash: String::new(),
     };
-    LoraAdapter { path: "synthetic".into(), name: format!("synthetic-{seed}"), modules, report }
+    LoraAdapter {
+        path: "synthetic".into(),
+        name: format!("synthetic-{seed}"),
+        modules,
+        report,
+    }
 }
 
 /// Re-weighting one LoRA in a stack of three on a full-size SD 1.5 UNet, and UNet speed with
@@ -137,10 +184,15 @@ pub fn bench_lora(device: &Device, device_name: &str) {
     let mut ld = Loader::random(0, device);
     let mut unet = UNet2DConditionModel::load(&config, &mut ld).unwrap();
     let sample = randn([2, 4, 32, 32], device);
-    let context: Tensor<3> = Tensor::from_data(TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]), device);
+    let context: Tensor<3> = Tensor::from_data(
+        TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]),
+        device,
+    );
     let forward = |unet: &UNet2DConditionModel| {
         let t0 = Instant::now();
-        let _ = unet.forward(sample.clone(), &[500.0, 500.0], &context).into_data();
+        let _ = unet
+            .forward(sample.clone(), &[500.0, 500.0], &context)
+            .into_data();
         t0.elapsed().as_secs_f64()
     };
     let _ = forward(&unet);
@@ -165,11 +217,25 @@ pub fn bench_lora(device: &Device, device_name: &str) {
         let dirty = stack.set_weight(1, w);
         unet = stack.merge_into(Component::Unet, unet, &dirty);
         // Read one merged weight back so lazy backends finish the work.
-        let _ = unet.mid_block.attentions[0].transformer_blocks[0].attn2.to_v.weight.val().into_data();
+        let _ = unet.mid_block.attentions[0].transformer_blocks[0]
+            .attn2
+            .to_v
+            .weight
+            .val()
+            .into_data();
         times.push(t0.elapsed().as_secs_f64());
     }
-    println!(r#"{{"bench": "lora_reweight_sd15_unet_{layers}_layers_rank16", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#, median(times));
-    println!(r#"{{"bench": "unet_sd15_32x32_b2_0_loras", "impl": "kiln-{device_name}", "seconds": {plain:.4}}}"#);
-    println!(r#"{{"bench": "unet_sd15_32x32_b2_1_lora", "impl": "kiln-{device_name}", "seconds": {with1:.4}}}"#);
-    println!(r#"{{"bench": "unet_sd15_32x32_b2_3_loras", "impl": "kiln-{device_name}", "seconds": {with3:.4}}}"#);
+    println!(
+        r#"{{"bench": "lora_reweight_sd15_unet_{layers}_layers_rank16", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
+    println!(
+        r#"{{"bench": "unet_sd15_32x32_b2_0_loras", "impl": "kiln-{device_name}", "seconds": {plain:.4}}}"#
+    );
+    println!(
+        r#"{{"bench": "unet_sd15_32x32_b2_1_lora", "impl": "kiln-{device_name}", "seconds": {with1:.4}}}"#
+    );
+    println!(
+        r#"{{"bench": "unet_sd15_32x32_b2_3_loras", "impl": "kiln-{device_name}", "seconds": {with3:.4}}}"#
+    );
 }

@@ -37,7 +37,10 @@ pub fn available() -> Vec<&'static str> {
 /// the first available in [`ALL`] order).
 pub fn device(name: &str) -> Result<Device> {
     let name = name.trim().to_ascii_lowercase();
-    let unavailable = || Error::DeviceUnavailable { name: name.clone(), available: available().join(", ") };
+    let unavailable = || Error::DeviceUnavailable {
+        name: name.clone(),
+        available: available().join(", "),
+    };
     match name.as_str() {
         "auto" => device(available()[0]),
         "cpu" | "flex" => Ok(Device::flex()),
@@ -54,7 +57,10 @@ pub fn device(name: &str) -> Result<Device> {
         #[allow(deprecated)]
         "ndarray" => Ok(Device::ndarray()),
         n if ALL.contains(&n) => Err(unavailable()),
-        _ => Err(Error::InvalidRequest(format!("unknown device '{name}' (expected one of: auto, {})", ALL.join(", ")))),
+        _ => Err(Error::InvalidRequest(format!(
+            "unknown device '{name}' (expected one of: auto, {})",
+            ALL.join(", ")
+        ))),
     }
 }
 
@@ -67,7 +73,9 @@ mod tests {
         assert!(device("cpu").is_ok());
         assert!(available().contains(&"cpu"));
         if !cfg!(feature = "cuda") {
-            let err = device("cuda").expect_err("cuda not compiled in").to_string();
+            let err = device("cuda")
+                .expect_err("cuda not compiled in")
+                .to_string();
             assert!(err.contains("not available in this build"), "{err}");
         }
         assert!(matches!(device("tpu"), Err(Error::InvalidRequest(_))));

@@ -19,7 +19,11 @@ pub struct ShapeMismatch {
 
 impl std::fmt::Display for ShapeMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} (expected {:?}, file has {:?})", self.key, self.expected, self.got)
+        write!(
+            f,
+            "{} (expected {:?}, file has {:?})",
+            self.key, self.expected, self.got
+        )
     }
 }
 
@@ -110,7 +114,9 @@ pub enum Error {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     /// The requested compute backend was not compiled into this build.
-    #[error("device '{name}' is not available in this build (compiled in: {available}); rebuild with `--features {name}`")]
+    #[error(
+        "device '{name}' is not available in this build (compiled in: {available}); rebuild with `--features {name}`"
+    )]
     DeviceUnavailable {
         /// The backend asked for.
         name: String,
@@ -132,7 +138,9 @@ pub enum Error {
         what: String,
     },
     /// An adapter type Kiln recognises but cannot apply (LoHa, LoKr, DoRA, …).
-    #[error("{path}: this is a {kind} adapter, which Kiln cannot apply yet (LoRA and LoCon are supported)")]
+    #[error(
+        "{path}: this is a {kind} adapter, which Kiln cannot apply yet (LoRA and LoCon are supported)"
+    )]
     UnsupportedAdapter {
         /// The file involved.
         path: PathBuf,
@@ -183,7 +191,9 @@ pub enum Error {
         callable: String,
     },
     /// An embedding whose vectors do not fit the loaded text encoder.
-    #[error("{path}: this embedding is {width} wide{made_for}; the loaded model's text encoder is {model_width} wide")]
+    #[error(
+        "{path}: this embedding is {width} wide{made_for}; the loaded model's text encoder is {model_width} wide"
+    )]
     EmbeddingWidthMismatch {
         /// The embedding file.
         path: PathBuf,
@@ -204,18 +214,28 @@ pub enum Error {
 
 fn preview(keys: &[String]) -> String {
     let shown: Vec<&str> = keys.iter().take(5).map(String::as_str).collect();
-    let more = if keys.len() > 5 { format!(" … and {} more", keys.len() - 5) } else { String::new() };
+    let more = if keys.len() > 5 {
+        format!(" … and {} more", keys.len() - 5)
+    } else {
+        String::new()
+    };
     format!("{}{more}", shown.join(", "))
 }
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A format error for `path`.
     pub fn format(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
-        Error::Format { path: path.into(), reason: reason.into() }
+        Error::Format {
+            path: path.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -23,7 +23,10 @@ pub struct RgbImage {
 /// NaN or infinite values are an error, never a black image.
 pub fn to_rgb8(decoded: Tensor<4>) -> Result<Vec<RgbImage>> {
     let [b, c, h, w] = decoded.dims();
-    let values = decoded.into_data().try_into_vec::<f32>().map_err(|e| Error::InvalidRequest(format!("reading image: {e:?}")))?;
+    let values = decoded
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidRequest(format!("reading image: {e:?}")))?;
     if values.iter().any(|v| !v.is_finite()) {
         return Err(Error::NonFinite("the VAE decoder".into()));
     }
@@ -39,7 +42,11 @@ pub fn to_rgb8(decoded: Tensor<4>) -> Result<Vec<RgbImage>> {
                     }
                 }
             }
-            RgbImage { width: w, height: h, pixels }
+            RgbImage {
+                width: w,
+                height: h,
+                pixels,
+            }
         })
         .collect())
 }
@@ -52,10 +59,15 @@ pub fn write_png(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
-            enc.add_itxt_chunk((*k).to_owned(), (*v).to_owned()).map_err(|e| Error::format(path, e.to_string()))?;
+            enc.add_itxt_chunk((*k).to_owned(), (*v).to_owned())
+                .map_err(|e| Error::format(path, e.to_string()))?;
         }
-        let mut writer = enc.write_header().map_err(|e| Error::format(path, e.to_string()))?;
-        writer.write_image_data(&image.pixels).map_err(|e| Error::format(path, e.to_string()))?;
+        let mut writer = enc
+            .write_header()
+            .map_err(|e| Error::format(path, e.to_string()))?;
+        writer
+            .write_image_data(&image.pixels)
+            .map_err(|e| Error::format(path, e.to_string()))?;
     }
     write_atomic(path, &bytes)
 }
@@ -65,9 +77,13 @@ pub fn read_png(path: &Path) -> Result<RgbImage> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().map_err(|e| Error::format(path, e.to_string()))?;
+    let mut reader = decoder
+        .read_info()
+        .map_err(|e| Error::format(path, e.to_string()))?;
     let mut buf = vec![0; reader.output_buffer_size().unwrap_or(0)];
-    let info = reader.next_frame(&mut buf).map_err(|e| Error::format(path, e.to_string()))?;
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|e| Error::format(path, e.to_string()))?;
     let (w, h) = (info.width as usize, info.height as usize);
     let channels = info.color_type.samples();
     let mut pixels = Vec::with_capacity(w * h * 3);
@@ -77,17 +93,35 @@ pub fn read_png(path: &Path) -> Result<RgbImage> {
             _ => pixels.extend(&px[..3]),
         }
     }
-    Ok(RgbImage { width: w, height: h, pixels })
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        pixels,
+    })
 }
 
 /// The text chunks (`tEXt`, `zTXt`, `iTXt`) of a PNG, as (keyword, text) pairs.
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let decoder = png::Decoder::new(std::io::BufReader::new(file));
-    let reader = decoder.read_info().map_err(|e| Error::format(path, e.to_string()))?;
+    let reader = decoder
+        .read_info()
+        .map_err(|e| Error::format(path, e.to_string()))?;
     let info = reader.info();
-    let mut out: Vec<(String, String)> = info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
-    out.extend(info.compressed_latin1_text.iter().filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))));
-    out.extend(info.utf8_text.iter().filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))));
+    let mut out: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    out.extend(
+        info.compressed_latin1_text
+            .iter()
+            .filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))),
+    );
+    out.extend(
+        info.utf8_text
+            .iter()
+            .filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))),
+    );
     Ok(out)
 }

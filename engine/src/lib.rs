@@ -21,6 +21,6 @@ pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;
 
-pub use error::{Error, Result};
 /// The Burn version the engine is built on, re-exported so callers use the same types.
 pub use burn;
+pub use error::{Error, Result};

@@ -78,7 +78,9 @@ pub fn parse_attention(text: &str) -> Vec<Segment> {
                 // `:\s*number\s*)` closes a round bracket with an explicit weight.
                 let rest: String = chars[i + 1..].iter().collect();
                 let trimmed = rest.trim_start();
-                let num_len = trimmed.find(|ch: char| !(ch.is_ascii_digit() || ch == '.' || ch == '+' || ch == '-')).unwrap_or(trimmed.len());
+                let num_len = trimmed
+                    .find(|ch: char| !(ch.is_ascii_digit() || ch == '.' || ch == '+' || ch == '-'))
+                    .unwrap_or(trimmed.len());
                 let after = trimmed[num_len..].trim_start();
                 let weight = trimmed[..num_len].parse::<f32>().ok();
                 if let (Some(w), true, false) = (weight, after.starts_with(')'), round.is_empty()) {
@@ -118,7 +120,9 @@ pub fn parse_attention(text: &str) -> Vec<Segment> {
     let mut merged: Vec<Segment> = Vec::with_capacity(res.len());
     for seg in res {
         match merged.last_mut() {
-            Some((Some(t), w)) if seg.0.is_some() && *w == seg.1 => t.push_str(seg.0.as_deref().unwrap_or("")),
+            Some((Some(t), w)) if seg.0.is_some() && *w == seg.1 => {
+                t.push_str(seg.0.as_deref().unwrap_or(""))
+            }
             _ => merged.push(seg),
         }
     }
@@ -130,8 +134,14 @@ fn find_break(s: &str) -> Option<(usize, usize)> {
     let mut from = 0;
     while let Some(p) = s[from..].find("BREAK") {
         let (start, end) = (from + p, from + p + 5);
-        let before_ok = s[..start].chars().next_back().is_none_or(|c| !c.is_alphanumeric() && c != '_');
-        let after_ok = s[end..].chars().next().is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let before_ok = s[..start]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
+        let after_ok = s[end..]
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() && c != '_');
         if before_ok && after_ok {
             let ws_start = s[..start].trim_end().len();
             let ws_end = end + (s[end..].len() - s[end..].trim_start().len());
@@ -207,30 +217,57 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Vec<(String, f32)> {
-        parse_attention(text).into_iter().map(|(t, w)| (t.unwrap_or_else(|| "BREAK".into()), (w * 1e4).round() / 1e4)).collect()
+        parse_attention(text)
+            .into_iter()
+            .map(|(t, w)| (t.unwrap_or_else(|| "BREAK".into()), (w * 1e4).round() / 1e4))
+            .collect()
     }
 
     #[test]
     fn a1111_attention_syntax() {
         assert_eq!(p("normal text"), vec![("normal text".into(), 1.0)]);
-        assert_eq!(p("an (important) word"), vec![("an ".into(), 1.0), ("important".into(), 1.1), (" word".into(), 1.0)]);
+        assert_eq!(
+            p("an (important) word"),
+            vec![
+                ("an ".into(), 1.0),
+                ("important".into(), 1.1),
+                (" word".into(), 1.0)
+            ]
+        );
         assert_eq!(p("(unbalanced"), vec![("unbalanced".into(), 1.1)]);
         assert_eq!(p("\\(literal\\]"), vec![("(literal]".into(), 1.0)]);
-        assert_eq!(p("(unnecessary)(parens)"), vec![("unnecessaryparens".into(), 1.1)]);
-        assert_eq!(p("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."), vec![
-            ("a ".into(), 1.0),
-            ("house".into(), 1.573),
-            (" ".into(), 1.1),
-            ("on".into(), 1.0),
-            (" a ".into(), 1.1),
-            ("hill".into(), 0.55),
-            (", sun, ".into(), 1.1),
-            ("sky".into(), 1.4641),
-            (".".into(), 1.1),
-        ]);
+        assert_eq!(
+            p("(unnecessary)(parens)"),
+            vec![("unnecessaryparens".into(), 1.1)]
+        );
+        assert_eq!(
+            p("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."),
+            vec![
+                ("a ".into(), 1.0),
+                ("house".into(), 1.573),
+                (" ".into(), 1.1),
+                ("on".into(), 1.0),
+                (" a ".into(), 1.1),
+                ("hill".into(), 0.55),
+                (", sun, ".into(), 1.1),
+                ("sky".into(), 1.4641),
+                (".".into(), 1.1),
+            ]
+        );
         assert_eq!(p("[cat:0.5]"), vec![("cat:0.5".into(), 0.9091)]);
-        assert_eq!(p("a) b]"), vec![("a) b]".into(), 1.0)], "unmatched closers are literal");
-        assert_eq!(p("cat BREAK dog"), vec![("cat".into(), 1.0), ("BREAK".into(), -1.0), ("dog".into(), 1.0)]);
+        assert_eq!(
+            p("a) b]"),
+            vec![("a) b]".into(), 1.0)],
+            "unmatched closers are literal"
+        );
+        assert_eq!(
+            p("cat BREAK dog"),
+            vec![
+                ("cat".into(), 1.0),
+                ("BREAK".into(), -1.0),
+                ("dog".into(), 1.0)
+            ]
+        );
         assert_eq!(p("BREAKFAST"), vec![("BREAKFAST".into(), 1.0)]);
         assert_eq!(p(""), vec![("".into(), 1.0)]);
     }
@@ -240,10 +277,17 @@ mod tests {
         let t = ClipTokenizer::sd15().expect("tokenizer");
         let short = chunks(&t, "a photo of a cat").expect("chunks");
         assert_eq!(short.len(), 1);
-        assert_eq!(short[0].ids, t.encode("a photo of a cat").expect("encode"), "≤ 75 tokens: the plain 77 ids");
+        assert_eq!(
+            short[0].ids,
+            t.encode("a photo of a cat").expect("encode"),
+            "≤ 75 tokens: the plain 77 ids"
+        );
         let long = chunks(&t, &"cat ".repeat(100)).expect("chunks");
         assert_eq!(long.len(), 2);
-        assert!(long.iter().all(|c| c.ids.len() == 77 && c.ids[0] == BOS && c.ids[76] == EOS));
+        assert!(
+            long.iter()
+                .all(|c| c.ids.len() == 77 && c.ids[0] == BOS && c.ids[76] == EOS)
+        );
         assert_eq!(long[1].ids[1..26], [2368; 25]);
         // 70 "cat", a comma, 10 "dog": the chunk breaks after the comma.
         let text = format!("{}, {}", "cat ".repeat(70).trim_end(), "dog ".repeat(10));

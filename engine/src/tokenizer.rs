@@ -40,23 +40,39 @@ pub struct ClipTokenizer {
 
 impl std::fmt::Debug for ClipTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClipTokenizer").field("added_tokens", &self.added.len()).finish()
+        f.debug_struct("ClipTokenizer")
+            .field("added_tokens", &self.added.len())
+            .finish()
     }
 }
 
 /// The token names an embedding of `n` vectors occupies: `token`, `token_1`, …,
 /// `token_{n-1}` (diffusers' multi-vector naming).
 pub fn multi_vector_names(token: &str, n: usize) -> Vec<String> {
-    (0..n).map(|i| if i == 0 { token.to_owned() } else { format!("{token}_{i}") }).collect()
+    (0..n)
+        .map(|i| {
+            if i == 0 {
+                token.to_owned()
+            } else {
+                format!("{token}_{i}")
+            }
+        })
+        .collect()
 }
 
 impl ClipTokenizer {
     /// The bundled SD 1.x tokenizer.
     pub fn sd15() -> Result<Self> {
-        let mut inner = Tokenizer::from_bytes(TOKENIZER_JSON).map_err(|e| Error::Tokenizer(e.to_string()))?;
-        inner.with_truncation(None).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let mut inner =
+            Tokenizer::from_bytes(TOKENIZER_JSON).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        inner
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         inner.with_padding(None);
-        Ok(ClipTokenizer { inner, added: HashSet::new() })
+        Ok(ClipTokenizer {
+            inner,
+            added: HashSet::new(),
+        })
     }
 
     /// Number of ids, added tokens included (49408 for the bare SD 1.x vocabulary). The text
@@ -78,14 +94,23 @@ impl ClipTokenizer {
     /// in the vocabulary or was added before.
     pub fn add_embedding_tokens(&mut self, token: &str, n: usize) -> Result<Vec<u32>> {
         if token.is_empty() {
-            return Err(Error::InvalidRequest("an embedding's token cannot be empty".into()));
+            return Err(Error::InvalidRequest(
+                "an embedding's token cannot be empty".into(),
+            ));
         }
         if n == 0 {
-            return Err(Error::InvalidRequest(format!("embedding '{token}' has no vectors")));
+            return Err(Error::InvalidRequest(format!(
+                "embedding '{token}' has no vectors"
+            )));
         }
         let names = multi_vector_names(token, n);
-        if let Some(taken) = names.iter().find(|name| self.inner.token_to_id(name).is_some()) {
-            return Err(Error::TokenInVocabulary { token: taken.clone() });
+        if let Some(taken) = names
+            .iter()
+            .find(|name| self.inner.token_to_id(name).is_some())
+        {
+            return Err(Error::TokenInVocabulary {
+                token: taken.clone(),
+            });
         }
         let mut ids = Vec::with_capacity(n);
         for name in names {
@@ -95,12 +120,13 @@ impl ClipTokenizer {
             self.inner
                 .add_tokens([AddedToken::from(name.clone(), false)])
                 .map_err(|e| Error::Tokenizer(format!("adding token '{name}': {e}")))?;
-            let id = self
-                .inner
-                .token_to_id(&name)
-                .ok_or_else(|| Error::Tokenizer(format!("token '{name}' was added but has no id")))?;
+            let id = self.inner.token_to_id(&name).ok_or_else(|| {
+                Error::Tokenizer(format!("token '{name}' was added but has no id"))
+            })?;
             if id != expected {
-                return Err(Error::Tokenizer(format!("token '{name}' got id {id}, expected {expected}")));
+                return Err(Error::Tokenizer(format!(
+                    "token '{name}' got id {id}, expected {expected}"
+                )));
             }
             tracing::debug!(token = %name, id, "added embedding token");
             self.added.insert(name);
@@ -116,7 +142,10 @@ impl ClipTokenizer {
         if self.added.is_empty() {
             return Ok(Cow::Borrowed(text));
         }
-        let enc = self.inner.encode(text, false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         // Unique added tokens, in order of first appearance (Python iterates a set).
         let mut found: Vec<&str> = Vec::new();
         for t in enc.get_tokens() {
@@ -146,7 +175,10 @@ impl ClipTokenizer {
     /// expanded first, see [`ClipTokenizer::convert_prompt`]).
     pub fn tokens(&self, text: &str) -> Result<Vec<u32>> {
         let text = self.convert_prompt(text)?;
-        let enc = self.inner.encode(text.as_ref(), false).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let enc = self
+            .inner
+            .encode(text.as_ref(), false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -190,23 +222,45 @@ mod tests {
     fn added_tokens_continue_the_vocabulary_in_load_order() {
         let mut t = ClipTokenizer::sd15().expect("tokenizer");
         assert_eq!(t.vocab_size(), 49408);
-        assert_eq!(t.add_embedding_tokens("<kiln-cat>", 1).expect("add"), vec![49408]);
-        assert_eq!(t.add_embedding_tokens("<kiln-style>", 2).expect("add"), vec![49409, 49410]);
+        assert_eq!(
+            t.add_embedding_tokens("<kiln-cat>", 1).expect("add"),
+            vec![49408]
+        );
+        assert_eq!(
+            t.add_embedding_tokens("<kiln-style>", 2).expect("add"),
+            vec![49409, 49410]
+        );
         assert_eq!(t.vocab_size(), 49411);
         assert_eq!(t.token_to_id("<kiln-style>_1"), Some(49410));
         let ids = t.encode("a <kiln-cat> in <kiln-style>").expect("encode");
         assert_eq!(&ids[..7], &[BOS, 320, 49408, 530, 49409, 49410, EOS]);
-        assert_eq!(t.tokens("<kiln-style>").expect("tokens"), vec![49409, 49410]);
-        assert_eq!(t.convert_prompt("<kiln-style>, <kiln-cat>").expect("convert"), "<kiln-style> <kiln-style>_1, <kiln-cat>");
+        assert_eq!(
+            t.tokens("<kiln-style>").expect("tokens"),
+            vec![49409, 49410]
+        );
+        assert_eq!(
+            t.convert_prompt("<kiln-style>, <kiln-cat>")
+                .expect("convert"),
+            "<kiln-style> <kiln-style>_1, <kiln-cat>"
+        );
     }
 
     #[test]
     fn refuses_tokens_already_in_the_vocabulary() {
         let mut t = ClipTokenizer::sd15().expect("tokenizer");
-        let err = t.add_embedding_tokens("cat", 1).expect_err("cat is in the vocabulary").to_string();
-        assert_eq!(err, "token 'cat' is already in the vocabulary; pass another token name");
+        let err = t
+            .add_embedding_tokens("cat", 1)
+            .expect_err("cat is in the vocabulary")
+            .to_string();
+        assert_eq!(
+            err,
+            "token 'cat' is already in the vocabulary; pass another token name"
+        );
         t.add_embedding_tokens("<x>", 1).expect("add");
-        let err = t.add_embedding_tokens("<x>", 3).expect_err("already added").to_string();
+        let err = t
+            .add_embedding_tokens("<x>", 3)
+            .expect_err("already added")
+            .to_string();
         assert!(err.contains("'<x>' is already in the vocabulary"), "{err}");
         // A refused multi-vector token adds nothing.
         t.add_embedding_tokens("<y>_1", 1).expect("add");

@@ -96,9 +96,14 @@ fn family_of_width(width: usize) -> Option<&'static str> {
 /// (`clip_l`/`clip_g`), and pickles that reference anything but tensor rebuilding.
 pub fn load(path: &Path, token: Option<&str>) -> Result<TextualInversion> {
     let head = read_head(path)?;
-    let file_len = std::fs::metadata(path).map_err(|e| Error::io(path, e))?.len();
+    let file_len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
     if file_len == 0 {
-        return Err(Error::NotAnEmbedding { path: path.to_owned(), what: "the file is empty (0 bytes)".into() });
+        return Err(Error::NotAnEmbedding {
+            path: path.to_owned(),
+            what: "the file is empty (0 bytes)".into(),
+        });
     }
     let token = match token {
         Some(t) => t.to_owned(),
@@ -106,10 +111,21 @@ pub fn load(path: &Path, token: Option<&str>) -> Result<TextualInversion> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .filter(|s| !s.is_empty())
-            .ok_or_else(|| Error::InvalidRequest(format!("{}: cannot take a token name from this path; pass one", path.display())))?,
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "{}: cannot take a token name from this path; pass one",
+                    path.display()
+                ))
+            })?,
     };
-    let is_pickle = matches!(sniff_foreign(path, &head, file_len), Some(Error::PickleCheckpoint { .. }));
-    let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let is_pickle = matches!(
+        sniff_foreign(path, &head, file_len),
+        Some(Error::PickleCheckpoint { .. })
+    );
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
     let (format, shape, values) = if is_pickle || (ext != "safetensors" && looks_like_tar(&head)) {
         load_torch(path)?
     } else {
@@ -124,7 +140,9 @@ fn read_head(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut head = Vec::with_capacity(1024);
-    f.take(1024).read_to_end(&mut head).map_err(|e| Error::io(path, e))?;
+    f.take(1024)
+        .read_to_end(&mut head)
+        .map_err(|e| Error::io(path, e))?;
     Ok(head)
 }
 
@@ -136,18 +154,40 @@ fn looks_like_tar(head: &[u8]) -> bool {
 /// What a key set that is not an embedding seems to be.
 fn not_an_embedding(path: &Path, keys: &[&str]) -> Error {
     let example = keys.first().copied().unwrap_or("");
-    let what = if let Some(k) = keys.iter().find(|k| k.to_ascii_lowercase().contains("lora")) {
-        format!("it looks like a LoRA ({} tensors such as '{k}'); load it as a LoRA instead", keys.len())
-    } else if let Some(k) = keys.iter().find(|k| k.contains("hada_") || k.contains("lokr_")) {
-        format!("it looks like a LyCORIS adapter ({} tensors such as '{k}'); load it as a LoRA instead", keys.len())
+    let what = if let Some(k) = keys
+        .iter()
+        .find(|k| k.to_ascii_lowercase().contains("lora"))
+    {
+        format!(
+            "it looks like a LoRA ({} tensors such as '{k}'); load it as a LoRA instead",
+            keys.len()
+        )
+    } else if let Some(k) = keys
+        .iter()
+        .find(|k| k.contains("hada_") || k.contains("lokr_"))
+    {
+        format!(
+            "it looks like a LyCORIS adapter ({} tensors such as '{k}'); load it as a LoRA instead",
+            keys.len()
+        )
     } else if let Some(k) = keys.iter().find(|k| {
-        k.starts_with("model.diffusion_model.") || k.starts_with("first_stage_model.") || k.starts_with("cond_stage_model.")
+        k.starts_with("model.diffusion_model.")
+            || k.starts_with("first_stage_model.")
+            || k.starts_with("cond_stage_model.")
     }) {
-        format!("it looks like a Stable Diffusion checkpoint ({} tensors such as '{k}'); load it as the model instead", keys.len())
+        format!(
+            "it looks like a Stable Diffusion checkpoint ({} tensors such as '{k}'); load it as the model instead",
+            keys.len()
+        )
     } else if let Some(k) = keys.iter().find(|k| {
-        k.starts_with("down_blocks.") || k.starts_with("encoder.down_blocks.") || k.contains("text_model.encoder.")
+        k.starts_with("down_blocks.")
+            || k.starts_with("encoder.down_blocks.")
+            || k.contains("text_model.encoder.")
     }) {
-        format!("it looks like model weights in diffusers layout ({} tensors such as '{k}')", keys.len())
+        format!(
+            "it looks like model weights in diffusers layout ({} tensors such as '{k}')",
+            keys.len()
+        )
     } else if keys.is_empty() {
         "the file holds no tensors".to_owned()
     } else {
@@ -156,7 +196,10 @@ fn not_an_embedding(path: &Path, keys: &[&str]) -> Error {
             keys.len()
         )
     };
-    Error::NotAnEmbedding { path: path.to_owned(), what }
+    Error::NotAnEmbedding {
+        path: path.to_owned(),
+        what,
+    }
 }
 
 /// Refuses SDXL embeddings (`clip_l` + `clip_g`).
@@ -176,14 +219,21 @@ fn refuse_sdxl(path: &Path, keys: &[&str]) -> Result<()> {
 fn pick(path: &Path, keys: &[&str], pickled: bool) -> Result<(TiFormat, String)> {
     refuse_sdxl(path, keys)?;
     if keys.contains(&"emb_params") {
-        let format = if pickled { TiFormat::A1111Pt } else { TiFormat::A1111Safetensors };
+        let format = if pickled {
+            TiFormat::A1111Pt
+        } else {
+            TiFormat::A1111Safetensors
+        };
         return Ok((format, "emb_params".into()));
     }
     if pickled {
         if keys.contains(&"string_to_param.*") {
             return Ok((TiFormat::A1111Pt, "string_to_param.*".into()));
         }
-        let params: Vec<&&str> = keys.iter().filter(|k| k.starts_with("string_to_param.")).collect();
+        let params: Vec<&&str> = keys
+            .iter()
+            .filter(|k| k.starts_with("string_to_param."))
+            .collect();
         if let [only] = params[..] {
             return Ok((TiFormat::A1111Pt, (*only).to_owned()));
         }
@@ -194,7 +244,11 @@ fn pick(path: &Path, keys: &[&str], pickled: bool) -> Result<(TiFormat, String)>
             || only.starts_with("first_stage_model.")
             || only.starts_with("cond_stage_model.");
         if !looks_foreign {
-            let format = if pickled { TiFormat::DiffusersBin } else { TiFormat::DiffusersSafetensors };
+            let format = if pickled {
+                TiFormat::DiffusersBin
+            } else {
+                TiFormat::DiffusersSafetensors
+            };
             return Ok((format, only.to_owned()));
         }
     }
@@ -205,10 +259,18 @@ fn load_safetensors(path: &Path) -> Result<(TiFormat, Vec<usize>, Vec<f32>)> {
     let st = SafeTensors::open(path)?;
     let keys: Vec<&str> = st.tensors().keys().map(String::as_str).collect();
     let (format, key) = pick(path, &keys, false)?;
-    let info = st.info(&key).ok_or_else(|| Error::format(path, format!("no tensor named '{key}'")))?;
+    let info = st
+        .info(&key)
+        .ok_or_else(|| Error::format(path, format!("no tensor named '{key}'")))?;
     let shape = info.shape.clone();
     if !info.dtype.is_float() {
-        return Err(Error::format(path, format!("tensor '{key}' has dtype {}, not floating point", info.dtype.name())));
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor '{key}' has dtype {}, not floating point",
+                info.dtype.name()
+            ),
+        ));
     }
     Ok((format, shape, st.f32(&key)?))
 }
@@ -235,7 +297,12 @@ fn allowed_callable(name: &str) -> bool {
         "torch.export",
     ];
     if name.starts_with("torch.") {
-        return !TORCH_DENIED.iter().any(|d| name == *d || name.strip_prefix(d).is_some_and(|rest| rest.starts_with('.')));
+        return !TORCH_DENIED.iter().any(|d| {
+            name == *d
+                || name
+                    .strip_prefix(d)
+                    .is_some_and(|rest| rest.starts_with('.'))
+        });
     }
     name.starts_with("numpy.dtypes.")
         || matches!(
@@ -267,19 +334,33 @@ fn forbidden_callable(value: &PickleValue) -> Option<String> {
 
 /// Runs a `pytorch-reader` call, turning its errors — and, defensively, any panic inside
 /// the parser — into a format error for `path`.
-fn torch_call<T>(path: &Path, f: impl FnOnce() -> std::result::Result<T, pytorch_reader::PytorchError>) -> Result<T> {
+fn torch_call<T>(
+    path: &Path,
+    f: impl FnOnce() -> std::result::Result<T, pytorch_reader::PytorchError>,
+) -> Result<T> {
     use pytorch_reader::PytorchError;
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(PytorchError::Zip(e))) => Err(Error::format(
             path,
-            format!("truncated or damaged PyTorch archive (the download was probably interrupted): {e}"),
+            format!(
+                "truncated or damaged PyTorch archive (the download was probably interrupted): {e}"
+            ),
         )),
         Ok(Err(PytorchError::Io(e))) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            Err(Error::format(path, format!("truncated PyTorch file (the download was probably interrupted): {e}")))
+            Err(Error::format(
+                path,
+                format!("truncated PyTorch file (the download was probably interrupted): {e}"),
+            ))
         }
-        Ok(Err(e)) => Err(Error::format(path, format!("not a PyTorch file Kiln can read: {e}"))),
-        Err(_) => Err(Error::format(path, "not a PyTorch file Kiln can read (the pickle parser rejected it)")),
+        Ok(Err(e)) => Err(Error::format(
+            path,
+            format!("not a PyTorch file Kiln can read: {e}"),
+        )),
+        Err(_) => Err(Error::format(
+            path,
+            "not a PyTorch file Kiln can read (the pickle parser rejected it)",
+        )),
     }
 }
 
@@ -288,19 +369,25 @@ fn load_torch(path: &Path) -> Result<(TiFormat, Vec<usize>, Vec<f32>)> {
     let root = torch_call(path, || PytorchReader::read_pickle_data(path, None))?;
     if let Some(callable) = forbidden_callable(&root) {
         tracing::warn!(path = %path.display(), %callable, "refusing a pickle that references a forbidden callable");
-        return Err(Error::UnsafePickle { path: path.to_owned(), callable });
+        return Err(Error::UnsafePickle {
+            path: path.to_owned(),
+            callable,
+        });
     }
     if !matches!(root, PickleValue::Dict(_)) {
         return Err(Error::NotAnEmbedding {
             path: path.to_owned(),
-            what: "the pickle does not hold a dictionary, so it is no torch.save of an embedding".into(),
+            what: "the pickle does not hold a dictionary, so it is no torch.save of an embedding"
+                .into(),
         });
     }
     let reader = torch_call(path, || PytorchReader::new(path))?;
     let mut names: Vec<&str> = reader.tensors().keys().map(String::as_str).collect();
     names.sort_unstable();
     let (format, key) = pick(path, &names, true)?;
-    let tensor = reader.get(&key).ok_or_else(|| Error::format(path, format!("no tensor named '{key}'")))?;
+    let tensor = reader
+        .get(&key)
+        .ok_or_else(|| Error::format(path, format!("no tensor named '{key}'")))?;
     let shape = tensor.shape().to_vec();
     let bytes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tensor.read()))
         .map_err(|_| Error::format(path, format!("tensor '{key}' could not be read")))?
@@ -312,41 +399,81 @@ fn load_torch(path: &Path) -> Result<(TiFormat, Vec<usize>, Vec<f32>)> {
 /// `pytorch-reader` bytes (native-endian, row-major) → f32.
 fn torch_f32(path: &Path, key: &str, dtype: PtDType, bytes: &[u8]) -> Result<Vec<f32>> {
     let out = match dtype {
-        PtDType::F32 => bytes.chunks_exact(4).map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        PtDType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
-        PtDType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_ne_bytes([c[0], c[1]]).to_f32()).collect(),
+        PtDType::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        PtDType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_ne_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        PtDType::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_ne_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         PtDType::F64 => bytes
             .chunks_exact(8)
             .map(|c| f64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        other => return Err(Error::format(path, format!("tensor '{key}' has dtype {other:?}, not floating point"))),
+        other => {
+            return Err(Error::format(
+                path,
+                format!("tensor '{key}' has dtype {other:?}, not floating point"),
+            ));
+        }
     };
     Ok(out)
 }
 
 /// Checks the shape (`[D]` or `[n, D]`) and values, and splits them into vectors.
-fn build(path: &Path, token: String, format: TiFormat, shape: &[usize], values: Vec<f32>) -> Result<TextualInversion> {
+fn build(
+    path: &Path,
+    token: String,
+    format: TiFormat,
+    shape: &[usize],
+    values: Vec<f32>,
+) -> Result<TextualInversion> {
     let (n, width) = match *shape {
         [d] => (1, d),
         [n, d] => (n, d),
         _ => {
             return Err(Error::format(
                 path,
-                format!("the embedding tensor has shape {shape:?}; expected [width] or [vectors, width]"),
+                format!(
+                    "the embedding tensor has shape {shape:?}; expected [width] or [vectors, width]"
+                ),
             ));
         }
     };
     if n == 0 || width == 0 {
-        return Err(Error::format(path, format!("the embedding tensor is empty (shape {shape:?})")));
+        return Err(Error::format(
+            path,
+            format!("the embedding tensor is empty (shape {shape:?})"),
+        ));
     }
     if values.len() != n * width {
-        return Err(Error::format(path, format!("the embedding tensor has {} values for shape {shape:?}", values.len())));
+        return Err(Error::format(
+            path,
+            format!(
+                "the embedding tensor has {} values for shape {shape:?}",
+                values.len()
+            ),
+        ));
     }
     if values.iter().any(|v| !v.is_finite()) {
-        return Err(Error::format(path, "the embedding holds NaN or infinite values"));
+        return Err(Error::format(
+            path,
+            "the embedding holds NaN or infinite values",
+        ));
     }
     let vectors = values.chunks_exact(width).map(<[f32]>::to_vec).collect();
-    Ok(TextualInversion { token, vectors, width, format, path: path.to_owned() })
+    Ok(TextualInversion {
+        token,
+        vectors,
+        width,
+        format,
+        path: path.to_owned(),
+    })
 }
 
 /// Applies `ti` to a loaded model: checks its width against the text encoder's hidden size,
@@ -356,13 +483,24 @@ fn build(path: &Path, token: String, format: TiFormat, shape: &[usize], values: 
 ///
 /// On error nothing is changed. The embedding table must have as many rows as the
 /// tokenizer has ids before and after.
-pub fn apply(ti: &TextualInversion, tokenizer: &mut ClipTokenizer, text_encoder: &mut ClipTextModel) -> Result<Vec<u32>> {
+pub fn apply(
+    ti: &TextualInversion,
+    tokenizer: &mut ClipTokenizer,
+    text_encoder: &mut ClipTextModel,
+) -> Result<Vec<u32>> {
     let weight = &text_encoder.embeddings.token_embedding.weight;
     let table = weight.base();
     let [rows, hidden] = table.dims();
     if ti.width != hidden {
-        let made_for = family_of_width(ti.width).map(|f| format!(" (made for {f})")).unwrap_or_default();
-        return Err(Error::EmbeddingWidthMismatch { path: ti.path.clone(), width: ti.width, made_for, model_width: hidden });
+        let made_for = family_of_width(ti.width)
+            .map(|f| format!(" (made for {f})"))
+            .unwrap_or_default();
+        return Err(Error::EmbeddingWidthMismatch {
+            path: ti.path.clone(),
+            width: ti.width,
+            made_for,
+            model_width: hidden,
+        });
     }
     let n = ti.vectors.len();
     if n == 0 || ti.vectors.iter().any(|v| v.len() != hidden) {
@@ -381,9 +519,11 @@ pub fn apply(ti: &TextualInversion, tokenizer: &mut ClipTokenizer, text_encoder:
     let ids = tokenizer.add_embedding_tokens(&ti.token, n)?;
     let device = table.device();
     let data: Vec<f32> = ti.vectors.iter().flatten().copied().collect();
-    let new_rows = Tensor::<2>::from_data(TensorData::new(data, [n, hidden]), (&device, table.dtype()));
+    let new_rows =
+        Tensor::<2>::from_data(TensorData::new(data, [n, hidden]), (&device, table.dtype()));
     let id = weight.id;
-    text_encoder.embeddings.token_embedding.weight = Param::initialized(id, Tensor::cat(vec![table, new_rows], 0));
+    text_encoder.embeddings.token_embedding.weight =
+        Param::initialized(id, Tensor::cat(vec![table, new_rows], 0));
     tracing::info!(token = %ti.token, ids = ?ids, "applied textual-inversion embedding");
     Ok(ids)
 }
@@ -404,9 +544,15 @@ mod tests {
         assert!(!allowed_callable("torch.jit._script.RecursiveScriptModule"));
         assert!(!allowed_callable("numpy.testing._private.utils.runstring"));
         let nested = PickleValue::Dict(
-            [("a".to_owned(), PickleValue::List(vec![PickleValue::Int(1), PickleValue::Unsupported("os.system".into())]))]
-                .into_iter()
-                .collect(),
+            [(
+                "a".to_owned(),
+                PickleValue::List(vec![
+                    PickleValue::Int(1),
+                    PickleValue::Unsupported("os.system".into()),
+                ]),
+            )]
+            .into_iter()
+            .collect(),
         );
         assert_eq!(forbidden_callable(&nested).as_deref(), Some("os.system"));
     }
@@ -417,7 +563,10 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/adapters");
         let a1111 = PytorchReader::new(dir.join("ti_style.pt")).expect("read");
         assert_eq!(a1111.keys(), ["string_to_param.*"]);
-        assert_eq!(a1111.get("string_to_param.*").expect("tensor").shape(), [2, 32]);
+        assert_eq!(
+            a1111.get("string_to_param.*").expect("tensor").shape(),
+            [2, 32]
+        );
         let bin = PytorchReader::new(dir.join("ti_cat_diffusers.bin")).expect("read");
         assert_eq!(bin.keys(), ["<kiln-cat>"]);
         assert_eq!(bin.get("<kiln-cat>").expect("tensor").shape(), [32]);
@@ -426,14 +575,33 @@ mod tests {
     #[test]
     fn picks_each_form() {
         let p = Path::new("x");
-        assert_eq!(pick(p, &["string_to_param.*"], true).expect("a1111").0, TiFormat::A1111Pt);
-        assert_eq!(pick(p, &["emb_params"], false).expect("emb").0, TiFormat::A1111Safetensors);
-        assert_eq!(pick(p, &["<t>"], false).expect("diffusers").0, TiFormat::DiffusersSafetensors);
-        assert_eq!(pick(p, &["<t>"], true).expect("bin").0, TiFormat::DiffusersBin);
-        assert!(matches!(pick(p, &["clip_g", "clip_l"], false), Err(Error::UnsupportedModel { .. })));
-        let err = pick(p, &["lora_unet_x.lora_down.weight"], false).expect_err("lora").to_string();
+        assert_eq!(
+            pick(p, &["string_to_param.*"], true).expect("a1111").0,
+            TiFormat::A1111Pt
+        );
+        assert_eq!(
+            pick(p, &["emb_params"], false).expect("emb").0,
+            TiFormat::A1111Safetensors
+        );
+        assert_eq!(
+            pick(p, &["<t>"], false).expect("diffusers").0,
+            TiFormat::DiffusersSafetensors
+        );
+        assert_eq!(
+            pick(p, &["<t>"], true).expect("bin").0,
+            TiFormat::DiffusersBin
+        );
+        assert!(matches!(
+            pick(p, &["clip_g", "clip_l"], false),
+            Err(Error::UnsupportedModel { .. })
+        ));
+        let err = pick(p, &["lora_unet_x.lora_down.weight"], false)
+            .expect_err("lora")
+            .to_string();
         assert!(err.contains("LoRA"), "{err}");
-        let err = pick(p, &["model.diffusion_model.out.0.weight", "x"], false).expect_err("ckpt").to_string();
+        let err = pick(p, &["model.diffusion_model.out.0.weight", "x"], false)
+            .expect_err("ckpt")
+            .to_string();
         assert!(err.contains("checkpoint"), "{err}");
     }
 }

@@ -32,13 +32,26 @@ pub struct Attention {
 
 impl Attention {
     /// Loads `{path}.to_q/k/v/out.0`; `context_dim` is the key/value input width.
-    pub fn load(ld: &mut Loader, path: &str, dim: usize, context_dim: usize, heads: usize, qkv_bias: bool) -> Self {
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        dim: usize,
+        context_dim: usize,
+        heads: usize,
+        qkv_bias: bool,
+    ) -> Self {
         Attention {
             group_norm: None,
             to_q: Linear::load(ld, &format!("{path}.to_q"), dim, dim, qkv_bias),
             to_k: Linear::load(ld, &format!("{path}.to_k"), context_dim, dim, qkv_bias),
             to_v: Linear::load(ld, &format!("{path}.to_v"), context_dim, dim, qkv_bias),
-            to_out: vec![Linear::load(ld, &format!("{path}.to_out.0"), dim, dim, true)],
+            to_out: vec![Linear::load(
+                ld,
+                &format!("{path}.to_out.0"),
+                dim,
+                dim,
+                true,
+            )],
             heads,
         }
     }
@@ -50,12 +63,28 @@ impl Attention {
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
         let m = ctx.dims()[1];
         if crate::models::cpu_attention::applies(&x.device(), d / h) {
-            let (q, k, v) = (self.to_q.forward(x), self.to_k.forward(ctx.clone()), self.to_v.forward(ctx));
+            let (q, k, v) = (
+                self.to_q.forward(x),
+                self.to_k.forward(ctx.clone()),
+                self.to_v.forward(ctx),
+            );
             return self.to_out[0].forward(crate::models::cpu_attention::attention(q, k, v, h));
         }
-        let q = self.to_q.forward(x).reshape([b, n, h, d / h]).swap_dims(1, 2);
-        let k = self.to_k.forward(ctx.clone()).reshape([b, m, h, d / h]).swap_dims(1, 2);
-        let v = self.to_v.forward(ctx).reshape([b, m, h, d / h]).swap_dims(1, 2);
+        let q = self
+            .to_q
+            .forward(x)
+            .reshape([b, n, h, d / h])
+            .swap_dims(1, 2);
+        let k = self
+            .to_k
+            .forward(ctx.clone())
+            .reshape([b, m, h, d / h])
+            .swap_dims(1, 2);
+        let v = self
+            .to_v
+            .forward(ctx)
+            .reshape([b, m, h, d / h])
+            .swap_dims(1, 2);
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         self.to_out[0].forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }
@@ -82,7 +111,9 @@ impl FeedForward {
         let inner = 4 * dim;
         FeedForward {
             net: (
-                Geglu { proj: Linear::load(ld, &format!("{path}.net.0.proj"), dim, 2 * inner, true) },
+                Geglu {
+                    proj: Linear::load(ld, &format!("{path}.net.0.proj"), dim, 2 * inner, true),
+                },
                 DropoutConfig::new(0.0).init(),
                 Linear::load(ld, &format!("{path}.net.2"), inner, dim, true),
             ),
@@ -133,7 +164,10 @@ impl BasicTransformerBlock {
     /// `x` `[B, N, dim]`, `context` `[B, M, context_dim]` → `[B, N, dim]`.
     pub fn forward(&self, x: Tensor<3>, context: &Tensor<3>) -> Tensor<3> {
         let x = self.attn1.forward(self.norm1.forward(x.clone()), None) + x;
-        let x = self.attn2.forward(self.norm2.forward(x.clone()), Some(context)) + x;
+        let x = self
+            .attn2
+            .forward(self.norm2.forward(x.clone()), Some(context))
+            + x;
         self.ff.forward(self.norm3.forward(x.clone())) + x
     }
 }
@@ -153,12 +187,28 @@ pub struct Transformer2DModel {
 
 impl Transformer2DModel {
     /// Loads the model at `path` for `channels` channels.
-    pub fn load(ld: &mut Loader, path: &str, channels: usize, heads: usize, layers: usize, context_dim: usize, groups: usize) -> Self {
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        channels: usize,
+        heads: usize,
+        layers: usize,
+        context_dim: usize,
+        groups: usize,
+    ) -> Self {
         Transformer2DModel {
             norm: GroupNorm::load(ld, &format!("{path}.norm"), groups, channels, 1e-6),
             proj_in: Conv2d::load(ld, &format!("{path}.proj_in"), channels, channels, 1, 1, 0),
             transformer_blocks: (0..layers)
-                .map(|i| BasicTransformerBlock::load(ld, &format!("{path}.transformer_blocks.{i}"), channels, context_dim, heads))
+                .map(|i| {
+                    BasicTransformerBlock::load(
+                        ld,
+                        &format!("{path}.transformer_blocks.{i}"),
+                        channels,
+                        context_dim,
+                        heads,
+                    )
+                })
                 .collect(),
             proj_out: Conv2d::load(ld, &format!("{path}.proj_out"), channels, channels, 1, 1, 0),
         }
@@ -181,8 +231,17 @@ impl Attention {
     /// The VAE's mid-block attention at `path`: `group_norm` (ε = 1e-6), single-head
     /// attention over all pixels with biased q/k/v, residual.
     pub fn load_spatial(ld: &mut Loader, path: &str, channels: usize, groups: usize) -> Self {
-        let group_norm = Some(GroupNorm::load(ld, &format!("{path}.group_norm"), groups, channels, 1e-6));
-        Attention { group_norm, ..Attention::load(ld, path, channels, channels, 1, true) }
+        let group_norm = Some(GroupNorm::load(
+            ld,
+            &format!("{path}.group_norm"),
+            groups,
+            channels,
+            1e-6,
+        ));
+        Attention {
+            group_norm,
+            ..Attention::load(ld, path, channels, channels, 1, true)
+        }
     }
 
     /// `[B, C, H, W]` → `[B, C, H, W]`: (group-normed) self-attention over the H×W pixels plus

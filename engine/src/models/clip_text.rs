@@ -44,9 +44,13 @@ impl ClipAttention {
         let q = split(self.q_proj.forward(x.clone()));
         let k = split(self.k_proj.forward(x.clone()));
         let v = split(self.v_proj.forward(x));
-        let options = AttentionModuleOptions { is_causal: true, ..Default::default() };
+        let options = AttentionModuleOptions {
+            is_causal: true,
+            ..Default::default()
+        };
         let out = attention(q, k, v, None, None, options);
-        self.out_proj.forward(out.swap_dims(1, 2).reshape([b, n, d]))
+        self.out_proj
+            .forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }
 }
 
@@ -110,8 +114,18 @@ impl ClipTextModel {
         let d = config.hidden_size;
         let eps = config.layer_norm_eps;
         let embeddings = ClipTextEmbeddings {
-            token_embedding: Embedding::load(ld, "embeddings.token_embedding", config.vocab_size, d),
-            position_embedding: Embedding::load(ld, "embeddings.position_embedding", config.max_position_embeddings, d),
+            token_embedding: Embedding::load(
+                ld,
+                "embeddings.token_embedding",
+                config.vocab_size,
+                d,
+            ),
+            position_embedding: Embedding::load(
+                ld,
+                "embeddings.position_embedding",
+                config.max_position_embeddings,
+                d,
+            ),
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
@@ -126,8 +140,20 @@ impl ClipTextModel {
                     },
                     layer_norm1: LayerNorm::load(ld, &format!("{p}.layer_norm1"), d, eps),
                     mlp: ClipMlp {
-                        fc1: Linear::load(ld, &format!("{p}.mlp.fc1"), d, config.intermediate_size, true),
-                        fc2: Linear::load(ld, &format!("{p}.mlp.fc2"), config.intermediate_size, d, true),
+                        fc1: Linear::load(
+                            ld,
+                            &format!("{p}.mlp.fc1"),
+                            d,
+                            config.intermediate_size,
+                            true,
+                        ),
+                        fc2: Linear::load(
+                            ld,
+                            &format!("{p}.mlp.fc2"),
+                            config.intermediate_size,
+                            d,
+                            true,
+                        ),
                         activation: config.hidden_act,
                     },
                     layer_norm2: LayerNorm::load(ld, &format!("{p}.layer_norm2"), d, eps),
@@ -135,7 +161,11 @@ impl ClipTextModel {
             })
             .collect();
         let final_layer_norm = LayerNorm::load(ld, "final_layer_norm", d, eps);
-        Ok(ClipTextModel { embeddings, encoder: ClipEncoder { layers }, final_layer_norm })
+        Ok(ClipTextModel {
+            embeddings,
+            encoder: ClipEncoder { layers },
+            final_layer_norm,
+        })
     }
 
     /// Token ids `[B, N]` → hidden states `[B, N, hidden]`.
@@ -147,8 +177,14 @@ impl ClipTextModel {
         let [_, n] = ids.dims();
         let device = ids.device();
         let positions = position_ids(n, &device);
-        let mut h = self.embeddings.token_embedding.forward(ids) + self.embeddings.position_embedding.forward(positions);
-        let used = self.encoder.layers.len().saturating_sub(clip_skip.max(1) - 1).max(1);
+        let mut h = self.embeddings.token_embedding.forward(ids)
+            + self.embeddings.position_embedding.forward(positions);
+        let used = self
+            .encoder
+            .layers
+            .len()
+            .saturating_sub(clip_skip.max(1) - 1)
+            .max(1);
         for layer in &self.encoder.layers[..used] {
             h = layer.forward(h);
         }

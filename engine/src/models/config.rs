@@ -22,7 +22,10 @@ impl PerBlock {
     pub fn get(&self, i: usize) -> usize {
         match self {
             PerBlock::One(v) => *v,
-            PerBlock::Each(v) => v.get(i).copied().unwrap_or_else(|| v.last().copied().unwrap_or(1)),
+            PerBlock::Each(v) => v
+                .get(i)
+                .copied()
+                .unwrap_or_else(|| v.last().copied().unwrap_or(1)),
         }
     }
 
@@ -133,7 +136,10 @@ impl UNet2DConditionConfig {
     /// Number of heads in the attention of down block `i` (diffusers' rule:
     /// `num_attention_heads or attention_head_dim`).
     pub fn heads(&self, i: usize) -> usize {
-        self.num_attention_heads.as_ref().unwrap_or(&self.attention_head_dim).get(i)
+        self.num_attention_heads
+            .as_ref()
+            .unwrap_or(&self.attention_head_dim)
+            .get(i)
     }
 
     /// Whether down block `i` has cross-attention.
@@ -186,11 +192,16 @@ impl UNet2DConditionConfig {
         }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c % self.norm_num_groups != 0 {
-                return bad(format!("{c} channels are not divisible by {} norm groups", self.norm_num_groups));
+                return bad(format!(
+                    "{c} channels are not divisible by {} norm groups",
+                    self.norm_num_groups
+                ));
             }
             let heads = self.heads(i);
             if heads == 0 || c % heads != 0 {
-                return bad(format!("{c} channels cannot be split into {heads} attention heads"));
+                return bad(format!(
+                    "{c} channels cannot be split into {heads} attention heads"
+                ));
             }
         }
         if !self.attention_head_dim.fits(n) || !self.transformer_layers_per_block.fits(n) {
@@ -253,10 +264,20 @@ impl AutoencoderKLConfig {
             return Err(Error::Config("VAE: block_out_channels is empty".into()));
         }
         if self.act_fn != "silu" {
-            return Err(Error::Config(format!("VAE: act_fn '{}' is not supported", self.act_fn)));
+            return Err(Error::Config(format!(
+                "VAE: act_fn '{}' is not supported",
+                self.act_fn
+            )));
         }
-        if let Some(c) = self.block_out_channels.iter().find(|c| *c % self.norm_num_groups != 0) {
-            return Err(Error::Config(format!("VAE: {c} channels are not divisible by {} groups", self.norm_num_groups)));
+        if let Some(c) = self
+            .block_out_channels
+            .iter()
+            .find(|c| *c % self.norm_num_groups != 0)
+        {
+            return Err(Error::Config(format!(
+                "VAE: {c} channels are not divisible by {} groups",
+                self.norm_num_groups
+            )));
         }
         Ok(())
     }
@@ -316,7 +337,9 @@ fn default_act() -> Activation {
 impl ClipTextConfig {
     /// Checks that every setting is one Kiln implements.
     pub fn validate(&self) -> Result<()> {
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(Error::Config(format!(
                 "text encoder: hidden size {} cannot be split into {} heads",
                 self.hidden_size, self.num_attention_heads
@@ -346,12 +369,22 @@ pub fn sd15() -> StableDiffusionConfig {
             sample_size: Some(64),
             flip_sin_to_cos: true,
             freq_shift: 0,
-            down_block_types: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
-                .map(String::from)
-                .to_vec(),
-            up_block_types: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
-                .map(String::from)
-                .to_vec(),
+            down_block_types: [
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "CrossAttnDownBlock2D",
+                "DownBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
+            up_block_types: [
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .map(String::from)
+            .to_vec(),
             block_out_channels: vec![320, 640, 1280, 1280],
             layers_per_block: 2,
             cross_attention_dim: 768,

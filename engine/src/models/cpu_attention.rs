@@ -38,7 +38,11 @@ fn exp_neg(x: f32) -> f32 {
     // The integer n sits in t's low mantissa bits: no float→int conversion needed.
     let ni = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (0.166_666_67 + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (0.166_666_67
+                    + r * (0.041_666_668 + r * (0.008_333_334 + r * 0.001_388_889)))));
     let scale = f32::from_bits((ni.wrapping_add(127) as u32).wrapping_shl(23));
     p * scale
 }
@@ -49,7 +53,12 @@ fn exp_neg(x: f32) -> f32 {
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -62,7 +71,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 fn max(a: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = a.chunks_exact(8);
-    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     for x in chunks {
         for i in 0..8 {
             acc[i] = acc[i].max(x[i]);
@@ -72,7 +84,10 @@ fn max(a: &[f32]) -> f32 {
 }
 
 fn host(t: Tensor<3>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default()
 }
 
 /// Multi-head attention `softmax(q kᵀ · scale) v` with heads laid out along the channels.
@@ -123,7 +138,8 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
                 let nr = 4.min(rows - r0);
                 qb.iter_mut().for_each(|x| *x = 0.0);
                 for r in 0..nr {
-                    qb[r * d..(r + 1) * d].copy_from_slice(&q[(bi * n + row0 + r0 + r) * c + h * d..][..d]);
+                    qb[r * d..(r + 1) * d]
+                        .copy_from_slice(&q[(bi * n + row0 + r0 + r) * c + h * d..][..d]);
                 }
                 scores.iter_mut().for_each(|x| *x = 0.0);
                 {
@@ -133,7 +149,13 @@ pub fn attention(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) -> Tens
                     for e in 0..d {
                         let (a0, a1, a2, a3) = (qb[e], qb[d + e], qb[2 * d + e], qb[3 * d + e]);
                         let krow = &kt[e * m..(e + 1) * m];
-                        for ((((x0, x1), x2), x3), &kv) in s0.iter_mut().zip(s1.iter_mut()).zip(s2.iter_mut()).zip(s3.iter_mut()).zip(krow) {
+                        for ((((x0, x1), x2), x3), &kv) in s0
+                            .iter_mut()
+                            .zip(s1.iter_mut())
+                            .zip(s2.iter_mut())
+                            .zip(s3.iter_mut())
+                            .zip(krow)
+                        {
                             *x0 += a0 * kv;
                             *x1 += a1 * kv;
                             *x2 += a2 * kv;
@@ -174,7 +196,10 @@ mod tests {
         for i in 0..2000 {
             let x = -(i as f32) * 0.0437;
             let (got, want) = (exp_neg(x), x.exp());
-            assert!((got - want).abs() <= want * 3e-7 + 1e-38, "exp({x}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() <= want * 3e-7 + 1e-38,
+                "exp({x}) = {got}, want {want}"
+            );
         }
     }
 
@@ -185,16 +210,32 @@ mod tests {
         let device = Device::flex();
         let mut noise = crate::schedulers::Noise::new(&[5, 6]);
         let (b, n, m, heads, d) = (2, 37, 53, 3, 8);
-        let q: Tensor<3> = noise.randn([b, 1, n, heads * d], &device).reshape([b, n, heads * d]);
-        let k: Tensor<3> = noise.randn([b, 1, m, heads * d], &device).reshape([b, m, heads * d]);
-        let v: Tensor<3> = noise.randn([b, 1, m, heads * d], &device).reshape([b, m, heads * d]);
-        let split = |t: Tensor<3>, len| t.reshape([b, len, heads, d]).swap_dims(1, 2);
-        let want = burn_attention(split(q.clone(), n), split(k.clone(), m), split(v.clone(), m), None, None, AttentionModuleOptions::default())
-            .swap_dims(1, 2)
+        let q: Tensor<3> = noise
+            .randn([b, 1, n, heads * d], &device)
             .reshape([b, n, heads * d]);
+        let k: Tensor<3> = noise
+            .randn([b, 1, m, heads * d], &device)
+            .reshape([b, m, heads * d]);
+        let v: Tensor<3> = noise
+            .randn([b, 1, m, heads * d], &device)
+            .reshape([b, m, heads * d]);
+        let split = |t: Tensor<3>, len| t.reshape([b, len, heads, d]).swap_dims(1, 2);
+        let want = burn_attention(
+            split(q.clone(), n),
+            split(k.clone(), m),
+            split(v.clone(), m),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        )
+        .swap_dims(1, 2)
+        .reshape([b, n, heads * d]);
         let got = attention(q, k, v, heads);
         let (got, want) = (host(got), host(want));
-        let err = got.iter().zip(&want).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
         assert!(err < 1e-5, "max |Δ| = {err}");
     }
 }

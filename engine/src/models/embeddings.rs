@@ -10,7 +10,13 @@ use crate::weights::loader::Loader;
 /// Sinusoidal timestep features, as diffusers' `get_timestep_embedding`.
 ///
 /// `timesteps` (one per batch item, may be fractional) → `[B, dim]`.
-pub fn timestep_features(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, freq_shift: f64, device: &Device) -> Tensor<2> {
+pub fn timestep_features(
+    timesteps: &[f32],
+    dim: usize,
+    flip_sin_to_cos: bool,
+    freq_shift: f64,
+    device: &Device,
+) -> Tensor<2> {
     let half = dim / 2;
     // diffusers computes the frequencies and the products in float32.
     let freqs: Vec<f32> = (0..half)
@@ -20,7 +26,11 @@ pub fn timestep_features(timesteps: &[f32], dim: usize, flip_sin_to_cos: bool, f
     for &t in timesteps {
         let args: Vec<f32> = freqs.iter().map(|f| t * f).collect();
         let (sin, cos): (Vec<f32>, Vec<f32>) = args.iter().map(|a| (a.sin(), a.cos())).unzip();
-        let (first, second) = if flip_sin_to_cos { (cos, sin) } else { (sin, cos) };
+        let (first, second) = if flip_sin_to_cos {
+            (cos, sin)
+        } else {
+            (sin, cos)
+        };
         out.extend(first);
         out.extend(second);
         if dim % 2 == 1 {

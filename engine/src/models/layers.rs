@@ -25,8 +25,12 @@ impl Linear {
     /// Loads `{path}.weight` (and `{path}.bias` when `bias`).
     pub fn load(ld: &mut Loader, path: &str, d_in: usize, d_out: usize, bias: bool) -> Self {
         let weight = ld.tensor(&format!("{path}.weight"), [d_in, d_out], Init::FanInLinear);
-        let bias = bias.then(|| Param::from_tensor(ld.tensor(&format!("{path}.bias"), [d_out], Init::Zeros)));
-        Linear { weight: Param::from_tensor(weight), bias }
+        let bias = bias
+            .then(|| Param::from_tensor(ld.tensor(&format!("{path}.bias"), [d_out], Init::Zeros)));
+        Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        }
     }
 
     /// `[..., in]` → `[..., out]`.
@@ -50,16 +54,38 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// Loads `{path}.weight` `[out, in, k, k]` and `{path}.bias`.
-    pub fn load(ld: &mut Loader, path: &str, c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: usize) -> Self {
-        let weight = ld.tensor(&format!("{path}.weight"), [c_out, c_in, kernel, kernel], Init::FanIn);
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        c_in: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+    ) -> Self {
+        let weight = ld.tensor(
+            &format!("{path}.weight"),
+            [c_out, c_in, kernel, kernel],
+            Init::FanIn,
+        );
         let bias = ld.tensor(&format!("{path}.bias"), [c_out], Init::Zeros);
-        Conv2d { weight: Param::from_tensor(weight), bias: Some(Param::from_tensor(bias)), stride, padding }
+        Conv2d {
+            weight: Param::from_tensor(weight),
+            bias: Some(Param::from_tensor(bias)),
+            stride,
+            padding,
+        }
     }
 
     /// `[B, in, H, W]` → `[B, out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), options)
+        conv2d(
+            x,
+            self.weight.val(),
+            self.bias.as_ref().map(|b| b.val()),
+            options,
+        )
     }
 }
 
@@ -81,7 +107,12 @@ impl GroupNorm {
     pub fn load(ld: &mut Loader, path: &str, num_groups: usize, channels: usize, eps: f64) -> Self {
         let weight = ld.tensor(&format!("{path}.weight"), [channels], Init::Ones);
         let bias = ld.tensor(&format!("{path}.bias"), [channels], Init::Zeros);
-        GroupNorm { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias), num_groups, eps }
+        GroupNorm {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            num_groups,
+            eps,
+        }
     }
 
     /// `[B, C, H, W]` → `[B, C, H, W]`, normalised over each group of C/G channels × H × W.
@@ -114,7 +145,11 @@ impl LayerNorm {
     pub fn load(ld: &mut Loader, path: &str, dim: usize, eps: f64) -> Self {
         let weight = ld.tensor(&format!("{path}.weight"), [dim], Init::Ones);
         let bias = ld.tensor(&format!("{path}.bias"), [dim], Init::Zeros);
-        LayerNorm { weight: Param::from_tensor(weight), bias: Param::from_tensor(bias), eps }
+        LayerNorm {
+            weight: Param::from_tensor(weight),
+            bias: Param::from_tensor(bias),
+            eps,
+        }
     }
 
     /// `[..., D]` → `[..., D]`.
@@ -133,7 +168,13 @@ pub struct Embedding {
 impl Embedding {
     /// Loads `{path}.weight`.
     pub fn load(ld: &mut Loader, path: &str, num: usize, dim: usize) -> Self {
-        Embedding { weight: Param::from_tensor(ld.tensor(&format!("{path}.weight"), [num, dim], Init::Normal(0.02))) }
+        Embedding {
+            weight: Param::from_tensor(ld.tensor(
+                &format!("{path}.weight"),
+                [num, dim],
+                Init::Normal(0.02),
+            )),
+        }
     }
 
     /// `[B, N]` ids → `[B, N, dim]`.

@@ -20,7 +20,8 @@ impl ModuleVisitor for PathCollector {
         self.stack.pop();
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.out.push((self.stack.join("."), param.shape().dims::<D>().to_vec()));
+        self.out
+            .push((self.stack.join("."), param.shape().dims::<D>().to_vec()));
     }
 }
 
@@ -33,7 +34,11 @@ pub fn param_paths<M: Module>(module: &M) -> Vec<(String, Vec<usize>)> {
 
 /// Replaces the float parameters whose path `select` accepts: `f(path, current)` gets the
 /// current value flattened to 1-D and returns the new one (same number of elements).
-pub fn map_params<M: Module>(module: M, select: &dyn Fn(&str) -> bool, f: &mut dyn FnMut(&str, Tensor<1>) -> Tensor<1>) -> M {
+pub fn map_params<M: Module>(
+    module: M,
+    select: &dyn Fn(&str) -> bool,
+    f: &mut dyn FnMut(&str, Tensor<1>) -> Tensor<1>,
+) -> M {
     struct Mapper<'a> {
         stack: Vec<String>,
         select: &'a dyn Fn(&str) -> bool,
@@ -57,6 +62,10 @@ pub fn map_params<M: Module>(module: M, select: &dyn Fn(&str) -> bool, f: &mut d
             param.map(|t| f(&path, t.reshape([numel])).reshape(dims))
         }
     }
-    let mut mapper = Mapper { stack: Vec::new(), select, f };
+    let mut mapper = Mapper {
+        stack: Vec::new(),
+        select,
+        f,
+    };
     module.map(&mut mapper)
 }

@@ -28,14 +28,24 @@ pub struct ResnetBlock2D {
 
 impl ResnetBlock2D {
     /// Loads the block at `path`; `temb` is the time embedding width (None in the VAE).
-    pub fn load(ld: &mut Loader, path: &str, c_in: usize, c_out: usize, temb: Option<usize>, groups: usize, eps: f64) -> Self {
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        c_in: usize,
+        c_out: usize,
+        temb: Option<usize>,
+        groups: usize,
+        eps: f64,
+    ) -> Self {
         ResnetBlock2D {
             norm1: GroupNorm::load(ld, &format!("{path}.norm1"), groups, c_in, eps),
             conv1: Conv2d::load(ld, &format!("{path}.conv1"), c_in, c_out, 3, 1, 1),
-            time_emb_proj: temb.map(|t| Linear::load(ld, &format!("{path}.time_emb_proj"), t, c_out, true)),
+            time_emb_proj: temb
+                .map(|t| Linear::load(ld, &format!("{path}.time_emb_proj"), t, c_out, true)),
             norm2: GroupNorm::load(ld, &format!("{path}.norm2"), groups, c_out, eps),
             conv2: Conv2d::load(ld, &format!("{path}.conv2"), c_out, c_out, 3, 1, 1),
-            conv_shortcut: (c_in != c_out).then(|| Conv2d::load(ld, &format!("{path}.conv_shortcut"), c_in, c_out, 1, 1, 0)),
+            conv_shortcut: (c_in != c_out)
+                .then(|| Conv2d::load(ld, &format!("{path}.conv_shortcut"), c_in, c_out, 1, 1, 0)),
         }
     }
 
@@ -70,12 +80,27 @@ impl Downsample2D {
     /// Loads `{path}.conv`; `vae_padding` selects the VAE's asymmetric padding.
     pub fn load(ld: &mut Loader, path: &str, channels: usize, vae_padding: bool) -> Self {
         let padding = if vae_padding { 0 } else { 1 };
-        Downsample2D { conv: Conv2d::load(ld, &format!("{path}.conv"), channels, channels, 3, 2, padding), pad_right_bottom: vae_padding }
+        Downsample2D {
+            conv: Conv2d::load(
+                ld,
+                &format!("{path}.conv"),
+                channels,
+                channels,
+                3,
+                2,
+                padding,
+            ),
+            pad_right_bottom: vae_padding,
+        }
     }
 
     /// `[B, C, H, W]` → `[B, C, ⌈H/2⌉, ⌈W/2⌉]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let x = if self.pad_right_bottom { x.pad((0, 1, 0, 1), PadMode::Constant(0.0)) } else { x };
+        let x = if self.pad_right_bottom {
+            x.pad((0, 1, 0, 1), PadMode::Constant(0.0))
+        } else {
+            x
+        };
         self.conv.forward(x)
     }
 }
@@ -90,17 +115,23 @@ pub struct Upsample2D {
 impl Upsample2D {
     /// Loads `{path}.conv`.
     pub fn load(ld: &mut Loader, path: &str, channels: usize) -> Self {
-        Upsample2D { conv: Conv2d::load(ld, &format!("{path}.conv"), channels, channels, 3, 1, 1) }
+        Upsample2D {
+            conv: Conv2d::load(ld, &format!("{path}.conv"), channels, channels, 3, 1, 1),
+        }
     }
 
     /// `[B, C, H, W]` → `[B, C, 2H, 2W]`, or `[B, C, size.0, size.1]` when `size` is given.
     pub fn forward(&self, x: Tensor<4>, size: Option<[usize; 2]>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let up = match size {
-            Some(s) if s != [2 * h, 2 * w] => {
-                interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(s))
-            }
-            _ => x.reshape([b, c, h, 1, w, 1]).expand([b, c, h, 2, w, 2]).reshape([b, c, 2 * h, 2 * w]),
+            Some(s) if s != [2 * h, 2 * w] => interpolate(
+                x,
+                InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(s),
+            ),
+            _ => x
+                .reshape([b, c, h, 1, w, 1])
+                .expand([b, c, h, 2, w, 2])
+                .reshape([b, c, 2 * h, 2 * w]),
         };
         self.conv.forward(up)
     }

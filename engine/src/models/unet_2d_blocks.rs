@@ -44,22 +44,69 @@ pub struct DownBlock2D {
 impl DownBlock2D {
     /// Loads `down_blocks.{i}` style block at `path`.
     #[allow(clippy::too_many_arguments)]
-    pub fn load(ld: &mut Loader, path: &str, c_in: usize, c_out: usize, layers: usize, attn: Option<BlockAttention>, downsample: bool, s: BlockSettings) -> Self {
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        c_in: usize,
+        c_out: usize,
+        layers: usize,
+        attn: Option<BlockAttention>,
+        downsample: bool,
+        s: BlockSettings,
+    ) -> Self {
         let resnets = (0..layers)
-            .map(|j| ResnetBlock2D::load(ld, &format!("{path}.resnets.{j}"), if j == 0 { c_in } else { c_out }, c_out, Some(s.temb), s.groups, s.eps))
+            .map(|j| {
+                ResnetBlock2D::load(
+                    ld,
+                    &format!("{path}.resnets.{j}"),
+                    if j == 0 { c_in } else { c_out },
+                    c_out,
+                    Some(s.temb),
+                    s.groups,
+                    s.eps,
+                )
+            })
             .collect();
         let attentions = match attn {
             Some(a) => (0..layers)
-                .map(|j| Transformer2DModel::load(ld, &format!("{path}.attentions.{j}"), c_out, a.heads, a.layers, s.context_dim, s.groups))
+                .map(|j| {
+                    Transformer2DModel::load(
+                        ld,
+                        &format!("{path}.attentions.{j}"),
+                        c_out,
+                        a.heads,
+                        a.layers,
+                        s.context_dim,
+                        s.groups,
+                    )
+                })
                 .collect(),
             None => Vec::new(),
         };
-        let downsamplers = if downsample { vec![Downsample2D::load(ld, &format!("{path}.downsamplers.0"), c_out, false)] } else { Vec::new() };
-        DownBlock2D { resnets, attentions, downsamplers }
+        let downsamplers = if downsample {
+            vec![Downsample2D::load(
+                ld,
+                &format!("{path}.downsamplers.0"),
+                c_out,
+                false,
+            )]
+        } else {
+            Vec::new()
+        };
+        DownBlock2D {
+            resnets,
+            attentions,
+            downsamplers,
+        }
     }
 
     /// `x` `[B, C_in, H, W]` → (`[B, C_out, H', W']`, the skip states pushed for the up path).
-    pub fn forward(&self, x: Tensor<4>, temb: &Tensor<2>, context: &Tensor<3>) -> (Tensor<4>, Vec<Tensor<4>>) {
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+    ) -> (Tensor<4>, Vec<Tensor<4>>) {
         let mut states = Vec::new();
         let mut h = x;
         for (j, resnet) in self.resnets.iter().enumerate() {
@@ -88,12 +135,36 @@ pub struct UNetMidBlock2DCrossAttn {
 
 impl UNetMidBlock2DCrossAttn {
     /// Loads `mid_block`.
-    pub fn load(ld: &mut Loader, path: &str, channels: usize, attn: BlockAttention, s: BlockSettings) -> Self {
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        channels: usize,
+        attn: BlockAttention,
+        s: BlockSettings,
+    ) -> Self {
         UNetMidBlock2DCrossAttn {
             resnets: (0..2)
-                .map(|j| ResnetBlock2D::load(ld, &format!("{path}.resnets.{j}"), channels, channels, Some(s.temb), s.groups, s.eps))
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        ld,
+                        &format!("{path}.resnets.{j}"),
+                        channels,
+                        channels,
+                        Some(s.temb),
+                        s.groups,
+                        s.eps,
+                    )
+                })
                 .collect(),
-            attentions: vec![Transformer2DModel::load(ld, &format!("{path}.attentions.0"), channels, attn.heads, attn.layers, s.context_dim, s.groups)],
+            attentions: vec![Transformer2DModel::load(
+                ld,
+                &format!("{path}.attentions.0"),
+                channels,
+                attn.heads,
+                attn.layers,
+                s.context_dim,
+                s.groups,
+            )],
         }
     }
 
@@ -130,27 +201,72 @@ pub struct UpChannels {
 
 impl UpBlock2D {
     /// Loads `up_blocks.{i}` style block at `path`.
-    pub fn load(ld: &mut Loader, path: &str, ch: UpChannels, layers: usize, attn: Option<BlockAttention>, upsample: bool, s: BlockSettings) -> Self {
+    pub fn load(
+        ld: &mut Loader,
+        path: &str,
+        ch: UpChannels,
+        layers: usize,
+        attn: Option<BlockAttention>,
+        upsample: bool,
+        s: BlockSettings,
+    ) -> Self {
         let resnets = (0..layers)
             .map(|j| {
                 let skip = if j == layers - 1 { ch.c_in } else { ch.c_out };
                 let input = if j == 0 { ch.c_prev } else { ch.c_out };
-                ResnetBlock2D::load(ld, &format!("{path}.resnets.{j}"), input + skip, ch.c_out, Some(s.temb), s.groups, s.eps)
+                ResnetBlock2D::load(
+                    ld,
+                    &format!("{path}.resnets.{j}"),
+                    input + skip,
+                    ch.c_out,
+                    Some(s.temb),
+                    s.groups,
+                    s.eps,
+                )
             })
             .collect();
         let attentions = match attn {
             Some(a) => (0..layers)
-                .map(|j| Transformer2DModel::load(ld, &format!("{path}.attentions.{j}"), ch.c_out, a.heads, a.layers, s.context_dim, s.groups))
+                .map(|j| {
+                    Transformer2DModel::load(
+                        ld,
+                        &format!("{path}.attentions.{j}"),
+                        ch.c_out,
+                        a.heads,
+                        a.layers,
+                        s.context_dim,
+                        s.groups,
+                    )
+                })
                 .collect(),
             None => Vec::new(),
         };
-        let upsamplers = if upsample { vec![Upsample2D::load(ld, &format!("{path}.upsamplers.0"), ch.c_out)] } else { Vec::new() };
-        UpBlock2D { resnets, attentions, upsamplers }
+        let upsamplers = if upsample {
+            vec![Upsample2D::load(
+                ld,
+                &format!("{path}.upsamplers.0"),
+                ch.c_out,
+            )]
+        } else {
+            Vec::new()
+        };
+        UpBlock2D {
+            resnets,
+            attentions,
+            upsamplers,
+        }
     }
 
     /// `x` `[B, C_prev, H, W]`; pops one skip state per resnet from the end of `skips`;
     /// upsamples to `upsample_size` (the next skip's size) → `[B, C_out, H', W']`.
-    pub fn forward(&self, x: Tensor<4>, skips: &mut Vec<Tensor<4>>, temb: &Tensor<2>, context: &Tensor<3>, upsample_size: Option<[usize; 2]>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        skips: &mut Vec<Tensor<4>>,
+        temb: &Tensor<2>,
+        context: &Tensor<3>,
+        upsample_size: Option<[usize; 2]>,
+    ) -> Tensor<4> {
         let mut h = x;
         for (j, resnet) in self.resnets.iter().enumerate() {
             let skip = skips.pop().expect("one skip state per up-block resnet");

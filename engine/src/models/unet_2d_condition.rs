@@ -8,7 +8,9 @@ use crate::error::Result;
 use crate::models::config::UNet2DConditionConfig;
 use crate::models::embeddings::{TimestepEmbedding, timestep_features};
 use crate::models::layers::{Conv2d, GroupNorm};
-use crate::models::unet_2d_blocks::{BlockAttention, BlockSettings, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, UpChannels};
+use crate::models::unet_2d_blocks::{
+    BlockAttention, BlockSettings, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, UpChannels,
+};
 use crate::weights::loader::Loader;
 
 /// The denoising UNet.
@@ -43,9 +45,17 @@ impl UNet2DConditionModel {
         let ch = &config.block_out_channels;
         let n = ch.len();
         let temb = ch[0] * 4;
-        let s = BlockSettings { temb, groups: config.norm_num_groups, eps: config.norm_eps, context_dim: config.cross_attention_dim };
+        let s = BlockSettings {
+            temb,
+            groups: config.norm_num_groups,
+            eps: config.norm_eps,
+            context_dim: config.cross_attention_dim,
+        };
         let attn = |i: usize, has: bool| {
-            has.then(|| BlockAttention { heads: config.heads(i), layers: config.transformer_layers_per_block.get(i) })
+            has.then(|| BlockAttention {
+                heads: config.heads(i),
+                layers: config.transformer_layers_per_block.get(i),
+            })
         };
         let time_embedding = TimestepEmbedding::load(ld, "time_embedding", ch[0], temb);
         let conv_in = Conv2d::load(ld, "conv_in", config.in_channels, ch[0], 3, 1, 1);
@@ -65,7 +75,10 @@ impl UNet2DConditionModel {
                 s,
             ));
         }
-        let mid_attn = BlockAttention { heads: config.heads(n - 1), layers: config.transformer_layers_per_block.get(n - 1) };
+        let mid_attn = BlockAttention {
+            heads: config.heads(n - 1),
+            layers: config.transformer_layers_per_block.get(n - 1),
+        };
         let mid_block = UNetMidBlock2DCrossAttn::load(ld, "mid_block", ch[n - 1], mid_attn, s);
         let mut up_blocks = Vec::with_capacity(n);
         let mut c_out = ch[n - 1];
@@ -77,14 +90,24 @@ impl UNet2DConditionModel {
             up_blocks.push(UpBlock2D::load(
                 ld,
                 &format!("up_blocks.{i}"),
-                UpChannels { c_in, c_out, c_prev },
+                UpChannels {
+                    c_in,
+                    c_out,
+                    c_prev,
+                },
                 config.layers_per_block + 1,
                 attn(level, config.up_has_attention(i)),
                 i + 1 < n,
                 s,
             ));
         }
-        let conv_norm_out = GroupNorm::load(ld, "conv_norm_out", config.norm_num_groups, ch[0], config.norm_eps);
+        let conv_norm_out = GroupNorm::load(
+            ld,
+            "conv_norm_out",
+            config.norm_num_groups,
+            ch[0],
+            config.norm_eps,
+        );
         let conv_out = Conv2d::load(ld, "conv_out", ch[0], config.out_channels, 3, 1, 1);
         Ok(UNet2DConditionModel {
             time_embedding,
@@ -109,7 +132,13 @@ impl UNet2DConditionModel {
     /// Returns `[B, C_out, h, w]`.
     pub fn forward(&self, sample: Tensor<4>, timesteps: &[f32], context: &Tensor<3>) -> Tensor<4> {
         let device = sample.device();
-        let features = timestep_features(timesteps, self.time_proj_dim, self.flip_sin_to_cos, self.freq_shift as f64, &device);
+        let features = timestep_features(
+            timesteps,
+            self.time_proj_dim,
+            self.flip_sin_to_cos,
+            self.freq_shift as f64,
+            &device,
+        );
         let temb = self.time_embedding.forward(features);
         let mut h = self.conv_in.forward(sample);
         let mut skips = vec![h.clone()];

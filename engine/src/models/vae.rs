@@ -25,8 +25,29 @@ pub struct VaeMidBlock {
 impl VaeMidBlock {
     fn load(ld: &mut Loader, path: &str, c: usize, groups: usize, attention: bool) -> Self {
         VaeMidBlock {
-            resnets: (0..2).map(|j| ResnetBlock2D::load(ld, &format!("{path}.resnets.{j}"), c, c, None, groups, VAE_EPS)).collect(),
-            attentions: if attention { vec![Attention::load_spatial(ld, &format!("{path}.attentions.0"), c, groups)] } else { Vec::new() },
+            resnets: (0..2)
+                .map(|j| {
+                    ResnetBlock2D::load(
+                        ld,
+                        &format!("{path}.resnets.{j}"),
+                        c,
+                        c,
+                        None,
+                        groups,
+                        VAE_EPS,
+                    )
+                })
+                .collect(),
+            attentions: if attention {
+                vec![Attention::load_spatial(
+                    ld,
+                    &format!("{path}.attentions.0"),
+                    c,
+                    groups,
+                )]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -159,9 +180,28 @@ impl AutoencoderKL {
             let p = format!("encoder.down_blocks.{i}");
             down_blocks.push(DownEncoderBlock2D {
                 resnets: (0..lpb)
-                    .map(|j| ResnetBlock2D::load(ld, &format!("{p}.resnets.{j}"), if j == 0 { c_in } else { c_out }, c_out, None, g, VAE_EPS))
+                    .map(|j| {
+                        ResnetBlock2D::load(
+                            ld,
+                            &format!("{p}.resnets.{j}"),
+                            if j == 0 { c_in } else { c_out },
+                            c_out,
+                            None,
+                            g,
+                            VAE_EPS,
+                        )
+                    })
                     .collect(),
-                downsamplers: if i + 1 < n { vec![Downsample2D::load(ld, &format!("{p}.downsamplers.0"), c_out, true)] } else { Vec::new() },
+                downsamplers: if i + 1 < n {
+                    vec![Downsample2D::load(
+                        ld,
+                        &format!("{p}.downsamplers.0"),
+                        c_out,
+                        true,
+                    )]
+                } else {
+                    Vec::new()
+                },
             });
         }
         let encoder = Encoder {
@@ -182,9 +222,23 @@ impl AutoencoderKL {
             let p = format!("decoder.up_blocks.{i}");
             up_blocks.push(UpDecoderBlock2D {
                 resnets: (0..lpb + 1)
-                    .map(|j| ResnetBlock2D::load(ld, &format!("{p}.resnets.{j}"), if j == 0 { c_prev } else { c_out }, c_out, None, g, VAE_EPS))
+                    .map(|j| {
+                        ResnetBlock2D::load(
+                            ld,
+                            &format!("{p}.resnets.{j}"),
+                            if j == 0 { c_prev } else { c_out },
+                            c_out,
+                            None,
+                            g,
+                            VAE_EPS,
+                        )
+                    })
                     .collect(),
-                upsamplers: if i + 1 < n { vec![Upsample2D::load(ld, &format!("{p}.upsamplers.0"), c_out)] } else { Vec::new() },
+                upsamplers: if i + 1 < n {
+                    vec![Upsample2D::load(ld, &format!("{p}.upsamplers.0"), c_out)]
+                } else {
+                    Vec::new()
+                },
             });
         }
         let decoder = Decoder {

@@ -11,13 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::adapters::lora::LoraAdapter;
 use crate::adapters::lora::stack::{LoraStack, ParamKey, StackEntry};
 use crate::adapters::lora::targets::{Component, TargetIndex};
-use crate::adapters::lora::LoraAdapter;
 use crate::error::{Error, Result};
-use crate::models::paths::param_paths;
 use crate::image::{RgbImage, to_rgb8};
 use crate::models::clip_text::ClipTextModel;
+use crate::models::paths::param_paths;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
 use crate::schedulers::ddim::DdimScheduler;
@@ -115,7 +115,11 @@ impl Sampler {
     pub fn schedule(&self) -> Schedule {
         match self {
             Sampler::Ddim { .. } | Sampler::Ddpm => Schedule::Default,
-            Sampler::Euler { schedule } | Sampler::EulerAncestral { schedule } | Sampler::Heun { schedule } | Sampler::Lms { schedule } | Sampler::DpmPp2m { schedule } => *schedule,
+            Sampler::Euler { schedule }
+            | Sampler::EulerAncestral { schedule }
+            | Sampler::Heun { schedule }
+            | Sampler::Lms { schedule }
+            | Sampler::DpmPp2m { schedule } => *schedule,
         }
     }
 }
@@ -204,7 +208,15 @@ impl StableDiffusion {
         let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
         ld.finish("VAE")?;
         tracing::info!(path = %ckpt.info.path.display(), layout = ?ckpt.info.layout, "model loaded");
-        Ok(StableDiffusion { text_encoder, unet, vae, tokenizer: ClipTokenizer::sd15()?, info: ckpt.info, loras: LoraStack::default(), device: device.clone() })
+        Ok(StableDiffusion {
+            text_encoder,
+            unet,
+            vae,
+            tokenizer: ClipTokenizer::sd15()?,
+            info: ckpt.info,
+            loras: LoraStack::default(),
+            device: device.clone(),
+        })
     }
 
     /// The device the models live on.
@@ -214,7 +226,11 @@ impl StableDiffusion {
 
     /// Every layer of this model a LoRA can modify, under every alias LoRA files use.
     pub fn lora_targets(&self) -> TargetIndex {
-        TargetIndex::new(&param_paths(&self.unet), &param_paths(&self.text_encoder), self.info.config.unet.layers_per_block)
+        TargetIndex::new(
+            &param_paths(&self.unet),
+            &param_paths(&self.text_encoder),
+            self.info.config.unet.layers_per_block,
+        )
     }
 
     /// Opens a LoRA file or PEFT folder and checks it against this model.
@@ -253,8 +269,12 @@ impl StableDiffusion {
     }
 
     fn remerge(&mut self, dirty: &std::collections::BTreeSet<ParamKey>) {
-        self.unet = self.loras.merge_into(Component::Unet, self.unet.clone(), dirty);
-        self.text_encoder = self.loras.merge_into(Component::TextEncoder, self.text_encoder.clone(), dirty);
+        self.unet = self
+            .loras
+            .merge_into(Component::Unet, self.unet.clone(), dirty);
+        self.text_encoder =
+            self.loras
+                .merge_into(Component::TextEncoder, self.text_encoder.clone(), dirty);
     }
 
     /// Loads a textual-inversion embedding (A1111 `.pt`/`.safetensors`, diffusers
@@ -275,7 +295,10 @@ impl StableDiffusion {
         for p in prompts {
             ids.extend(self.tokenizer.encode(p)?.into_iter().map(i64::from));
         }
-        Ok(Tensor::from_data(TensorData::new(ids, [prompts.len(), crate::tokenizer::MAX_LENGTH]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(ids, [prompts.len(), crate::tokenizer::MAX_LENGTH]),
+            &self.device,
+        ))
     }
 
     /// Text embeddings `[N, 77·k, hidden]` for `prompts`, with AUTOMATIC1111's prompt syntax
@@ -292,11 +315,17 @@ impl StableDiffusion {
         }
         let k = per_prompt.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let len = crate::tokenizer::MAX_LENGTH;
-        let empty = crate::prompt::Chunk { ids: self.tokenizer.encode("")?, weights: vec![1.0; len] };
+        let empty = crate::prompt::Chunk {
+            ids: self.tokenizer.encode("")?,
+            weights: vec![1.0; len],
+        };
         let mut ids: Vec<i64> = Vec::with_capacity(prompts.len() * k * len);
         let mut weights: Vec<f32> = Vec::with_capacity(prompts.len() * k * len);
         for chunks in &per_prompt {
-            for c in chunks.iter().chain(std::iter::repeat_n(&empty, k - chunks.len())) {
+            for c in chunks
+                .iter()
+                .chain(std::iter::repeat_n(&empty, k - chunks.len()))
+            {
                 ids.extend(c.ids.iter().map(|&i| i64::from(i)));
                 weights.extend(&c.weights);
             }
@@ -305,7 +334,8 @@ impl StableDiffusion {
         let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [n, len]), &self.device);
         let mut z = self.text_encoder.forward(ids, clip_skip);
         if weights.iter().any(|w| *w != 1.0) {
-            let w: Tensor<3> = Tensor::from_data(TensorData::new(weights, [n, len, 1]), &self.device);
+            let w: Tensor<3> =
+                Tensor::from_data(TensorData::new(weights, [n, len, 1]), &self.device);
             let original = z.clone().mean_dims(&[1, 2]);
             let weighted = z * w;
             let new = weighted.clone().mean_dims(&[1, 2]);
@@ -320,18 +350,29 @@ impl StableDiffusion {
         let levels = self.info.config.unet.block_out_channels.len();
         let multiple = f * (1 << (levels - 1));
         if width == 0 || height == 0 || !width.is_multiple_of(f) || !height.is_multiple_of(f) {
-            return Err(Error::InvalidRequest(format!("width and height must be positive multiples of {f}, got {width}×{height}")));
+            return Err(Error::InvalidRequest(format!(
+                "width and height must be positive multiples of {f}, got {width}×{height}"
+            )));
         }
         if !width.is_multiple_of(multiple) || !height.is_multiple_of(multiple) {
-            tracing::warn!("{width}×{height} is not a multiple of {multiple}; the UNet will resize skip connections");
+            tracing::warn!(
+                "{width}×{height} is not a multiple of {multiple}; the UNet will resize skip connections"
+            );
         }
         Ok([height / f, width / f])
     }
 
     /// Runs txt2img. `on_step` is called after every step; `cancel` is checked before each.
-    pub fn txt2img(&self, req: &GenerationRequest, cancel: &CancelToken, on_step: &mut dyn FnMut(StepProgress)) -> Result<GenerationOutput> {
+    pub fn txt2img(
+        &self,
+        req: &GenerationRequest,
+        cancel: &CancelToken,
+        on_step: &mut dyn FnMut(StepProgress),
+    ) -> Result<GenerationOutput> {
         if req.prompts.is_empty() {
-            return Err(Error::InvalidRequest("at least one prompt is needed".into()));
+            return Err(Error::InvalidRequest(
+                "at least one prompt is needed".into(),
+            ));
         }
         if req.batch == 0 {
             return Err(Error::InvalidRequest("batch must be at least 1".into()));
@@ -341,26 +382,57 @@ impl StableDiffusion {
             1 => vec![req.negatives[0].clone(); req.prompts.len()],
             n if n == req.prompts.len() => req.negatives.clone(),
             n => {
-                return Err(Error::InvalidRequest(format!("{n} negative prompts for {} prompts: give one, or one per prompt", req.prompts.len())));
+                return Err(Error::InvalidRequest(format!(
+                    "{n} negative prompts for {} prompts: give one, or one per prompt",
+                    req.prompts.len()
+                )));
             }
         };
         let [h, w] = self.check_size(req.width, req.height)?;
         let total = req.prompts.len() * req.batch;
         let channels = self.vae.latent_channels;
-        let seeds: Vec<u64> = (0..total as u64).map(|k| req.seed.wrapping_add(k)).collect();
+        let seeds: Vec<u64> = (0..total as u64)
+            .map(|k| req.seed.wrapping_add(k))
+            .collect();
         let mut noise = Noise::new(&seeds);
         let mut scheduler: Box<dyn Scheduler> = match req.sampler {
-            Sampler::Ddim { eta } => Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?),
+            Sampler::Ddim { eta } => {
+                Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?)
+            }
             Sampler::Ddpm => Box::new(DdpmScheduler::new(&self.info.scheduler, req.steps)?),
-            Sampler::Euler { schedule } => Box::new(EulerScheduler::new(&self.info.scheduler, req.steps, schedule)?),
-            Sampler::EulerAncestral { schedule } => Box::new(EulerAncestralScheduler::new(&self.info.scheduler, req.steps, schedule)?),
-            Sampler::Heun { schedule } => Box::new(HeunScheduler::new(&self.info.scheduler, req.steps, schedule)?),
-            Sampler::Lms { schedule } => Box::new(LmsScheduler::new(&self.info.scheduler, req.steps, schedule)?),
-            Sampler::DpmPp2m { schedule } => Box::new(DpmSolverMultistepScheduler::new(&self.info.scheduler, req.steps, schedule)?),
+            Sampler::Euler { schedule } => Box::new(EulerScheduler::new(
+                &self.info.scheduler,
+                req.steps,
+                schedule,
+            )?),
+            Sampler::EulerAncestral { schedule } => Box::new(EulerAncestralScheduler::new(
+                &self.info.scheduler,
+                req.steps,
+                schedule,
+            )?),
+            Sampler::Heun { schedule } => Box::new(HeunScheduler::new(
+                &self.info.scheduler,
+                req.steps,
+                schedule,
+            )?),
+            Sampler::Lms { schedule } => Box::new(LmsScheduler::new(
+                &self.info.scheduler,
+                req.steps,
+                schedule,
+            )?),
+            Sampler::DpmPp2m { schedule } => Box::new(DpmSolverMultistepScheduler::new(
+                &self.info.scheduler,
+                req.steps,
+                schedule,
+            )?),
         };
 
         // 1. Prompts, repeated `batch` times each (prompt-major, as diffusers).
-        let repeat = |v: &[String]| v.iter().flat_map(|p| std::iter::repeat_n(p.clone(), req.batch)).collect::<Vec<_>>();
+        let repeat = |v: &[String]| {
+            v.iter()
+                .flat_map(|p| std::iter::repeat_n(p.clone(), req.batch))
+                .collect::<Vec<_>>()
+        };
         let guided = req.cfg > 1.0;
         let context = if guided {
             let mut all = repeat(&negatives);
@@ -375,7 +447,10 @@ impl StableDiffusion {
         let latents = match &req.latents {
             Some(l) => {
                 if l.shape != shape {
-                    return Err(Error::InvalidRequest(format!("--latents has shape {:?}, this request needs {shape:?}", l.shape)));
+                    return Err(Error::InvalidRequest(format!(
+                        "--latents has shape {:?}, this request needs {shape:?}",
+                        l.shape
+                    )));
                 }
                 Tensor::from_data(TensorData::new(l.values.clone(), l.shape), &self.device)
             }
@@ -392,7 +467,9 @@ impl StableDiffusion {
             let input = scheduler.scale_model_input(latents.clone(), i);
             let pred = if guided {
                 let input = Tensor::cat(vec![input.clone(), input], 0);
-                let out = self.unet.forward(input, &vec![t as f32; 2 * total], &context);
+                let out = self
+                    .unet
+                    .forward(input, &vec![t as f32; 2 * total], &context);
                 let mut halves = out.chunk(2, 0);
                 let text = halves.pop().expect("two halves");
                 let uncond = halves.pop().expect("two halves");
@@ -401,7 +478,10 @@ impl StableDiffusion {
                 self.unet.forward(input, &vec![t as f32; total], &context)
             };
             latents = scheduler.step(pred, i, latents, &mut noise);
-            on_step(StepProgress { step: i + 1, total: timesteps.len() });
+            on_step(StepProgress {
+                step: i + 1,
+                total: timesteps.len(),
+            });
         }
         let final_latents = latents_to_host(latents.clone())?;
         if final_latents.values.iter().any(|v| !v.is_finite()) {
@@ -411,13 +491,20 @@ impl StableDiffusion {
         // 4. Decode.
         let decoded = self.vae.decode(latents / self.vae.scaling_factor);
         let images = to_rgb8(decoded)?;
-        Ok(GenerationOutput { images, latents: final_latents, seeds })
+        Ok(GenerationOutput {
+            images,
+            latents: final_latents,
+            seeds,
+        })
     }
 }
 
 /// Copies a `[B, C, h, w]` tensor to the host.
 pub fn latents_to_host(t: Tensor<4>) -> Result<LatentsData> {
     let shape = t.dims();
-    let values = t.into_data().try_into_vec::<f32>().map_err(|e| Error::InvalidRequest(format!("reading latents: {e:?}")))?;
+    let values = t
+        .into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidRequest(format!("reading latents: {e:?}")))?;
     Ok(LatentsData { shape, values })
 }

@@ -23,12 +23,21 @@ impl DdimScheduler {
     pub fn new(config: &SchedulerConfig, steps: usize, eta: f64) -> Result<Self> {
         config.validate()?;
         if !(0.0..=1.0).contains(&eta) {
-            return Err(Error::InvalidRequest(format!("eta must be between 0 and 1, got {eta}")));
+            return Err(Error::InvalidRequest(format!(
+                "eta must be between 0 and 1, got {eta}"
+            )));
         }
         let alphas_cumprod = config.alphas_cumprod()?;
-        let spacing = config.timestep_spacing.clone().unwrap_or_else(|| "leading".into());
+        let spacing = config
+            .timestep_spacing
+            .clone()
+            .unwrap_or_else(|| "leading".into());
         let timesteps = spaced_timesteps(config, &spacing, steps)?;
-        let final_alpha_cumprod = if config.set_alpha_to_one { 1.0 } else { alphas_cumprod[0] };
+        let final_alpha_cumprod = if config.set_alpha_to_one {
+            1.0
+        } else {
+            alphas_cumprod[0]
+        };
         Ok(DdimScheduler {
             config: config.clone(),
             final_alpha_cumprod,
@@ -41,7 +50,11 @@ impl DdimScheduler {
     }
 
     fn alpha(&self, t: i64) -> f64 {
-        if t >= 0 { self.alphas_cumprod[(t as usize).min(self.alphas_cumprod.len() - 1)] } else { self.final_alpha_cumprod }
+        if t >= 0 {
+            self.alphas_cumprod[(t as usize).min(self.alphas_cumprod.len() - 1)]
+        } else {
+            self.final_alpha_cumprod
+        }
     }
 }
 
@@ -58,7 +71,13 @@ impl Scheduler for DdimScheduler {
         sample
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, noise: &mut Noise) -> Tensor<4> {
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        noise: &mut Noise,
+    ) -> Tensor<4> {
         let t = self.timesteps[i];
         let prev_t = t - self.step_ratio;
         let a_t = self.alpha(t);

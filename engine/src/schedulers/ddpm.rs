@@ -22,7 +22,10 @@ impl DdpmScheduler {
     /// Sets up `steps` steps.
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.validate()?;
-        let spacing = config.timestep_spacing.clone().unwrap_or_else(|| "leading".into());
+        let spacing = config
+            .timestep_spacing
+            .clone()
+            .unwrap_or_else(|| "leading".into());
         let timesteps = spaced_timesteps(config, &spacing, steps)?;
         Ok(DdpmScheduler {
             alphas_cumprod: config.alphas_cumprod()?,
@@ -48,11 +51,21 @@ impl Scheduler for DdpmScheduler {
         sample
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, noise: &mut Noise) -> Tensor<4> {
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        noise: &mut Noise,
+    ) -> Tensor<4> {
         let t = self.timesteps[i];
         let prev_t = t - self.step_ratio;
         let a_t = self.alphas_cumprod[(t as usize).min(self.alphas_cumprod.len() - 1)];
-        let a_prev = if prev_t >= 0 { self.alphas_cumprod[prev_t as usize] } else { 1.0 };
+        let a_prev = if prev_t >= 0 {
+            self.alphas_cumprod[prev_t as usize]
+        } else {
+            1.0
+        };
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let current_alpha = a_t / a_prev;
         let current_beta = 1.0 - current_alpha;
@@ -61,7 +74,8 @@ impl Scheduler for DdpmScheduler {
             Some(r) => pred_x0.clamp(-r, r),
             None => pred_x0,
         };
-        let mean = pred_x0 * (a_prev.sqrt() * current_beta / b_t) + sample * (current_alpha.sqrt() * b_prev / b_t);
+        let mean = pred_x0 * (a_prev.sqrt() * current_beta / b_t)
+            + sample * (current_alpha.sqrt() * b_prev / b_t);
         if t > 0 {
             let std = (b_prev / b_t * current_beta).max(1e-20).sqrt();
             let shape = mean.dims();

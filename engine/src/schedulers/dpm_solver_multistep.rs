@@ -5,7 +5,9 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, train_sigmas};
+use crate::schedulers::{
+    Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, train_sigmas,
+};
 
 /// DPM++ 2M.
 #[derive(Debug, Clone)]
@@ -23,21 +25,35 @@ impl DpmSolverMultistepScheduler {
         config.validate()?;
         let train = train_sigmas(&config.alphas_cumprod()?);
         let n = config.num_train_timesteps;
-        let spacing = config.timestep_spacing.clone().unwrap_or_else(|| "linspace".into());
+        let spacing = config
+            .timestep_spacing
+            .clone()
+            .unwrap_or_else(|| "linspace".into());
         if steps == 0 || steps > n {
-            return Err(crate::error::Error::InvalidRequest(format!("steps must be between 1 and {n}, got {steps}")));
+            return Err(crate::error::Error::InvalidRequest(format!(
+                "steps must be between 1 and {n}, got {steps}"
+            )));
         }
         // diffusers spaces steps + 1 points and drops the last.
         let mut timesteps: Vec<f64> = match spacing.as_str() {
             "leading" => {
                 let ratio = n / (steps + 1);
-                (1..=steps).rev().map(|i| (i * ratio + config.steps_offset) as f64).collect()
+                (1..=steps)
+                    .rev()
+                    .map(|i| (i * ratio + config.steps_offset) as f64)
+                    .collect()
             }
             "trailing" => {
                 let ratio = n as f64 / steps as f64;
-                (1..=steps).rev().map(|i| (i as f64 * ratio).round() - 1.0).collect()
+                (1..=steps)
+                    .rev()
+                    .map(|i| (i as f64 * ratio).round() - 1.0)
+                    .collect()
             }
-            _ => (1..=steps).rev().map(|i| (i as f64 * (n - 1) as f64 / steps as f64).round()).collect(),
+            _ => (1..=steps)
+                .rev()
+                .map(|i| (i as f64 * (n - 1) as f64 / steps as f64).round())
+                .collect(),
         };
         let sigmas = if let Some(s) = schedule.sigmas(train[0], train[n - 1], steps) {
             let log_sigmas: Vec<f64> = train.iter().map(|s| s.ln()).collect();
@@ -48,7 +64,11 @@ impl DpmSolverMultistepScheduler {
                 .iter()
                 .map(|x| {
                     let t = sigma_to_t(*x, &log_sigmas);
-                    if schedule == Schedule::Karras { t.round() } else { t.trunc() }
+                    if schedule == Schedule::Karras {
+                        t.round()
+                    } else {
+                        t.trunc()
+                    }
                 })
                 .collect();
             s
@@ -57,7 +77,11 @@ impl DpmSolverMultistepScheduler {
         };
         let mut sigmas = sigmas;
         sigmas.push(0.0);
-        Ok(DpmSolverMultistepScheduler { timesteps, sigmas, outputs: Vec::new() })
+        Ok(DpmSolverMultistepScheduler {
+            timesteps,
+            sigmas,
+            outputs: Vec::new(),
+        })
     }
 }
 
@@ -81,7 +105,13 @@ impl Scheduler for DpmSolverMultistepScheduler {
         sample
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        _noise: &mut Noise,
+    ) -> Tensor<4> {
         let n = self.timesteps.len();
         let (alpha_s0, sigma_s0, lambda_s0) = alpha_sigma_lambda(self.sigmas[i]);
         // Epsilon → data prediction.
@@ -115,10 +145,17 @@ mod tests {
     fn exponential_and_karras_timesteps_match_diffusers() {
         let mut config = SchedulerConfig::sd15();
         config.timestep_spacing = Some("leading".into());
-        let e = DpmSolverMultistepScheduler::new(&config, 8, Schedule::Exponential).expect("scheduler");
+        let e =
+            DpmSolverMultistepScheduler::new(&config, 8, Schedule::Exponential).expect("scheduler");
         // diffusers: [998, 834, …] — only the first differs (its float32 t(σ_max) is 998.99…).
-        assert_eq!(e.timesteps, vec![999.0, 834.0, 621.0, 359.0, 133.0, 30.0, 4.0, 0.0]);
+        assert_eq!(
+            e.timesteps,
+            vec![999.0, 834.0, 621.0, 359.0, 133.0, 30.0, 4.0, 0.0]
+        );
         let k = DpmSolverMultistepScheduler::new(&config, 8, Schedule::Karras).expect("scheduler");
-        assert_eq!(k.timesteps, vec![999.0, 890.0, 746.0, 549.0, 299.0, 90.0, 12.0, 0.0]);
+        assert_eq!(
+            k.timesteps,
+            vec![999.0, 890.0, 746.0, 549.0, 299.0, 90.0, 12.0, 0.0]
+        );
     }
 }

@@ -6,7 +6,9 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, spaced_timesteps, train_sigmas};
+use crate::schedulers::{
+    Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, spaced_timesteps, train_sigmas,
+};
 
 /// Timesteps, their sigmas and the input scaling of the sigma-parameterised samplers.
 #[derive(Debug, Clone)]
@@ -24,13 +26,22 @@ impl DiscreteSigmas {
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
         config.validate()?;
         let train = train_sigmas(&config.alphas_cumprod()?);
-        let spacing = config.timestep_spacing.clone().unwrap_or_else(|| "linspace".into());
+        let spacing = config
+            .timestep_spacing
+            .clone()
+            .unwrap_or_else(|| "linspace".into());
         let n = config.num_train_timesteps;
         let mut timesteps: Vec<f64> = if spacing == "linspace" {
             // Not rounded for this family.
-            (0..steps).rev().map(|i| i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64).collect()
+            (0..steps)
+                .rev()
+                .map(|i| i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64)
+                .collect()
         } else {
-            spaced_timesteps(config, &spacing, steps)?.into_iter().map(|t| t as f64).collect()
+            spaced_timesteps(config, &spacing, steps)?
+                .into_iter()
+                .map(|t| t as f64)
+                .collect()
         };
         let mut sigmas: Vec<f64> = timesteps.iter().map(|t| interp(*t, &train)).collect();
         if let Some(s) = schedule.sigmas(sigmas[sigmas.len() - 1], sigmas[0], steps) {
@@ -39,9 +50,17 @@ impl DiscreteSigmas {
             timesteps = sigmas.iter().map(|s| sigma_to_t(*s, &log_sigmas)).collect();
         }
         let max_sigma = sigmas.iter().cloned().fold(0.0, f64::max);
-        let init_noise_sigma = if spacing == "linspace" || spacing == "trailing" { max_sigma } else { (max_sigma * max_sigma + 1.0).sqrt() };
+        let init_noise_sigma = if spacing == "linspace" || spacing == "trailing" {
+            max_sigma
+        } else {
+            (max_sigma * max_sigma + 1.0).sqrt()
+        };
         sigmas.push(0.0);
-        Ok(DiscreteSigmas { timesteps, sigmas, init_noise_sigma })
+        Ok(DiscreteSigmas {
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+        })
     }
 
     /// The UNet input at call `i`: `sample / √(σᵢ² + 1)`.
@@ -66,7 +85,9 @@ pub struct EulerScheduler {
 impl EulerScheduler {
     /// Sets up `steps` steps (diffusers' `set_timesteps`).
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        Ok(EulerScheduler { d: DiscreteSigmas::new(config, steps, schedule)? })
+        Ok(EulerScheduler {
+            d: DiscreteSigmas::new(config, steps, schedule)?,
+        })
     }
 }
 
@@ -83,7 +104,13 @@ impl Scheduler for EulerScheduler {
         self.d.scale_model_input(sample, i)
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        _noise: &mut Noise,
+    ) -> Tensor<4> {
         let sigma = self.d.sigmas[i];
         let derivative = derivative(&sample, model_output, sigma);
         sample + derivative * (self.d.sigmas[i + 1] - sigma)

@@ -16,7 +16,9 @@ pub struct EulerAncestralScheduler {
 impl EulerAncestralScheduler {
     /// Sets up `steps` steps.
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        Ok(EulerAncestralScheduler { d: DiscreteSigmas::new(config, steps, schedule)? })
+        Ok(EulerAncestralScheduler {
+            d: DiscreteSigmas::new(config, steps, schedule)?,
+        })
     }
 }
 
@@ -33,9 +35,17 @@ impl Scheduler for EulerAncestralScheduler {
         self.d.scale_model_input(sample, i)
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, noise: &mut Noise) -> Tensor<4> {
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        noise: &mut Noise,
+    ) -> Tensor<4> {
         let (sigma, to) = (self.d.sigmas[i], self.d.sigmas[i + 1]);
-        let sigma_up = (to * to * (sigma * sigma - to * to) / (sigma * sigma)).max(0.0).sqrt();
+        let sigma_up = (to * to * (sigma * sigma - to * to) / (sigma * sigma))
+            .max(0.0)
+            .sqrt();
         let sigma_down = (to * to - sigma_up * sigma_up).max(0.0).sqrt();
         let derivative = derivative(&sample, model_output, sigma);
         let prev = sample + derivative * (sigma_down - sigma);

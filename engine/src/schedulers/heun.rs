@@ -37,7 +37,11 @@ impl HeunScheduler {
             sigmas.extend([s[i], s[i]]);
         }
         sigmas.push(0.0);
-        let d = DiscreteSigmas { timesteps, sigmas, init_noise_sigma: plain.init_noise_sigma };
+        let d = DiscreteSigmas {
+            timesteps,
+            sigmas,
+            init_noise_sigma: plain.init_noise_sigma,
+        };
         Ok(HeunScheduler { d, predictor: None })
     }
 }
@@ -55,14 +59,24 @@ impl Scheduler for HeunScheduler {
         self.d.scale_model_input(sample, i)
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        _noise: &mut Noise,
+    ) -> Tensor<4> {
         match self.predictor.take() {
             None => {
                 let (sigma, next) = (self.d.sigmas[i], self.d.sigmas[i + 1]);
                 let derivative = derivative(&sample, model_output, sigma);
                 let dt = next - sigma;
                 let prev = sample.clone() + derivative.clone() * dt;
-                self.predictor = Some(Predictor { derivative, dt, sample });
+                self.predictor = Some(Predictor {
+                    derivative,
+                    dt,
+                    sample,
+                });
                 prev
             }
             Some(p) => {

@@ -22,21 +22,40 @@ const ORDER: usize = 4;
 impl LmsScheduler {
     /// Sets up `steps` steps.
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
-        Ok(LmsScheduler { d: DiscreteSigmas::new(config, steps, schedule)?, derivatives: Vec::new() })
+        Ok(LmsScheduler {
+            d: DiscreteSigmas::new(config, steps, schedule)?,
+            derivatives: Vec::new(),
+        })
     }
 
     /// ∫ over [σ_t, σ_{t+1}] of the Lagrange basis polynomial of `current` among `order` points.
     fn coefficient(&self, order: usize, t: usize, current: usize) -> f64 {
         let s = &self.d.sigmas;
         let basis = |tau: f64| {
-            (0..order).filter(|k| *k != current).fold(1.0, |p, k| p * (tau - s[t - k]) / (s[t - current] - s[t - k]))
+            (0..order).filter(|k| *k != current).fold(1.0, |p, k| {
+                p * (tau - s[t - k]) / (s[t - current] - s[t - k])
+            })
         };
         // 4-point Gauss–Legendre on [a, b].
-        const X: [f64; 4] = [-0.861_136_311_594_052_6, -0.339_981_043_584_856_3, 0.339_981_043_584_856_3, 0.861_136_311_594_052_6];
-        const W: [f64; 4] = [0.347_854_845_137_453_9, 0.652_145_154_862_546_1, 0.652_145_154_862_546_1, 0.347_854_845_137_453_9];
+        const X: [f64; 4] = [
+            -0.861_136_311_594_052_6,
+            -0.339_981_043_584_856_3,
+            0.339_981_043_584_856_3,
+            0.861_136_311_594_052_6,
+        ];
+        const W: [f64; 4] = [
+            0.347_854_845_137_453_9,
+            0.652_145_154_862_546_1,
+            0.652_145_154_862_546_1,
+            0.347_854_845_137_453_9,
+        ];
         let (a, b) = (s[t], s[t + 1]);
         let (mid, half) = ((a + b) / 2.0, (b - a) / 2.0);
-        X.iter().zip(W).map(|(x, w)| w * basis(mid + half * x)).sum::<f64>() * half
+        X.iter()
+            .zip(W)
+            .map(|(x, w)| w * basis(mid + half * x))
+            .sum::<f64>()
+            * half
     }
 }
 
@@ -53,8 +72,15 @@ impl Scheduler for LmsScheduler {
         self.d.scale_model_input(sample, i)
     }
 
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, _noise: &mut Noise) -> Tensor<4> {
-        self.derivatives.push(derivative(&sample, model_output, self.d.sigmas[i]));
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        _noise: &mut Noise,
+    ) -> Tensor<4> {
+        self.derivatives
+            .push(derivative(&sample, model_output, self.d.sigmas[i]));
         if self.derivatives.len() > ORDER {
             self.derivatives.remove(0);
         }

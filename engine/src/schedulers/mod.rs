@@ -104,15 +104,30 @@ impl SchedulerConfig {
         if let Some(b) = &self.trained_betas {
             return Ok(b.clone());
         }
-        let lin = |a: f64, b: f64| (0..n).map(move |i| a + (b - a) * i as f64 / (n.max(2) - 1) as f64);
+        let lin =
+            |a: f64, b: f64| (0..n).map(move |i| a + (b - a) * i as f64 / (n.max(2) - 1) as f64);
         let betas: Vec<f64> = match self.beta_schedule.as_str() {
             "linear" => lin(self.beta_start, self.beta_end).collect(),
-            "scaled_linear" => lin(self.beta_start.sqrt(), self.beta_end.sqrt()).map(|b| b * b).collect(),
+            "scaled_linear" => lin(self.beta_start.sqrt(), self.beta_end.sqrt())
+                .map(|b| b * b)
+                .collect(),
             "squaredcos_cap_v2" => {
-                let f = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-                (0..n).map(|i| (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999)).collect()
+                let f = |t: f64| {
+                    ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
+                (0..n)
+                    .map(|i| {
+                        (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999)
+                    })
+                    .collect()
             }
-            other => return Err(Error::Config(format!("beta_schedule '{other}' is not supported"))),
+            other => {
+                return Err(Error::Config(format!(
+                    "beta_schedule '{other}' is not supported"
+                )));
+            }
         };
         Ok(betas)
     }
@@ -144,13 +159,21 @@ impl SchedulerConfig {
 
     /// Checks prediction type and spacing.
     pub fn validate(&self) -> Result<()> {
-        if !matches!(self.prediction_type.as_str(), "epsilon" | "v_prediction" | "sample") {
-            return Err(Error::Config(format!("prediction_type '{}' is not supported", self.prediction_type)));
+        if !matches!(
+            self.prediction_type.as_str(),
+            "epsilon" | "v_prediction" | "sample"
+        ) {
+            return Err(Error::Config(format!(
+                "prediction_type '{}' is not supported",
+                self.prediction_type
+            )));
         }
         if let Some(s) = &self.timestep_spacing
             && !matches!(s.as_str(), "leading" | "trailing" | "linspace")
         {
-            return Err(Error::Config(format!("timestep_spacing '{s}' is not supported")));
+            return Err(Error::Config(format!(
+                "timestep_spacing '{s}' is not supported"
+            )));
         }
         Ok(())
     }
@@ -161,12 +184,17 @@ impl SchedulerConfig {
 pub fn spaced_timesteps(config: &SchedulerConfig, spacing: &str, steps: usize) -> Result<Vec<i64>> {
     let n = config.num_train_timesteps;
     if steps == 0 || steps > n {
-        return Err(Error::InvalidRequest(format!("steps must be between 1 and {n}, got {steps}")));
+        return Err(Error::InvalidRequest(format!(
+            "steps must be between 1 and {n}, got {steps}"
+        )));
     }
     let t: Vec<i64> = match spacing {
         "leading" => {
             let ratio = n / steps;
-            (0..steps).rev().map(|i| (i * ratio) as i64 + config.steps_offset as i64).collect()
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio) as i64 + config.steps_offset as i64)
+                .collect()
         }
         "trailing" => {
             let ratio = n as f64 / steps as f64;
@@ -182,7 +210,11 @@ pub fn spaced_timesteps(config: &SchedulerConfig, spacing: &str, steps: usize) -
             .rev()
             .map(|i| (i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64).round() as i64)
             .collect(),
-        other => return Err(Error::Config(format!("timestep_spacing '{other}' is not supported"))),
+        other => {
+            return Err(Error::Config(format!(
+                "timestep_spacing '{other}' is not supported"
+            )));
+        }
     };
     Ok(t)
 }
@@ -197,7 +229,12 @@ pub struct Noise {
 impl Noise {
     /// One stream per seed.
     pub fn new(seeds: &[u64]) -> Self {
-        Noise { streams: seeds.iter().map(|s| ChaCha8Rng::seed_from_u64(*s)).collect() }
+        Noise {
+            streams: seeds
+                .iter()
+                .map(|s| ChaCha8Rng::seed_from_u64(*s))
+                .collect(),
+        }
     }
 
     /// Number of streams (images).
@@ -217,13 +254,21 @@ impl Noise {
         for rng in &mut self.streams {
             values.extend((0..per).map(|_| -> f32 { StandardNormal.sample(rng) }));
         }
-        Tensor::from_data(TensorData::new(values, [self.streams.len(), shape[1], shape[2], shape[3]]), device)
+        Tensor::from_data(
+            TensorData::new(values, [self.streams.len(), shape[1], shape[2], shape[3]]),
+            device,
+        )
     }
 }
 
 /// x̂₀ from the UNet output for diffusers' `prediction_type` (`epsilon`, `v_prediction`,
 /// `sample`) at cumulative alpha `alpha_cumprod`.
-pub fn predict_x0(prediction_type: &str, sample: &Tensor<4>, model_output: Tensor<4>, alpha_cumprod: f64) -> Tensor<4> {
+pub fn predict_x0(
+    prediction_type: &str,
+    sample: &Tensor<4>,
+    model_output: Tensor<4>,
+    alpha_cumprod: f64,
+) -> Tensor<4> {
     let (a, b) = (alpha_cumprod, 1.0 - alpha_cumprod);
     match prediction_type {
         "v_prediction" => sample.clone() * a.sqrt() - model_output * b.sqrt(),
@@ -242,7 +287,13 @@ pub trait Scheduler {
     fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4>;
     /// One denoising step: `model_output` and `sample` are `[B, C, h, w]`; returns the
     /// sample for the next step.
-    fn step(&mut self, model_output: Tensor<4>, i: usize, sample: Tensor<4>, noise: &mut Noise) -> Tensor<4>;
+    fn step(
+        &mut self,
+        model_output: Tensor<4>,
+        i: usize,
+        sample: Tensor<4>,
+        noise: &mut Noise,
+    ) -> Tensor<4>;
 }
 
 /// How the inference sigmas are spaced.
@@ -273,12 +324,25 @@ impl Schedule {
 /// `use_exponential_sigmas`).
 pub fn exponential_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     let (a, b) = (sigma_max.ln(), sigma_min.ln());
-    (0..n).map(|i| (a + (b - a) * if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 }).exp()).collect()
+    (0..n)
+        .map(|i| {
+            (a + (b - a)
+                * if n > 1 {
+                    i as f64 / (n - 1) as f64
+                } else {
+                    0.0
+                })
+            .exp()
+        })
+        .collect()
 }
 
 /// σ_t = √((1 − ᾱ_t) / ᾱ_t) for every training timestep.
 pub fn train_sigmas(alphas_cumprod: &[f64]) -> Vec<f64> {
-    alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect()
+    alphas_cumprod
+        .iter()
+        .map(|a| ((1.0 - a) / a).sqrt())
+        .collect()
 }
 
 /// Linear interpolation of `values` (indexed 0..n) at the fractional index `t` (numpy `interp`).
@@ -301,7 +365,11 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
     let (min_inv, max_inv) = (sigma_min.powf(1.0 / rho), sigma_max.powf(1.0 / rho));
     (0..n)
         .map(|i| {
-            let ramp = if n > 1 { i as f64 / (n - 1) as f64 } else { 0.0 };
+            let ramp = if n > 1 {
+                i as f64 / (n - 1) as f64
+            } else {
+                0.0
+            };
             (max_inv + ramp * (min_inv - max_inv)).powf(rho)
         })
         .collect()
@@ -312,7 +380,11 @@ pub fn karras_sigmas(sigma_min: f64, sigma_max: f64, n: usize) -> Vec<f64> {
 pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
     let log_sigma = sigma.max(1e-10).ln();
     let n = log_sigmas.len();
-    let low = log_sigmas.iter().rposition(|l| log_sigma - l >= 0.0).unwrap_or(0).min(n - 2);
+    let low = log_sigmas
+        .iter()
+        .rposition(|l| log_sigma - l >= 0.0)
+        .unwrap_or(0)
+        .min(n - 2);
     let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
     let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
     (1.0 - w) * low as f64 + w * (low + 1) as f64

@@ -43,7 +43,12 @@ pub enum Inspection {
 }
 
 fn embedding(ti: &crate::adapters::textual_inversion::TextualInversion) -> Inspection {
-    Inspection::Embedding { format: ti.format, token: ti.token.clone(), vectors: ti.n_vectors(), width: ti.width }
+    Inspection::Embedding {
+        format: ti.format,
+        token: ti.token.clone(),
+        vectors: ti.n_vectors(),
+        width: ti.width,
+    }
 }
 
 fn lora_report(path: &Path) -> Result<Inspection> {
@@ -60,16 +65,24 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         }
         return match Checkpoint::open_header(path, None) {
             Ok(c) => Ok(Inspection::Checkpoint(Box::new(c.info))),
-            Err(Error::UnsupportedModel { family, .. }) => Ok(Inspection::UnsupportedCheckpoint { family }),
+            Err(Error::UnsupportedModel { family, .. }) => {
+                Ok(Inspection::UnsupportedCheckpoint { family })
+            }
             Err(e) => Err(e),
         };
     }
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin") {
         // Pickle-based files are only read as embeddings (safely, never executed).
         return match crate::adapters::textual_inversion::load(path, None) {
             Ok(ti) => Ok(embedding(&ti)),
-            Err(Error::NotAnEmbedding { .. }) => Err(Error::PickleCheckpoint { path: path.to_owned() }),
+            Err(Error::NotAnEmbedding { .. }) => Err(Error::PickleCheckpoint {
+                path: path.to_owned(),
+            }),
             Err(e) => Err(e),
         };
     }
@@ -80,21 +93,41 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             let c = Checkpoint::open_header(path, None)?;
             return Ok(Inspection::Checkpoint(Box::new(c.info)));
         }
-        Some(f) => return Ok(Inspection::UnsupportedCheckpoint { family: f.name().into() }),
+        Some(f) => {
+            return Ok(Inspection::UnsupportedCheckpoint {
+                family: f.name().into(),
+            });
+        }
         None => {}
     }
     if keys.iter().any(|k| k.starts_with("conditioner.embedders.")) {
-        return Ok(Inspection::UnsupportedCheckpoint { family: CheckpointFamily::Sdxl.name().into() });
+        return Ok(Inspection::UnsupportedCheckpoint {
+            family: CheckpointFamily::Sdxl.name().into(),
+        });
     }
     let lora_like = keys.iter().any(|k| {
-        k.starts_with("lora_unet_") || k.starts_with("lora_te") || k.contains(".lora_A.") || k.contains(".lora_B.") || k.contains(".lora.down.") || k.contains(".lora_down.") || k.contains("_lora.down.") || k.contains(".hada_w1_a") || k.contains(".lokr_w1")
+        k.starts_with("lora_unet_")
+            || k.starts_with("lora_te")
+            || k.contains(".lora_A.")
+            || k.contains(".lora_B.")
+            || k.contains(".lora.down.")
+            || k.contains(".lora_down.")
+            || k.contains("_lora.down.")
+            || k.contains(".hada_w1_a")
+            || k.contains(".lokr_w1")
     });
     if lora_like {
         return lora_report(path);
     }
-    let ti_like = keys.iter().any(|k| k.as_str() == "emb_params" || k.starts_with("string_to_param")) || (keys.len() == 1 && !keys[0].contains('.'));
+    let ti_like = keys
+        .iter()
+        .any(|k| k.as_str() == "emb_params" || k.starts_with("string_to_param"))
+        || (keys.len() == 1 && !keys[0].contains('.'));
     if ti_like {
         return crate::adapters::textual_inversion::load(path, None).map(|ti| embedding(&ti));
     }
-    Ok(Inspection::Unknown { tensors: keys.len(), sample_keys: keys.iter().take(5).map(|k| (*k).clone()).collect() })
+    Ok(Inspection::Unknown {
+        tensors: keys.len(),
+        sample_keys: keys.iter().take(5).map(|k| (*k).clone()).collect(),
+    })
 }

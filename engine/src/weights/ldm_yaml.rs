@@ -44,8 +44,11 @@ impl LdmYaml {
     /// Reads `path`.
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let docs = YamlLoader::load_from_str(&text).map_err(|e| Error::format(path, format!("invalid YAML: {e}")))?;
-        let doc = docs.first().ok_or_else(|| Error::format(path, "empty YAML"))?;
+        let docs = YamlLoader::load_from_str(&text)
+            .map_err(|e| Error::format(path, format!("invalid YAML: {e}")))?;
+        let doc = docs
+            .first()
+            .ok_or_else(|| Error::format(path, "empty YAML"))?;
         let params = &doc["model"]["params"];
         if params.is_badvalue() {
             return Err(Error::format(path, "not an LDM config (no model.params)"));
@@ -67,7 +70,12 @@ impl LdmYaml {
         if let Some(h) = self.num_heads {
             config.unet.attention_head_dim = PerBlock::One(h);
         } else if let Some(c) = self.num_head_channels {
-            let heads = config.unet.block_out_channels.iter().map(|ch| (ch / c).max(1)).collect();
+            let heads = config
+                .unet
+                .block_out_channels
+                .iter()
+                .map(|ch| (ch / c).max(1))
+                .collect();
             config.unet.attention_head_dim = PerBlock::Each(heads);
         }
         if let Some(s) = self.scale_factor {
@@ -109,7 +117,10 @@ mod tests {
         let mut cfg = crate::models::config::sd15();
         let mut sched = SchedulerConfig::sd15();
         y.apply(&mut cfg, &mut sched);
-        assert_eq!(cfg.unet.attention_head_dim, PerBlock::Each(vec![5, 10, 20, 20]));
+        assert_eq!(
+            cfg.unet.attention_head_dim,
+            PerBlock::Each(vec![5, 10, 20, 20])
+        );
         assert_eq!(cfg.vae.scaling_factor, 0.13025);
         assert_eq!((sched.beta_start, sched.beta_end), (0.001, 0.02));
         assert_eq!(sched.prediction_type, "v_prediction");

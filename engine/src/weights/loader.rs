@@ -86,7 +86,12 @@ impl<'a> Loader<'a> {
     /// Fetches the parameter `key` with the given shape. On any problem the problem is
     /// recorded (see [`Loader::finish`]) and a zero tensor is returned so construction can
     /// continue and report every problem at once.
-    pub fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D], init: Init) -> Tensor<D> {
+    pub fn tensor<const D: usize>(
+        &mut self,
+        key: &str,
+        shape: [usize; D],
+        init: Init,
+    ) -> Tensor<D> {
         let values = match &mut self.fill {
             Fill::Random(rng) => Some(random_values(rng, &shape, init)),
             Fill::Source(source) => match source.shape(key) {
@@ -111,7 +116,11 @@ impl<'a> Loader<'a> {
                         _ => shape.to_vec(),
                     };
                     if squeezed != expected_file_shape {
-                        self.mismatched.push(ShapeMismatch { key: key.to_owned(), expected: expected_file_shape, got });
+                        self.mismatched.push(ShapeMismatch {
+                            key: key.to_owned(),
+                            expected: expected_file_shape,
+                            got,
+                        });
                         None
                     } else {
                         match source.read(key) {
@@ -140,15 +149,28 @@ impl<'a> Loader<'a> {
             return Err(e);
         }
         if !self.mismatched.is_empty() {
-            return Err(Error::ShapeMismatch { what: what.to_owned(), mismatches: self.mismatched });
+            return Err(Error::ShapeMismatch {
+                what: what.to_owned(),
+                mismatches: self.mismatched,
+            });
         }
         if !self.missing.is_empty() {
-            return Err(Error::MissingTensors { what: what.to_owned(), keys: self.missing });
+            return Err(Error::MissingTensors {
+                what: what.to_owned(),
+                keys: self.missing,
+            });
         }
         if let Fill::Source(source) = self.fill {
-            let unused: Vec<String> = source.keys().into_iter().filter(|k| !self.used.contains(k)).collect();
+            let unused: Vec<String> = source
+                .keys()
+                .into_iter()
+                .filter(|k| !self.used.contains(k))
+                .collect();
             if !unused.is_empty() {
-                return Err(Error::UnusedTensors { what: what.to_owned(), keys: unused });
+                return Err(Error::UnusedTensors {
+                    what: what.to_owned(),
+                    keys: unused,
+                });
             }
         }
         Ok(())
@@ -171,14 +193,21 @@ fn random_values(rng: &mut ChaCha8Rng, shape: &[usize], init: Init) -> Vec<f32> 
     match init {
         Init::Zeros => vec![0.0; numel],
         Init::Ones => vec![1.0; numel],
-        Init::Normal(std) => (0..numel).map(|_| { let z: f32 = StandardNormal.sample(rng); std * z }).collect(),
+        Init::Normal(std) => (0..numel)
+            .map(|_| {
+                let z: f32 = StandardNormal.sample(rng);
+                std * z
+            })
+            .collect(),
         Init::FanIn | Init::FanInLinear => {
             let fan = match init {
                 Init::FanInLinear => shape[0] as f32,
                 _ => fan_in(&shape[1..]),
             };
             let bound = 1.0 / fan.sqrt();
-            (0..numel).map(|_| rng.random_range(-bound..bound)).collect()
+            (0..numel)
+                .map(|_| rng.random_range(-bound..bound))
+                .collect()
         }
     }
 }

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::models::config::{AutoencoderKLConfig, ClipTextConfig, StableDiffusionConfig, UNet2DConditionConfig, sd15};
+use crate::models::config::{
+    AutoencoderKLConfig, ClipTextConfig, StableDiffusionConfig, UNet2DConditionConfig, sd15,
+};
 use crate::schedulers::SchedulerConfig;
 use crate::weights::loader::TensorSource;
 use crate::weights::safetensors::SafeTensors;
@@ -60,7 +62,10 @@ impl TensorSource for MappedSource {
     }
 
     fn read(&self, key: &str) -> Result<Vec<f32>> {
-        let file_key = self.map.get(key).ok_or_else(|| Error::MissingTensors { what: "weights".into(), keys: vec![key.to_owned()] })?;
+        let file_key = self.map.get(key).ok_or_else(|| Error::MissingTensors {
+            what: "weights".into(),
+            keys: vec![key.to_owned()],
+        })?;
         self.file.f32(file_key)
     }
 
@@ -137,7 +142,10 @@ impl FolderConfigs {
             if p.is_file() {
                 Ok(p)
             } else {
-                Err(Error::format(dir, format!("not a complete diffusers folder: '{rel}' is missing")))
+                Err(Error::format(
+                    dir,
+                    format!("not a complete diffusers folder: '{rel}' is missing"),
+                ))
             }
         };
         let scheduler_path = dir.join("scheduler/scheduler_config.json");
@@ -145,7 +153,11 @@ impl FolderConfigs {
             unet: read_json(&need("unet/config.json")?)?,
             vae: read_json(&need("vae/config.json")?)?,
             text_encoder: read_json(&need("text_encoder/config.json")?)?,
-            scheduler: if scheduler_path.is_file() { read_json(&scheduler_path)? } else { SchedulerConfig::sd15() },
+            scheduler: if scheduler_path.is_file() {
+                read_json(&scheduler_path)?
+            } else {
+                SchedulerConfig::sd15()
+            },
         })
     }
 }
@@ -153,24 +165,39 @@ impl FolderConfigs {
 /// How a file is read: fully ([`SafeTensors::open`]) or header only ([`SafeTensors::open_header`]).
 type Reader = fn(&Path) -> Result<SafeTensors>;
 
-fn open_component(dir: &Path, component: &str, names: &[&str], read: Reader) -> Result<Arc<SafeTensors>> {
+fn open_component(
+    dir: &Path,
+    component: &str,
+    names: &[&str],
+    read: Reader,
+) -> Result<Arc<SafeTensors>> {
     for name in names {
         let p = dir.join(component).join(name);
         if p.is_file() {
             return Ok(Arc::new(read(&p)?));
         }
     }
-    let bin = dir.join(component).join(names[0].replace(".safetensors", ".bin"));
+    let bin = dir
+        .join(component)
+        .join(names[0].replace(".safetensors", ".bin"));
     if bin.is_file() {
         return Err(Error::PickleCheckpoint { path: bin });
     }
-    Err(Error::format(dir, format!("not a complete diffusers folder: '{component}/{}' is missing", names[0])))
+    Err(Error::format(
+        dir,
+        format!(
+            "not a complete diffusers folder: '{component}/{}' is missing",
+            names[0]
+        ),
+    ))
 }
 
 fn refuse_family(what: &Path, family: &str) -> Error {
     Error::UnsupportedModel {
         what: what.display().to_string(),
-        family: format!("{family} checkpoints are recognised but Kiln runs only Stable Diffusion 1.x models for now"),
+        family: format!(
+            "{family} checkpoints are recognised but Kiln runs only Stable Diffusion 1.x models for now"
+        ),
     }
 }
 
@@ -190,7 +217,10 @@ impl Checkpoint {
 
     fn open_with(path: &Path, config_dir: Option<&Path>, read: Reader) -> Result<Self> {
         if !path.exists() {
-            return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder")));
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
+            ));
         }
         if path.is_dir() {
             Self::open_diffusers(path, read)
@@ -202,16 +232,27 @@ impl Checkpoint {
     fn open_diffusers(dir: &Path, read: Reader) -> Result<Self> {
         let index_path = dir.join("model_index.json");
         if !index_path.is_file() {
-            return Err(Error::format(dir, "not a diffusers folder: 'model_index.json' is missing"));
+            return Err(Error::format(
+                dir,
+                "not a diffusers folder: 'model_index.json' is missing",
+            ));
         }
         let index: serde_json::Value = read_json(&index_path)?;
-        let class = index.get("_class_name").and_then(|c| c.as_str()).unwrap_or("");
+        let class = index
+            .get("_class_name")
+            .and_then(|c| c.as_str())
+            .unwrap_or("");
         match class {
             "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" | "" => {}
             c if c.contains("XL") => return Err(refuse_family(dir, "Stable Diffusion XL")),
-            c if c.contains("Inpaint") => return Err(refuse_family(dir, "Stable Diffusion inpainting")),
+            c if c.contains("Inpaint") => {
+                return Err(refuse_family(dir, "Stable Diffusion inpainting"));
+            }
             c => {
-                return Err(Error::UnsupportedModel { what: dir.display().to_string(), family: format!("pipeline class '{c}'") });
+                return Err(Error::UnsupportedModel {
+                    what: dir.display().to_string(),
+                    family: format!("pipeline class '{c}'"),
+                });
             }
         }
         let configs = FolderConfigs::read(dir)?;
@@ -221,18 +262,54 @@ impl Checkpoint {
         if configs.unet.cross_attention_dim == 1024 {
             return Err(refuse_family(dir, "Stable Diffusion 2.x"));
         }
-        let unet = open_component(dir, "unet", &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"], read)?;
-        let vae = open_component(dir, "vae", &["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"], read)?;
-        let text = open_component(dir, "text_encoder", &["model.safetensors", "model.fp16.safetensors"], read)?;
+        let unet = open_component(
+            dir,
+            "unet",
+            &[
+                "diffusion_pytorch_model.safetensors",
+                "diffusion_pytorch_model.fp16.safetensors",
+            ],
+            read,
+        )?;
+        let vae = open_component(
+            dir,
+            "vae",
+            &[
+                "diffusion_pytorch_model.safetensors",
+                "diffusion_pytorch_model.fp16.safetensors",
+            ],
+            read,
+        )?;
+        let text = open_component(
+            dir,
+            "text_encoder",
+            &["model.safetensors", "model.fp16.safetensors"],
+            read,
+        )?;
         // transformers ≤ 4 saves `text_model.*`; transformers 5 drops the prefix.
-        let text_prefix = if text.info("text_model.embeddings.token_embedding.weight").is_some() { "text_model." } else { "" };
-        let dtype = unet.main_dtype().map(|d| d.name()).unwrap_or("unknown").to_owned();
+        let text_prefix = if text
+            .info("text_model.embeddings.token_embedding.weight")
+            .is_some()
+        {
+            "text_model."
+        } else {
+            ""
+        };
+        let dtype = unet
+            .main_dtype()
+            .map(|d| d.name())
+            .unwrap_or("unknown")
+            .to_owned();
         let info = CheckpointInfo {
             path: dir.to_owned(),
             family: CheckpointFamily::Sd1.name().into(),
             layout: Layout::Diffusers,
             dtype,
-            config: StableDiffusionConfig { unet: configs.unet, vae: configs.vae, text_encoder: configs.text_encoder },
+            config: StableDiffusionConfig {
+                unet: configs.unet,
+                vae: configs.vae,
+                text_encoder: configs.text_encoder,
+            },
             scheduler: configs.scheduler,
             config_source: "the folder's config.json files".into(),
         };
@@ -245,9 +322,15 @@ impl Checkpoint {
     }
 
     fn open_single_file(path: &Path, config_dir: Option<&Path>, read: Reader) -> Result<Self> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if matches!(ext.as_str(), "ckpt" | "pt" | "pth" | "bin") {
-            return Err(Error::PickleCheckpoint { path: path.to_owned() });
+            return Err(Error::PickleCheckpoint {
+                path: path.to_owned(),
+            });
         }
         let file = Arc::new(read(path)?);
         let family = single_file::family(&file).ok_or_else(|| {
@@ -259,9 +342,18 @@ impl Checkpoint {
         let given = config_dir.map(FolderConfigs::read).transpose()?;
         let (config, scheduler, config_source) = match given {
             Some(c) => (
-                StableDiffusionConfig { unet: c.unet, vae: c.vae, text_encoder: c.text_encoder },
+                StableDiffusionConfig {
+                    unet: c.unet,
+                    vae: c.vae,
+                    text_encoder: c.text_encoder,
+                },
                 c.scheduler,
-                format!("configs from {}", config_dir.map(|d| d.display().to_string()).unwrap_or_default()),
+                format!(
+                    "configs from {}",
+                    config_dir
+                        .map(|d| d.display().to_string())
+                        .unwrap_or_default()
+                ),
             ),
             None => {
                 let sd = sd15();
@@ -284,17 +376,46 @@ impl Checkpoint {
         };
         let lpb = config.unet.layers_per_block;
         let levels = config.vae.block_out_channels.len();
-        let unet = MappedSource::with_map(file.clone(), single_file::component_map(&file, single_file::UNET_PREFIX, |k| single_file::unet_key(k, lpb)));
-        let vae = MappedSource::with_map(file.clone(), single_file::component_map(&file, single_file::VAE_PREFIX, |k| single_file::vae_key(k, levels)));
+        let unet = MappedSource::with_map(
+            file.clone(),
+            single_file::component_map(&file, single_file::UNET_PREFIX, |k| {
+                single_file::unet_key(k, lpb)
+            }),
+        );
+        let vae = MappedSource::with_map(
+            file.clone(),
+            single_file::component_map(&file, single_file::VAE_PREFIX, |k| {
+                single_file::vae_key(k, levels)
+            }),
+        );
         let clip_prefix = single_file::clip_prefix(&file);
-        let text_encoder = MappedSource::with_map(file.clone(), single_file::component_map(&file, clip_prefix, |k| Some(k.to_owned())));
+        let text_encoder = MappedSource::with_map(
+            file.clone(),
+            single_file::component_map(&file, clip_prefix, |k| Some(k.to_owned())),
+        );
         // Every tensor must belong to a component or be a known leftover.
-        let covered: std::collections::BTreeSet<&String> = unet.file_keys().chain(vae.file_keys()).chain(text_encoder.file_keys()).collect();
-        let unused: Vec<String> = file.tensors().keys().filter(|k| !single_file::is_ignored_key(k) && !covered.contains(k)).cloned().collect();
+        let covered: std::collections::BTreeSet<&String> = unet
+            .file_keys()
+            .chain(vae.file_keys())
+            .chain(text_encoder.file_keys())
+            .collect();
+        let unused: Vec<String> = file
+            .tensors()
+            .keys()
+            .filter(|k| !single_file::is_ignored_key(k) && !covered.contains(k))
+            .cloned()
+            .collect();
         if !unused.is_empty() {
-            return Err(Error::UnusedTensors { what: path.display().to_string(), keys: unused });
+            return Err(Error::UnusedTensors {
+                what: path.display().to_string(),
+                keys: unused,
+            });
         }
-        let dtype = file.main_dtype().map(|d| d.name()).unwrap_or("unknown").to_owned();
+        let dtype = file
+            .main_dtype()
+            .map(|d| d.name())
+            .unwrap_or("unknown")
+            .to_owned();
         let info = CheckpointInfo {
             path: path.to_owned(),
             family: family.name().into(),
@@ -304,6 +425,11 @@ impl Checkpoint {
             scheduler,
             config_source,
         };
-        Ok(Checkpoint { info, unet, vae, text_encoder })
+        Ok(Checkpoint {
+            info,
+            unet,
+            vae,
+            text_encoder,
+        })
     }
 }

@@ -123,17 +123,34 @@ pub struct SafeTensors {
 
 /// Recognises files that are clearly not safetensors, so the error can say what they are.
 pub fn sniff_foreign(path: &Path, head: &[u8], file_len: u64) -> Option<Error> {
-    let text_start = head.iter().skip_while(|b| b.is_ascii_whitespace()).take(200).copied().collect::<Vec<u8>>();
+    let text_start = head
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take(200)
+        .copied()
+        .collect::<Vec<u8>>();
     let lower = String::from_utf8_lossy(&text_start).to_ascii_lowercase();
     if lower.starts_with("version https://git-lfs") {
-        return Some(Error::GitLfsPointer { path: path.to_owned(), size: file_len });
+        return Some(Error::GitLfsPointer {
+            path: path.to_owned(),
+            size: file_len,
+        });
     }
-    if lower.starts_with("<!doctype html") || lower.starts_with("<html") || lower.starts_with("<head") {
-        return Some(Error::HtmlPage { path: path.to_owned() });
+    if lower.starts_with("<!doctype html")
+        || lower.starts_with("<html")
+        || lower.starts_with("<head")
+    {
+        return Some(Error::HtmlPage {
+            path: path.to_owned(),
+        });
     }
     // A PyTorch zip archive (`PK\x03\x04`) or a raw pickle (protocol marker 0x80).
-    if head.starts_with(b"PK\x03\x04") || (head.first() == Some(&0x80) && head.get(1).is_some_and(|v| *v <= 5)) {
-        return Some(Error::PickleCheckpoint { path: path.to_owned() });
+    if head.starts_with(b"PK\x03\x04")
+        || (head.first() == Some(&0x80) && head.get(1).is_some_and(|v| *v <= 5))
+    {
+        return Some(Error::PickleCheckpoint {
+            path: path.to_owned(),
+        });
     }
     None
 }
@@ -154,12 +171,24 @@ impl SafeTensors {
         f.read_exact(&mut head).map_err(|e| Error::io(path, e))?;
         let header_len = Self::header_len(path, &head, len)?;
         let mut bytes = vec![0u8; 8 + header_len];
-        bytes[..head.len().min(8 + header_len)].copy_from_slice(&head[..head.len().min(8 + header_len)]);
+        bytes[..head.len().min(8 + header_len)]
+            .copy_from_slice(&head[..head.len().min(8 + header_len)]);
         if head.len() < 8 + header_len {
-            f.read_exact(&mut bytes[head.len()..]).map_err(|e| Error::io(path, e))?;
+            f.read_exact(&mut bytes[head.len()..])
+                .map_err(|e| Error::io(path, e))?;
         }
-        let (tensors, metadata) = Self::parse_header(path, &bytes[8..], (len as usize).saturating_sub(8 + header_len))?;
-        Ok(SafeTensors { path: path.to_owned(), bytes, data_start: 8 + header_len, tensors, metadata })
+        let (tensors, metadata) = Self::parse_header(
+            path,
+            &bytes[8..],
+            (len as usize).saturating_sub(8 + header_len),
+        )?;
+        Ok(SafeTensors {
+            path: path.to_owned(),
+            bytes,
+            data_start: 8 + header_len,
+            tensors,
+            metadata,
+        })
     }
 
     fn header_len(path: &Path, head: &[u8], file_len: u64) -> Result<usize> {
@@ -167,30 +196,48 @@ impl SafeTensors {
             return Err(err);
         }
         if head.len() < 8 {
-            return Err(Error::format(path, format!("not a safetensors file: only {file_len} bytes long")));
+            return Err(Error::format(
+                path,
+                format!("not a safetensors file: only {file_len} bytes long"),
+            ));
         }
         let n = u64::from_le_bytes(head[..8].try_into().unwrap_or([0; 8]));
         if n == 0 || n > 100 * 1024 * 1024 {
-            return Err(Error::format(path, "not a safetensors file (no valid header)"));
+            return Err(Error::format(
+                path,
+                "not a safetensors file (no valid header)",
+            ));
         }
         if 8 + n > file_len {
             return Err(Error::format(
                 path,
-                format!("truncated or not a safetensors file: header claims {n} bytes but the file has {file_len}"),
+                format!(
+                    "truncated or not a safetensors file: header claims {n} bytes but the file has {file_len}"
+                ),
             ));
         }
         if head.len() > 8 && head[8] != b'{' {
-            return Err(Error::format(path, "not a safetensors file (header is not JSON)"));
+            return Err(Error::format(
+                path,
+                "not a safetensors file (header is not JSON)",
+            ));
         }
         Ok(n as usize)
     }
 
     /// Validates an in-memory file; `path` is used in error messages only.
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<Self> {
-        let header_len = Self::header_len(path, &bytes[..bytes.len().min(1 << 12)], bytes.len() as u64)?;
+        let header_len =
+            Self::header_len(path, &bytes[..bytes.len().min(1 << 12)], bytes.len() as u64)?;
         let data_len = bytes.len() - 8 - header_len;
         let (tensors, metadata) = Self::parse_header(path, &bytes[8..8 + header_len], data_len)?;
-        Ok(SafeTensors { path: path.to_owned(), bytes, data_start: 8 + header_len, tensors, metadata })
+        Ok(SafeTensors {
+            path: path.to_owned(),
+            bytes,
+            data_start: 8 + header_len,
+            tensors,
+            metadata,
+        })
     }
 
     fn parse_header(
@@ -198,25 +245,40 @@ impl SafeTensors {
         header: &[u8],
         data_len: usize,
     ) -> Result<(BTreeMap<String, TensorInfo>, BTreeMap<String, String>)> {
-        let value: serde_json::Value = serde_json::from_slice(header)
-            .map_err(|e| Error::format(path, format!("not a safetensors file (header is not valid JSON: {e})")))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| Error::format(path, "not a safetensors file (header is not a JSON object)"))?;
+        let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| {
+            Error::format(
+                path,
+                format!("not a safetensors file (header is not valid JSON: {e})"),
+            )
+        })?;
+        let obj = value.as_object().ok_or_else(|| {
+            Error::format(path, "not a safetensors file (header is not a JSON object)")
+        })?;
         let mut tensors = BTreeMap::new();
         let mut metadata = BTreeMap::new();
         for (name, entry) in obj {
             if name == "__metadata__" {
                 if let Some(m) = entry.as_object() {
                     for (k, v) in m {
-                        let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        let v = v
+                            .as_str()
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| v.to_string());
                         metadata.insert(k.clone(), v);
                     }
                 }
                 continue;
             }
-            let bad = |what: &str| Error::format(path, format!("corrupt safetensors header: tensor '{name}' {what}"));
-            let dtype = entry.get("dtype").and_then(|d| d.as_str()).ok_or_else(|| bad("has no dtype"))?;
+            let bad = |what: &str| {
+                Error::format(
+                    path,
+                    format!("corrupt safetensors header: tensor '{name}' {what}"),
+                )
+            };
+            let dtype = entry
+                .get("dtype")
+                .and_then(|d| d.as_str())
+                .ok_or_else(|| bad("has no dtype"))?;
             let dtype = Dtype::parse(dtype);
             let shape: Vec<usize> = entry
                 .get("shape")
@@ -234,7 +296,9 @@ impl SafeTensors {
                 .map(|d| d.as_u64().map(|d| d as usize))
                 .collect::<Option<_>>()
                 .ok_or_else(|| bad("has invalid data_offsets"))?;
-            let [start, end] = offsets[..] else { return Err(bad("has invalid data_offsets")) };
+            let [start, end] = offsets[..] else {
+                return Err(bad("has invalid data_offsets"));
+            };
             if start > end {
                 return Err(bad("has invalid data_offsets"));
             }
@@ -253,7 +317,15 @@ impl SafeTensors {
                     return Err(bad("has a byte length that does not match its shape"));
                 }
             }
-            tensors.insert(name.clone(), TensorInfo { dtype, shape, start, end });
+            tensors.insert(
+                name.clone(),
+                TensorInfo {
+                    dtype,
+                    shape,
+                    start,
+                    end,
+                },
+            );
         }
         Ok((tensors, metadata))
     }
@@ -299,13 +371,25 @@ impl SafeTensors {
             .get(name)
             .ok_or_else(|| Error::format(&self.path, format!("no tensor named '{name}'")))?;
         if self.bytes.len() < self.data_start + info.end {
-            return Err(Error::format(&self.path, "only the header of this file was read"));
+            return Err(Error::format(
+                &self.path,
+                "only the header of this file was read",
+            ));
         }
         let raw = &self.bytes[self.data_start + info.start..self.data_start + info.end];
         let out = match info.dtype {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
             Dtype::F64 => raw
                 .chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
@@ -314,7 +398,10 @@ impl SafeTensors {
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
                 .collect(),
-            Dtype::I32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32).collect(),
+            Dtype::I32 => raw
+                .chunks_exact(4)
+                .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32)
+                .collect(),
             Dtype::U8 | Dtype::Bool => raw.iter().map(|&b| b as f32).collect(),
             Dtype::Other(name_) => {
                 return Err(Error::format(
@@ -338,10 +425,17 @@ pub struct WriteTensor<'a> {
 }
 
 /// Writes f32 tensors to `path` atomically (a temporary file in the same folder, then rename).
-pub fn write_f32(path: &Path, tensors: &[WriteTensor<'_>], metadata: &BTreeMap<String, String>) -> Result<()> {
+pub fn write_f32(
+    path: &Path,
+    tensors: &[WriteTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata).unwrap_or_default());
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).unwrap_or_default(),
+        );
     }
     let mut offset = 0usize;
     for t in tensors {
@@ -378,8 +472,14 @@ pub fn write_f32(path: &Path, tensors: &[WriteTensor<'_>], metadata: &BTreeMap<S
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
 /// crash never leaves a half-written file under the final name.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -403,14 +503,25 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("t.safetensors");
         let data = [1.0f32, -2.5, 3.25, 0.0, 5.0, 6.0];
-        write_f32(&p, &[WriteTensor { name: "x", shape: vec![2, 3], data: &data }], &BTreeMap::new()).expect("write");
+        write_f32(
+            &p,
+            &[WriteTensor {
+                name: "x",
+                shape: vec![2, 3],
+                data: &data,
+            }],
+            &BTreeMap::new(),
+        )
+        .expect("write");
         let st = SafeTensors::open(&p).expect("open");
         assert_eq!(st.info("x").map(|i| i.shape.clone()), Some(vec![2, 3]));
         assert_eq!(st.f32("x").expect("read"), data);
         let bytes = std::fs::read(&p).expect("read");
         let cut = dir.path().join("cut.safetensors");
         std::fs::write(&cut, &bytes[..bytes.len() - 3]).expect("write");
-        let err = SafeTensors::open(&cut).expect_err("truncated must fail").to_string();
+        let err = SafeTensors::open(&cut)
+            .expect_err("truncated must fail")
+            .to_string();
         assert!(err.contains("truncated"), "{err}");
     }
 }

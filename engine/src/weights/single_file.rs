@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::models::config::{AutoencoderKLConfig, ClipTextConfig, PerBlock, UNet2DConditionConfig, sd15};
+use crate::models::config::{
+    AutoencoderKLConfig, ClipTextConfig, PerBlock, UNet2DConditionConfig, sd15,
+};
 use crate::weights::safetensors::SafeTensors;
 
 /// Prefix of UNet tensors in an LDM checkpoint.
@@ -18,7 +20,10 @@ pub const UNET_PREFIX: &str = "model.diffusion_model.";
 /// Prefix of VAE tensors.
 pub const VAE_PREFIX: &str = "first_stage_model.";
 /// Prefixes of CLIP text-encoder tensors (newer and older transformers layouts).
-pub const CLIP_PREFIXES: [&str; 2] = ["cond_stage_model.transformer.text_model.", "cond_stage_model.transformer."];
+pub const CLIP_PREFIXES: [&str; 2] = [
+    "cond_stage_model.transformer.text_model.",
+    "cond_stage_model.transformer.",
+];
 
 /// Whether `key` is a buffer or training leftover that real checkpoints carry and Kiln
 /// ignores: LatentDiffusion's schedule buffers (`betas`, `alphas_cumprod`, … — top-level
@@ -55,7 +60,9 @@ impl CheckpointFamily {
 /// Classifies an LDM-layout checkpoint; None when it is not one.
 pub fn family(file: &SafeTensors) -> Option<CheckpointFamily> {
     let t = file.tensors();
-    if t.keys().any(|k| k.starts_with("conditioner.embedders.")) || t.contains_key("model.diffusion_model.label_emb.0.0.weight") {
+    if t.keys().any(|k| k.starts_with("conditioner.embedders."))
+        || t.contains_key("model.diffusion_model.label_emb.0.0.weight")
+    {
         return Some(CheckpointFamily::Sdxl);
     }
     let conv_in = t.get("model.diffusion_model.input_blocks.0.0.weight")?;
@@ -78,7 +85,10 @@ pub fn family(file: &SafeTensors) -> Option<CheckpointFamily> {
 fn shape_of<'a>(file: &'a SafeTensors, key: &str) -> Result<&'a [usize]> {
     file.info(key)
         .map(|i| i.shape.as_slice())
-        .ok_or_else(|| Error::MissingTensors { what: "single-file checkpoint".into(), keys: vec![key.to_owned()] })
+        .ok_or_else(|| Error::MissingTensors {
+            what: "single-file checkpoint".into(),
+            keys: vec![key.to_owned()],
+        })
 }
 
 fn indices(file: &SafeTensors, prefix: &str) -> BTreeSet<usize> {
@@ -91,16 +101,28 @@ fn indices(file: &SafeTensors, prefix: &str) -> BTreeSet<usize> {
 
 /// Infers the UNet config from shapes; `heads` and `groups` cannot be seen and come from
 /// `defaults` (SD 1.5's unless a config was given).
-pub fn infer_unet(file: &SafeTensors, defaults: &UNet2DConditionConfig) -> Result<UNet2DConditionConfig> {
+pub fn infer_unet(
+    file: &SafeTensors,
+    defaults: &UNet2DConditionConfig,
+) -> Result<UNet2DConditionConfig> {
     let p = UNET_PREFIX;
     let conv_in = shape_of(file, &format!("{p}input_blocks.0.0.weight"))?.to_vec();
     let out = shape_of(file, &format!("{p}out.2.weight"))?.to_vec();
     let inputs = indices(file, &format!("{p}input_blocks."));
     let max_i = inputs.iter().max().copied().unwrap_or(0);
-    let downsamplers = inputs.iter().filter(|i| file.info(&format!("{p}input_blocks.{i}.0.op.weight")).is_some()).count();
+    let downsamplers = inputs
+        .iter()
+        .filter(|i| {
+            file.info(&format!("{p}input_blocks.{i}.0.op.weight"))
+                .is_some()
+        })
+        .count();
     let n = downsamplers + 1;
     if max_i + 1 < n || (max_i + 1) % n != 0 {
-        return Err(Error::format(file.path(), "UNet input blocks do not form a regular SD layout"));
+        return Err(Error::format(
+            file.path(),
+            "UNet input blocks do not form a regular SD layout",
+        ));
     }
     let lpb = (max_i + 1) / n - 1;
     let mut block_out_channels = Vec::with_capacity(n);
@@ -109,13 +131,19 @@ pub fn infer_unet(file: &SafeTensors, defaults: &UNet2DConditionConfig) -> Resul
     let mut context = None;
     for level in 0..n {
         let first = 1 + level * (lpb + 1);
-        let c = shape_of(file, &format!("{p}input_blocks.{first}.0.out_layers.3.weight"))?[0];
+        let c = shape_of(
+            file,
+            &format!("{p}input_blocks.{first}.0.out_layers.3.weight"),
+        )?[0];
         block_out_channels.push(c);
         let attn = format!("{p}input_blocks.{first}.1.");
         if file.info(&format!("{attn}proj_in.weight")).is_some() {
             down_types.push("CrossAttnDownBlock2D".to_string());
             layers.push(indices(file, &format!("{attn}transformer_blocks.")).len());
-            context = context.or_else(|| file.info(&format!("{attn}transformer_blocks.0.attn2.to_k.weight")).map(|i| i.shape[1]));
+            context = context.or_else(|| {
+                file.info(&format!("{attn}transformer_blocks.0.attn2.to_k.weight"))
+                    .map(|i| i.shape[1])
+            });
         } else {
             down_types.push("DownBlock2D".to_string());
             layers.push(0);
@@ -124,15 +152,28 @@ pub fn infer_unet(file: &SafeTensors, defaults: &UNet2DConditionConfig) -> Resul
     let up_types = (0..n)
         .map(|i| {
             let key = format!("{p}output_blocks.{}.1.proj_in.weight", i * (lpb + 1));
-            if file.info(&key).is_some() { "CrossAttnUpBlock2D" } else { "UpBlock2D" }.to_string()
+            if file.info(&key).is_some() {
+                "CrossAttnUpBlock2D"
+            } else {
+                "UpBlock2D"
+            }
+            .to_string()
         })
         .collect();
     let mid = format!("{p}middle_block.1.");
     let mid_layers = indices(file, &format!("{mid}transformer_blocks."));
-    context = context.or_else(|| file.info(&format!("{mid}transformer_blocks.0.attn2.to_k.weight")).map(|i| i.shape[1]));
-    let linear_proj = file.info(&format!("{mid}proj_in.weight")).is_some_and(|i| i.shape.len() == 2);
+    context = context.or_else(|| {
+        file.info(&format!("{mid}transformer_blocks.0.attn2.to_k.weight"))
+            .map(|i| i.shape[1])
+    });
+    let linear_proj = file
+        .info(&format!("{mid}proj_in.weight"))
+        .is_some_and(|i| i.shape.len() == 2);
     let attn_layers: Vec<usize> = layers.iter().copied().filter(|l| *l > 0).collect();
-    let one_layer_count = attn_layers.iter().chain(std::iter::once(&mid_layers.len())).all(|l| *l == attn_layers.first().copied().unwrap_or(mid_layers.len()));
+    let one_layer_count = attn_layers
+        .iter()
+        .chain(std::iter::once(&mid_layers.len()))
+        .all(|l| *l == attn_layers.first().copied().unwrap_or(mid_layers.len()));
     let transformer_layers_per_block = if one_layer_count {
         PerBlock::One(mid_layers.len().max(1))
     } else {
@@ -163,12 +204,18 @@ pub fn infer_unet(file: &SafeTensors, defaults: &UNet2DConditionConfig) -> Resul
 }
 
 /// Infers the VAE config from shapes (groups and scaling factor from `defaults`).
-pub fn infer_vae(file: &SafeTensors, defaults: &AutoencoderKLConfig) -> Result<AutoencoderKLConfig> {
+pub fn infer_vae(
+    file: &SafeTensors,
+    defaults: &AutoencoderKLConfig,
+) -> Result<AutoencoderKLConfig> {
     let p = VAE_PREFIX;
     let levels = indices(file, &format!("{p}encoder.down."));
     let n = levels.len();
     if n == 0 {
-        return Err(Error::MissingTensors { what: "VAE".into(), keys: vec![format!("{p}encoder.down.0.*")] });
+        return Err(Error::MissingTensors {
+            what: "VAE".into(),
+            keys: vec![format!("{p}encoder.down.0.*")],
+        });
     }
     let block_out_channels = (0..n)
         .map(|i| shape_of(file, &format!("{p}encoder.down.{i}.block.0.conv1.weight")).map(|s| s[0]))
@@ -184,7 +231,9 @@ pub fn infer_vae(file: &SafeTensors, defaults: &AutoencoderKLConfig) -> Result<A
         scaling_factor: defaults.scaling_factor,
         sample_size: defaults.sample_size,
         act_fn: "silu".into(),
-        mid_block_add_attention: file.info(&format!("{p}encoder.mid.attn_1.q.weight")).is_some(),
+        mid_block_add_attention: file
+            .info(&format!("{p}encoder.mid.attn_1.q.weight"))
+            .is_some(),
     })
 }
 
@@ -192,7 +241,10 @@ pub fn infer_vae(file: &SafeTensors, defaults: &AutoencoderKLConfig) -> Result<A
 pub fn clip_prefix(file: &SafeTensors) -> &'static str {
     CLIP_PREFIXES
         .into_iter()
-        .find(|p| file.info(&format!("{p}embeddings.token_embedding.weight")).is_some())
+        .find(|p| {
+            file.info(&format!("{p}embeddings.token_embedding.weight"))
+                .is_some()
+        })
         .unwrap_or(CLIP_PREFIXES[0])
 }
 
@@ -209,10 +261,14 @@ pub fn infer_clip(file: &SafeTensors, defaults: Option<&ClipTextConfig>) -> Resu
         hidden_size: tok[1],
         intermediate_size: fc1[0],
         num_hidden_layers: layers,
-        num_attention_heads: defaults.map(|d| d.num_attention_heads).unwrap_or((tok[1] / 64).max(1)),
+        num_attention_heads: defaults
+            .map(|d| d.num_attention_heads)
+            .unwrap_or((tok[1] / 64).max(1)),
         max_position_embeddings: pos[0],
         hidden_act: defaults.map(|d| d.hidden_act).unwrap_or(sd.hidden_act),
-        layer_norm_eps: defaults.map(|d| d.layer_norm_eps).unwrap_or(sd.layer_norm_eps),
+        layer_norm_eps: defaults
+            .map(|d| d.layer_norm_eps)
+            .unwrap_or(sd.layer_norm_eps),
     })
 }
 
@@ -238,7 +294,11 @@ const UNET_TOP_NAMES: [(&str, &str); 5] = [
 
 /// `{ldm}.{tail}` → `{diffusers}.{tail}` for the first matching pair of `table`.
 fn rename_prefix(rest: &str, table: &[(&str, &str)]) -> Option<String> {
-    table.iter().find_map(|(ldm, diffusers)| rest.strip_prefix(ldm)?.strip_prefix('.').map(|tail| format!("{diffusers}.{tail}")))
+    table.iter().find_map(|(ldm, diffusers)| {
+        rest.strip_prefix(ldm)?
+            .strip_prefix('.')
+            .map(|tail| format!("{diffusers}.{tail}"))
+    })
 }
 
 fn resnet_rename(rest: &str) -> String {
@@ -269,8 +329,13 @@ pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
         let level = (i - 1) / (lpb + 1);
         let layer = (i - 1) % (lpb + 1);
         return match j {
-            "0" if layer == lpb => rest.strip_prefix("op.").map(|t| format!("down_blocks.{level}.downsamplers.0.conv.{t}")),
-            "0" => Some(format!("down_blocks.{level}.resnets.{layer}.{}", resnet_rename(rest))),
+            "0" if layer == lpb => rest
+                .strip_prefix("op.")
+                .map(|t| format!("down_blocks.{level}.downsamplers.0.conv.{t}")),
+            "0" => Some(format!(
+                "down_blocks.{level}.resnets.{layer}.{}",
+                resnet_rename(rest)
+            )),
             "1" => Some(format!("down_blocks.{level}.attentions.{layer}.{rest}")),
             _ => None,
         };
@@ -284,8 +349,13 @@ pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
         let block = i / (lpb + 1);
         let layer = i % (lpb + 1);
         return match j {
-            "0" => Some(format!("up_blocks.{block}.resnets.{layer}.{}", resnet_rename(rest))),
-            "1" | "2" if rest.starts_with("conv.") => Some(format!("up_blocks.{block}.upsamplers.0.{rest}")),
+            "0" => Some(format!(
+                "up_blocks.{block}.resnets.{layer}.{}",
+                resnet_rename(rest)
+            )),
+            "1" | "2" if rest.starts_with("conv.") => {
+                Some(format!("up_blocks.{block}.upsamplers.0.{rest}"))
+            }
             "1" => Some(format!("up_blocks.{block}.attentions.{layer}.{rest}")),
             _ => None,
         };
@@ -298,8 +368,13 @@ pub fn unet_key(key: &str, lpb: usize) -> Option<String> {
 /// tells whether up block `b` has transformers (its upsampler is then `.2`, else `.1`).
 pub fn ldm_module_path(path: &str, lpb: usize, up_has_attention: &[bool]) -> Option<String> {
     let resnet = |rest: &str| -> String {
-        let (head, tail) = rest.split_once('.').map_or((rest, None), |(h, t)| (h, Some(t)));
-        let head = RESNET_NAMES.iter().find(|(_, d)| *d == head).map_or(head, |(l, _)| *l);
+        let (head, tail) = rest
+            .split_once('.')
+            .map_or((rest, None), |(h, t)| (h, Some(t)));
+        let head = RESNET_NAMES
+            .iter()
+            .find(|(_, d)| *d == head)
+            .map_or(head, |(l, _)| *l);
         match tail {
             Some(t) => format!("{head}.{t}"),
             None => head.to_owned(),
@@ -314,7 +389,11 @@ pub fn ldm_module_path(path: &str, lpb: usize, up_has_attention: &[bool]) -> Opt
     match (parts.first().copied(), parts.get(1).copied()) {
         (Some("mid_block"), Some("resnets")) => {
             let (j, tail) = (num(2)?, rest(3));
-            Some(format!("middle_block.{}.{}", if j == 0 { 0 } else { 2 }, resnet(&tail)))
+            Some(format!(
+                "middle_block.{}.{}",
+                if j == 0 { 0 } else { 2 },
+                resnet(&tail)
+            ))
         }
         (Some("mid_block"), Some("attentions")) => Some(format!("middle_block.1.{}", rest(3))),
         (Some("down_blocks"), _) => {
@@ -323,7 +402,11 @@ pub fn ldm_module_path(path: &str, lpb: usize, up_has_attention: &[bool]) -> Opt
             let j = num(3)?;
             let tail = rest(4);
             match *kind {
-                "resnets" => Some(format!("input_blocks.{}.0.{}", 1 + l * (lpb + 1) + j, resnet(&tail))),
+                "resnets" => Some(format!(
+                    "input_blocks.{}.0.{}",
+                    1 + l * (lpb + 1) + j,
+                    resnet(&tail)
+                )),
                 "attentions" => Some(format!("input_blocks.{}.1.{tail}", 1 + l * (lpb + 1) + j)),
                 "downsamplers" => Some(format!("input_blocks.{}.0.op", (l + 1) * (lpb + 1))),
                 _ => None,
@@ -335,10 +418,18 @@ pub fn ldm_module_path(path: &str, lpb: usize, up_has_attention: &[bool]) -> Opt
             let j = num(3)?;
             let tail = rest(4);
             match *kind {
-                "resnets" => Some(format!("output_blocks.{}.0.{}", b * (lpb + 1) + j, resnet(&tail))),
+                "resnets" => Some(format!(
+                    "output_blocks.{}.0.{}",
+                    b * (lpb + 1) + j,
+                    resnet(&tail)
+                )),
                 "attentions" => Some(format!("output_blocks.{}.1.{tail}", b * (lpb + 1) + j)),
                 "upsamplers" => {
-                    let slot = if up_has_attention.get(b).copied().unwrap_or(false) { 2 } else { 1 };
+                    let slot = if up_has_attention.get(b).copied().unwrap_or(false) {
+                        2
+                    } else {
+                        1
+                    };
                     Some(format!("output_blocks.{}.{slot}.conv", b * (lpb + 1) + lpb))
                 }
                 _ => None,
@@ -395,11 +486,22 @@ pub fn vae_key(key: &str, levels: usize) -> Option<String> {
         ("decoder", "up") => (levels.checked_sub(1 + i)?, "upsample"),
         _ => return None,
     };
-    let blocks = if part == "encoder" { "down_blocks" } else { "up_blocks" };
-    let samplers = if part == "encoder" { "downsamplers" } else { "upsamplers" };
+    let blocks = if part == "encoder" {
+        "down_blocks"
+    } else {
+        "up_blocks"
+    };
+    let samplers = if part == "encoder" {
+        "downsamplers"
+    } else {
+        "upsamplers"
+    };
     if let Some(t) = r.strip_prefix("block.") {
         let (j, tail) = t.split_once('.')?;
-        return Some(format!("{part}.{blocks}.{block}.resnets.{j}.{}", resnet(tail)));
+        return Some(format!(
+            "{part}.{blocks}.{block}.resnets.{j}.{}",
+            resnet(tail)
+        ));
     }
     if let Some(t) = r.strip_prefix(&format!("{sample_name}.conv.")) {
         return Some(format!("{part}.{blocks}.{block}.{samplers}.0.conv.{t}"));
@@ -408,7 +510,11 @@ pub fn vae_key(key: &str, levels: usize) -> Option<String> {
 }
 
 /// Builds the diffusers-name → file-key table of one component.
-pub fn component_map(file: &SafeTensors, prefix: &str, rename: impl Fn(&str) -> Option<String>) -> BTreeMap<String, String> {
+pub fn component_map(
+    file: &SafeTensors,
+    prefix: &str,
+    rename: impl Fn(&str) -> Option<String>,
+) -> BTreeMap<String, String> {
     file.tensors()
         .keys()
         .filter(|k| !is_ignored_key(k))
@@ -428,16 +534,46 @@ mod tests {
         let cases = [
             ("time_embed.0.weight", "time_embedding.linear_1.weight"),
             ("input_blocks.0.0.bias", "conv_in.bias"),
-            ("input_blocks.1.0.in_layers.0.weight", "down_blocks.0.resnets.0.norm1.weight"),
-            ("input_blocks.2.1.proj_in.weight", "down_blocks.0.attentions.1.proj_in.weight"),
-            ("input_blocks.3.0.op.weight", "down_blocks.0.downsamplers.0.conv.weight"),
-            ("input_blocks.4.0.skip_connection.bias", "down_blocks.1.resnets.0.conv_shortcut.bias"),
-            ("middle_block.1.transformer_blocks.0.attn2.to_k.weight", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"),
-            ("middle_block.2.emb_layers.1.weight", "mid_block.resnets.1.time_emb_proj.weight"),
-            ("output_blocks.2.1.conv.weight", "up_blocks.0.upsamplers.0.conv.weight"),
-            ("output_blocks.5.2.conv.bias", "up_blocks.1.upsamplers.0.conv.bias"),
-            ("output_blocks.5.1.norm.weight", "up_blocks.1.attentions.2.norm.weight"),
-            ("output_blocks.11.0.out_layers.3.weight", "up_blocks.3.resnets.2.conv2.weight"),
+            (
+                "input_blocks.1.0.in_layers.0.weight",
+                "down_blocks.0.resnets.0.norm1.weight",
+            ),
+            (
+                "input_blocks.2.1.proj_in.weight",
+                "down_blocks.0.attentions.1.proj_in.weight",
+            ),
+            (
+                "input_blocks.3.0.op.weight",
+                "down_blocks.0.downsamplers.0.conv.weight",
+            ),
+            (
+                "input_blocks.4.0.skip_connection.bias",
+                "down_blocks.1.resnets.0.conv_shortcut.bias",
+            ),
+            (
+                "middle_block.1.transformer_blocks.0.attn2.to_k.weight",
+                "mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+            ),
+            (
+                "middle_block.2.emb_layers.1.weight",
+                "mid_block.resnets.1.time_emb_proj.weight",
+            ),
+            (
+                "output_blocks.2.1.conv.weight",
+                "up_blocks.0.upsamplers.0.conv.weight",
+            ),
+            (
+                "output_blocks.5.2.conv.bias",
+                "up_blocks.1.upsamplers.0.conv.bias",
+            ),
+            (
+                "output_blocks.5.1.norm.weight",
+                "up_blocks.1.attentions.2.norm.weight",
+            ),
+            (
+                "output_blocks.11.0.out_layers.3.weight",
+                "up_blocks.3.resnets.2.conv2.weight",
+            ),
             ("out.2.weight", "conv_out.weight"),
         ];
         for (ldm, diffusers) in cases {
@@ -448,11 +584,29 @@ mod tests {
 
     #[test]
     fn vae_decoder_blocks_are_reversed() {
-        assert_eq!(vae_key("decoder.up.0.block.1.conv1.weight", 4).as_deref(), Some("decoder.up_blocks.3.resnets.1.conv1.weight"));
-        assert_eq!(vae_key("decoder.up.3.upsample.conv.bias", 4).as_deref(), Some("decoder.up_blocks.0.upsamplers.0.conv.bias"));
-        assert_eq!(vae_key("encoder.down.1.block.0.nin_shortcut.weight", 4).as_deref(), Some("encoder.down_blocks.1.resnets.0.conv_shortcut.weight"));
-        assert_eq!(vae_key("encoder.mid.attn_1.proj_out.weight", 4).as_deref(), Some("encoder.mid_block.attentions.0.to_out.0.weight"));
-        assert_eq!(vae_key("decoder.norm_out.bias", 4).as_deref(), Some("decoder.conv_norm_out.bias"));
-        assert_eq!(vae_key("encoder.down.0.downsample.conv.weight", 4).as_deref(), Some("encoder.down_blocks.0.downsamplers.0.conv.weight"));
+        assert_eq!(
+            vae_key("decoder.up.0.block.1.conv1.weight", 4).as_deref(),
+            Some("decoder.up_blocks.3.resnets.1.conv1.weight")
+        );
+        assert_eq!(
+            vae_key("decoder.up.3.upsample.conv.bias", 4).as_deref(),
+            Some("decoder.up_blocks.0.upsamplers.0.conv.bias")
+        );
+        assert_eq!(
+            vae_key("encoder.down.1.block.0.nin_shortcut.weight", 4).as_deref(),
+            Some("encoder.down_blocks.1.resnets.0.conv_shortcut.weight")
+        );
+        assert_eq!(
+            vae_key("encoder.mid.attn_1.proj_out.weight", 4).as_deref(),
+            Some("encoder.mid_block.attentions.0.to_out.0.weight")
+        );
+        assert_eq!(
+            vae_key("decoder.norm_out.bias", 4).as_deref(),
+            Some("decoder.conv_norm_out.bias")
+        );
+        assert_eq!(
+            vae_key("encoder.down.0.downsample.conv.weight", 4).as_deref(),
+            Some("encoder.down_blocks.0.downsamplers.0.conv.weight")
+        );
     }
 }

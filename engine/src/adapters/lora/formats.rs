@@ -79,11 +79,18 @@ impl PeftConfig {
         PeftConfig {
             r: num("r").map(|x| x as usize),
             lora_alpha: num("lora_alpha").map(|x| x as f32),
-            use_rslora: v.get("use_rslora").and_then(|x| x.as_bool()).unwrap_or(false),
+            use_rslora: v
+                .get("use_rslora")
+                .and_then(|x| x.as_bool())
+                .unwrap_or(false),
             alpha_pattern: v
                 .get("alpha_pattern")
                 .and_then(|x| x.as_object())
-                .map(|o| o.iter().filter_map(|(k, a)| Some((k.clone(), a.as_f64()? as f32))).collect())
+                .map(|o| {
+                    o.iter()
+                        .filter_map(|(k, a)| Some((k.clone(), a.as_f64()? as f32)))
+                        .collect()
+                })
                 .unwrap_or_default(),
         }
     }
@@ -94,7 +101,8 @@ impl PeftConfig {
             return Ok(None);
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("invalid JSON: {e}")))?;
         Ok(Some(Self::from_json(&v)))
     }
 
@@ -107,8 +115,10 @@ impl PeftConfig {
             Component::Unet => "unet.",
             Component::TextEncoder => "text_encoder.",
         };
-        let scoped: serde_json::Map<String, serde_json::Value> =
-            obj.iter().filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_owned(), v.clone()))).collect();
+        let scoped: serde_json::Map<String, serde_json::Value> = obj
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_owned(), v.clone())))
+            .collect();
         if !scoped.is_empty() {
             return Some(Self::from_json(&serde_json::Value::Object(scoped)));
         }
@@ -118,7 +128,10 @@ impl PeftConfig {
 
     /// Alpha for module `path` (PEFT matches `alpha_pattern` keys as module-name suffixes).
     fn alpha_for(&self, path: &str) -> AlphaSource {
-        let pattern = self.alpha_pattern.iter().find(|(k, _)| path == k.as_str() || path.ends_with(&format!(".{k}")));
+        let pattern = self
+            .alpha_pattern
+            .iter()
+            .find(|(k, _)| path == k.as_str() || path.ends_with(&format!(".{k}")));
         match (pattern, self.lora_alpha) {
             (Some((_, a)), _) => AlphaSource::Value(*a),
             (None, Some(a)) => AlphaSource::Value(a),
@@ -131,14 +144,27 @@ fn refuse_other_kinds(file: &SafeTensors) -> Result<()> {
     let path = file.path();
     let keys: Vec<&String> = file.tensors().keys().collect();
     if keys.is_empty() {
-        return Err(Error::NotAnAdapter { path: path.to_owned(), what: "the file contains no tensors".into() });
+        return Err(Error::NotAnAdapter {
+            path: path.to_owned(),
+            what: "the file contains no tensors".into(),
+        });
     }
     let any = |pat: &str| keys.iter().any(|k| k.contains(pat));
-    if keys.iter().any(|k| k.starts_with("model.diffusion_model.") || k.starts_with("first_stage_model.")) {
-        return Err(Error::NotAnAdapter { path: path.to_owned(), what: "this is a full model checkpoint, not a LoRA; open it as a model".into() });
+    if keys
+        .iter()
+        .any(|k| k.starts_with("model.diffusion_model.") || k.starts_with("first_stage_model."))
+    {
+        return Err(Error::NotAnAdapter {
+            path: path.to_owned(),
+            what: "this is a full model checkpoint, not a LoRA; open it as a model".into(),
+        });
     }
     if any("emb_params") || any("string_to_param") {
-        return Err(Error::NotAnAdapter { path: path.to_owned(), what: "this is a textual-inversion embedding, not a LoRA; load it as an embedding".into() });
+        return Err(Error::NotAnAdapter {
+            path: path.to_owned(),
+            what: "this is a textual-inversion embedding, not a LoRA; load it as an embedding"
+                .into(),
+        });
     }
     for (pat, kind) in [
         (".hada_w1_a", "LyCORIS LoHa"),
@@ -148,7 +174,10 @@ fn refuse_other_kinds(file: &SafeTensors) -> Result<()> {
         (".oft_blocks", "OFT"),
     ] {
         if any(pat) {
-            return Err(Error::UnsupportedAdapter { path: path.to_owned(), kind: kind.into() });
+            return Err(Error::UnsupportedAdapter {
+                path: path.to_owned(),
+                kind: kind.into(),
+            });
         }
     }
     Ok(())
@@ -156,9 +185,17 @@ fn refuse_other_kinds(file: &SafeTensors) -> Result<()> {
 
 /// Splits a PEFT/diffusers module path into its component and the path inside it.
 fn component_path(prefixed: &str, folder_default: Option<Component>) -> (Component, String) {
-    for (prefix, c) in [("unet.", Component::Unet), ("text_encoder.", Component::TextEncoder), ("base_model.model.", Component::Unet)] {
+    for (prefix, c) in [
+        ("unet.", Component::Unet),
+        ("text_encoder.", Component::TextEncoder),
+        ("base_model.model.", Component::Unet),
+    ] {
         if let Some(rest) = prefixed.strip_prefix(prefix) {
-            let c = if prefix == "base_model.model." { folder_default.unwrap_or(c) } else { c };
+            let c = if prefix == "base_model.model." {
+                folder_default.unwrap_or(c)
+            } else {
+                c
+            };
             let (c, rest) = match rest.strip_prefix("text_model.") {
                 Some(r) => (Component::TextEncoder, r),
                 None if rest.starts_with("encoder.layers.") => (Component::TextEncoder, rest),
@@ -175,7 +212,9 @@ fn component_path(prefixed: &str, folder_default: Option<Component>) -> (Compone
 
 /// Old diffusers attention-processor names: `attn1.processor.to_q_lora` → `attn1.to_q`.
 fn processor_path(path: &str) -> String {
-    let Some((module, proc)) = path.split_once(".processor.") else { return path.to_owned() };
+    let Some((module, proc)) = path.split_once(".processor.") else {
+        return path.to_owned();
+    };
     let layer = proc.trim_end_matches("_lora");
     let layer = if layer == "to_out" { "to_out.0" } else { layer };
     format!("{module}.{layer}")
@@ -185,12 +224,15 @@ fn processor_path(path: &str) -> String {
 pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> {
     refuse_other_kinds(file)?;
     let keys: Vec<String> = file.tensors().keys().cloned().collect();
-    let is_kohya = keys.iter().any(|k| k.starts_with("lora_unet_") || k.starts_with("lora_te"));
+    let is_kohya = keys
+        .iter()
+        .any(|k| k.starts_with("lora_unet_") || k.starts_with("lora_te"));
     if is_kohya {
         return Ok(parse_kohya(&keys));
     }
     let meta = file.metadata().get("lora_adapter_metadata").cloned();
-    let mut groups: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> =
+        BTreeMap::new();
     let mut stray = Vec::new();
     let mut format = "peft";
     const SUFFIXES: [(&str, usize, &str); 9] = [
@@ -206,11 +248,18 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
     ];
     for key in &keys {
         let processor = key.rsplit_once(".processor.").is_some();
-        let hit = SUFFIXES.iter().find_map(|(suffix, slot, fmt)| key.strip_suffix(suffix).map(|m| (m, *slot, *fmt)));
+        let hit = SUFFIXES
+            .iter()
+            .find_map(|(suffix, slot, fmt)| key.strip_suffix(suffix).map(|m| (m, *slot, *fmt)));
         let hit = hit.or_else(|| {
             // `…processor.to_q_lora.down.weight`
             if processor {
-                key.strip_suffix(".down.weight").map(|m| (m, 0, "diffusers_old")).or_else(|| key.strip_suffix(".up.weight").map(|m| (m, 1, "diffusers_old")))
+                key.strip_suffix(".down.weight")
+                    .map(|m| (m, 0, "diffusers_old"))
+                    .or_else(|| {
+                        key.strip_suffix(".up.weight")
+                            .map(|m| (m, 1, "diffusers_old"))
+                    })
             } else {
                 None
             }
@@ -235,21 +284,35 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
         format = "peft_folder";
     }
     let folder_component = config.map(|_| {
-        if keys.iter().any(|k| k.contains("text_model.") || k.contains("encoder.layers.")) { Component::TextEncoder } else { Component::Unet }
+        if keys
+            .iter()
+            .any(|k| k.contains("text_model.") || k.contains("encoder.layers."))
+        {
+            Component::TextEncoder
+        } else {
+            Component::Unet
+        }
     });
     let mut modules = Vec::new();
     let mut alpha_source = "none given: alpha = rank".to_owned();
     for (module, (down, up, alpha_key)) in groups {
         let (component, path) = component_path(&module, folder_component);
         let path = processor_path(&path);
-        let cfg = config.cloned().or_else(|| meta.as_deref().and_then(|m| PeftConfig::from_metadata(m, component)));
+        let cfg = config.cloned().or_else(|| {
+            meta.as_deref()
+                .and_then(|m| PeftConfig::from_metadata(m, component))
+        });
         let alpha = match (&alpha_key, &cfg) {
             (Some(k), _) => {
                 alpha_source = "per-module .alpha tensors".into();
                 AlphaSource::Tensor(k.clone())
             }
             (None, Some(c)) => {
-                alpha_source = if config.is_some() { "adapter_config.json".into() } else { "lora_adapter_metadata header".into() };
+                alpha_source = if config.is_some() {
+                    "adapter_config.json".into()
+                } else {
+                    "lora_adapter_metadata header".into()
+                };
                 c.alpha_for(&path)
             }
             (None, None) => AlphaSource::Rank,
@@ -267,11 +330,23 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
         }
     }
     modules.extend(stray.into_iter().map(unknown));
-    Ok(Parsed { format, dialect: "diffusers module paths".into(), alpha_source, modules })
+    Ok(Parsed {
+        format,
+        dialect: "diffusers module paths".into(),
+        alpha_source,
+        modules,
+    })
 }
 
 fn unknown(key: String) -> RawModule {
-    RawModule { name: key.clone(), target: RawTarget::Kohya(format!("unknown:{key}")), down_key: String::new(), up_key: String::new(), alpha: AlphaSource::Rank, rslora: false }
+    RawModule {
+        name: key.clone(),
+        target: RawTarget::Kohya(format!("unknown:{key}")),
+        down_key: String::new(),
+        up_key: String::new(),
+        alpha: AlphaSource::Rank,
+        rslora: false,
+    }
 }
 
 fn parse_kohya(keys: &[String]) -> Parsed {
@@ -283,12 +358,22 @@ fn parse_kohya(keys: &[String]) -> Parsed {
             .enumerate()
             .find_map(|(slot, suffix)| key.strip_suffix(suffix).map(|m| (m, slot)));
         match hit {
-            Some((module, slot)) => groups.entry(module.to_owned()).or_default()[slot] = Some(key.clone()),
+            Some((module, slot)) => {
+                groups.entry(module.to_owned()).or_default()[slot] = Some(key.clone())
+            }
             None => stray.push(key.clone()),
         }
     }
-    let ldm = groups.keys().any(|k| k.starts_with("lora_unet_input_blocks") || k.starts_with("lora_unet_output_blocks") || k.starts_with("lora_unet_middle_block"));
-    let diffusers = groups.keys().any(|k| k.starts_with("lora_unet_down_blocks") || k.starts_with("lora_unet_up_blocks") || k.starts_with("lora_unet_mid_block"));
+    let ldm = groups.keys().any(|k| {
+        k.starts_with("lora_unet_input_blocks")
+            || k.starts_with("lora_unet_output_blocks")
+            || k.starts_with("lora_unet_middle_block")
+    });
+    let diffusers = groups.keys().any(|k| {
+        k.starts_with("lora_unet_down_blocks")
+            || k.starts_with("lora_unet_up_blocks")
+            || k.starts_with("lora_unet_mid_block")
+    });
     let dialect = match (ldm, diffusers) {
         (true, true) => "kohya, LDM- and diffusers-named blocks",
         (true, false) => "kohya, LDM-named blocks",
@@ -313,7 +398,11 @@ fn parse_kohya(keys: &[String]) -> Parsed {
     Parsed {
         format: "kohya",
         dialect: dialect.into(),
-        alpha_source: if any_alpha { "per-module .alpha tensors".into() } else { "none given: alpha = rank".into() },
+        alpha_source: if any_alpha {
+            "per-module .alpha tensors".into()
+        } else {
+            "none given: alpha = rank".into()
+        },
         modules,
     }
 }

@@ -90,24 +90,38 @@ pub struct LoraAdapter {
 pub const MODEL_FAMILY: &str = "Stable Diffusion 1.x";
 
 fn file_of(path: &Path) -> PathBuf {
-    if path.is_dir() { path.join("adapter_model.safetensors") } else { path.to_owned() }
+    if path.is_dir() {
+        path.join("adapter_model.safetensors")
+    } else {
+        path.to_owned()
+    }
 }
 
 /// A1111's short hash of safetensors tensor data: the first 12 hex digits of its SHA-256.
 fn short_hash_of(data: &[u8]) -> String {
-    Sha256::digest(data).iter().take(6).map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A1111's short hash of a safetensors file: SHA-256 of everything after the header.
 pub fn short_hash(path: &Path) -> Result<String> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let n = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize).unwrap_or(0);
+    let n = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+        .unwrap_or(0);
     Ok(short_hash_of(bytes.get(8 + n..).unwrap_or(&[])))
 }
 
 fn trigger_words(meta: &BTreeMap<String, String>) -> Vec<String> {
     let mut words = Vec::new();
-    if let Some(freq) = meta.get("ss_tag_frequency").and_then(|s| serde_json::from_str::<BTreeMap<String, BTreeMap<String, u64>>>(s).ok()) {
+    if let Some(freq) = meta
+        .get("ss_tag_frequency")
+        .and_then(|s| serde_json::from_str::<BTreeMap<String, BTreeMap<String, u64>>>(s).ok())
+    {
         let mut all: BTreeMap<String, u64> = BTreeMap::new();
         for tags in freq.values() {
             for (t, n) in tags {
@@ -126,19 +140,41 @@ fn trigger_words(meta: &BTreeMap<String, String>) -> Vec<String> {
     words
 }
 
-fn family_from(meta: &BTreeMap<String, String>, raw: &[RawModule], file: &SafeTensors) -> Option<String> {
-    let base = meta.get("ss_base_model_version").map(|s| s.to_ascii_lowercase()).unwrap_or_default();
-    let arch = meta.get("modelspec.architecture").map(|s| s.to_ascii_lowercase()).unwrap_or_default();
-    if base.contains("sdxl") || arch.contains("xl") || raw.iter().any(|m| m.name.starts_with("lora_te1_") || m.name.starts_with("lora_te2_")) {
+fn family_from(
+    meta: &BTreeMap<String, String>,
+    raw: &[RawModule],
+    file: &SafeTensors,
+) -> Option<String> {
+    let base = meta
+        .get("ss_base_model_version")
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let arch = meta
+        .get("modelspec.architecture")
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    if base.contains("sdxl")
+        || arch.contains("xl")
+        || raw
+            .iter()
+            .any(|m| m.name.starts_with("lora_te1_") || m.name.starts_with("lora_te2_"))
+    {
         return Some("Stable Diffusion XL".into());
     }
-    if base.contains("v2") || meta.get("ss_v2").is_some_and(|v| v.eq_ignore_ascii_case("true")) || arch.contains("v2") {
+    if base.contains("v2")
+        || meta
+            .get("ss_v2")
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        || arch.contains("v2")
+    {
         return Some("Stable Diffusion 2.x".into());
     }
     // Cross-attention key/value inputs: 768 (SD 1.x), 1024 (SD 2.x), 2048 (SDXL).
     let context = raw
         .iter()
-        .filter(|m| m.name.contains("attn2") && (m.name.contains("to_k") || m.name.contains("to_v")))
+        .filter(|m| {
+            m.name.contains("attn2") && (m.name.contains("to_k") || m.name.contains("to_v"))
+        })
         .find_map(|m| file.info(&m.down_key).and_then(|i| i.shape.get(1).copied()));
     match context {
         Some(2048) => Some("Stable Diffusion XL".into()),
@@ -152,7 +188,11 @@ fn family_from(meta: &BTreeMap<String, String>, raw: &[RawModule], file: &SafeTe
 fn layer_dims(shape: LayerShape) -> (usize, usize, usize) {
     match shape {
         LayerShape::Linear { d_in, d_out } => (d_out, d_in, 1),
-        LayerShape::Conv { c_in, c_out, kernel } => (c_out, c_in, kernel),
+        LayerShape::Conv {
+            c_in,
+            c_out,
+            kernel,
+        } => (c_out, c_in, kernel),
     }
 }
 
@@ -163,7 +203,11 @@ impl LoraAdapter {
     pub fn open(path: &Path, index: &TargetIndex) -> Result<Self> {
         let (adapter, unmatched) = Self::read(path, index, true)?;
         if !unmatched.is_empty() {
-            return Err(Error::AdapterUnmatched { path: path.to_owned(), total: adapter.report.modules, unmatched });
+            return Err(Error::AdapterUnmatched {
+                path: path.to_owned(),
+                total: adapter.report.modules,
+                unmatched,
+            });
         }
         Ok(adapter)
     }
@@ -171,19 +215,35 @@ impl LoraAdapter {
     /// Reads and matches without refusing: the adapter (matched modules only) and the names
     /// of the modules that matched nothing. `check_shapes = false` matches by name only (as
     /// `kiln inspect` does against SD 1.5's layer names without loading a model).
-    pub fn read(path: &Path, index: &TargetIndex, check_shapes: bool) -> Result<(Self, Vec<String>)> {
+    pub fn read(
+        path: &Path,
+        index: &TargetIndex,
+        check_shapes: bool,
+    ) -> Result<(Self, Vec<String>)> {
         let file_path = file_of(path);
-        let ext = file_path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = file_path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if matches!(ext.as_str(), "pt" | "pth" | "bin" | "ckpt") {
             return Err(Error::PickleCheckpoint { path: file_path });
         }
         let file = SafeTensors::open(&file_path)?;
-        let config = if path.is_dir() { formats::PeftConfig::read(&path.join("adapter_config.json"))? } else { None };
+        let config = if path.is_dir() {
+            formats::PeftConfig::read(&path.join("adapter_config.json"))?
+        } else {
+            None
+        };
         let parsed = formats::parse(&file, config.as_ref())?;
         let meta = file.metadata().clone();
         let family = family_from(&meta, &parsed.modules, &file);
         if check_shapes && family.as_deref().is_some_and(|f| f != MODEL_FAMILY) {
-            return Err(Error::AdapterFamilyMismatch { path: path.to_owned(), adapter: family.unwrap_or_default(), model: MODEL_FAMILY.into() });
+            return Err(Error::AdapterFamilyMismatch {
+                path: path.to_owned(),
+                adapter: family.unwrap_or_default(),
+                model: MODEL_FAMILY.into(),
+            });
         }
 
         let mut modules = Vec::new();
@@ -200,33 +260,69 @@ impl LoraAdapter {
                 unmatched.push(raw.name.clone());
                 continue;
             };
-            let down_shape = file.info(&raw.down_key).map(|i| i.shape.clone()).unwrap_or_default();
-            let up_shape = file.info(&raw.up_key).map(|i| i.shape.clone()).unwrap_or_default();
+            let down_shape = file
+                .info(&raw.down_key)
+                .map(|i| i.shape.clone())
+                .unwrap_or_default();
+            let up_shape = file
+                .info(&raw.up_key)
+                .map(|i| i.shape.clone())
+                .unwrap_or_default();
             let (d_out, d_in, k) = layer_dims(target.shape);
             let rank = down_shape.first().copied().unwrap_or(0);
-            let down_ok = down_shape.len() >= 2 && down_shape[1] == d_in && down_shape.iter().skip(2).all(|&s| s == k) && down_shape.iter().product::<usize>() == rank * d_in * k * k;
-            let up_ok = up_shape.len() >= 2 && up_shape[0] == d_out && up_shape[1] == rank && up_shape.iter().skip(2).all(|&s| s == 1);
+            let down_ok = down_shape.len() >= 2
+                && down_shape[1] == d_in
+                && down_shape.iter().skip(2).all(|&s| s == k)
+                && down_shape.iter().product::<usize>() == rank * d_in * k * k;
+            let up_ok = up_shape.len() >= 2
+                && up_shape[0] == d_out
+                && up_shape[1] == rank
+                && up_shape.iter().skip(2).all(|&s| s == 1);
             if check_shapes && (rank == 0 || !down_ok || !up_ok) {
                 mismatches.push(ShapeMismatch {
                     key: raw.name.clone(),
                     expected: vec![d_out, d_in, k, k],
-                    got: [up_shape.first().copied().unwrap_or(0), down_shape.get(1).copied().unwrap_or(0), rank].to_vec(),
+                    got: [
+                        up_shape.first().copied().unwrap_or(0),
+                        down_shape.get(1).copied().unwrap_or(0),
+                        rank,
+                    ]
+                    .to_vec(),
                 });
                 continue;
             }
             let alpha = match raw.alpha {
-                AlphaSource::Tensor(ref key) => file.f32(key)?.first().copied().unwrap_or(rank as f32),
+                AlphaSource::Tensor(ref key) => {
+                    file.f32(key)?.first().copied().unwrap_or(rank as f32)
+                }
                 AlphaSource::Value(a) => a,
                 AlphaSource::Rank => rank as f32,
             };
-            let scale = if raw.rslora { alpha / (rank as f32).sqrt() } else { alpha / rank as f32 };
+            let scale = if raw.rslora {
+                alpha / (rank as f32).sqrt()
+            } else {
+                alpha / rank as f32
+            };
             alphas.insert(format!("{alpha}"));
             ranks.insert(rank);
-            let (down, up) = if check_shapes { (file.f32(&raw.down_key)?, file.f32(&raw.up_key)?) } else { (Vec::new(), Vec::new()) };
-            modules.push(LoraModule { target: target.clone(), rank, down, up, scale });
+            let (down, up) = if check_shapes {
+                (file.f32(&raw.down_key)?, file.f32(&raw.up_key)?)
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            modules.push(LoraModule {
+                target: target.clone(),
+                rank,
+                down,
+                up,
+                scale,
+            });
         }
         if !mismatches.is_empty() {
-            return Err(Error::ShapeMismatch { what: format!("{} (LoRA)", path.display()), mismatches });
+            return Err(Error::ShapeMismatch {
+                what: format!("{} (LoRA)", path.display()),
+                mismatches,
+            });
         }
         let report = LoraReport {
             format: parsed.format.into(),
@@ -238,12 +334,29 @@ impl LoraAdapter {
             modules: parsed.modules.len(),
             matched: modules.len(),
             unmatched: unmatched.clone(),
-            unet_layers: modules.iter().filter(|m| m.target.component == Component::Unet).count(),
-            text_encoder_layers: modules.iter().filter(|m| m.target.component == Component::TextEncoder).count(),
+            unet_layers: modules
+                .iter()
+                .filter(|m| m.target.component == Component::Unet)
+                .count(),
+            text_encoder_layers: modules
+                .iter()
+                .filter(|m| m.target.component == Component::TextEncoder)
+                .count(),
             trigger_words: trigger_words(&meta),
             short_hash: short_hash_of(file.data()),
         };
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok((LoraAdapter { path: path.to_owned(), name, modules, report }, unmatched))
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok((
+            LoraAdapter {
+                path: path.to_owned(),
+                name,
+                modules,
+                report,
+            },
+            unmatched,
+        ))
     }
 }

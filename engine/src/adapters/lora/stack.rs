@@ -53,10 +53,15 @@ fn delta(module: &super::LoraModule, device: &Device) -> Tensor<1> {
     let r = module.rank;
     let (d_out, cols) = match module.target.shape {
         LayerShape::Linear { d_in, d_out } => (d_out, d_in),
-        LayerShape::Conv { c_in, c_out, kernel } => (c_out, c_in * kernel * kernel),
+        LayerShape::Conv {
+            c_in,
+            c_out,
+            kernel,
+        } => (c_out, c_in * kernel * kernel),
     };
     let up: Tensor<2> = Tensor::from_data(TensorData::new(module.up.clone(), [d_out, r]), device);
-    let down: Tensor<2> = Tensor::from_data(TensorData::new(module.down.clone(), [r, cols]), device);
+    let down: Tensor<2> =
+        Tensor::from_data(TensorData::new(module.down.clone(), [r, cols]), device);
     let dw = up.matmul(down) * module.scale;
     let dw = match module.target.shape {
         // Burn's linear weight is [in, out].
@@ -73,13 +78,28 @@ impl LoraStack {
     }
 
     /// Adds `adapter` at `weight` (enabled); returns the parameters to re-merge.
-    pub fn push(&mut self, adapter: Arc<LoraAdapter>, weight: f32, device: &Device) -> BTreeSet<ParamKey> {
+    pub fn push(
+        &mut self,
+        adapter: Arc<LoraAdapter>,
+        weight: f32,
+        device: &Device,
+    ) -> BTreeSet<ParamKey> {
         let deltas: HashMap<ParamKey, Tensor<1>> = adapter
             .modules
             .iter()
-            .map(|m| ((m.target.component, format!("{}.weight", m.target.path)), delta(m, device)))
+            .map(|m| {
+                (
+                    (m.target.component, format!("{}.weight", m.target.path)),
+                    delta(m, device),
+                )
+            })
             .collect();
-        let entry = StackEntry { adapter, weight, enabled: true, deltas };
+        let entry = StackEntry {
+            adapter,
+            weight,
+            enabled: true,
+            deltas,
+        };
         let dirty = entry.covers();
         self.entries.push(entry);
         dirty
@@ -109,7 +129,11 @@ impl LoraStack {
 
     /// Removes entry `i`; returns the parameters to re-merge.
     pub fn remove(&mut self, i: usize) -> BTreeSet<ParamKey> {
-        if i < self.entries.len() { self.entries.remove(i).covers() } else { BTreeSet::new() }
+        if i < self.entries.len() {
+            self.entries.remove(i).covers()
+        } else {
+            BTreeSet::new()
+        }
     }
 
     /// The merged value of parameter `key` given its current value (captured as pristine the
@@ -128,13 +152,23 @@ impl LoraStack {
 
 impl LoraStack {
     /// Re-merges the `dirty` parameters of `component` into `model` (see [`LoraStack::merged`]).
-    pub fn merge_into<M: Module>(&mut self, component: Component, model: M, dirty: &BTreeSet<ParamKey>) -> M {
-        let paths: std::collections::HashSet<&str> = dirty.iter().filter(|(c, _)| *c == component).map(|(_, p)| p.as_str()).collect();
+    pub fn merge_into<M: Module>(
+        &mut self,
+        component: Component,
+        model: M,
+        dirty: &BTreeSet<ParamKey>,
+    ) -> M {
+        let paths: std::collections::HashSet<&str> = dirty
+            .iter()
+            .filter(|(c, _)| *c == component)
+            .map(|(_, p)| p.as_str())
+            .collect();
         if paths.is_empty() {
             return model;
         }
         let select = |p: &str| paths.contains(p);
-        let mut merge = |p: &str, current: Tensor<1>| self.merged(&(component, p.to_owned()), current);
+        let mut merge =
+            |p: &str, current: Tensor<1>| self.merged(&(component, p.to_owned()), current);
         map_params(model, &select, &mut merge)
     }
 }

@@ -66,35 +66,64 @@ impl TargetIndex {
     /// Builds the table from `(parameter path, Burn shape)` lists of the UNet and the text
     /// encoder (see [`crate::models::paths::param_paths`]). `layers_per_block` is the UNet's,
     /// needed for LDM names.
-    pub fn new(unet: &[(String, Vec<usize>)], text_encoder: &[(String, Vec<usize>)], layers_per_block: usize) -> Self {
+    pub fn new(
+        unet: &[(String, Vec<usize>)],
+        text_encoder: &[(String, Vec<usize>)],
+        layers_per_block: usize,
+    ) -> Self {
         let mut index = TargetIndex::default();
-        let unet_up_attn: Vec<bool> = (0..8).map(|b| unet.iter().any(|(p, _)| p.starts_with(&format!("up_blocks.{b}.attentions.")))).collect();
-        for (component, params) in [(Component::Unet, unet), (Component::TextEncoder, text_encoder)] {
+        let unet_up_attn: Vec<bool> = (0..8)
+            .map(|b| {
+                unet.iter()
+                    .any(|(p, _)| p.starts_with(&format!("up_blocks.{b}.attentions.")))
+            })
+            .collect();
+        for (component, params) in [
+            (Component::Unet, unet),
+            (Component::TextEncoder, text_encoder),
+        ] {
             for (param, shape) in params {
-                let Some(path) = param.strip_suffix(".weight") else { continue };
+                let Some(path) = param.strip_suffix(".weight") else {
+                    continue;
+                };
                 if path.contains("embedding") || path.contains("norm") {
                     continue;
                 }
                 let shape = match shape.as_slice() {
                     // Burn keeps linear weights as [in, out].
-                    [d_in, d_out] => LayerShape::Linear { d_in: *d_in, d_out: *d_out },
-                    [c_out, c_in, k, _] => LayerShape::Conv { c_in: *c_in, c_out: *c_out, kernel: *k },
+                    [d_in, d_out] => LayerShape::Linear {
+                        d_in: *d_in,
+                        d_out: *d_out,
+                    },
+                    [c_out, c_in, k, _] => LayerShape::Conv {
+                        c_in: *c_in,
+                        c_out: *c_out,
+                        kernel: *k,
+                    },
                     _ => continue,
                 };
                 let i = index.targets.len();
-                index.targets.push(Target { component, path: path.to_owned(), shape });
+                index.targets.push(Target {
+                    component,
+                    path: path.to_owned(),
+                    shape,
+                });
                 let underscored = path.replace('.', "_");
                 match component {
                     Component::Unet => {
                         index.by_alias.insert(format!("unet:{path}"), i);
                         index.by_alias.insert(format!("lora_unet_{underscored}"), i);
                         if let Some(ldm) = ldm_module_path(path, layers_per_block, &unet_up_attn) {
-                            index.by_alias.insert(format!("lora_unet_{}", ldm.replace('.', "_")), i);
+                            index
+                                .by_alias
+                                .insert(format!("lora_unet_{}", ldm.replace('.', "_")), i);
                         }
                     }
                     Component::TextEncoder => {
                         index.by_alias.insert(format!("text_encoder:{path}"), i);
-                        index.by_alias.insert(format!("lora_te_text_model_{underscored}"), i);
+                        index
+                            .by_alias
+                            .insert(format!("lora_te_text_model_{underscored}"), i);
                     }
                 }
             }
@@ -149,5 +178,9 @@ pub fn sd15_names() -> crate::error::Result<TargetIndex> {
     let mut ld = Loader::random(0, &device);
     let unet = UNet2DConditionModel::load(&cfg.unet, &mut ld)?;
     let text = ClipTextModel::load(&cfg.text_encoder, &mut ld)?;
-    Ok(TargetIndex::new(&param_paths(&unet), &param_paths(&text), cfg.unet.layers_per_block))
+    Ok(TargetIndex::new(
+        &param_paths(&unet),
+        &param_paths(&text),
+        cfg.unet.layers_per_block,
+    ))
 }
