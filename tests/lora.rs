@@ -26,7 +26,7 @@ pub fn tiny_a() -> StableDiffusion {
 
 /// Final DDIM latents of the reference request.
 pub fn latents(sd: &StableDiffusion) -> Vec<f32> {
-    sd.txt2img(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {})
+    sd.generate(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {})
         .unwrap()
         .latents
         .values
@@ -322,7 +322,7 @@ fn embeddings_in_txt2img_match_diffusers() {
                 .unwrap(),
             vec![49409, 49410]
         );
-        let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+        let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
         assert_close(
             &format!("embeddings {cat} + {style}"),
             &out.latents.values,

@@ -108,6 +108,8 @@ pub fn ddim_request(m: &str) -> GenerationRequest {
             values: noise,
         }),
         clip_skip: 1,
+        init_image: None,
+        preview: false,
     }
 }
 
@@ -133,7 +135,7 @@ fn ddim_txt2img_matches_diffusers() {
             let sd = model(m, layout);
             let mut steps = Vec::new();
             let out = sd
-                .txt2img(&req, &CancelToken::new(), &mut |p| steps.push(p.step))
+                .generate(&req, &CancelToken::new(), &mut |p| steps.push(p.step))
                 .unwrap();
             assert_eq!(
                 steps,
@@ -163,7 +165,7 @@ fn cancel_stops_before_the_next_step() {
     let req = ddim_request("tiny-b");
     let cancel = CancelToken::new();
     let mut seen = 0;
-    let result = sd.txt2img(&req, &cancel, &mut |p| {
+    let result = sd.generate(&req, &cancel, &mut |p| {
         seen = p.step;
         if p.step == 2 {
             cancel.cancel();
@@ -186,14 +188,14 @@ fn seeded_generation_is_deterministic_and_per_image() {
     req.negatives.truncate(1);
     req.seed = 7;
     req.batch = 2;
-    let a = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
-    let b = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let a = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let b = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     assert_eq!(a.latents, b.latents, "same seed → identical latents");
     assert_eq!(a.seeds, vec![7, 8]);
     // Image 1 of seed 7 is image 0 of seed 8.
     req.seed = 8;
     req.batch = 1;
-    let c = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let c = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     let per = c.latents.values.len();
     assert_eq!(&a.latents.values[per..], &c.latents.values[..]);
     assert_ne!(
@@ -245,14 +247,14 @@ fn ddim_eta_adds_seeded_noise() {
     let mut req = ddim_request("tiny-b");
     req.steps = 4;
     req.seed = 11;
-    let deterministic = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let deterministic = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     req.sampler = Sampler::Ddim { eta: 1.0 };
-    let a = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
-    let b = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let a = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let b = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     assert_eq!(a.latents, b.latents, "same seed, same η → identical");
     assert_ne!(a.latents, deterministic.latents, "η = 1 adds noise");
     req.seed = 12;
-    let c = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let c = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     assert_ne!(a.latents, c.latents, "the seed drives the η noise");
 }
 

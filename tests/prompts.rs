@@ -51,7 +51,7 @@ fn long_prompts_are_chunked_and_negatives_padded() {
     let mut req = ddim_request("tiny-a");
     req.prompts = vec![long, "a photo of a cat".into()];
     req.steps = 2;
-    let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     assert!(out.latents.values.iter().all(|v| v.is_finite()));
     // Emphasis changes the image.
     let mut plain = ddim_request("tiny-a");
@@ -59,9 +59,10 @@ fn long_prompts_are_chunked_and_negatives_padded() {
     let mut emph = plain.clone();
     emph.prompts[0] = "a (red:1.6) circle on a [blue] background".into();
     let (a, b) = (
-        sd.txt2img(&plain, &CancelToken::new(), &mut |_| {})
+        sd.generate(&plain, &CancelToken::new(), &mut |_| {})
             .unwrap(),
-        sd.txt2img(&emph, &CancelToken::new(), &mut |_| {}).unwrap(),
+        sd.generate(&emph, &CancelToken::new(), &mut |_| {})
+            .unwrap(),
     );
     assert_eq!(
         a.latents.values[..a.latents.values.len() / 2].len(),

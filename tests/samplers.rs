@@ -47,6 +47,18 @@ fn euler_and_dpmpp_2m_match_diffusers() {
                 schedule: Schedule::Default,
             },
         ),
+        (
+            "unipc",
+            Sampler::UniPc {
+                schedule: Schedule::Default,
+            },
+        ),
+        (
+            "unipc_karras",
+            Sampler::UniPc {
+                schedule: Schedule::Karras,
+            },
+        ),
         // (DPM++ 2M exponential is not compared end to end: diffusers' first timestep is 998
         // where Kiln's is 999, a float32-vs-f64 knife edge — see schedulers/dpm_solver_multistep.rs.)
     ];
@@ -55,7 +67,7 @@ fn euler_and_dpmpp_2m_match_diffusers() {
         for (case, sampler) in cases {
             let mut req = ddim_request(m);
             req.sampler = sampler;
-            let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+            let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
             let (_, want) = reference("samplers", &format!("{m}.{case}.latents_out"));
             assert_close(&format!("{m} {case}"), &out.latents.values, &want, 1e-4);
         }
@@ -114,7 +126,7 @@ fn heun_matches_diffusers() {
         };
         let mut calls = 0;
         let out = sd
-            .txt2img(&req, &CancelToken::new(), &mut |_| calls += 1)
+            .generate(&req, &CancelToken::new(), &mut |_| calls += 1)
             .unwrap();
         assert_eq!(
             calls,
@@ -130,46 +142,194 @@ fn heun_matches_diffusers() {
     }
 }
 
-#[test]
-fn ddpm_is_seeded() {
+/// Same seed → bit-identical latents; another seed → different ones (the initial noise is
+/// given, so the difference comes from the sampler's own noise).
+fn assert_seeded(sampler: Sampler, steps: usize) {
     let sd = model("tiny-b", Layout::Diffusers);
     let mut req = ddim_request("tiny-b");
-    req.sampler = Sampler::Ddpm;
-    req.steps = 4;
+    req.sampler = sampler;
+    req.steps = steps;
     req.seed = 9;
     let run = |req: &kiln_engine::pipeline::GenerationRequest| {
-        sd.txt2img(req, &CancelToken::new(), &mut |_| {})
+        sd.generate(req, &CancelToken::new(), &mut |_| {})
             .unwrap()
             .latents
     };
     let a = run(&req);
-    assert_eq!(run(&req), a, "same seed → bit-identical");
-    assert!(a.values.iter().all(|v| v.is_finite()));
+    assert_eq!(run(&req), a, "{sampler:?}: same seed → bit-identical");
+    assert!(a.values.iter().all(|v| v.is_finite()), "{sampler:?}");
     req.seed = 10;
-    assert_ne!(run(&req), a, "another seed → another result");
+    assert_ne!(run(&req), a, "{sampler:?}: another seed → another result");
 }
 
 #[test]
-fn euler_ancestral_is_seeded() {
+fn stochastic_samplers_are_seeded() {
+    assert_seeded(Sampler::Ddpm, 4);
+    assert_seeded(
+        Sampler::EulerAncestral {
+            schedule: Schedule::Default,
+        },
+        4,
+    );
+    assert_seeded(
+        Sampler::DpmPp2mSde {
+            schedule: Schedule::Karras,
+        },
+        4,
+    );
+    assert_seeded(
+        Sampler::DpmPp2sAncestral {
+            schedule: Schedule::Default,
+        },
+        3,
+    );
+    assert_seeded(Sampler::Lcm, 4);
+}
+
+#[test]
+fn stochastic_samplers_differ_from_their_deterministic_twins() {
     let sd = model("tiny-b", Layout::Diffusers);
-    let mut req = ddim_request("tiny-b");
-    req.sampler = Sampler::EulerAncestral {
-        schedule: Schedule::Default,
-    };
-    req.steps = 4;
-    req.seed = 3;
-    let run = |req: &kiln_engine::pipeline::GenerationRequest| {
-        sd.txt2img(req, &CancelToken::new(), &mut |_| {})
+    let run = |sampler: Sampler| {
+        let mut req = ddim_request("tiny-b");
+        req.sampler = sampler;
+        req.steps = 4;
+        sd.generate(&req, &CancelToken::new(), &mut |_| {})
             .unwrap()
             .latents
     };
-    let (a, b) = (run(&req), run(&req));
-    assert_eq!(a, b, "same seed → bit-identical");
-    req.seed = 4;
-    assert_ne!(run(&req), a, "another seed → another result");
-    req.sampler = Sampler::Euler {
-        schedule: Schedule::Default,
+    let d = Schedule::Default;
+    assert_ne!(
+        run(Sampler::EulerAncestral { schedule: d }),
+        run(Sampler::Euler { schedule: d }),
+        "Euler a adds noise that Euler does not"
+    );
+    assert_ne!(
+        run(Sampler::DpmPp2mSde { schedule: d }),
+        run(Sampler::DpmPp2m { schedule: d }),
+        "the SDE variant adds noise"
+    );
+}
+
+#[test]
+fn dpmpp_2s_ancestral_makes_two_calls_per_step_but_the_last() {
+    let sd = model("tiny-b", Layout::Diffusers);
+    let mut req = ddim_request("tiny-b");
+    req.sampler = Sampler::DpmPp2sAncestral {
+        schedule: Schedule::Karras,
     };
-    req.seed = 3;
-    assert_ne!(run(&req), a, "Euler a adds noise that Euler does not");
+    req.steps = 5;
+    let mut totals = Vec::new();
+    sd.generate(&req, &CancelToken::new(), &mut |p| {
+        totals.push((p.step, p.total))
+    })
+    .unwrap();
+    assert_eq!(totals.len(), 2 * 5 - 1);
+    assert!(
+        totals
+            .iter()
+            .enumerate()
+            .all(|(k, (step, total))| *step == k + 1 && *total == 9),
+        "{totals:?}"
+    );
+}
+
+/// img2img against diffusers' StableDiffusionImg2ImgPipeline with the same init image,
+/// posterior mean and noise (see make_sampler_fixtures.py).
+#[test]
+fn img2img_matches_diffusers() {
+    let cases = [
+        ("ddim", Sampler::Ddim { eta: 0.0 }, 0.6, 4),
+        (
+            "euler",
+            Sampler::Euler {
+                schedule: Schedule::Default,
+            },
+            0.5,
+            4,
+        ),
+        (
+            "dpmpp_2m",
+            Sampler::DpmPp2m {
+                schedule: Schedule::Default,
+            },
+            0.75,
+            6,
+        ),
+        (
+            "heun",
+            Sampler::Heun {
+                schedule: Schedule::Default,
+            },
+            0.5,
+            7,
+        ),
+        (
+            "unipc",
+            Sampler::UniPc {
+                schedule: Schedule::Default,
+            },
+            1.0,
+            8,
+        ),
+    ];
+    for m in MODELS {
+        let sd = model(m, Layout::Diffusers);
+        let image =
+            kiln_engine::image::read_image(&crate::common::fixture(&format!("ref/{m}.init.png")))
+                .unwrap();
+        let (shape, noise) = reference("samplers", &format!("{m}.img2img.noise"));
+        for (case, sampler, strength, calls) in cases {
+            let mut req = ddim_request(m);
+            req.sampler = sampler;
+            req.latents = Some(kiln_engine::pipeline::LatentsData {
+                shape: shape.clone().try_into().unwrap(),
+                values: noise.clone(),
+            });
+            req.init_image = Some(kiln_engine::pipeline::InitImage {
+                image: image.clone(),
+                strength,
+            });
+            let mut seen = Vec::new();
+            let out = sd
+                .generate(&req, &CancelToken::new(), &mut |p| {
+                    seen.push((p.step, p.total))
+                })
+                .unwrap();
+            assert_eq!(
+                seen.last(),
+                Some(&(calls, calls)),
+                "{m} {case}: UNet calls for strength {strength}"
+            );
+            let (_, want) = reference("samplers", &format!("{m}.img2img.{case}.latents_out"));
+            assert_close(
+                &format!("{m} img2img {case} strength {strength}"),
+                &out.latents.values,
+                &want,
+                1e-4,
+            );
+        }
+    }
+}
+
+#[test]
+fn img2img_refuses_strengths_that_run_nothing() {
+    let sd = model("tiny-b", Layout::Diffusers);
+    let image =
+        kiln_engine::image::read_image(&crate::common::fixture("ref/tiny-b.init.png")).unwrap();
+    for (strength, needle) in [
+        (0.0, "strength must be in (0, 1]"),
+        (1.5, "strength must be in (0, 1]"),
+        (0.1, "runs no step"),
+    ] {
+        let mut req = ddim_request("tiny-b");
+        req.init_image = Some(kiln_engine::pipeline::InitImage {
+            image: image.clone(),
+            strength,
+        });
+        let err = sd
+            .generate(&req, &CancelToken::new(), &mut |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "strength {strength}: {err}");
+    }
 }

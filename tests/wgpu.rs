@@ -22,7 +22,7 @@ fn wgpu_matches_diffusers() {
     );
     assert_close("wgpu UNet", &values(got), &want, 1e-4);
     let req = ddim_request(m);
-    let out = sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     let (_, want_latents) = reference(m, "ddim.latents_out");
     assert_close(
         "wgpu DDIM latents",

@@ -53,10 +53,10 @@ struct GenerateArgs {
     /// Negative prompt: one for all prompts, or one per prompt.
     #[arg(long = "negative")]
     negatives: Vec<String>,
-    /// Sampler: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m.
+    /// Sampler: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m, dpmpp-2m-sde, dpmpp-2s-a, unipc, lcm.
     #[arg(long, default_value = "ddim")]
     sampler: String,
-    /// Sigma schedule for euler / euler-a / heun / dpmpp-2m: default (the model's spacing), karras or exponential.
+    /// Sigma schedule: default (the model's spacing), karras or exponential (not for ddim, ddpm, lcm).
     #[arg(long, default_value = "default")]
     schedule: String,
     /// Same as `--schedule karras`.
@@ -176,39 +176,6 @@ fn split_suffix<T>(spec: &str, parse: impl Fn(&str) -> Option<T>) -> Result<(Str
     Ok((spec.to_owned(), None))
 }
 
-/// Removes A1111 `<lora:NAME:WEIGHT>` / `<lora:NAME>` tags from a prompt; returns the text and
-/// the tags (weight 1 when absent).
-fn extract_lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
-    let mut text = String::with_capacity(prompt.len());
-    let mut tags = Vec::new();
-    let mut rest = prompt;
-    while let Some(start) = rest.find("<lora:") {
-        let Some(len) = rest[start..].find('>') else {
-            break;
-        };
-        text.push_str(&rest[..start]);
-        let inner = &rest[start + 6..start + len];
-        let mut parts = inner.split(':');
-        let name = parts.next().unwrap_or("").trim().to_owned();
-        let weight = parts
-            .next()
-            .and_then(|w| w.trim().parse().ok())
-            .unwrap_or(1.0);
-        if !name.is_empty() {
-            tags.push((name, weight));
-        }
-        rest = &rest[start + len + 1..];
-    }
-    text.push_str(rest);
-    let cleaned = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    (
-        cleaned
-            .trim_matches(|c: char| c == ',' || c.is_whitespace())
-            .to_owned(),
-        tags,
-    )
-}
-
 /// AUTOMATIC1111's `parameters` text for one image (the prompt keeps its `<lora:…>` tags, as
 /// A1111 writes it; `Lora hashes` lists each LoRA's short hash).
 fn infotext(
@@ -249,24 +216,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
             bail!("unknown schedule '{other}' (available: default, karras, exponential)")
         }
     };
-    let sampler = match args.sampler.as_str() {
-        "ddim" if schedule == Schedule::Default => Sampler::Ddim { eta: args.eta },
-        "ddim" => bail!(
-            "DDIM uses the model's timestep spacing; --schedule karras/exponential needs euler, euler-a, heun, lms or dpmpp-2m"
-        ),
-        "ddpm" if schedule == Schedule::Default => Sampler::Ddpm,
-        "ddpm" => bail!(
-            "DDPM uses the model's timestep spacing; --schedule needs euler, euler-a, heun, lms or dpmpp-2m"
-        ),
-        "euler" => Sampler::Euler { schedule },
-        "euler-a" => Sampler::EulerAncestral { schedule },
-        "heun" => Sampler::Heun { schedule },
-        "lms" => Sampler::Lms { schedule },
-        "dpmpp-2m" => Sampler::DpmPp2m { schedule },
-        other => bail!(
-            "unknown sampler '{other}' (available: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m)"
-        ),
-    };
+    let sampler = Sampler::from_name(&args.sampler, schedule, args.eta)?;
     let device = kiln_engine::device::device(&args.device)?;
     let latents = args.latents.as_deref().map(read_latents).transpose()?;
     let random_seed = args.seed.is_none();
@@ -289,7 +239,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut prompts = Vec::with_capacity(args.prompts.len());
     for p in &args.prompts {
-        let (text, tags) = extract_lora_tags(p);
+        let (text, tags) = kiln_engine::prompt::lora_tags(p);
         for (name, weight) in tags {
             let dir = args.lora_dir.as_deref().with_context(|| {
                 format!(
@@ -308,7 +258,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     }
     let mut negatives = Vec::with_capacity(args.negatives.len());
     for n in &args.negatives {
-        negatives.push(extract_lora_tags(n).0);
+        negatives.push(kiln_engine::prompt::lora_tags(n).0);
     }
     let mut hashes = Vec::new();
     for (file, weight) in &loras {
@@ -341,6 +291,8 @@ fn generate(args: GenerateArgs) -> Result<()> {
         batch: args.batch,
         latents,
         clip_skip: 1,
+        init_image: None,
+        preview: false,
     };
     let bar = if std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(request.steps as u64);
@@ -354,7 +306,7 @@ fn generate(args: GenerateArgs) -> Result<()> {
     } else {
         None
     };
-    let output = sd.txt2img(&request, &CancelToken::new(), &mut |p| {
+    let output = sd.generate(&request, &CancelToken::new(), &mut |p| {
         if let Some(bar) = &bar {
             bar.set_position(p.step as u64);
         }

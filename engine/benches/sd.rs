@@ -69,11 +69,13 @@ fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
         batch: 1,
         latents: None,
         clip_skip: 1,
+        init_image: None,
+        preview: false,
     };
     let mut times = Vec::new();
     for i in 0..runs + 1 {
         let t0 = Instant::now();
-        sd.txt2img(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+        sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
         if i > 0 {
             times.push(t0.elapsed().as_secs_f64());
         }

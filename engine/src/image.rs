@@ -1,4 +1,5 @@
-//! Images: decoder output → RGB8, and PNG writing.
+//! Images: decoder output → RGB8 and back, reading PNG/JPEG/WebP, fitting an image to a
+//! size (img2img's resize policy), and PNG writing with text chunks.
 
 use std::path::Path;
 
@@ -51,7 +52,77 @@ pub fn to_rgb8(decoded: Tensor<4>) -> Result<Vec<RgbImage>> {
         .collect())
 }
 
-/// Writes `image` as an 8-bit RGB PNG with optional `tEXt` chunks, atomically.
+/// RGB8 images (all the same size) → `[B, 3, H, W]` in \[-1, 1\], as diffusers'
+/// `VaeImageProcessor.preprocess` (`x / 255 · 2 − 1`).
+pub fn from_rgb8(images: &[&RgbImage], device: &burn::tensor::Device) -> Tensor<4> {
+    let (h, w) = images
+        .first()
+        .map(|i| (i.height, i.width))
+        .unwrap_or((0, 0));
+    let mut values = Vec::with_capacity(images.len() * 3 * h * w);
+    for image in images {
+        for ch in 0..3 {
+            values.extend(
+                image
+                    .pixels
+                    .iter()
+                    .skip(ch)
+                    .step_by(3)
+                    .map(|p| f32::from(*p) / 255.0 * 2.0 - 1.0),
+            );
+        }
+    }
+    Tensor::from_data(
+        burn::tensor::TensorData::new(values, [images.len(), 3, h, w]),
+        device,
+    )
+}
+
+/// Reads a PNG, JPEG or WebP file as RGB8 (alpha dropped, 16-bit reduced to 8).
+pub fn read_image(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let decoded = image::load_from_memory(&bytes)
+        .map_err(|e| Error::format(path, format!("not a readable PNG, JPEG or WebP image: {e}")))?;
+    let rgb = decoded.into_rgb8();
+    Ok(RgbImage {
+        width: rgb.width() as usize,
+        height: rgb.height() as usize,
+        pixels: rgb.into_raw(),
+    })
+}
+
+/// `image` resized to exactly `width × height` keeping its aspect ratio: scaled (Lanczos-3) so
+/// it covers the target, then the overflow is cropped equally from both sides (A1111's
+/// "crop and resize"). An image already of that size is returned unchanged.
+pub fn fit(image: &RgbImage, width: usize, height: usize) -> RgbImage {
+    if image.width == width && image.height == height {
+        return image.clone();
+    }
+    let Some(src) = image::RgbImage::from_raw(
+        image.width as u32,
+        image.height as u32,
+        image.pixels.clone(),
+    ) else {
+        return image.clone();
+    };
+    let scale = (width as f64 / image.width as f64).max(height as f64 / image.height as f64);
+    let (sw, sh) = (
+        ((image.width as f64 * scale).round() as u32).max(width as u32),
+        ((image.height as f64 * scale).round() as u32).max(height as u32),
+    );
+    let scaled = image::imageops::resize(&src, sw, sh, image::imageops::FilterType::Lanczos3);
+    let (x0, y0) = ((sw - width as u32) / 2, (sh - height as u32) / 2);
+    let cropped =
+        image::imageops::crop_imm(&scaled, x0, y0, width as u32, height as u32).to_image();
+    RgbImage {
+        width,
+        height,
+        pixels: cropped.into_raw(),
+    }
+}
+
+/// Writes `image` as an 8-bit RGB PNG with text chunks, atomically: `tEXt` when the text is
+/// Latin-1, `iTXt` (UTF-8) otherwise, as A1111 does.
 pub fn write_png(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result<()> {
     let mut bytes = Vec::new();
     {
@@ -59,8 +130,12 @@ pub fn write_png(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result
         enc.set_color(png::ColorType::Rgb);
         enc.set_depth(png::BitDepth::Eight);
         for (k, v) in text {
-            enc.add_itxt_chunk((*k).to_owned(), (*v).to_owned())
-                .map_err(|e| Error::format(path, e.to_string()))?;
+            let added = if v.chars().all(|c| u32::from(c) < 256) {
+                enc.add_text_chunk((*k).to_owned(), (*v).to_owned())
+            } else {
+                enc.add_itxt_chunk((*k).to_owned(), (*v).to_owned())
+            };
+            added.map_err(|e| Error::format(path, e.to_string()))?;
         }
         let mut writer = enc
             .write_header()
@@ -124,4 +199,65 @@ pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
             .filter_map(|t| Some((t.keyword.clone(), t.get_text().ok()?))),
     );
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gradient(w: usize, h: usize) -> RgbImage {
+        let pixels = (0..h)
+            .flat_map(|y| {
+                (0..w).flat_map(move |x| {
+                    [
+                        (x * 255 / w.max(2).saturating_sub(1).max(1)) as u8,
+                        (y * 255 / h.max(2).saturating_sub(1).max(1)) as u8,
+                        128,
+                    ]
+                })
+            })
+            .collect();
+        RgbImage {
+            width: w,
+            height: h,
+            pixels,
+        }
+    }
+
+    #[test]
+    fn fit_covers_then_crops_the_centre() {
+        // 40×20 → 16×16: scaled to 32×16, 8 columns cropped from each side.
+        let img = gradient(40, 20);
+        let out = fit(&img, 16, 16);
+        assert_eq!((out.width, out.height), (16, 16));
+        let red = |im: &RgbImage, x: usize, y: usize| im.pixels[(y * im.width + x) * 3];
+        // The centre column keeps the centre's red; the left edge is no longer the source's 0.
+        assert!((i32::from(red(&out, 8, 8)) - i32::from(red(&img, 20, 10))).abs() <= 8);
+        assert!(
+            red(&out, 0, 8) > 40,
+            "left columns were cropped, not squeezed"
+        );
+        // The vertical gradient spans the whole height (nothing cropped vertically).
+        assert!(out.pixels[1] < 20 && out.pixels[(15 * 16) * 3 + 1] > 235);
+        assert_eq!(fit(&img, 40, 20), img, "same size → unchanged");
+    }
+
+    #[test]
+    fn text_chunks_round_trip_in_latin1_and_utf8() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.png");
+        let img = gradient(4, 4);
+        write_png(
+            &path,
+            &img,
+            &[("parameters", "café, (x:1.2)"), ("kiln", "{\"p\": \"猫\"}")],
+        )
+        .expect("write");
+        let text = read_png_text(&path).expect("read");
+        assert!(text.contains(&("parameters".into(), "café, (x:1.2)".into())));
+        assert!(text.contains(&("kiln".into(), "{\"p\": \"猫\"}".into())));
+        assert_eq!(read_image(&path).expect("decode"), img);
+        let bytes = std::fs::read(&path).expect("bytes");
+        assert!(bytes.windows(4).any(|w| w == b"tEXt") && bytes.windows(4).any(|w| w == b"iTXt"));
+    }
 }

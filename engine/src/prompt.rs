@@ -212,6 +212,39 @@ pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>> {
     Ok(out)
 }
 
+/// Removes A1111 `<lora:NAME:WEIGHT>` / `<lora:NAME>` tags from a prompt; returns the text and
+/// the tags (weight 1 when absent).
+pub fn lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
+    let mut text = String::with_capacity(prompt.len());
+    let mut tags = Vec::new();
+    let mut rest = prompt;
+    while let Some(start) = rest.find("<lora:") {
+        let Some(len) = rest[start..].find('>') else {
+            break;
+        };
+        text.push_str(&rest[..start]);
+        let inner = &rest[start + 6..start + len];
+        let mut parts = inner.split(':');
+        let name = parts.next().unwrap_or("").trim().to_owned();
+        let weight = parts
+            .next()
+            .and_then(|w| w.trim().parse().ok())
+            .unwrap_or(1.0);
+        if !name.is_empty() {
+            tags.push((name, weight));
+        }
+        rest = &rest[start + len + 1..];
+    }
+    text.push_str(rest);
+    let cleaned = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (
+        cleaned
+            .trim_matches(|c: char| c == ',' || c.is_whitespace())
+            .to_owned(),
+        tags,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

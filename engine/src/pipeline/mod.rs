@@ -1,8 +1,14 @@
-//! Text-to-image, following diffusers' `StableDiffusionPipeline.__call__` step by step:
+//! Text-to-image and image-to-image, following diffusers' `StableDiffusionPipeline` and
+//! `StableDiffusionImg2ImgPipeline` step by step:
 //! 1. encode prompts and negative prompts (CFG only when guidance > 1);
-//! 2. prepare latents (given, or per-image seeded noise) × `init_noise_sigma`;
+//! 2. prepare latents: txt2img — noise (given, or per-image seeded) × `init_noise_sigma`;
+//!    img2img — the init image fitted to the requested size ([`crate::image::fit`]), encoded
+//!    by the VAE (posterior **mean**, where diffusers samples the posterior: the VAE's σ is
+//!    tiny and the mean keeps a recipe independent of the VAE's RNG), × `scaling_factor`, then
+//!    noised by the scheduler to the step where `strength` starts (`--latents` then gives that
+//!    noise);
 //! 3. denoise: UNet on `[negative; positive]`, guidance, scheduler step — with a step
-//!    callback and a cancel token checked before every step;
+//!    callback carrying a cheap preview, and a cancel token checked before every UNet call;
 //! 4. decode `latents / scaling_factor` with the VAE and convert to RGB8.
 
 use std::path::Path;
@@ -20,14 +26,8 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::paths::param_paths;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
-use crate::schedulers::ddim::DdimScheduler;
-use crate::schedulers::ddpm::DdpmScheduler;
-use crate::schedulers::dpm_solver_multistep::DpmSolverMultistepScheduler;
-use crate::schedulers::euler::EulerScheduler;
-use crate::schedulers::euler_ancestral::EulerAncestralScheduler;
-use crate::schedulers::heun::HeunScheduler;
-use crate::schedulers::lms::LmsScheduler;
-use crate::schedulers::{Noise, Schedule, Scheduler};
+pub use crate::schedulers::sampler::Sampler;
+use crate::schedulers::{Noise, Scheduler, interp, predict_x0};
 use crate::tokenizer::ClipTokenizer;
 use crate::weights::loader::Loader;
 use crate::weights::{Checkpoint, CheckpointInfo};
@@ -51,77 +51,25 @@ impl CancelToken {
     }
 }
 
-/// Reported after every denoising step.
-#[derive(Debug, Clone, Copy)]
+/// Reported after every UNet call of the denoising loop.
+#[derive(Debug, Clone)]
 pub struct StepProgress {
-    /// Steps done (1-based).
+    /// Calls done (1-based).
     pub step: usize,
-    /// Total steps.
+    /// Total calls (Heun and DPM++ 2S a make two per step).
     pub total: usize,
+    /// The image forming, from the latents without the VAE ([`crate::preview`]); only when
+    /// [`GenerationRequest::preview`] is set. One image per output image.
+    pub preview: Option<Vec<RgbImage>>,
 }
 
-/// The sampler and its options.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Sampler {
-    /// DDIM with η.
-    Ddim {
-        /// 0 = deterministic.
-        eta: f64,
-    },
-    /// DDPM (diffusers' `DDPMScheduler`; stochastic, seeded).
-    Ddpm,
-    /// Euler (diffusers' `EulerDiscreteScheduler`).
-    Euler {
-        /// Sigma spacing.
-        schedule: Schedule,
-    },
-    /// Euler a (diffusers' `EulerAncestralDiscreteScheduler`; stochastic, seeded).
-    EulerAncestral {
-        /// Sigma spacing.
-        schedule: Schedule,
-    },
-    /// Heun (diffusers' `HeunDiscreteScheduler`; two UNet calls per step).
-    Heun {
-        /// Sigma spacing.
-        schedule: Schedule,
-    },
-    /// LMS (diffusers' `LMSDiscreteScheduler`, order 4).
-    Lms {
-        /// Sigma spacing.
-        schedule: Schedule,
-    },
-    /// DPM++ 2M (diffusers' `DPMSolverMultistepScheduler`, dpmsolver++, order 2).
-    DpmPp2m {
-        /// Sigma spacing.
-        schedule: Schedule,
-    },
-}
-
-impl Sampler {
-    /// AUTOMATIC1111's name for this sampler (for PNG `parameters`).
-    pub fn a1111_name(&self) -> &'static str {
-        match self {
-            Sampler::Ddim { .. } => "DDIM",
-            Sampler::Ddpm => "DDPM",
-            Sampler::Euler { .. } => "Euler",
-            Sampler::EulerAncestral { .. } => "Euler a",
-            Sampler::Heun { .. } => "Heun",
-            Sampler::Lms { .. } => "LMS",
-            Sampler::DpmPp2m { .. } => "DPM++ 2M",
-        }
-    }
-
-    /// The schedule (A1111's "Schedule type").
-    pub fn schedule(&self) -> Schedule {
-        match self {
-            Sampler::Ddim { .. } | Sampler::Ddpm => Schedule::Default,
-            Sampler::Euler { schedule }
-            | Sampler::EulerAncestral { schedule }
-            | Sampler::Heun { schedule }
-            | Sampler::Lms { schedule }
-            | Sampler::DpmPp2m { schedule } => *schedule,
-        }
-    }
+/// An img2img source.
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    /// The image (any size: fitted to the request's size, see [`crate::image::fit`]).
+    pub image: RgbImage,
+    /// How much to change it, 0 < strength ≤ 1: the last `⌊steps·strength⌋` steps are run.
+    pub strength: f64,
 }
 
 /// Everything that determines a txt2img result.
@@ -149,6 +97,10 @@ pub struct GenerationRequest {
     pub latents: Option<LatentsData>,
     /// CLIP skip (1 = last layer).
     pub clip_skip: usize,
+    /// img2img: start from this image instead of pure noise.
+    pub init_image: Option<InitImage>,
+    /// Compute a live preview (the predicted clean image) after every UNet call.
+    pub preview: bool,
 }
 
 /// Latents as plain host data.
@@ -362,8 +314,10 @@ impl StableDiffusion {
         Ok([height / f, width / f])
     }
 
-    /// Runs txt2img. `on_step` is called after every step; `cancel` is checked before each.
-    pub fn txt2img(
+    /// Runs txt2img, or img2img when `req.init_image` is set. `on_step` is called after every
+    /// UNet call; `cancel` is checked before each (a cancelled run returns
+    /// [`Error::Cancelled`]).
+    pub fn generate(
         &self,
         req: &GenerationRequest,
         cancel: &CancelToken,
@@ -395,37 +349,8 @@ impl StableDiffusion {
             .map(|k| req.seed.wrapping_add(k))
             .collect();
         let mut noise = Noise::new(&seeds);
-        let mut scheduler: Box<dyn Scheduler> = match req.sampler {
-            Sampler::Ddim { eta } => {
-                Box::new(DdimScheduler::new(&self.info.scheduler, req.steps, eta)?)
-            }
-            Sampler::Ddpm => Box::new(DdpmScheduler::new(&self.info.scheduler, req.steps)?),
-            Sampler::Euler { schedule } => Box::new(EulerScheduler::new(
-                &self.info.scheduler,
-                req.steps,
-                schedule,
-            )?),
-            Sampler::EulerAncestral { schedule } => Box::new(EulerAncestralScheduler::new(
-                &self.info.scheduler,
-                req.steps,
-                schedule,
-            )?),
-            Sampler::Heun { schedule } => Box::new(HeunScheduler::new(
-                &self.info.scheduler,
-                req.steps,
-                schedule,
-            )?),
-            Sampler::Lms { schedule } => Box::new(LmsScheduler::new(
-                &self.info.scheduler,
-                req.steps,
-                schedule,
-            )?),
-            Sampler::DpmPp2m { schedule } => Box::new(DpmSolverMultistepScheduler::new(
-                &self.info.scheduler,
-                req.steps,
-                schedule,
-            )?),
-        };
+        let mut scheduler: Box<dyn Scheduler> =
+            req.sampler.scheduler(&self.info.scheduler, req.steps)?;
 
         // 1. Prompts, repeated `batch` times each (prompt-major, as diffusers).
         let repeat = |v: &[String]| {
@@ -442,9 +367,9 @@ impl StableDiffusion {
             self.encode_prompts(&repeat(&req.prompts), req.clip_skip)?
         };
 
-        // 2. Initial latents.
+        // 2. Initial latents, and the first UNet call (img2img skips the first steps).
         let shape = [total, channels, h, w];
-        let latents = match &req.latents {
+        let given = match &req.latents {
             Some(l) => {
                 if l.shape != shape {
                     return Err(Error::InvalidRequest(format!(
@@ -452,21 +377,60 @@ impl StableDiffusion {
                         l.shape
                     )));
                 }
-                Tensor::from_data(TensorData::new(l.values.clone(), l.shape), &self.device)
+                Some(Tensor::from_data(
+                    TensorData::new(l.values.clone(), l.shape),
+                    &self.device,
+                ))
             }
-            None => noise.randn(shape, &self.device),
+            None => None,
         };
-        let mut latents = latents * scheduler.init_noise_sigma();
+        let timesteps = scheduler.timesteps().to_vec();
+        let (mut latents, start) = match &req.init_image {
+            None => (
+                given.unwrap_or_else(|| noise.randn(shape, &self.device))
+                    * scheduler.init_noise_sigma(),
+                0,
+            ),
+            Some(init) => {
+                if !(init.strength > 0.0 && init.strength <= 1.0) {
+                    return Err(Error::InvalidRequest(format!(
+                        "strength must be in (0, 1], got {}",
+                        init.strength
+                    )));
+                }
+                // diffusers' get_timesteps: run the last ⌊steps·strength⌋ steps.
+                let run = ((req.steps as f64 * init.strength) as usize).min(req.steps);
+                if run == 0 {
+                    return Err(Error::InvalidRequest(format!(
+                        "strength {} × {} steps runs no step; raise the strength or the steps",
+                        init.strength, req.steps
+                    )));
+                }
+                let start = (req.steps - run) * scheduler.order();
+                let fitted = crate::image::fit(&init.image, req.width, req.height);
+                let pixels = crate::image::from_rgb8(&[&fitted], &self.device);
+                let encoded = self.vae.encode_mean(pixels) * self.vae.scaling_factor;
+                let encoded = encoded.repeat_dim(0, total);
+                let eps = given.unwrap_or_else(|| noise.randn(shape, &self.device));
+                (scheduler.add_noise(encoded, eps, start), start)
+            }
+        };
 
         // 3. Denoising loop.
-        let timesteps = scheduler.timesteps().to_vec();
-        for (i, &t) in timesteps.iter().enumerate() {
+        let calls = timesteps.len() - start;
+        // The preview shows x̂₀ from the (scaled) UNet input and the guided prediction.
+        let preview_alphas = if req.preview {
+            Some(self.info.scheduler.alphas_cumprod()?)
+        } else {
+            None
+        };
+        for (i, &t) in timesteps.iter().enumerate().skip(start) {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             let input = scheduler.scale_model_input(latents.clone(), i);
             let pred = if guided {
-                let input = Tensor::cat(vec![input.clone(), input], 0);
+                let input = Tensor::cat(vec![input.clone(), input.clone()], 0);
                 let out = self
                     .unet
                     .forward(input, &vec![t as f32; 2 * total], &context);
@@ -475,12 +439,25 @@ impl StableDiffusion {
                 let uncond = halves.pop().expect("two halves");
                 uncond.clone() + (text - uncond) * req.cfg
             } else {
-                self.unet.forward(input, &vec![t as f32; total], &context)
+                self.unet
+                    .forward(input.clone(), &vec![t as f32; total], &context)
+            };
+            let preview = match &preview_alphas {
+                Some(alphas) => Some(crate::preview::latents_to_rgb(&latents_to_host(
+                    predict_x0(
+                        &self.info.scheduler.prediction_type,
+                        &input,
+                        pred.clone(),
+                        interp(t, alphas),
+                    ),
+                )?)),
+                None => None,
             };
             latents = scheduler.step(pred, i, latents, &mut noise);
             on_step(StepProgress {
-                step: i + 1,
-                total: timesteps.len(),
+                step: i + 1 - start,
+                total: calls,
+                preview,
             });
         }
         let final_latents = latents_to_host(latents.clone())?;

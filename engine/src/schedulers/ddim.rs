@@ -3,7 +3,9 @@
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::schedulers::{Noise, Scheduler, SchedulerConfig, predict_x0, spaced_timesteps};
+use crate::schedulers::{
+    Noise, Scheduler, SchedulerConfig, add_noise_vp, predict_x0, spaced_timesteps,
+};
 
 /// DDIM with η (0 = deterministic DDIM, 1 = DDPM-like variance).
 #[derive(Debug, Clone)]
@@ -69,6 +71,10 @@ impl Scheduler for DdimScheduler {
 
     fn scale_model_input(&self, sample: Tensor<4>, _i: usize) -> Tensor<4> {
         sample
+    }
+
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
+        add_noise_vp(original, noise, self.alpha(self.timesteps[i]))
     }
 
     fn step(

@@ -5,7 +5,9 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::{Noise, Scheduler, SchedulerConfig, predict_x0, spaced_timesteps};
+use crate::schedulers::{
+    Noise, Scheduler, SchedulerConfig, add_noise_vp, predict_x0, spaced_timesteps,
+};
 
 /// DDPM.
 #[derive(Debug, Clone)]
@@ -49,6 +51,14 @@ impl Scheduler for DdpmScheduler {
 
     fn scale_model_input(&self, sample: Tensor<4>, _i: usize) -> Tensor<4> {
         sample
+    }
+
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
+        add_noise_vp(
+            original,
+            noise,
+            self.alphas_cumprod[self.timesteps[i] as usize],
+        )
     }
 
     fn step(

@@ -68,6 +68,11 @@ impl DiscreteSigmas {
         let s = self.sigmas[i];
         sample / (s * s + 1.0).sqrt()
     }
+
+    /// `original + σᵢ·noise` (variance-exploding form).
+    pub fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
+        original + noise * self.sigmas[i]
+    }
 }
 
 /// `dx/dσ = (x − x̂₀) / σ` for an ε-prediction, computed as diffusers does (through x̂₀).
@@ -102,6 +107,10 @@ impl Scheduler for EulerScheduler {
 
     fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
         self.d.scale_model_input(sample, i)
+    }
+
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
+        self.d.add_noise(original, noise, i)
     }
 
     fn step(

@@ -72,6 +72,10 @@ impl Scheduler for LmsScheduler {
         self.d.scale_model_input(sample, i)
     }
 
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
+        self.d.add_noise(original, noise, i)
+    }
+
     fn step(
         &mut self,
         model_output: Tensor<4>,

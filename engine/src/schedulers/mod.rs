@@ -6,10 +6,14 @@
 pub mod ddim;
 pub mod ddpm;
 pub mod dpm_solver_multistep;
+pub mod dpmpp_2s_ancestral;
 pub mod euler;
 pub mod euler_ancestral;
 pub mod heun;
+pub mod lcm;
 pub mod lms;
+pub mod sampler;
+pub mod unipc_multistep;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
@@ -277,6 +281,12 @@ pub fn predict_x0(
     }
 }
 
+/// `√ᾱ·original + √(1 − ᾱ)·noise`: clean latents noised to cumulative alpha `alpha_cumprod`
+/// (diffusers' `add_noise` of the ᾱ-parameterised schedulers).
+pub fn add_noise_vp(original: Tensor<4>, noise: Tensor<4>, alpha_cumprod: f64) -> Tensor<4> {
+    original * alpha_cumprod.sqrt() + noise * (1.0 - alpha_cumprod).sqrt()
+}
+
 /// A sampler driving the denoising loop.
 pub trait Scheduler {
     /// The timesteps passed to the UNet, one per step (may be fractional).
@@ -285,6 +295,14 @@ pub trait Scheduler {
     fn init_noise_sigma(&self) -> f64;
     /// Scales the UNet input at step `i` (identity for DDIM).
     fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4>;
+    /// UNet calls per step (2 for Heun and DPM++ 2S a): img2img starting at step k starts at
+    /// call `k · order()`, as diffusers' `get_timesteps`.
+    fn order(&self) -> usize {
+        1
+    }
+    /// Noises clean latents `original` to the noise level of call `i` (diffusers'
+    /// `add_noise`, for img2img); `noise` is standard normal, same shape.
+    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4>;
     /// One denoising step: `model_output` and `sample` are `[B, C, h, w]`; returns the
     /// sample for the next step.
     fn step(
