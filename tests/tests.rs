@@ -4,7 +4,9 @@
 //!   (`fixtures/ref/*`, made by `fixtures/make_fixtures.py`), from both checkpoint layouts;
 //! - `tokenizer`: ids equal transformers' `CLIPTokenizer` on hard prompts;
 //! - `cli`: the `kiln` binary's contract (generate, inspect, tokenize, exit codes);
-//! - `bad_input`: every way a file can be wrong gives its named error.
+//! - `bad_input`: every way a file can be wrong gives its named error;
+//! - `samplers`, `prompts`, `lora`, `textual_inversion`: features against diffusers/PEFT;
+//! - `recipes`: PNG metadata, `kiln info`, `kiln generate --from`, img2img from the CLI.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -15,6 +17,7 @@ mod cli;
 mod lora;
 mod parity;
 mod prompts;
+mod recipes;
 mod samplers;
 mod textual_inversion;
 mod tokenizer;

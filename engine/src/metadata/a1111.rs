@@ -150,7 +150,14 @@ pub fn parse(text: &str) -> Option<Parameters> {
     for (k, v) in kv {
         match k.as_str() {
             "Steps" => p.steps = v.parse().ok(),
-            "Sampler" => p.sampler = Some(v),
+            // Before A1111 1.9 the schedule was part of the sampler's name.
+            "Sampler" => match v.strip_suffix(" Karras") {
+                Some(base) => {
+                    p.sampler = Some(base.to_owned());
+                    p.schedule = Some(Schedule::Karras);
+                }
+                None => p.sampler = Some(v),
+            },
             "Schedule type" => {
                 p.schedule = match v.as_str() {
                     "Karras" => Some(Schedule::Karras),

@@ -4,6 +4,7 @@
 //! says what it is, and produces, per component, a [`MappedSource`]: the file's tensors seen
 //! under diffusers names. The model constructors then load strictly from those sources.
 
+pub mod hash;
 pub mod inspect;
 pub mod ldm_yaml;
 pub mod loader;

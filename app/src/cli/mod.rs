@@ -1,0 +1,74 @@
+//! The command line: `kiln generate`, `kiln info`, `kiln inspect`, `kiln tokenize`.
+
+mod generate;
+mod info;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use kiln_engine::tokenizer::ClipTokenizer;
+use kiln_engine::weights::inspect::inspect;
+
+/// Kiln: a desktop Stable Diffusion studio.
+#[derive(Debug, Parser)]
+#[command(name = "kiln", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Generate images from text prompts (txt2img), or from an image (img2img).
+    Generate(Box<generate::GenerateArgs>),
+    /// Print the recipe stored in a PNG (Kiln, AUTOMATIC1111, ComfyUI or InvokeAI).
+    Info {
+        /// The PNG.
+        image: PathBuf,
+        /// Print JSON instead of A1111-style text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell what a file or folder is: checkpoint, LoRA, embedding, or unknown.
+    Inspect {
+        /// File or folder to inspect.
+        path: PathBuf,
+    },
+    /// Print the 77 CLIP token ids of TEXT as JSON.
+    Tokenize {
+        /// The prompt.
+        text: String,
+    },
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Generate(args)) => generate::generate(*args),
+        Some(Command::Info { image, json }) => info::info(&image, json),
+        Some(Command::Inspect { path }) => {
+            let what = inspect(&path)?;
+            println!("{}", serde_json::to_string_pretty(&what)?);
+            Ok(())
+        }
+        Some(Command::Tokenize { text }) => {
+            let ids = ClipTokenizer::sd15()?.encode(&text)?;
+            println!("{}", serde_json::to_string(&ids)?);
+            Ok(())
+        }
+        None => {
+            eprintln!("The desktop window is not built yet; use a subcommand (kiln --help).");
+            Ok(())
+        }
+    }
+}
+
+/// Kiln's cache folder: `$XDG_CACHE_HOME/kiln` or `~/.cache/kiln` (None without a home).
+pub fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("kiln"))
+}
