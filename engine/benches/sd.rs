@@ -1,5 +1,5 @@
-//! Benchmarks (not tests): a full-size SD 1.5 UNet forward with random weights, and a whole
-//! tiny-model txt2img. `benches/compare.sh` runs these and `benches/torch_side.py` (the same
+//! Benchmarks (not tests): a full-size SD 1.5 UNet forward with random weights, a whole
+//! tiny-model txt2img, seconds per step of every sampler on the tiny model, and LoRA stacks. `benches/compare.sh` runs these and `benches/torch_side.py` (the same
 //! work in PyTorch/diffusers) in one go and prints the ratios.
 //!
 //! `cargo bench -p kiln-engine --bench sd --profile dev [-- DEVICE]` (DEVICE: cpu, ndarray,
@@ -51,10 +51,8 @@ fn bench_unet(device: &Device, device_name: &str, runs: usize) {
     );
 }
 
-fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a");
-    let sd = StableDiffusion::load(&root, None, device).unwrap();
-    let req = GenerationRequest {
+fn tiny_request() -> GenerationRequest {
+    GenerationRequest {
         prompts: vec![
             "a red circle on a blue background".into(),
             "a photo of a cat".into(),
@@ -71,7 +69,17 @@ fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
         clip_skip: 1,
         init_image: None,
         preview: false,
-    };
+    }
+}
+
+fn tiny_model(device: &Device) -> StableDiffusion {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a");
+    StableDiffusion::load(&root, None, device).unwrap()
+}
+
+fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
+    let sd = tiny_model(device);
+    let req = tiny_request();
     let mut times = Vec::new();
     for i in 0..runs + 1 {
         let t0 = Instant::now();
@@ -84,6 +92,39 @@ fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
         r#"{{"bench": "tiny_a_txt2img_64x64_b2_25steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
         median(times)
     );
+}
+
+/// Seconds per step and per UNet call of every sampler (tiny-a, 64×64, 2 prompts, CFG, 20
+/// steps): samplers should differ only by their UNet calls per step.
+fn bench_samplers(device: &Device, device_name: &str, runs: usize) {
+    use kiln_engine::schedulers::Schedule;
+    let sd = tiny_model(device);
+    for name in Sampler::NAMES {
+        let schedule = if matches!(name, "ddim" | "ddpm" | "lcm") {
+            Schedule::Default
+        } else {
+            Schedule::Karras
+        };
+        let mut req = tiny_request();
+        req.sampler = Sampler::from_name(name, schedule, 0.0).unwrap();
+        req.steps = 20;
+        let mut times = Vec::new();
+        let mut calls = 0;
+        for i in 0..runs + 1 {
+            let t0 = Instant::now();
+            sd.generate(&req, &CancelToken::new(), &mut |p| calls = p.total)
+                .unwrap();
+            if i > 0 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        let t = median(times);
+        println!(
+            r#"{{"bench": "sampler_{name}_tiny_a_64x64_b2_20steps", "impl": "kiln-{device_name}", "seconds": {t:.4}, "unet_calls": {calls}, "seconds_per_step": {:.5}, "seconds_per_unet_call": {:.5}}}"#,
+            t / req.steps as f64,
+            t / calls as f64
+        );
+    }
 }
 
 fn main() {
@@ -102,6 +143,9 @@ fn main() {
         .unwrap_or(3);
     if only.is_empty() || only == "unet" {
         bench_unet(&device, &name, runs);
+    }
+    if only.is_empty() || only == "samplers" {
+        bench_samplers(&device, &name, runs);
     }
     if only.is_empty() || only == "lora" {
         bench_lora(&device, &name);
