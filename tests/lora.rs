@@ -438,3 +438,50 @@ fn trigger_words_and_family_come_from_kohya_metadata() {
         "{e}"
     );
 }
+
+/// A LoRA merged into an f16 model (either order: LoRA then precision, or precision then
+/// LoRA) stays close to diffusers' f32 result; merging accumulates in f32.
+#[test]
+fn loras_merge_into_f16_models() {
+    use kiln_engine::pipeline::Precision;
+    let expected = want("lora_qkvo");
+    for lora_first in [false, true] {
+        let mut sd = tiny_a();
+        let lora = sd.open_lora(&adapter("kohya_qkvo.safetensors")).unwrap();
+        if lora_first {
+            sd.add_lora(lora, 0.7);
+            sd.set_precision(Precision::F16);
+        } else {
+            sd.set_precision(Precision::F16);
+            sd.add_lora(lora, 0.7);
+        }
+        let err = crate::common::relative_max_error(&latents(&sd), &expected);
+        assert!(err < 1e-2, "f16 LoRA (lora first: {lora_first}): {err}");
+        // Re-weighting in f16 goes back to the base exactly when the weight is 0.
+        sd.set_lora_weight(0, 0.0);
+        let base = latents(&sd);
+        let mut plain = tiny_a();
+        plain.set_precision(Precision::F16);
+        assert_eq!(
+            base,
+            latents(&plain),
+            "weight 0 restores the f16 base (lora first: {lora_first})"
+        );
+    }
+}
+
+/// An absurd LoRA weight overflows the weights; the result is a named error, not a black image.
+#[test]
+fn overflowing_weights_give_a_non_finite_error() {
+    let mut sd = tiny_a();
+    let lora = sd.open_lora(&adapter("kohya_qkvo.safetensors")).unwrap();
+    sd.add_lora(lora, 1e38);
+    let err = sd
+        .generate(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {})
+        .unwrap_err();
+    assert!(matches!(err, kiln_engine::Error::NonFinite(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("produced NaN or infinite values"),
+        "{err}"
+    );
+}

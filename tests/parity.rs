@@ -308,3 +308,24 @@ fn parameter_paths_are_the_diffusers_keys() {
         assert_eq!(text, file, "{m} text encoder");
     }
 }
+
+/// f16 UNet and text encoder (VAE f32) on the CPU backend: the path GPU backends take by
+/// default. f16 rounding keeps it close to, not equal to, the f32 reference.
+#[test]
+fn f16_precision_stays_close_to_diffusers_f32() {
+    use kiln_engine::pipeline::{Precision, StableDiffusion};
+    for m in MODELS {
+        let device = kiln_engine::device::device("cpu").unwrap();
+        let mut sd = StableDiffusion::load(&crate::common::fixture(m), None, &device).unwrap();
+        sd.set_precision(Precision::F16);
+        assert_eq!(sd.precision(), Precision::F16);
+        let req = ddim_request(m);
+        let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+        let (_, want) = reference(m, "ddim.latents_out");
+        let err = crate::common::relative_max_error(&out.latents.values, &want);
+        let diff = image_mean_abs_diff(&out.images, &reference(m, "ddim.image").1);
+        eprintln!("{m} f16: latents max|Δ|/max|ref| = {err:.3e}, image mean|Δ| = {diff:.3}/255");
+        assert!(err < 1e-2, "{m} f16 latents {err}");
+        assert!(diff < 0.5, "{m} f16 image mean |Δ| {diff}");
+    }
+}

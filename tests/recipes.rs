@@ -121,6 +121,34 @@ fn generate_writes_both_chunks_and_from_regenerates_bit_identically() {
     let rc = recipe(&c);
     assert_eq!((rc.seed, rc.steps, rc.sampler), (99, 3, r.sampler));
     assert_ne!(read_png(&c).unwrap(), read_png(&a).unwrap());
+
+    // Precision is part of the recipe: an f16 image regenerates as f16.
+    let e = dir.path().join("e.png");
+    let o = kiln(&[
+        "generate",
+        "--from",
+        a.to_str().unwrap(),
+        "--precision",
+        "f16",
+        "--out",
+        e.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(recipe(&e).precision, kiln_engine::pipeline::Precision::F16);
+    let f = dir.path().join("f.png");
+    let o = kiln(&[
+        "generate",
+        "--from",
+        e.to_str().unwrap(),
+        "--out",
+        f.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        read_png(&f).unwrap(),
+        read_png(&e).unwrap(),
+        "f16 regenerates exactly"
+    );
 }
 
 #[test]

@@ -64,6 +64,17 @@ pub fn device(name: &str) -> Result<Device> {
     }
 }
 
+/// Whether `device` is a CPU backend (flex or ndarray), where f16 is not faster.
+pub fn is_cpu(device: &Device) -> bool {
+    #[allow(deprecated)]
+    let cpu = *device == Device::flex()
+        || (cfg!(feature = "ndarray")
+            && format!("{device:?}")
+                .to_ascii_lowercase()
+                .contains("ndarray"));
+    cpu
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

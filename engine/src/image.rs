@@ -225,6 +225,21 @@ mod tests {
     }
 
     #[test]
+    fn non_finite_decoder_output_is_an_error() {
+        let device = burn::tensor::Device::flex();
+        let t: Tensor<4> = Tensor::from_data(
+            burn::tensor::TensorData::new(vec![0.0, f32::NAN, 0.5, -0.5], [1, 1, 2, 2]),
+            &device,
+        );
+        let err = to_rgb8(t).expect_err("NaN");
+        assert!(
+            err.to_string()
+                .contains("the VAE decoder produced NaN or infinite values"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn fit_covers_then_crops_the_centre() {
         // 40×20 → 16×16: scaled to 32×16, 8 columns cropped from each side.
         let img = gradient(40, 20);

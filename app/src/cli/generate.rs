@@ -14,7 +14,8 @@ use kiln_engine::metadata::{
     Recipe, read_image_info,
 };
 use kiln_engine::pipeline::{
-    CancelToken, GenerationRequest, InitImage, LatentsData, Sampler, StableDiffusion, StepProgress,
+    CancelToken, GenerationRequest, InitImage, LatentsData, Precision, Sampler, StableDiffusion,
+    StepProgress,
 };
 use kiln_engine::schedulers::Schedule;
 use kiln_engine::weights::hash::{model_hash, sha256_file};
@@ -94,6 +95,9 @@ pub struct GenerateArgs {
     /// Compute device: cpu, wgpu, metal, vulkan, cuda, or auto.
     #[arg(long, default_value = "cpu")]
     device: String,
+    /// UNet/text-encoder precision: auto (f16 on GPUs, f32 on the CPU), f32 or f16 [default: auto, or the recipe's].
+    #[arg(long)]
+    precision: Option<String>,
     /// Output PNG; with several images, a-0.png, a-1.png, …
     #[arg(long)]
     out: PathBuf,
@@ -113,6 +117,7 @@ struct Plan {
     loras: Vec<(PathBuf, f32)>,
     embeddings: Vec<(PathBuf, Option<String>)>,
     init_image: Option<(PathBuf, f64)>,
+    precision: Option<Precision>,
 }
 
 fn parse_schedule(karras: bool, schedule: Option<&str>) -> Result<Option<Schedule>> {
@@ -250,7 +255,15 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
         (None, Some(h)) => Some((h, h)),
         (None, None) => None,
     };
+    let precision = match args.precision.as_deref() {
+        Some("f32") => Some(Precision::F32),
+        Some("f16") => Some(Precision::F16),
+        Some("auto") => None,
+        Some(other) => bail!("unknown precision '{other}' (available: auto, f32, f16)"),
+        None => recipe.as_ref().map(|r| r.precision),
+    };
     Ok(Plan {
+        precision,
         model,
         prompts,
         negatives,
@@ -330,6 +343,10 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             % 4_294_967_296
     });
     let mut sd = StableDiffusion::load(&plan.model, args.config.as_deref(), &device)?;
+    sd.set_precision(
+        plan.precision
+            .unwrap_or_else(|| Precision::default_for(&device)),
+    );
     // `<lora:NAME:WEIGHT>` tags are removed from the prompts and added to the stack (unless a
     // LoRA of that name is already in it, as when regenerating from a recipe).
     let mut loras = plan.loras.clone();
@@ -484,6 +501,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             loras: lora_refs.clone(),
             embeddings: embedding_refs.clone(),
             init_image: init_ref.clone(),
+            precision: sd.precision(),
         };
         let json = serde_json::to_string(&recipe)?;
         write_png(

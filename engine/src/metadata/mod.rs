@@ -17,6 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::pipeline::Precision;
 use crate::schedulers::Schedule;
 use crate::schedulers::sampler::Sampler;
 
@@ -106,6 +107,9 @@ pub struct Recipe {
     /// img2img source, if any.
     #[serde(default)]
     pub init_image: Option<InitImageRef>,
+    /// UNet/text-encoder precision (f16 and f32 give slightly different images).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Recipe {

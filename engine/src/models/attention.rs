@@ -62,7 +62,9 @@ impl Attention {
         let h = self.heads;
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
         let m = ctx.dims()[1];
-        if crate::models::cpu_attention::applies(&x.device(), d / h) {
+        if crate::models::cpu_attention::applies(&x.device(), d / h)
+            && x.dtype() == burn::tensor::DType::F32
+        {
             let (q, k, v) = (
                 self.to_q.forward(x),
                 self.to_k.forward(ctx.clone()),

@@ -138,7 +138,8 @@ impl UNet2DConditionModel {
             self.flip_sin_to_cos,
             self.freq_shift as f64,
             &device,
-        );
+        )
+        .cast(sample.dtype());
         let temb = self.time_embedding.forward(features);
         let mut h = self.conv_in.forward(sample);
         let mut skips = vec![h.clone()];

@@ -15,7 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 
 use crate::adapters::lora::LoraAdapter;
 use crate::adapters::lora::stack::{LoraStack, ParamKey, StackEntry};
@@ -23,7 +24,7 @@ use crate::adapters::lora::targets::{Component, TargetIndex};
 use crate::error::{Error, Result};
 use crate::image::{RgbImage, to_rgb8};
 use crate::models::clip_text::ClipTextModel;
-use crate::models::paths::param_paths;
+use crate::models::paths::{map_params, param_paths};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
 pub use crate::schedulers::sampler::Sampler;
@@ -61,6 +62,38 @@ pub struct StepProgress {
     /// The image forming, from the latents without the VAE ([`crate::preview`]); only when
     /// [`GenerationRequest::preview`] is set. One image per output image.
     pub preview: Option<Vec<RgbImage>>,
+}
+
+/// Numeric precision of the UNet and the text encoder. The VAE always runs in f32 (its
+/// decoder overflows f16 on SD 1.x), as do the scheduler math and prompt weighting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats everywhere.
+    #[default]
+    F32,
+    /// 16-bit weights and activations in the UNet and text encoder (half the memory and,
+    /// on GPUs, about twice the speed).
+    F16,
+}
+
+impl Precision {
+    /// f16 on GPU backends, f32 on the CPU (where f16 is not faster).
+    pub fn default_for(device: &Device) -> Self {
+        if crate::device::is_cpu(device) {
+            Precision::F32
+        } else {
+            Precision::F16
+        }
+    }
+
+    /// Burn's dtype for it.
+    pub fn dtype(self) -> FloatDType {
+        match self {
+            Precision::F32 => FloatDType::F32,
+            Precision::F16 => FloatDType::F16,
+        }
+    }
 }
 
 /// An img2img source.
@@ -138,6 +171,7 @@ pub struct StableDiffusion {
     pub info: CheckpointInfo,
     loras: LoraStack,
     device: Device,
+    precision: Precision,
 }
 
 impl StableDiffusion {
@@ -168,12 +202,32 @@ impl StableDiffusion {
             info: ckpt.info,
             loras: LoraStack::default(),
             device: device.clone(),
+            precision: Precision::F32,
         })
     }
 
     /// The device the models live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The UNet and text encoder's precision (f32 after loading).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Converts the UNet and text encoder (and the LoRA stack's kept weights) to `precision`.
+    /// Going back from f16 to f32 does not restore the rounded bits.
+    pub fn set_precision(&mut self, precision: Precision) {
+        if precision == self.precision {
+            return;
+        }
+        let dtype = precision.dtype();
+        let all = |_: &str| true;
+        self.unet = map_params(self.unet.clone(), &all, &mut |_, t| t.cast(dtype));
+        self.text_encoder = map_params(self.text_encoder.clone(), &all, &mut |_, t| t.cast(dtype));
+        self.loras.cast_pristine(dtype);
+        self.precision = precision;
     }
 
     /// Every layer of this model a LoRA can modify, under every alias LoRA files use.
@@ -284,7 +338,10 @@ impl StableDiffusion {
         }
         let n = prompts.len() * k;
         let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [n, len]), &self.device);
-        let mut z = self.text_encoder.forward(ids, clip_skip);
+        let mut z = self
+            .text_encoder
+            .forward(ids, clip_skip)
+            .cast(FloatDType::F32);
         if weights.iter().any(|w| *w != 1.0) {
             let w: Tensor<3> =
                 Tensor::from_data(TensorData::new(weights, [n, len, 1]), &self.device);
@@ -312,6 +369,16 @@ impl StableDiffusion {
             );
         }
         Ok([height / f, width / f])
+    }
+
+    /// The UNet at the model's precision: `sample` `[B, C, h, w]` (f32) at timestep `t`,
+    /// `context` `[B, M, D]` → `[B, C, h, w]` in f32.
+    fn unet_forward(&self, sample: Tensor<4>, t: f64, context: &Tensor<3>) -> Tensor<4> {
+        let b = sample.dims()[0];
+        let sample = sample.cast(self.precision.dtype());
+        self.unet
+            .forward(sample, &vec![t as f32; b], context)
+            .cast(FloatDType::F32)
     }
 
     /// Runs txt2img, or img2img when `req.init_image` is set. `on_step` is called after every
@@ -366,6 +433,7 @@ impl StableDiffusion {
         } else {
             self.encode_prompts(&repeat(&req.prompts), req.clip_skip)?
         };
+        let context = context.cast(self.precision.dtype());
 
         // 2. Initial latents, and the first UNet call (img2img skips the first steps).
         let shape = [total, channels, h, w];
@@ -431,16 +499,13 @@ impl StableDiffusion {
             let input = scheduler.scale_model_input(latents.clone(), i);
             let pred = if guided {
                 let input = Tensor::cat(vec![input.clone(), input.clone()], 0);
-                let out = self
-                    .unet
-                    .forward(input, &vec![t as f32; 2 * total], &context);
+                let out = self.unet_forward(input, t, &context);
                 let mut halves = out.chunk(2, 0);
                 let text = halves.pop().expect("two halves");
                 let uncond = halves.pop().expect("two halves");
                 uncond.clone() + (text - uncond) * req.cfg
             } else {
-                self.unet
-                    .forward(input.clone(), &vec![t as f32; total], &context)
+                self.unet_forward(input.clone(), t, &context)
             };
             let preview = match &preview_alphas {
                 Some(alphas) => Some(crate::preview::latents_to_rgb(&latents_to_host(

@@ -140,13 +140,22 @@ impl LoraStack {
     /// first time the stack touches it).
     pub fn merged(&mut self, key: &ParamKey, current: Tensor<1>) -> Tensor<1> {
         let base = self.pristine.entry(key.clone()).or_insert(current).clone();
-        let mut w = base;
+        // Accumulate in f32 and round once to the model's precision (f16 on GPUs).
+        let dtype = base.dtype();
+        let mut w = base.cast(burn::tensor::FloatDType::F32);
         for e in self.entries.iter().filter(|e| e.enabled && e.weight != 0.0) {
             if let Some(d) = e.deltas.get(key) {
-                w = w + d.clone() * e.weight;
+                w = w + d.clone().cast(burn::tensor::FloatDType::F32) * e.weight;
             }
         }
-        w
+        w.cast(dtype)
+    }
+
+    /// Converts the kept pristine weights to `dtype` (when the model's precision changes).
+    pub fn cast_pristine(&mut self, dtype: burn::tensor::FloatDType) {
+        for w in self.pristine.values_mut() {
+            *w = w.clone().cast(dtype);
+        }
     }
 }
 
