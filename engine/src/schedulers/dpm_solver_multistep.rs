@@ -217,6 +217,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn class_default_spacing_is_linspace_as_diffusers() {
+        // diffusers' DPMSolverMultistepScheduler on SD 1.5's config (no timestep_spacing).
+        let s =
+            MultistepSigmas::new(&SchedulerConfig::sd15(), 8, Schedule::Default).expect("sigmas");
+        assert_eq!(
+            s.timesteps,
+            vec![999.0, 874.0, 749.0, 624.0, 500.0, 375.0, 250.0, 125.0]
+        );
+    }
+
+    #[test]
     fn exponential_and_karras_timesteps_match_diffusers() {
         let mut config = SchedulerConfig::sd15();
         config.timestep_spacing = Some("leading".into());

@@ -125,3 +125,32 @@ impl Scheduler for EulerScheduler {
         sample + derivative * (self.d.sigmas[i + 1] - sigma)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_default_spacing_is_linspace_as_diffusers() {
+        // SD 1.5's config has no timestep_spacing; diffusers' EulerDiscreteScheduler then uses
+        // "linspace": [999, 856.2857, …, 0], init_noise_sigma 14.6146.
+        let d =
+            DiscreteSigmas::new(&SchedulerConfig::sd15(), 8, Schedule::Default).expect("sigmas");
+        let want = [
+            999.0, 856.2857, 713.5714, 570.8571, 428.1429, 285.4286, 142.7143, 0.0,
+        ];
+        assert!(
+            d.timesteps
+                .iter()
+                .zip(want)
+                .all(|(a, b)| (a - b).abs() < 1e-4),
+            "{:?}",
+            d.timesteps
+        );
+        assert!(
+            (d.init_noise_sigma - 14.614_646_9).abs() < 1e-5,
+            "{}",
+            d.init_noise_sigma
+        );
+    }
+}
