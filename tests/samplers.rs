@@ -333,3 +333,59 @@ fn img2img_refuses_strengths_that_run_nothing() {
         assert!(err.contains(needle), "strength {strength}: {err}");
     }
 }
+
+#[test]
+fn every_sampler_runs_from_the_cli() {
+    let model = crate::common::fixture("tiny-b");
+    let dir = tempfile::tempdir().unwrap();
+    for name in Sampler::NAMES {
+        let out = dir.path().join(format!("{name}.png"));
+        let o = crate::cli::kiln(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a cat",
+            "--sampler",
+            name,
+            "--steps",
+            "3",
+            "--seed",
+            "5",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{name}: {}", crate::cli::stderr(&o));
+        let recipe = kiln_engine::metadata::read_image_info(&out)
+            .unwrap()
+            .recipe
+            .unwrap();
+        assert_eq!(recipe.sampler.name(), name);
+    }
+}
+
+#[test]
+fn step_callback_carries_a_preview_of_every_image() {
+    let sd = model("tiny-b", Layout::Diffusers);
+    let mut req = ddim_request("tiny-b");
+    req.preview = true;
+    let mut previews = Vec::new();
+    let out = sd
+        .generate(&req, &CancelToken::new(), &mut |p| {
+            previews.push(p.preview.unwrap())
+        })
+        .unwrap();
+    assert_eq!(previews.len(), req.steps);
+    let last = previews.last().unwrap();
+    assert_eq!(last.len(), out.images.len());
+    let [_, _, h, w] = out.latents.shape;
+    let f = kiln_engine::preview::UPSCALE;
+    assert_eq!((last[0].width, last[0].height), (w * f, h * f));
+    // The preview changes as the image forms.
+    assert_ne!(previews[0][0].pixels, last[0].pixels);
+    req.preview = false;
+    sd.generate(&req, &CancelToken::new(), &mut |p| {
+        assert!(p.preview.is_none())
+    })
+    .unwrap();
+}
