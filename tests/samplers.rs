@@ -286,6 +286,7 @@ fn img2img_matches_diffusers() {
                 values: noise.clone(),
             });
             req.init_image = Some(kiln_engine::pipeline::InitImage {
+                path: None,
                 image: image.clone(),
                 strength,
             });
@@ -323,6 +324,7 @@ fn img2img_refuses_strengths_that_run_nothing() {
     ] {
         let mut req = ddim_request("tiny-b");
         req.init_image = Some(kiln_engine::pipeline::InitImage {
+            path: None,
             image: image.clone(),
             strength,
         });

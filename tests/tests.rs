@@ -23,3 +23,4 @@ mod textual_inversion;
 mod tokenizer;
 #[cfg(feature = "wgpu")]
 mod wgpu;
+mod worker;

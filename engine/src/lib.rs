@@ -19,9 +19,11 @@ pub mod models;
 pub mod pipeline;
 pub mod preview;
 pub mod prompt;
+pub mod protocol;
 pub mod schedulers;
 pub mod tokenizer;
 pub mod weights;
+pub mod worker;
 
 /// The Burn version the engine is built on, re-exported so callers use the same types.
 pub use burn;

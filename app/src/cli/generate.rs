@@ -8,11 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use kiln_engine::image::write_png;
-use kiln_engine::metadata::{
-    EmbeddingRef, InitImageRef, KILN_CHUNK, LoraRef, ModelRef, PARAMETERS_CHUNK, RECIPE_VERSION,
-    Recipe, read_image_info,
-};
+use kiln_engine::metadata::{read_image_info, write_png_with_recipe};
 use kiln_engine::pipeline::{
     CancelToken, GenerationRequest, InitImage, LatentsData, Precision, Sampler, StableDiffusion,
     StepProgress,
@@ -378,29 +374,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         .iter()
         .map(|n| kiln_engine::prompt::lora_tags(n).0)
         .collect();
-    let mut lora_refs = Vec::new();
     for (file, weight) in &loras {
         let adapter = sd.open_lora(file)?;
-        lora_refs.push(LoraRef {
-            name: adapter.name.clone(),
-            path: absolute(file),
-            hash: adapter.report.short_hash.clone(),
-            weight: *weight,
-        });
         sd.add_lora(adapter, *weight);
     }
-    let mut embedding_refs = Vec::new();
     for (file, token) in &plan.embeddings {
         sd.load_embedding(file, token.as_deref())?;
-        let token = token.clone().unwrap_or_else(|| {
-            file.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
-        embedding_refs.push(EmbeddingRef {
-            token,
-            path: absolute(file),
-        });
     }
     let init = match &plan.init_image {
         Some((path, strength)) => {
@@ -433,7 +412,8 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         batch: args.batch,
         latents,
         clip_skip: plan.clip_skip,
-        init_image: init.as_ref().map(|(image, strength, _)| InitImage {
+        init_image: init.as_ref().map(|(image, strength, path)| InitImage {
+            path: Some((*path).clone()),
             image: image.clone(),
             strength: *strength,
         }),
@@ -457,72 +437,26 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     if random_seed {
         eprintln!("seed: {seed}");
     }
-    let model = ModelRef {
-        name: plan
-            .model
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        path: absolute(&plan.model),
-        hash: model_hash(&plan.model, super::cache_dir().as_deref()).ok(),
-    };
-    let init_ref = match &init {
-        Some((_, strength, path)) => Some(InitImageRef {
-            path: absolute(path),
-            sha256: sha256_file(path)?,
-            strength: *strength,
-        }),
-        None => None,
-    };
+    sd.set_model_hash(model_hash(&plan.model, super::cache_dir().as_deref()).ok());
     for (k, (path, image)) in output_paths(&args.out, output.images.len())
         .iter()
         .zip(&output.images)
         .enumerate()
     {
-        let prompt_index = k / request.batch;
-        let negative = plan
+        // The recipe keeps the prompts as typed (with their <lora:…> tags, as A1111 does).
+        let mut recipe = sd.recipe(&request, k, output.seeds[k]);
+        let p = k / request.batch;
+        recipe.prompt = plan.prompts[p].clone();
+        recipe.negative_prompt = plan
             .negatives
-            .get(prompt_index)
+            .get(p)
             .or(plan.negatives.first())
             .cloned()
             .unwrap_or_default();
-        let recipe = Recipe {
-            version: RECIPE_VERSION,
-            prompt: plan.prompts[prompt_index].clone(),
-            negative_prompt: negative,
-            sampler: request.sampler,
-            steps: request.steps,
-            cfg: request.cfg,
-            seed: output.seeds[k],
-            width: request.width,
-            height: request.height,
-            clip_skip: request.clip_skip,
-            model: model.clone(),
-            loras: lora_refs.clone(),
-            embeddings: embedding_refs.clone(),
-            init_image: init_ref.clone(),
-            precision: sd.precision(),
-        };
-        let json = serde_json::to_string(&recipe)?;
-        write_png(
-            path,
-            image,
-            &[
-                (PARAMETERS_CHUNK, &recipe.a1111_parameters()),
-                (KILN_CHUNK, &json),
-            ],
-        )?;
+        write_png_with_recipe(path, image, &recipe)?;
         println!("{}", path.display());
     }
     Ok(())
-}
-
-/// `path` made absolute (as given when that fails), for recipes.
-fn absolute(path: &Path) -> String {
-    std::path::absolute(path)
-        .unwrap_or_else(|_| path.to_owned())
-        .to_string_lossy()
-        .into_owned()
 }
 
 fn read_latents(path: &Path) -> Result<LatentsData> {

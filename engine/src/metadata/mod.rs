@@ -222,6 +222,24 @@ pub struct ImageInfo {
     pub recipe: Option<Recipe>,
 }
 
+/// Writes `image` as a PNG carrying `recipe` (A1111 `parameters` + Kiln's `kiln` chunk),
+/// atomically.
+pub fn write_png_with_recipe(
+    path: &Path,
+    image: &crate::image::RgbImage,
+    recipe: &Recipe,
+) -> Result<()> {
+    let json = serde_json::to_string(recipe).map_err(|e| Error::Config(format!("recipe: {e}")))?;
+    crate::image::write_png(
+        path,
+        image,
+        &[
+            (PARAMETERS_CHUNK, &recipe.a1111_parameters()),
+            (KILN_CHUNK, &json),
+        ],
+    )
+}
+
 /// Reads the recipe of a PNG: Kiln's chunk first, then A1111, ComfyUI, InvokeAI.
 pub fn read_image_info(path: &Path) -> Result<ImageInfo> {
     let chunks = crate::image::read_png_text(path)?;

@@ -11,7 +11,7 @@
 //!    callback carrying a cheap preview, and a cancel token checked before every UNet call;
 //! 4. decode `latents / scaling_factor` with the VAE and convert to RGB8.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -23,6 +23,7 @@ use crate::adapters::lora::stack::{LoraStack, ParamKey, StackEntry};
 use crate::adapters::lora::targets::{Component, TargetIndex};
 use crate::error::{Error, Result};
 use crate::image::{RgbImage, to_rgb8};
+use crate::metadata::{EmbeddingRef, InitImageRef, LoraRef, ModelRef, Recipe};
 use crate::models::clip_text::ClipTextModel;
 use crate::models::paths::{map_params, param_paths};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
@@ -96,11 +97,30 @@ impl Precision {
     }
 }
 
+/// A textual-inversion embedding loaded into the model.
+#[derive(Debug, Clone)]
+pub struct LoadedEmbedding {
+    /// The embedding (token, vectors, width, file).
+    pub ti: crate::adapters::textual_inversion::TextualInversion,
+    /// Its token ids (one per vector).
+    pub ids: Vec<u32>,
+}
+
+/// `path` made absolute (as given when that fails), for recipes.
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_owned())
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// An img2img source.
 #[derive(Debug, Clone)]
 pub struct InitImage {
     /// The image (any size: fitted to the request's size, see [`crate::image::fit`]).
     pub image: RgbImage,
+    /// The file it came from, for the recipe (None: not recorded).
+    pub path: Option<PathBuf>,
     /// How much to change it, 0 < strength ≤ 1: the last `⌊steps·strength⌋` steps are run.
     pub strength: f64,
 }
@@ -172,6 +192,10 @@ pub struct StableDiffusion {
     loras: LoraStack,
     device: Device,
     precision: Precision,
+    embeddings: Vec<LoadedEmbedding>,
+    /// The tokenizer and token table before any embedding (to unload one).
+    base_text: Option<(ClipTokenizer, Tensor<2>)>,
+    model_hash: Option<String>,
 }
 
 impl StableDiffusion {
@@ -203,6 +227,9 @@ impl StableDiffusion {
             loras: LoraStack::default(),
             device: device.clone(),
             precision: Precision::F32,
+            embeddings: Vec::new(),
+            base_text: None,
+            model_hash: None,
         })
     }
 
@@ -283,11 +310,130 @@ impl StableDiffusion {
                 .merge_into(Component::TextEncoder, self.text_encoder.clone(), dirty);
     }
 
+    /// Moves LoRA `from` to position `to` in the stack.
+    pub fn move_lora(&mut self, from: usize, to: usize) {
+        let dirty = self.loras.move_entry(from, to);
+        self.remerge(&dirty);
+    }
+
     /// Loads a textual-inversion embedding (A1111 `.pt`/`.safetensors`, diffusers
     /// `learned_embeds`) under `token` (the file stem when None); returns the new token ids.
     pub fn load_embedding(&mut self, path: &Path, token: Option<&str>) -> Result<Vec<u32>> {
         let ti = crate::adapters::textual_inversion::load(path, token)?;
-        crate::adapters::textual_inversion::apply(&ti, &mut self.tokenizer, &mut self.text_encoder)
+        if self.base_text.is_none() {
+            let table = self.text_encoder.embeddings.token_embedding.weight.val();
+            self.base_text = Some((self.tokenizer.clone(), table));
+        }
+        let ids = crate::adapters::textual_inversion::apply(
+            &ti,
+            &mut self.tokenizer,
+            &mut self.text_encoder,
+        )?;
+        self.embeddings.push(LoadedEmbedding {
+            ti,
+            ids: ids.clone(),
+        });
+        Ok(ids)
+    }
+
+    /// The loaded embeddings, in load order.
+    pub fn embeddings(&self) -> &[LoadedEmbedding] {
+        &self.embeddings
+    }
+
+    /// Unloads embedding `i`: the tokenizer and token table return to the model's own, and the
+    /// other embeddings are applied again (their token ids may change).
+    pub fn remove_embedding(&mut self, i: usize) -> Result<()> {
+        if i >= self.embeddings.len() {
+            return Ok(());
+        }
+        let Some((tokenizer, table)) = self.base_text.clone() else {
+            return Ok(());
+        };
+        let mut kept = std::mem::take(&mut self.embeddings);
+        kept.remove(i);
+        self.tokenizer = tokenizer;
+        let id = self.text_encoder.embeddings.token_embedding.weight.id;
+        self.text_encoder.embeddings.token_embedding.weight =
+            burn::module::Param::initialized(id, table);
+        for mut e in kept {
+            e.ids = crate::adapters::textual_inversion::apply(
+                &e.ti,
+                &mut self.tokenizer,
+                &mut self.text_encoder,
+            )?;
+            self.embeddings.push(e);
+        }
+        Ok(())
+    }
+
+    /// A1111's model hash recorded in recipes (computed by the caller, who owns the cache).
+    pub fn set_model_hash(&mut self, hash: Option<String>) {
+        self.model_hash = hash;
+    }
+
+    /// The recipe of image `k` of a finished `req` (prompt-major, as [`GenerationOutput`]).
+    pub fn recipe(&self, req: &GenerationRequest, k: usize, seed: u64) -> Recipe {
+        let p = k / req.batch.max(1);
+        let negative = req
+            .negatives
+            .get(p)
+            .or(req.negatives.first())
+            .cloned()
+            .unwrap_or_default();
+        let path = &self.info.path;
+        Recipe {
+            version: crate::metadata::RECIPE_VERSION,
+            prompt: req.prompts.get(p).cloned().unwrap_or_default(),
+            negative_prompt: negative,
+            sampler: req.sampler,
+            steps: req.steps,
+            cfg: req.cfg,
+            seed,
+            width: req.width,
+            height: req.height,
+            clip_skip: req.clip_skip,
+            model: ModelRef {
+                name: path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: std::path::absolute(path)
+                    .unwrap_or_else(|_| path.clone())
+                    .to_string_lossy()
+                    .into_owned(),
+                hash: self.model_hash.clone(),
+            },
+            loras: self
+                .loras
+                .entries()
+                .iter()
+                .filter(|e| e.enabled && e.weight != 0.0)
+                .map(|e| LoraRef {
+                    name: e.adapter.name.clone(),
+                    path: absolute(&e.adapter.path),
+                    hash: e.adapter.report.short_hash.clone(),
+                    weight: e.weight,
+                })
+                .collect(),
+            embeddings: self
+                .embeddings
+                .iter()
+                .map(|e| EmbeddingRef {
+                    token: e.ti.token.clone(),
+                    path: absolute(&e.ti.path),
+                })
+                .collect(),
+            init_image: req.init_image.as_ref().and_then(|i| {
+                let path = i.path.as_ref()?;
+                Some(InitImageRef {
+                    path: absolute(path),
+                    sha256: crate::weights::hash::sha256_file(path).ok()?,
+                    strength: i.strength,
+                })
+            }),
+            precision: self.precision,
+        }
     }
 
     /// Pixels per latent.

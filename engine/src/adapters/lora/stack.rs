@@ -136,6 +136,18 @@ impl LoraStack {
         }
     }
 
+    /// Moves entry `from` to position `to`; returns the parameters to re-merge (the moved
+    /// adapter's: the sum over the stack runs in stack order, so its rounding follows it).
+    pub fn move_entry(&mut self, from: usize, to: usize) -> BTreeSet<ParamKey> {
+        if from >= self.entries.len() || to >= self.entries.len() || from == to {
+            return BTreeSet::new();
+        }
+        let e = self.entries.remove(from);
+        let covers = e.covers();
+        self.entries.insert(to, e);
+        covers
+    }
+
     /// The merged value of parameter `key` given its current value (captured as pristine the
     /// first time the stack touches it).
     pub fn merged(&mut self, key: &ParamKey, current: Tensor<1>) -> Tensor<1> {
