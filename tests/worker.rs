@@ -136,7 +136,9 @@ fn cancel_refusals_and_crash_recovery() {
         enabled: true,
     });
     match next(&engine) {
-        Event::LoraRefused { reason, .. } => assert!(reason.contains("Stable Diffusion XL"), "{reason}"),
+        Event::LoraRefused { reason, .. } => {
+            assert!(reason.contains("Stable Diffusion XL"), "{reason}")
+        }
         e => panic!("{e:?}"),
     }
     engine.send(Command::AddLora {

@@ -3,8 +3,6 @@
 //! Subcommands drive the same engine the desktop app uses; errors end the process with a
 //! one-line message and a non-zero exit code, never a panic backtrace.
 
-mod cli;
-
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -31,8 +29,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let args = cli::Cli::parse();
-    match std::panic::catch_unwind(|| cli::run(args)) {
+    let args = kiln::cli::Cli::parse();
+    match std::panic::catch_unwind(|| kiln::cli::run(args)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             eprintln!("kiln: {}", format!("{e:#}").replace('\n', " "));

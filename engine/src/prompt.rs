@@ -212,6 +212,19 @@ pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>> {
     Ok(out)
 }
 
+/// (tokens, 77-token chunks) of a prompt as the encoder will see it, for the prompt box's
+/// counter ("23/75", "80/150" as A1111 shows it); `<lora:…>` tags are not counted.
+pub fn token_count(tokenizer: &ClipTokenizer, prompt: &str) -> Result<(usize, usize)> {
+    let (text, _) = lora_tags(prompt);
+    let chunks = chunks(tokenizer, &text)?;
+    let tokens = chunks
+        .iter()
+        .flat_map(|c| &c.ids)
+        .filter(|id| **id != BOS && **id != EOS)
+        .count();
+    Ok((tokens, chunks.len()))
+}
+
 /// Removes A1111 `<lora:NAME:WEIGHT>` / `<lora:NAME>` tags from a prompt; returns the text and
 /// the tags (weight 1 when absent).
 pub fn lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
@@ -243,6 +256,23 @@ pub fn lora_tags(prompt: &str) -> (String, Vec<(String, f32)>) {
             .to_owned(),
         tags,
     )
+}
+
+#[cfg(test)]
+mod token_count_tests {
+    use super::*;
+
+    #[test]
+    fn counts_tokens_and_chunks_without_lora_tags() {
+        let t = ClipTokenizer::sd15().expect("tokenizer");
+        assert_eq!(token_count(&t, "").expect("count"), (0, 1));
+        assert_eq!(
+            token_count(&t, "a photo of a cat <lora:x:0.5>").expect("count"),
+            (5, 1)
+        );
+        let long = vec!["cat"; 80].join(" ");
+        assert_eq!(token_count(&t, &long).expect("count"), (80, 2));
+    }
 }
 
 #[cfg(test)]

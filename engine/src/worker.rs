@@ -141,6 +141,15 @@ impl Worker {
                         let info = Box::new(sd.info.clone());
                         let precision = sd.precision();
                         self.sd = Some(sd);
+                        // Report the backend actually chosen, not "auto".
+                        let device = if device.trim().eq_ignore_ascii_case("auto") {
+                            crate::device::available()
+                                .first()
+                                .map(|d| (*d).to_owned())
+                                .unwrap_or(device)
+                        } else {
+                            device
+                        };
                         self.send(Event::ModelLoaded {
                             info,
                             device,

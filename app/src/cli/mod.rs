@@ -16,6 +16,9 @@ use kiln_engine::weights::inspect::inspect;
 pub struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    /// Without a subcommand: open the window with this checkpoint loaded.
+    #[arg(long, value_name = "PATH")]
+    model: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,10 +60,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&ids)?);
             Ok(())
         }
-        None => {
-            eprintln!("The desktop window is not built yet; use a subcommand (kiln --help).");
-            Ok(())
-        }
+        None => crate::gui::run(cli.model),
     }
 }
 

@@ -1,0 +1,100 @@
+//! The app's end of the engine: job ids, cancel tokens, and a fresh engine when the thread
+//! is gone.
+
+use std::sync::Arc;
+
+use kiln_engine::pipeline::CancelToken;
+use kiln_engine::protocol::{Command, Event, JobId};
+use kiln_engine::worker::{EngineHandle, Repaint};
+
+/// Owns the engine thread.
+pub struct EngineClient {
+    handle: EngineHandle,
+    repaint: Repaint,
+    next_job: JobId,
+    /// The running job's cancel token.
+    running: Option<(JobId, CancelToken)>,
+}
+
+impl std::fmt::Debug for EngineClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineClient")
+            .field("next_job", &self.next_job)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineClient {
+    /// Starts the engine; `repaint` is called after every event.
+    pub fn new(repaint: Repaint) -> Self {
+        EngineClient {
+            handle: EngineHandle::spawn(repaint.clone(), crate::cli::cache_dir()),
+            repaint,
+            next_job: 1,
+            running: None,
+        }
+    }
+
+    /// Sends a command, starting a fresh engine first if the thread died (then false: the
+    /// new engine has no model yet).
+    pub fn send(&mut self, command: Command) -> bool {
+        let alive = self.handle.is_alive();
+        if !alive {
+            tracing::error!("the engine thread is gone; starting a new one");
+            self.handle = EngineHandle::spawn(self.repaint.clone(), crate::cli::cache_dir());
+        }
+        self.handle.send(command);
+        alive
+    }
+
+    /// Starts a generation job; returns its id.
+    pub fn generate(&mut self, request: kiln_engine::pipeline::GenerationRequest) -> JobId {
+        let job = self.next_job;
+        self.next_job += 1;
+        let cancel = CancelToken::new();
+        self.running = Some((job, cancel.clone()));
+        self.send(Command::Generate {
+            job,
+            request,
+            cancel,
+        });
+        job
+    }
+
+    /// Cancels the running job (it stops within one UNet call).
+    pub fn cancel(&mut self) {
+        if let Some((_, c)) = &self.running {
+            c.cancel();
+        }
+    }
+
+    /// Forgets the running job once it has finished.
+    pub fn finished(&mut self, job: JobId) {
+        if self.running.as_ref().is_some_and(|(j, _)| *j == job) {
+            self.running = None;
+        }
+    }
+
+    /// Every event waiting, in order.
+    pub fn drain(&mut self) -> Vec<Event> {
+        self.handle.events.try_iter().collect()
+    }
+
+    /// Whether the engine thread is alive.
+    pub fn is_alive(&self) -> bool {
+        self.handle.is_alive()
+    }
+}
+
+impl Drop for EngineClient {
+    fn drop(&mut self) {
+        // Closing the window during a job cancels it cleanly before the thread is joined.
+        self.cancel();
+    }
+}
+
+/// A repaint callback for an egui context.
+pub fn repaint_for(ctx: &egui::Context) -> Repaint {
+    let ctx = ctx.clone();
+    Arc::new(move || ctx.request_repaint())
+}

@@ -1,0 +1,33 @@
+//! The desktop studio: one eframe window whose panels drive the engine thread.
+//!
+//! Layout: a top bar (model, device, status), a left panel (prompt, sampler settings, LoRA
+//! stack, embeddings), the canvas in the middle, the gallery on the right, notifications at
+//! the bottom. Every panel lives in its own file under `panels/`; user actions go through
+//! [`commands::UiCommand`]; the persisted [`state::Settings`] are apart from runtime handles.
+
+pub mod app;
+pub mod commands;
+pub mod engine_client;
+pub mod panels;
+pub mod state;
+
+pub use app::KilnApp;
+
+/// Opens the window (`kiln` without a subcommand), loading `model` if given (else the
+/// remembered one).
+pub fn run(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Kiln")
+            .with_inner_size([1280.0, 820.0])
+            .with_min_inner_size([900.0, 600.0])
+            .with_drag_and_drop(true),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "Kiln",
+        options,
+        Box::new(|cc| Ok(Box::new(KilnApp::new(cc, model)))),
+    )
+    .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
+}

@@ -1,0 +1,135 @@
+//! What the studio remembers between runs (eframe storage, key [`STORAGE_KEY`]): the model,
+//! device, prompt, sampler settings, LoRA stack and embeddings, output folder. Runtime handles
+//! (engine, textures, jobs) live in [`super::KilnApp`], never here.
+
+use std::path::PathBuf;
+
+use kiln_engine::schedulers::Schedule;
+use serde::{Deserialize, Serialize};
+
+/// Storage key of [`Settings`].
+pub const STORAGE_KEY: &str = "kiln-settings";
+/// How many recent models the model panel lists.
+pub const RECENT_MODELS: usize = 8;
+
+/// One LoRA in the stack, as remembered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraSetting {
+    /// File or PEFT folder.
+    pub path: PathBuf,
+    /// Weight, −2…2 on the slider (any value typed).
+    pub weight: f32,
+    /// On or off.
+    pub enabled: bool,
+}
+
+/// One embedding, as remembered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EmbeddingSetting {
+    /// The file.
+    pub path: PathBuf,
+    /// Token; None = the file stem.
+    pub token: Option<String>,
+}
+
+/// Every persisted setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// The model to load at start.
+    pub model_path: Option<PathBuf>,
+    /// Recently opened models, newest first.
+    pub recent_models: Vec<PathBuf>,
+    /// Device name (`cpu`, `wgpu`, …, `auto`).
+    pub device: String,
+    /// `auto`, `f32` or `f16`.
+    pub precision: String,
+    /// Prompt.
+    pub prompt: String,
+    /// Negative prompt.
+    pub negative: String,
+    /// Sampler's CLI name (see `Sampler::NAMES`).
+    pub sampler: String,
+    /// Schedule.
+    pub schedule: Schedule,
+    /// Steps.
+    pub steps: usize,
+    /// CFG scale.
+    pub cfg: f64,
+    /// DDIM η.
+    pub eta: f64,
+    /// A new random seed for every generation.
+    pub random_seed: bool,
+    /// The fixed seed (or the last one used).
+    pub seed: u64,
+    /// Width in pixels (multiple of 8).
+    pub width: usize,
+    /// Height in pixels (multiple of 8).
+    pub height: usize,
+    /// Jobs per Generate click.
+    pub batch_count: usize,
+    /// Images per job.
+    pub batch_size: usize,
+    /// img2img source.
+    pub init_image: Option<PathBuf>,
+    /// img2img strength.
+    pub strength: f64,
+    /// The LoRA stack.
+    pub loras: Vec<LoraSetting>,
+    /// Embeddings.
+    pub embeddings: Vec<EmbeddingSetting>,
+    /// Where generated images are written (and the gallery reads).
+    pub output_dir: PathBuf,
+    /// Show the image forming while sampling.
+    pub live_preview: bool,
+    /// Native size of the last loaded model (to follow it while the size is untouched).
+    pub native_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            model_path: None,
+            recent_models: Vec::new(),
+            device: "auto".into(),
+            precision: "auto".into(),
+            prompt: String::new(),
+            negative: String::new(),
+            sampler: "dpmpp-2m".into(),
+            schedule: Schedule::Karras,
+            steps: 25,
+            cfg: 7.0,
+            eta: 0.0,
+            random_seed: true,
+            seed: 0,
+            width: 512,
+            height: 512,
+            batch_count: 1,
+            batch_size: 1,
+            init_image: None,
+            strength: 0.75,
+            loras: Vec::new(),
+            embeddings: Vec::new(),
+            output_dir: default_output_dir(),
+            live_preview: true,
+            native_size: 512,
+        }
+    }
+}
+
+/// `~/Pictures/Kiln` when there is a home folder, else `./kiln-output`.
+pub fn default_output_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join("Pictures").join("Kiln"))
+        .unwrap_or_else(|| PathBuf::from("kiln-output"))
+}
+
+impl Settings {
+    /// Remembers `path` as the current model and first recent one.
+    pub fn remember_model(&mut self, path: PathBuf) {
+        self.recent_models.retain(|p| p != &path);
+        self.recent_models.insert(0, path.clone());
+        self.recent_models.truncate(RECENT_MODELS);
+        self.model_path = Some(path);
+    }
+}
