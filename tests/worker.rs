@@ -105,6 +105,13 @@ fn generates_with_progress_previews_and_recipes() {
         images[1].recipe.model.hash.as_ref().map(String::len),
         Some(10)
     );
+    // The repaint follows each send, so the last may land just after the event is read.
+    let start = std::time::Instant::now();
+    while repaints.load(Ordering::SeqCst) < req.steps + 3
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     assert!(
         repaints.load(Ordering::SeqCst) >= req.steps + 3,
         "a repaint per event"
