@@ -22,6 +22,7 @@ mod recipes;
 mod samplers;
 mod textual_inversion;
 mod tokenizer;
+mod training;
 #[cfg(feature = "wgpu")]
 mod wgpu;
 mod worker;

@@ -62,31 +62,22 @@ impl Attention {
         let h = self.heads;
         let ctx = context.cloned().unwrap_or_else(|| x.clone());
         let m = ctx.dims()[1];
-        if crate::models::cpu_attention::applies(&x.device(), d / h)
-            && x.dtype() == burn::tensor::DType::F32
+        let (q, k, v) = (
+            self.to_q.forward(x),
+            self.to_k.forward(ctx.clone()),
+            self.to_v.forward(ctx),
+        );
+        // The host kernel breaks the autodiff graph: only for plain f32 tensors (a LoRA being
+        // trained makes the projections autodiff tensors).
+        if crate::models::cpu_attention::applies(&q.device(), d / h)
+            && q.dtype() == burn::tensor::DType::F32
+            && !(q.is_autodiff() || k.is_autodiff() || v.is_autodiff())
         {
-            let (q, k, v) = (
-                self.to_q.forward(x),
-                self.to_k.forward(ctx.clone()),
-                self.to_v.forward(ctx),
-            );
             return self.to_out[0].forward(crate::models::cpu_attention::attention(q, k, v, h));
         }
-        let q = self
-            .to_q
-            .forward(x)
-            .reshape([b, n, h, d / h])
-            .swap_dims(1, 2);
-        let k = self
-            .to_k
-            .forward(ctx.clone())
-            .reshape([b, m, h, d / h])
-            .swap_dims(1, 2);
-        let v = self
-            .to_v
-            .forward(ctx)
-            .reshape([b, m, h, d / h])
-            .swap_dims(1, 2);
+        let q = q.reshape([b, n, h, d / h]).swap_dims(1, 2);
+        let k = k.reshape([b, m, h, d / h]).swap_dims(1, 2);
+        let v = v.reshape([b, m, h, d / h]).swap_dims(1, 2);
         let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
         self.to_out[0].forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }

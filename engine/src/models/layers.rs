@@ -12,13 +12,28 @@ use burn::tensor::{Int, Tensor};
 
 use crate::weights::loader::{Init, Loader};
 
-/// `torch.nn.Linear`.
+/// A trainable low-rank update beside a frozen weight, as PEFT's LoRA layer:
+/// `y += (x · down · up) · scale`.
+#[derive(Module, Debug)]
+pub struct LoraBranch {
+    /// `[in, r]` (PEFT's `lora_A.weight`, transposed).
+    pub down: Param<Tensor<2>>,
+    /// `[r, out]` (PEFT's `lora_B.weight`, transposed).
+    pub up: Param<Tensor<2>>,
+    /// `alpha / r` (`alpha / √r` for rsLoRA).
+    pub scale: f64,
+}
+
+/// `torch.nn.Linear`, with an optional [`LoraBranch`] while training a LoRA (inference merges
+/// LoRAs into `weight` instead).
 #[derive(Module, Debug)]
 pub struct Linear {
     /// `[in, out]` (Burn layout).
     pub weight: Param<Tensor<2>>,
     /// `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
+    /// Trainable LoRA branch (training only).
+    pub lora: Option<LoraBranch>,
 }
 
 impl Linear {
@@ -30,12 +45,19 @@ impl Linear {
         Linear {
             weight: Param::from_tensor(weight),
             bias,
+            lora: None,
         }
     }
 
     /// `[..., in]` → `[..., out]`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()))
+        match &self.lora {
+            None => linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())),
+            Some(l) => {
+                let low = linear(linear(x.clone(), l.down.val(), None), l.up.val(), None);
+                linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())) + low * l.scale
+            }
+        }
     }
 }
 
