@@ -189,3 +189,339 @@ fn min_snr_weighting_matches_diffusers() {
         );
     }
 }
+
+/// A small dataset: three distinct images (one captioned), one corrupt file.
+fn dataset(dir: &std::path::Path) {
+    for (i, rgb) in [[220u8, 30, 30], [30, 30, 220], [30, 200, 60]]
+        .iter()
+        .enumerate()
+    {
+        let (w, h) = (40, 48);
+        let pixels = (0..w * h)
+            .flat_map(|p| {
+                if (p % w) / 10 == (p / w) / 12 {
+                    [255, 255, 255]
+                } else {
+                    *rgb
+                }
+            })
+            .collect();
+        kiln_engine::image::write_png(
+            &dir.join(format!("img{i}.png")),
+            &kiln_engine::image::RgbImage {
+                width: w,
+                height: h,
+                pixels,
+            },
+            &[],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("img0.txt"), "a red square with a white diagonal").unwrap();
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
+}
+
+fn config(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    steps: usize,
+) -> kiln_engine::training::trainer::TrainingConfig {
+    kiln_engine::training::trainer::TrainingConfig {
+        model: crate::common::fixture("tiny-a"),
+        data: data.to_owned(),
+        output: out.to_owned(),
+        name: "shapes".into(),
+        dataset: kiln_engine::training::dataset::DatasetOptions {
+            resolution: 32,
+            default_caption: "a shape".into(),
+            flip: true,
+            random_crop: true,
+            ..Default::default()
+        },
+        max_steps: Some(steps),
+        batch_size: 2,
+        learning_rate: 1e-3,
+        checkpoint_every: 3,
+        seed: 7,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_dataset_report_names_every_problem() {
+    use kiln_engine::training::dataset::{DatasetOptions, Issue, image_files, validate};
+    let dir = tempfile::tempdir().unwrap();
+    dataset(dir.path());
+    std::fs::copy(dir.path().join("img2.png"), dir.path().join("img3.png")).unwrap();
+    let tok = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
+    let report = validate(
+        &image_files(dir.path()).unwrap(),
+        &DatasetOptions {
+            resolution: 44,
+            ..Default::default()
+        },
+        &tok,
+    )
+    .unwrap();
+    let issues = |name: &str| {
+        report
+            .entries
+            .iter()
+            .find(|e| e.path.ends_with(name))
+            .unwrap()
+            .issues
+            .clone()
+    };
+    assert!(matches!(
+        issues("broken.jpg")[..],
+        [Issue::MissingCaption, Issue::Unreadable { .. }]
+    ));
+    assert_eq!(
+        issues("img0.png"),
+        vec![Issue::TooSmall {
+            width: 40,
+            height: 48
+        }],
+        "captioned, but narrower than 44"
+    );
+    assert_eq!(
+        report
+            .entries
+            .iter()
+            .find(|e| e.path.ends_with("img0.png"))
+            .unwrap()
+            .caption
+            .as_deref(),
+        Some("a red square with a white diagonal")
+    );
+    assert!(issues("img3.png").contains(&Issue::Duplicate {
+        of: dir.path().join("img2.png")
+    }));
+    assert_eq!(
+        report.usable().count(),
+        3,
+        "the corrupt file and the duplicate are left out; small ones upscale"
+    );
+    assert_eq!(
+        report.summary(),
+        "5 images: 3 usable, 1 unreadable, 1 duplicate, 3 too small (upscaled), 4 without caption"
+    );
+}
+
+#[test]
+fn resuming_from_a_checkpoint_gives_the_same_adapter_as_never_stopping() {
+    use kiln_engine::pipeline::CancelToken;
+    use kiln_engine::training::trainer::{PauseToken, TrainingEvent, train_lora};
+    let data = tempfile::tempdir().unwrap();
+    dataset(data.path());
+    let (straight, split) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut losses = Vec::new();
+    let a = train_lora(
+        &config(data.path(), straight.path(), 6),
+        None,
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |e| {
+            if let TrainingEvent::Step { loss, .. } = e {
+                losses.push(loss);
+            }
+        },
+    )
+    .unwrap();
+    // Stop after 3 steps (the checkpoint), then resume to 6.
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    let first = train_lora(
+        &config(data.path(), split.path(), 6),
+        None,
+        &cancel,
+        &PauseToken::default(),
+        &mut |e| {
+            if let TrainingEvent::Checkpoint { step: 3, .. } = e {
+                c.cancel();
+            }
+        },
+    );
+    assert!(
+        matches!(first, Err(kiln_engine::Error::Cancelled)),
+        "{first:?}"
+    );
+    let checkpoint =
+        kiln_engine::training::trainer::latest_checkpoint(&config(data.path(), split.path(), 6))
+            .unwrap();
+    assert!(checkpoint.ends_with("checkpoints/shapes-step000003.safetensors"));
+    let mut resumed_losses = Vec::new();
+    let b = train_lora(
+        &config(data.path(), split.path(), 6),
+        Some(&checkpoint),
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |e| {
+            if let TrainingEvent::Step { loss, .. } = e {
+                resumed_losses.push(loss);
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        resumed_losses,
+        losses[3..],
+        "the loss curve goes on where it was"
+    );
+    let (fa, fb) = (
+        kiln_engine::weights::safetensors::SafeTensors::open(&a).unwrap(),
+        kiln_engine::weights::safetensors::SafeTensors::open(&b).unwrap(),
+    );
+    for name in fa.tensors().keys() {
+        assert_eq!(
+            fa.f32(name).unwrap(),
+            fb.f32(name).unwrap(),
+            "{name}: identical weights"
+        );
+    }
+    // The result is a LoRA Kiln (and A1111/ComfyUI/diffusers) loads, and it changes images.
+    let mut sd = crate::lora::tiny_a();
+    let adapter = sd.open_lora(&a).unwrap();
+    assert_eq!(adapter.report.matched, adapter.report.modules);
+    let before = crate::lora::latents(&sd);
+    sd.add_lora(adapter, 1.0);
+    assert_ne!(crate::lora::latents(&sd), before);
+}
+
+#[test]
+fn a_diverging_run_stops_with_an_error_naming_the_last_checkpoint() {
+    use kiln_engine::pipeline::CancelToken;
+    use kiln_engine::training::trainer::{PauseToken, train_lora};
+    let data = tempfile::tempdir().unwrap();
+    dataset(data.path());
+    let out = tempfile::tempdir().unwrap();
+    let mut c = config(data.path(), out.path(), 12);
+    c.learning_rate = 1e30;
+    c.max_grad_norm = None;
+    c.checkpoint_every = 1;
+    let err = train_lora(
+        &c,
+        None,
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    match &err {
+        kiln_engine::Error::TrainingDiverged {
+            step,
+            last_checkpoint,
+            ..
+        } => {
+            assert!(*step > 1, "the first step is fine, the blow-up comes after");
+            let cp = last_checkpoint.clone().unwrap();
+            assert!(cp.exists(), "the named checkpoint is there");
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(
+        err.to_string()
+            .contains("became NaN or infinite; the last good checkpoint is"),
+        "{err}"
+    );
+}
+
+/// SIGKILL at arbitrary moments (some during a checkpoint save) never leaves a checkpoint that
+/// does not load: every `*.safetensors` in checkpoints/ opens, and `--resume latest` finishes.
+#[test]
+fn sigkill_during_training_leaves_loadable_checkpoints() {
+    let data = tempfile::tempdir().unwrap();
+    dataset(data.path());
+    let out = tempfile::tempdir().unwrap();
+    let model = crate::common::fixture("tiny-a");
+    let args = |steps: &str, extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "train",
+            "lora",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--name",
+            "k",
+            "--resolution",
+            "32",
+            "--checkpoint-every",
+            "1",
+            "--steps",
+            steps,
+            "--lr",
+            "1e-3",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let checkpoints = out.path().join("checkpoints");
+    for (round, delay_ms) in [7u64, 23, 41].into_iter().enumerate() {
+        let resume: &[&str] = if round == 0 {
+            &[]
+        } else {
+            &["--resume", "latest"]
+        };
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(args("100000", resume))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Let it write a few checkpoints, then kill it wherever it is.
+        let start = std::time::Instant::now();
+        while std::fs::read_dir(&checkpoints)
+            .map(|d| d.count())
+            .unwrap_or(0)
+            < 2 * (round + 1)
+            && start.elapsed().as_secs() < 60
+        {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for entry in std::fs::read_dir(&checkpoints).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().is_some_and(|e| e == "safetensors") {
+                kiln_engine::weights::safetensors::SafeTensors::open(&p).unwrap_or_else(|e| {
+                    panic!("round {round}: {} does not load: {e}", p.display())
+                });
+            }
+        }
+    }
+    let latest = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .max()
+        .unwrap();
+    let done: usize = latest
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .rsplit("step")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let o = crate::cli::kiln(
+        &args(&(done + 2).to_string(), &["--resume", "latest"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    assert!(
+        crate::cli::stderr(&o).contains(&format!("(resuming at step {done})")),
+        "{}",
+        crate::cli::stderr(&o)
+    );
+    assert!(out.path().join("k.safetensors").exists());
+}

@@ -167,6 +167,24 @@ pub enum Error {
         /// The names of the modules that match nothing.
         unmatched: Vec<String>,
     },
+    /// Training produced a NaN or infinite loss or gradient and stopped.
+    #[error("training diverged at step {step}: {what} became NaN or infinite; {}", match last_checkpoint { Some(p) => format!("the last good checkpoint is {} (lower the learning rate and resume from it)", p.display()), None => "no checkpoint was saved yet (lower the learning rate and start again)".to_owned() })]
+    TrainingDiverged {
+        /// The optimiser step that failed (1-based).
+        step: usize,
+        /// "the loss" or "the gradients".
+        what: String,
+        /// The newest checkpoint written before it.
+        last_checkpoint: Option<std::path::PathBuf>,
+    },
+    /// A training checkpoint that does not fit this run.
+    #[error("{path}: cannot resume from this checkpoint: {reason}")]
+    BadCheckpoint {
+        /// The checkpoint.
+        path: std::path::PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A computation produced NaN or infinite values.
     #[error("{0} produced NaN or infinite values (try f32 precision or another sampler)")]
     NonFinite(String),

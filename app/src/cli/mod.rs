@@ -2,6 +2,7 @@
 
 mod generate;
 mod info;
+mod train;
 
 use std::path::PathBuf;
 
@@ -25,6 +26,9 @@ pub struct Cli {
 enum Command {
     /// Generate images from text prompts (txt2img), or from an image (img2img).
     Generate(Box<generate::GenerateArgs>),
+    /// Train an adapter from a folder of images.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
     /// Print the recipe stored in a PNG (Kiln, AUTOMATIC1111, ComfyUI or InvokeAI).
     Info {
         /// The PNG.
@@ -50,6 +54,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Generate(args)) => generate::generate(*args),
         Some(Command::Info { image, json }) => info::info(&image, json),
+        Some(Command::Train(t)) => train::train(t),
         Some(Command::Inspect { path }) => {
             let what = inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&what)?);

@@ -217,6 +217,26 @@ fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
 }
 
+/// Installs `weights` as plain (untracked) LoRA branches in `unet`, for sampling with the
+/// adapter being trained.
+pub fn install(unet: &mut UNet2DConditionModel, weights: &LoraWeights) {
+    let scale = weights.scale();
+    let by_path: BTreeMap<&str, &LoraLayer> = weights
+        .layers
+        .iter()
+        .map(|l| (l.path.as_str(), l))
+        .collect();
+    for (path, linear) in transformer_linears_mut(unet) {
+        if let Some(l) = by_path.get(path.as_str()) {
+            linear.lora = Some(LoraBranch {
+                down: Param::from_tensor(l.down.clone()),
+                up: Param::from_tensor(l.up.clone()),
+                scale,
+            });
+        }
+    }
+}
+
 /// One training batch (on the plain device): latents, the noise to add, one timestep per
 /// item, and the text embeddings.
 #[derive(Debug, Clone)]

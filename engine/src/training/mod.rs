@@ -8,8 +8,10 @@
 //! - [`adamw`]: the optimiser and its state (saved in checkpoints).
 
 pub mod adamw;
+pub mod dataset;
 pub mod lora;
 pub mod lr_schedule;
+pub mod trainer;
 
 use burn::tensor::Tensor;
 

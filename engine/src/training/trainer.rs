@@ -1,0 +1,673 @@
+//! A whole LoRA training run: dataset → plan → steps with events → checkpoints → the adapter
+//! file. Every random choice (epoch order, crops, flips, noise, timesteps) derives from the
+//! seed and the step it serves ([`rng_for`]), so a run resumed from a checkpoint makes the
+//! same choices as one that never stopped, and its weights come out identical.
+//!
+//! Checkpoints (`<output>/checkpoints/<name>-step000010.safetensors`) hold the LoRA matrices,
+//! their AdamW moments, and in the header the step, smoothed loss and full configuration;
+//! they are written to a temporary file and renamed, so a crash mid-save leaves the previous
+//! one intact. The result (`<output>/<name>.safetensors`) is a kohya-format LoRA.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::RngExt;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::RgbImage;
+use crate::pipeline::{CancelToken, StableDiffusion};
+use crate::training::adamw::{AdamWConfig, Moments};
+use crate::training::dataset::{
+    DatasetOptions, DatasetReport, Plan, bucket, image_files, prepare, rng_for, validate,
+};
+use crate::training::lora::{Batch, LoraConfig, LoraWeights, StepStats, loss_and_grads};
+use crate::training::lr_schedule::LrSchedule;
+use crate::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
+
+/// Everything that defines a LoRA training run (stored in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainingConfig {
+    /// Base checkpoint (file or diffusers folder).
+    pub model: PathBuf,
+    /// Folder of images and captions.
+    pub data: PathBuf,
+    /// Output folder.
+    pub output: PathBuf,
+    /// Output file stem.
+    pub name: String,
+    /// Rank, alpha, targets.
+    pub lora: LoraConfig,
+    /// Resolution, crops, flips, buckets, repeats, default caption.
+    pub dataset: DatasetOptions,
+    /// Epochs (ignored when `max_steps` is set).
+    pub epochs: usize,
+    /// Stop after this many optimiser steps.
+    pub max_steps: Option<usize>,
+    /// Images per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub gradient_accumulation: usize,
+    /// Base learning rate.
+    pub learning_rate: f64,
+    /// Learning-rate schedule.
+    pub lr_schedule: LrSchedule,
+    /// Warm-up steps.
+    pub warmup_steps: usize,
+    /// AdamW options.
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm (None = off).
+    pub max_grad_norm: Option<f64>,
+    /// min-SNR-γ (None = plain MSE).
+    pub snr_gamma: Option<f64>,
+    /// Noise offset (0 = off).
+    pub noise_offset: f64,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0 = only at the end).
+    pub checkpoint_every: usize,
+    /// Make sample images every N steps (0 = never).
+    pub sample_every: usize,
+    /// Sample prompts (one image each, fixed seeds).
+    pub sample_prompts: Vec<String>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            model: PathBuf::new(),
+            data: PathBuf::new(),
+            output: PathBuf::from("lora-output"),
+            name: "lora".into(),
+            lora: LoraConfig::default(),
+            dataset: DatasetOptions::default(),
+            epochs: 10,
+            max_steps: None,
+            batch_size: 1,
+            gradient_accumulation: 1,
+            learning_rate: 1e-4,
+            lr_schedule: LrSchedule::ConstantWithWarmup,
+            warmup_steps: 0,
+            adamw: AdamWConfig::default(),
+            max_grad_norm: Some(1.0),
+            snr_gamma: Some(5.0),
+            noise_offset: 0.0,
+            seed: 0,
+            checkpoint_every: 100,
+            sample_every: 0,
+            sample_prompts: Vec::new(),
+        }
+    }
+}
+
+/// What a run reports as it goes (the monitor's data).
+#[derive(Debug, Clone)]
+pub enum TrainingEvent {
+    /// Validated data and the plan, before the first step.
+    Started {
+        /// The dataset report.
+        report: Box<DatasetReport>,
+        /// The plan.
+        plan: Plan,
+        /// The step it starts from (0, or the checkpoint's).
+        from_step: usize,
+    },
+    /// An optimiser step finished.
+    Step {
+        /// Steps done (1-based).
+        step: usize,
+        /// Steps in all.
+        total: usize,
+        /// Epoch (1-based).
+        epoch: usize,
+        /// This step's loss.
+        loss: f64,
+        /// Exponential moving average of the loss (0.9).
+        smoothed_loss: f64,
+        /// Learning rate used.
+        lr: f64,
+        /// Global gradient norm before clipping.
+        grad_norm: f64,
+        /// Steps per second (this session).
+        it_per_s: f64,
+        /// Seconds left at that rate.
+        eta_s: f64,
+    },
+    /// Sample images at fixed prompts and seeds with the current adapter.
+    Samples {
+        /// The step they show.
+        step: usize,
+        /// One per sample prompt.
+        images: Vec<RgbImage>,
+    },
+    /// A checkpoint was written.
+    Checkpoint {
+        /// Its step.
+        step: usize,
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Pauses a run between steps while set.
+#[derive(Debug, Clone, Default)]
+pub struct PauseToken(Arc<AtomicBool>);
+
+impl PauseToken {
+    /// Pauses or resumes.
+    pub fn set(&self, paused: bool) {
+        self.0.store(paused, Ordering::SeqCst);
+    }
+    /// Whether paused.
+    pub fn is_paused(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Header key of the checkpoint state.
+const STATE_KEY: &str = "kiln_training_state";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    smoothed_loss: f64,
+    config: TrainingConfig,
+}
+
+/// The micro-batches of one epoch: indices into the usable images (× repeats), shuffled by
+/// the epoch's RNG, grouped so a batch never mixes bucket sizes.
+fn epoch_batches(
+    sizes: &[(usize, usize)],
+    config: &TrainingConfig,
+    epoch: usize,
+) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sizes.len())
+        .flat_map(|i| std::iter::repeat_n(i, config.dataset.repeats.max(1)))
+        .collect();
+    let mut rng = rng_for(config.seed, 1, epoch as u64);
+    for i in (1..order.len()).rev() {
+        let j = rng.random_range(0..=i);
+        order.swap(i, j);
+    }
+    let mut by_bucket: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+    for i in order {
+        by_bucket
+            .entry(bucket(sizes[i], &config.dataset))
+            .or_default()
+            .push(i);
+    }
+    let mut batches: Vec<Vec<usize>> = by_bucket
+        .into_values()
+        .flat_map(|v| {
+            v.chunks(config.batch_size.max(1))
+                .map(<[usize]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    // Interleave buckets in a seeded order rather than one bucket after another.
+    for i in (1..batches.len()).rev() {
+        let j = rng.random_range(0..=i);
+        batches.swap(i, j);
+    }
+    batches
+}
+
+/// A checkpoint path for `step`.
+pub fn checkpoint_path(config: &TrainingConfig, step: usize) -> PathBuf {
+    config
+        .output
+        .join("checkpoints")
+        .join(format!("{}-step{step:06}.safetensors", config.name))
+}
+
+/// The newest checkpoint of a run (by step), if any.
+pub fn latest_checkpoint(config: &TrainingConfig) -> Option<PathBuf> {
+    let dir = config.output.join("checkpoints");
+    let prefix = format!("{}-step", config.name);
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".safetensors"))
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn save_checkpoint(path: &Path, weights: &LoraWeights, state: &CheckpointState) -> Result<()> {
+    let mut data: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    for l in &weights.layers {
+        for (name, t) in [
+            ("down", &l.down),
+            ("up", &l.up),
+            ("down.m", &l.down_moments.m),
+            ("down.v", &l.down_moments.v),
+            ("up.m", &l.up_moments.m),
+            ("up.v", &l.up_moments.v),
+        ] {
+            data.push((
+                format!("{}.{name}", l.path),
+                t.dims().to_vec(),
+                host(t.clone())?,
+            ));
+        }
+    }
+    let writes: Vec<WriteTensor> = data
+        .iter()
+        .map(|(n, s, d)| WriteTensor {
+            name: n,
+            shape: s.clone(),
+            data: d,
+        })
+        .collect();
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        STATE_KEY.to_owned(),
+        serde_json::to_string(state).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_f32(path, &writes, &meta)
+}
+
+fn load_checkpoint(path: &Path, weights: &mut LoraWeights) -> Result<CheckpointState> {
+    let bad = |reason: String| Error::BadCheckpoint {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = SafeTensors::open(path)?;
+    let state: CheckpointState = file
+        .metadata()
+        .get(STATE_KEY)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("it is not a Kiln training checkpoint".into()))?;
+    if state.config.lora != weights.config {
+        return Err(bad(format!(
+            "it was trained with {:?}, this run uses {:?}",
+            state.config.lora, weights.config
+        )));
+    }
+    for l in &mut weights.layers {
+        let device = l.down.device();
+        let get = |name: &str, like: &Tensor<2>| -> Result<Tensor<2>> {
+            let key = format!("{}.{name}", l.path);
+            let v = file
+                .f32(&key)
+                .map_err(|_| bad(format!("it has no tensor {key}")))?;
+            let dims = like.dims();
+            if v.len() != dims[0] * dims[1] {
+                return Err(bad(format!(
+                    "{key} has {} values, expected {dims:?}",
+                    v.len()
+                )));
+            }
+            Ok(Tensor::from_data(TensorData::new(v, dims), &device))
+        };
+        let (down, up) = (get("down", &l.down)?, get("up", &l.up)?);
+        l.down_moments = Moments {
+            m: get("down.m", &l.down)?,
+            v: get("down.v", &l.down)?,
+        };
+        l.up_moments = Moments {
+            m: get("up.m", &l.up)?,
+            v: get("up.v", &l.up)?,
+        };
+        l.down = down;
+        l.up = up;
+    }
+    Ok(state)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec::<f32>()
+        .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
+}
+
+/// Standard normal values from `rng`.
+fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+/// Trains a LoRA; returns the adapter file. `resume` continues from a checkpoint (its
+/// configuration must match `config` in the LoRA shape; the rest is taken from `config`).
+pub fn train_lora(
+    config: &TrainingConfig,
+    resume: Option<&Path>,
+    cancel: &CancelToken,
+    pause: &PauseToken,
+    on_event: &mut dyn FnMut(TrainingEvent),
+) -> Result<PathBuf> {
+    let device = crate::device::device("cpu")?;
+    let mut sd = StableDiffusion::load(&config.model, None, &device)?;
+    let report = validate(&image_files(&config.data)?, &config.dataset, &sd.tokenizer)?;
+    let usable: Vec<(PathBuf, String, (usize, usize))> = report
+        .usable()
+        .map(|e| {
+            (
+                e.path.clone(),
+                report.caption_of(e).to_owned(),
+                e.size.unwrap_or((0, 0)),
+            )
+        })
+        .collect();
+    if usable.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "no usable training images in {}: {}",
+            config.data.display(),
+            report.summary()
+        )));
+    }
+    let sizes: Vec<(usize, usize)> = usable.iter().map(|u| u.2).collect();
+    let per_epoch = epoch_batches(&sizes, config, 0)
+        .len()
+        .div_ceil(config.gradient_accumulation.max(1));
+    let total = config.max_steps.unwrap_or(per_epoch * config.epochs);
+    let mut plan = Plan::new(
+        usable.len(),
+        config.dataset.repeats,
+        config.epochs,
+        config.batch_size,
+    );
+    plan.steps_per_epoch = per_epoch;
+    plan.steps = total;
+    if config.max_steps.is_some() {
+        plan.epochs = total.div_ceil(per_epoch.max(1));
+    }
+    let mut weights = LoraWeights::init(&mut sd.unet, &config.lora, config.seed, &device)?;
+    let (mut step, mut smoothed) = (0usize, f64::NAN);
+    let mut last_checkpoint = None;
+    if let Some(path) = resume {
+        let state = load_checkpoint(path, &mut weights)?;
+        step = state.step;
+        smoothed = state.smoothed_loss;
+        last_checkpoint = Some(path.to_owned());
+    }
+    on_event(TrainingEvent::Started {
+        report: Box::new(report.clone()),
+        plan,
+        from_step: step,
+    });
+    let alphas = sd.info.scheduler.alphas_cumprod()?;
+    let n_train = alphas.len();
+    let scaling = sd.vae.scaling_factor;
+    let accum = config.gradient_accumulation.max(1);
+    let mut latent_cache: HashMap<usize, Tensor<4>> = HashMap::new();
+    let mut context_cache: HashMap<String, Tensor<3>> = HashMap::new();
+    let mut images: HashMap<usize, RgbImage> = HashMap::new();
+    let cacheable = !config.dataset.random_crop && !config.dataset.flip;
+    let started = Instant::now();
+    let first_step = step;
+    let mut epoch_cache: Option<(usize, Vec<Vec<usize>>)> = None;
+    while step < total {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        while pause.is_paused() {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let mut sum_grads: Option<Vec<(Tensor<2>, Tensor<2>)>> = None;
+        let mut loss_sum = 0.0;
+        for micro in 0..accum {
+            let global = step * accum + micro;
+            let epoch = global / (per_epoch * accum).max(1);
+            if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                epoch_cache = Some((epoch, epoch_batches(&sizes, config, epoch)));
+            }
+            let batches = &epoch_cache
+                .as_ref()
+                .map(|(_, b)| b.clone())
+                .unwrap_or_default();
+            let items = batches[global % batches.len().max(1)].clone();
+            // Latents (VAE posterior mean × scaling factor; cached when no augmentation).
+            let mut latents = Vec::with_capacity(items.len());
+            for (k, &i) in items.iter().enumerate() {
+                if cacheable && let Some(l) = latent_cache.get(&i) {
+                    latents.push(l.clone());
+                    continue;
+                }
+                if let std::collections::hash_map::Entry::Vacant(v) = images.entry(i) {
+                    v.insert(crate::image::read_image(&usable[i].0)?);
+                }
+                let (w, h) = bucket(sizes[i], &config.dataset);
+                let mut rng = rng_for(config.seed, 2, (global * config.batch_size + k) as u64);
+                let flip = config.dataset.flip && rng.random_bool(0.5);
+                let img = prepare(
+                    &images[&i],
+                    w,
+                    h,
+                    config.dataset.random_crop,
+                    flip,
+                    &mut rng,
+                );
+                let l = sd
+                    .vae
+                    .encode_mean(crate::image::from_rgb8(&[&img], &device))
+                    * scaling;
+                if cacheable {
+                    latent_cache.insert(i, l.clone());
+                }
+                latents.push(l);
+            }
+            let latents = Tensor::cat(latents, 0);
+            let shape = latents.dims();
+            let b = shape[0];
+            // Captions → text embeddings (cached; the text encoder is frozen).
+            let mut contexts = Vec::with_capacity(b);
+            for &i in &items {
+                let caption = &usable[i].1;
+                if !context_cache.contains_key(caption) {
+                    let ids = sd.tokenizer.encode(caption)?;
+                    let ids: Tensor<2, Int> = Tensor::from_data(
+                        TensorData::new(
+                            ids.into_iter().map(i64::from).collect::<Vec<_>>(),
+                            [1, crate::tokenizer::MAX_LENGTH],
+                        ),
+                        &device,
+                    );
+                    context_cache.insert(caption.clone(), sd.text_encoder.forward(ids, 1));
+                }
+                contexts.push(context_cache[caption].clone());
+            }
+            let context = Tensor::cat(contexts, 0);
+            // Noise (+ offset) and timesteps.
+            let mut rng = rng_for(config.seed, 3, global as u64);
+            let per: usize = shape[1..].iter().product();
+            let mut noise =
+                Tensor::<4>::from_data(TensorData::new(randn(&mut rng, b * per), shape), &device);
+            if config.noise_offset != 0.0 {
+                let offset = Tensor::<4>::from_data(
+                    TensorData::new(randn(&mut rng, b * shape[1]), [b, shape[1], 1, 1]),
+                    &device,
+                );
+                noise = noise + offset * config.noise_offset;
+            }
+            let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
+            let batch = Batch {
+                latents,
+                noise,
+                timesteps,
+                context,
+            };
+            let (stats, grads) =
+                loss_and_grads(&sd.unet, &weights, &batch, &alphas, config.snr_gamma).map_err(
+                    |e| match e {
+                        Error::NonFinite(_) => Error::TrainingDiverged {
+                            step: step + 1,
+                            what: "the loss".into(),
+                            last_checkpoint: last_checkpoint.clone(),
+                        },
+                        e => e,
+                    },
+                )?;
+            loss_sum += stats.loss;
+            sum_grads = Some(match sum_grads {
+                None => grads,
+                Some(acc) => acc
+                    .into_iter()
+                    .zip(grads)
+                    .map(|((ad, au), (gd, gu))| (ad + gd, au + gu))
+                    .collect(),
+            });
+        }
+        let grads: Vec<(Tensor<2>, Tensor<2>)> = sum_grads
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(d, u)| (d / accum as f64, u / accum as f64))
+            .collect();
+        let mut sq = 0.0f64;
+        for (d, u) in &grads {
+            for g in [d, u] {
+                sq += host(g.clone().square().sum())?
+                    .iter()
+                    .map(|v| f64::from(*v))
+                    .sum::<f64>();
+            }
+        }
+        let stats = StepStats {
+            loss: loss_sum / accum as f64,
+            grad_norm: sq.sqrt(),
+        };
+        if !stats.grad_norm.is_finite() {
+            return Err(Error::TrainingDiverged {
+                step: step + 1,
+                what: "the gradients".into(),
+                last_checkpoint,
+            });
+        }
+        let lr = config
+            .lr_schedule
+            .lr(config.learning_rate, step, config.warmup_steps, total);
+        let clip = match config.max_grad_norm {
+            Some(max) if stats.grad_norm > max => max / (stats.grad_norm + 1e-6),
+            _ => 1.0,
+        };
+        for (layer, (gd, gu)) in weights.layers.iter_mut().zip(grads) {
+            layer.down = config.adamw.update(
+                layer.down.clone(),
+                gd * clip,
+                &mut layer.down_moments,
+                step + 1,
+                lr,
+            );
+            layer.up = config.adamw.update(
+                layer.up.clone(),
+                gu * clip,
+                &mut layer.up_moments,
+                step + 1,
+                lr,
+            );
+        }
+        step += 1;
+        smoothed = if smoothed.is_nan() {
+            stats.loss
+        } else {
+            0.9 * smoothed + 0.1 * stats.loss
+        };
+        let rate = (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        on_event(TrainingEvent::Step {
+            step,
+            total,
+            epoch: step.saturating_sub(1) / per_epoch.max(1) + 1,
+            loss: stats.loss,
+            smoothed_loss: smoothed,
+            lr,
+            grad_norm: stats.grad_norm,
+            it_per_s: rate,
+            eta_s: (total - step) as f64 / rate.max(1e-9),
+        });
+        if (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) || step == total {
+            let path = checkpoint_path(config, step);
+            save_checkpoint(
+                &path,
+                &weights,
+                &CheckpointState {
+                    step,
+                    smoothed_loss: smoothed,
+                    config: config.clone(),
+                },
+            )?;
+            last_checkpoint = Some(path.clone());
+            on_event(TrainingEvent::Checkpoint { step, path });
+        }
+        if config.sample_every > 0
+            && (step % config.sample_every == 0 || step == total)
+            && !config.sample_prompts.is_empty()
+        {
+            let images = samples(&mut sd, &weights, config)?;
+            on_event(TrainingEvent::Samples { step, images });
+        }
+    }
+    let out = config.output.join(format!("{}.safetensors", config.name));
+    let mut meta = BTreeMap::new();
+    meta.insert("ss_output_name".into(), config.name.clone());
+    meta.insert("ss_steps".into(), total.to_string());
+    meta.insert(
+        "kiln_training_config".into(),
+        serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
+    weights.save_kohya(&out, &meta)?;
+    Ok(out)
+}
+
+/// One image per sample prompt (seed 0, 1, …) with the current adapter installed.
+fn samples(
+    sd: &mut StableDiffusion,
+    weights: &LoraWeights,
+    config: &TrainingConfig,
+) -> Result<Vec<RgbImage>> {
+    let mut with_lora = sd.unet.clone();
+    crate::training::lora::install(&mut with_lora, weights);
+    let base = std::mem::replace(&mut sd.unet, with_lora);
+    let native = sd
+        .info
+        .config
+        .unet
+        .sample_size
+        .map(|s| s * sd.vae_scale_factor())
+        .unwrap_or(config.dataset.resolution);
+    let mut out = Vec::new();
+    let mut result = Ok(());
+    for (k, prompt) in config.sample_prompts.iter().enumerate() {
+        let req = crate::pipeline::GenerationRequest {
+            prompts: vec![prompt.clone()],
+            negatives: vec![],
+            sampler: crate::pipeline::Sampler::DpmPp2m {
+                schedule: crate::schedulers::Schedule::Karras,
+            },
+            steps: 20,
+            cfg: 7.0,
+            seed: k as u64,
+            width: native,
+            height: native,
+            batch: 1,
+            latents: None,
+            clip_skip: 1,
+            init_image: None,
+            preview: false,
+        };
+        match sd.generate(&req, &CancelToken::new(), &mut |_| {}) {
+            Ok(o) => out.extend(o.images),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    sd.unet = base;
+    result.map(|()| out)
+}
