@@ -234,3 +234,100 @@ fn embeddings_load_and_unload() {
         e => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn training_through_the_engine_reports_plan_steps_checkpoints_and_pauses() {
+    use kiln_engine::training::trainer::{PauseToken, TrainingConfig, TrainingEvent};
+    let (engine, _) = engine();
+    let data = tempfile::tempdir().unwrap();
+    for i in 0..2u8 {
+        let pixels = (0..32 * 32)
+            .flat_map(|p| [(p % 32 * 8) as u8, i * 100, 50])
+            .collect();
+        kiln_engine::image::write_png(
+            &data.path().join(format!("{i}.png")),
+            &kiln_engine::image::RgbImage {
+                width: 32,
+                height: 32,
+                pixels,
+            },
+            &[],
+        )
+        .unwrap();
+    }
+    engine.send(Command::ValidateDataset {
+        files: kiln_engine::training::dataset::image_files(data.path()).unwrap(),
+        options: Default::default(),
+    });
+    match next(&engine) {
+        Event::DatasetValidated { report } => assert_eq!(
+            report.summary(),
+            "2 images: 2 usable, 2 too small (upscaled), 2 without caption"
+        ),
+        e => panic!("{e:?}"),
+    }
+    let out = tempfile::tempdir().unwrap();
+    let config = TrainingConfig {
+        model: fixture("tiny-a"),
+        data: data.path().to_owned(),
+        output: out.path().to_owned(),
+        name: "t".into(),
+        dataset: kiln_engine::training::dataset::DatasetOptions {
+            resolution: 32,
+            ..Default::default()
+        },
+        max_steps: Some(4),
+        checkpoint_every: 2,
+        sample_every: 4,
+        sample_prompts: vec!["a sample".into()],
+        ..Default::default()
+    };
+    let pause = PauseToken::default();
+    pause.set(true);
+    engine.send(Command::StartTraining {
+        job: 9,
+        config: Box::new(config),
+        resume: None,
+        cancel: CancelToken::new(),
+        pause: pause.clone(),
+    });
+    // Paused: the plan arrives, no step does.
+    match next(&engine) {
+        Event::Training { job: 9, event } => {
+            assert!(matches!(*event, TrainingEvent::Started { plan, .. } if plan.steps == 4))
+        }
+        e => panic!("{e:?}"),
+    }
+    assert!(
+        engine
+            .events
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "no step while paused"
+    );
+    pause.set(false);
+    let (mut steps, mut checkpoints, mut samples) = (0, 0, 0);
+    let output = loop {
+        match next(&engine) {
+            Event::Training { event, .. } => match *event {
+                TrainingEvent::Step { loss, lr, .. } => {
+                    assert!(loss.is_finite() && lr > 0.0);
+                    steps += 1;
+                }
+                TrainingEvent::Checkpoint { path, .. } => {
+                    assert!(path.exists());
+                    checkpoints += 1;
+                }
+                TrainingEvent::Samples { step, images } => {
+                    assert_eq!((step, images.len()), (4, 1));
+                    samples += 1;
+                }
+                e => panic!("{e:?}"),
+            },
+            Event::TrainingFinished { job: 9, output } => break output,
+            e => panic!("{e:?}"),
+        }
+    };
+    assert_eq!((steps, checkpoints, samples), (4, 2, 1));
+    assert!(output.exists());
+}

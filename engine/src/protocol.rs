@@ -8,6 +8,8 @@ use crate::adapters::lora::LoraReport;
 use crate::image::RgbImage;
 use crate::metadata::Recipe;
 use crate::pipeline::{CancelToken, GenerationRequest, Precision};
+use crate::training::dataset::{DatasetOptions, DatasetReport};
+use crate::training::trainer::{PauseToken, TrainingConfig, TrainingEvent};
 use crate::weights::CheckpointInfo;
 
 /// Identifies one job (a generation), chosen by the app.
@@ -83,6 +85,27 @@ pub enum Command {
     RemoveEmbedding {
         /// Index among the loaded embeddings.
         index: usize,
+    },
+    /// Validate a training dataset ([`Event::DatasetValidated`]).
+    ValidateDataset {
+        /// Image files (a dropped folder's [`crate::training::dataset::image_files`]).
+        files: Vec<PathBuf>,
+        /// Resolution and the other options that decide what trains.
+        options: DatasetOptions,
+    },
+    /// Train a LoRA ([`Event::Training`]… then [`Event::TrainingFinished`], or
+    /// [`Event::Cancelled`] / [`Event::Error`]). The engine runs nothing else meanwhile.
+    StartTraining {
+        /// The job's id.
+        job: JobId,
+        /// The run.
+        config: Box<TrainingConfig>,
+        /// Continue from this checkpoint.
+        resume: Option<PathBuf>,
+        /// Stops the run between steps (the last checkpoint stays).
+        cancel: CancelToken,
+        /// Pauses the run between steps while set.
+        pause: PauseToken,
     },
     /// A deliberate panic inside the engine, to exercise the app's recovery (tests, and the
     /// app's Help ▸ Diagnostics).
@@ -169,7 +192,26 @@ pub enum Event {
         /// Width.
         width: usize,
     },
-    /// A command failed; `job` is set for generations.
+    /// A dataset was validated.
+    DatasetValidated {
+        /// The report (per image: caption, size, issues).
+        report: Box<DatasetReport>,
+    },
+    /// A training run reported progress (plan, step, samples, checkpoint).
+    Training {
+        /// The job.
+        job: JobId,
+        /// What happened.
+        event: Box<TrainingEvent>,
+    },
+    /// A training run finished.
+    TrainingFinished {
+        /// The job.
+        job: JobId,
+        /// The trained LoRA file.
+        output: PathBuf,
+    },
+    /// A command failed; `job` is set for generations and training runs.
     Error {
         /// The job, if any.
         job: Option<JobId>,

@@ -275,6 +275,48 @@ impl Worker {
                     self.error(None, "removing an embedding", e);
                 }
             }
+            Command::ValidateDataset { files, options } => {
+                let tokenizer = match &self.sd {
+                    Some(sd) => Ok(sd.tokenizer.clone()),
+                    None => crate::tokenizer::ClipTokenizer::sd15(),
+                };
+                match tokenizer
+                    .and_then(|t| crate::training::dataset::validate(&files, &options, &t))
+                {
+                    Ok(report) => self.send(Event::DatasetValidated {
+                        report: Box::new(report),
+                    }),
+                    Err(e) => self.error(None, "validating the dataset", e),
+                }
+            }
+            Command::StartTraining {
+                job,
+                config,
+                resume,
+                cancel,
+                pause,
+            } => {
+                let tx = self.tx.clone();
+                let repaint = self.repaint.clone();
+                let result = crate::training::trainer::train_lora(
+                    &config,
+                    resume.as_deref(),
+                    &cancel,
+                    &pause,
+                    &mut |event| {
+                        let _ = tx.send(Event::Training {
+                            job,
+                            event: Box::new(event),
+                        });
+                        repaint();
+                    },
+                );
+                match result {
+                    Ok(output) => self.send(Event::TrainingFinished { job, output }),
+                    Err(crate::Error::Cancelled) => self.send(Event::Cancelled { job }),
+                    Err(e) => self.error(Some(job), "training", e),
+                }
+            }
             Command::Crash => panic!("deliberate engine crash (Command::Crash)"),
             Command::Shutdown => {}
         }

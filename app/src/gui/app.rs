@@ -576,6 +576,10 @@ impl KilnApp {
                 }
                 self.notify(format!("Error while {context}"), message, true);
             }
+            // The Train tab (issue #7) will consume these; this window starts no training.
+            Event::DatasetValidated { .. }
+            | Event::Training { .. }
+            | Event::TrainingFinished { .. } => {}
             Event::Crashed { message } => {
                 self.job = None;
                 self.notify(
