@@ -525,3 +525,174 @@ fn sigkill_during_training_leaves_loadable_checkpoints() {
     );
     assert!(out.path().join("k.safetensors").exists());
 }
+
+/// One textual-inversion step against diffusers' textual_inversion.py (2 vectors from "cat"):
+/// same token ids, loss, gradient of the new rows and rows after AdamW; the model's own token
+/// table is untouched.
+#[test]
+fn one_textual_inversion_step_matches_diffusers() {
+    use kiln_engine::training::textual_inversion::{TiConfig, TiWeights, loss_and_grad};
+    let meta = json();
+    let mut sd = tiny_a();
+    let table_before = values(sd.text_encoder.embeddings.token_embedding.weight.val());
+    let config = TiConfig {
+        token: "<kiln>".into(),
+        vectors: 2,
+        init_word: "cat".into(),
+    };
+    let mut ti = TiWeights::init(&config, &mut sd.tokenizer, &sd.text_encoder).unwrap();
+    assert_eq!(ti.ids, [49408, 49409]);
+    let (_, init_row) = reference("training", "ti.init_row");
+    assert_close(
+        "init rows",
+        &values(ti.rows.clone()),
+        &[init_row.clone(), init_row].concat(),
+        1e-6,
+    );
+    // Kiln writes "<kiln>" in prompts; it expands to "<kiln> <kiln>_1" as diffusers does.
+    let prompts = ["a photo of <kiln>", "<kiln> on a table"];
+    let mut ids = Vec::new();
+    for p in prompts {
+        ids.extend(sd.tokenizer.encode(p).unwrap().into_iter().map(i64::from));
+    }
+    let ids = kiln_engine::burn::tensor::Tensor::<2, kiln_engine::burn::tensor::Int>::from_data(
+        kiln_engine::burn::tensor::TensorData::new(ids, [2, 77]),
+        sd.device(),
+    );
+    let (ls, latents) = reference("training", "ti.latents");
+    let (_, noise) = reference("training", "ti.noise");
+    let alphas = sd.info.scheduler.alphas_cumprod().unwrap();
+    let (stats, grad) = loss_and_grad(
+        &sd.unet,
+        &sd.text_encoder,
+        &ti,
+        ids,
+        tensor::<4>(&ls, latents),
+        tensor::<4>(&ls, noise),
+        &[250, 600],
+        &alphas,
+        None,
+    )
+    .unwrap();
+    let want = meta["ti_loss"].as_f64().unwrap();
+    assert!(
+        ((stats.loss - want) / want).abs() < 1e-4,
+        "loss {} vs {want}",
+        stats.loss
+    );
+    assert_close(
+        "TI gradient",
+        &values(grad.clone()),
+        &reference("training", "ti.grad").1,
+        1e-4,
+    );
+    let adamw = AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.999,
+        weight_decay: 1e-2,
+        eps: 1e-8,
+    };
+    ti.rows = adamw.update(ti.rows.clone(), grad, &mut ti.moments, 1, 5e-3);
+    assert_close(
+        "TI rows after the step",
+        &values(ti.rows.clone()),
+        &reference("training", "ti.rows_after").1,
+        1e-4,
+    );
+    assert_eq!(
+        values(sd.text_encoder.embeddings.token_embedding.weight.val()),
+        table_before,
+        "the model's own table is untouched"
+    );
+    // Saved as emb_params, it loads back as an embedding with the same vectors.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kiln.safetensors");
+    ti.save(&file, &Default::default()).unwrap();
+    let loaded = kiln_engine::adapters::textual_inversion::load(&file, Some("<x>")).unwrap();
+    assert_eq!(loaded.vectors.concat(), values(ti.rows.clone()));
+}
+
+#[test]
+fn a_textual_inversion_run_resumes_identically_and_its_embedding_loads() {
+    use kiln_engine::pipeline::CancelToken;
+    use kiln_engine::training::trainer::{
+        PauseToken, TrainingEvent, latest_checkpoint, train_lora,
+    };
+    let data = tempfile::tempdir().unwrap();
+    dataset(data.path());
+    let ti = kiln_engine::training::textual_inversion::TiConfig {
+        token: "<shape>".into(),
+        vectors: 2,
+        init_word: "square".into(),
+    };
+    let make = |out: &std::path::Path| {
+        let mut c = config(data.path(), out, 4);
+        c.textual_inversion = Some(ti.clone());
+        c.learning_rate = 5e-3;
+        c.checkpoint_every = 2;
+        c
+    };
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = train_lora(
+        &make(a_dir.path()),
+        None,
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    let _ = train_lora(
+        &make(b_dir.path()),
+        None,
+        &cancel,
+        &PauseToken::default(),
+        &mut |e| {
+            if let TrainingEvent::Checkpoint { step: 2, .. } = e {
+                c.cancel();
+            }
+        },
+    );
+    let cp = latest_checkpoint(&make(b_dir.path())).unwrap();
+    let b = train_lora(
+        &make(b_dir.path()),
+        Some(&cp),
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let read = |p: &std::path::Path| {
+        kiln_engine::weights::safetensors::SafeTensors::open(p)
+            .unwrap()
+            .f32("emb_params")
+            .unwrap()
+    };
+    assert_eq!(read(&a), read(&b), "identical embedding after resume");
+    // A LoRA checkpoint cannot resume an embedding run.
+    let lora_cp = {
+        let mut c = make(b_dir.path());
+        c.textual_inversion = None;
+        c
+    };
+    let err = train_lora(
+        &lora_cp,
+        Some(&cp),
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("cannot resume from this checkpoint"),
+        "{err}"
+    );
+    let mut sd = crate::lora::tiny_a();
+    sd.load_embedding(&a, Some("<shape>")).unwrap();
+    let mut req = crate::parity::ddim_request("tiny-a");
+    req.prompts = vec!["a <shape>".into(), "a square".into()];
+    let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    assert_eq!(out.images.len(), 2);
+}

@@ -1,4 +1,5 @@
-//! `kiln train lora`: train a LoRA from a folder of images (and `.txt` captions) on the CPU,
+//! `kiln train lora|ti`: train a LoRA or an embedding from a folder of images (and `.txt`
+//! captions) on the CPU,
 //! printing the dataset report, the plan and one line per step; checkpoints and `--resume`.
 
 use std::path::PathBuf;
@@ -16,11 +17,42 @@ use kiln_engine::training::trainer::{
 pub enum TrainCommand {
     /// Train a LoRA on the UNet's attention layers.
     Lora(Box<LoraArgs>),
+    /// Train a textual-inversion embedding (a new token).
+    Ti(Box<TiArgs>),
 }
 
 /// Options of `kiln train lora`.
 #[derive(Debug, clap::Args)]
 pub struct LoraArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// LoRA rank.
+    #[arg(long, default_value_t = 4)]
+    rank: usize,
+    /// LoRA alpha [default: the rank].
+    #[arg(long)]
+    alpha: Option<f64>,
+}
+
+/// Options of `kiln train ti`.
+#[derive(Debug, clap::Args)]
+pub struct TiArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The new token, e.g. "<my-style>" (captions without it get it in front).
+    #[arg(long)]
+    token: String,
+    /// Vectors per token.
+    #[arg(long, default_value_t = 1)]
+    vectors: usize,
+    /// A word whose embedding starts the vectors.
+    #[arg(long, default_value = "style")]
+    init_word: String,
+}
+
+/// Options every method shares.
+#[derive(Debug, clap::Args)]
+pub struct CommonArgs {
     /// Base checkpoint (diffusers folder or single-file .safetensors).
     #[arg(long)]
     model: PathBuf,
@@ -33,12 +65,6 @@ pub struct LoraArgs {
     /// Name of the LoRA file [default: the data folder's name].
     #[arg(long)]
     name: Option<String>,
-    /// LoRA rank.
-    #[arg(long, default_value_t = 4)]
-    rank: usize,
-    /// LoRA alpha [default: the rank].
-    #[arg(long)]
-    alpha: Option<f64>,
     /// Training resolution (square; bucket area with --buckets).
     #[arg(long, default_value_t = 512)]
     resolution: usize,
@@ -57,9 +83,9 @@ pub struct LoraArgs {
     /// Gradient accumulation (micro-batches per step).
     #[arg(long, default_value_t = 1)]
     accumulate: usize,
-    /// Learning rate.
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
+    /// Learning rate [default: 1e-4 for a LoRA, 5e-3 for an embedding].
+    #[arg(long)]
+    lr: Option<f64>,
     /// constant, constant-with-warmup, cosine or linear.
     #[arg(long, default_value = "constant-with-warmup")]
     lr_schedule: String,
@@ -103,7 +129,24 @@ pub struct LoraArgs {
 
 /// Runs `kiln train …`.
 pub fn train(command: TrainCommand) -> Result<()> {
-    let TrainCommand::Lora(a) = command;
+    let (a, lora, ti, default_lr) = match command {
+        TrainCommand::Lora(l) => {
+            let lora = LoraConfig {
+                rank: l.rank,
+                alpha: l.alpha.unwrap_or(l.rank as f64),
+                ..LoraConfig::default()
+            };
+            (l.common, lora, None, 1e-4)
+        }
+        TrainCommand::Ti(t) => {
+            let ti = kiln_engine::training::textual_inversion::TiConfig {
+                token: t.token,
+                vectors: t.vectors,
+                init_word: t.init_word,
+            };
+            (t.common, LoraConfig::default(), Some(ti), 5e-3)
+        }
+    };
     let lr_schedule = match a.lr_schedule.as_str() {
         "constant" => LrSchedule::Constant,
         "constant-with-warmup" => LrSchedule::ConstantWithWarmup,
@@ -124,11 +167,8 @@ pub fn train(command: TrainCommand) -> Result<()> {
         data: a.data.clone(),
         output: a.out.clone(),
         name,
-        lora: LoraConfig {
-            rank: a.rank,
-            alpha: a.alpha.unwrap_or(a.rank as f64),
-            ..LoraConfig::default()
-        },
+        lora,
+        textual_inversion: ti,
         dataset: kiln_engine::training::dataset::DatasetOptions {
             resolution: a.resolution,
             upscale_small: !a.skip_small,
@@ -142,7 +182,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         max_steps: a.steps,
         batch_size: a.batch,
         gradient_accumulation: a.accumulate,
-        learning_rate: a.lr,
+        learning_rate: a.lr.unwrap_or(default_lr),
         lr_schedule,
         warmup_steps: a.warmup,
         max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),

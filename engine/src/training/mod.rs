@@ -11,6 +11,7 @@ pub mod adamw;
 pub mod dataset;
 pub mod lora;
 pub mod lr_schedule;
+pub mod textual_inversion;
 pub mod trainer;
 
 use burn::tensor::Tensor;

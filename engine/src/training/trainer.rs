@@ -1,4 +1,4 @@
-//! A whole LoRA training run: dataset → plan → steps with events → checkpoints → the adapter
+//! A whole training run (LoRA or textual inversion): dataset → plan → steps with events → checkpoints → the adapter
 //! file. Every random choice (epoch order, crops, flips, noise, timesteps) derives from the
 //! seed and the step it serves ([`rng_for`]), so a run resumed from a checkpoint makes the
 //! same choices as one that never stopped, and its weights come out identical.
@@ -28,6 +28,7 @@ use crate::training::dataset::{
 };
 use crate::training::lora::{Batch, LoraConfig, LoraWeights, StepStats, loss_and_grads};
 use crate::training::lr_schedule::LrSchedule;
+use crate::training::textual_inversion::{TiConfig, TiWeights};
 use crate::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
 
 /// Everything that defines a LoRA training run (stored in every checkpoint).
@@ -42,8 +43,10 @@ pub struct TrainingConfig {
     pub output: PathBuf,
     /// Output file stem.
     pub name: String,
-    /// Rank, alpha, targets.
+    /// Rank, alpha, targets (LoRA runs).
     pub lora: LoraConfig,
+    /// Train a textual-inversion embedding instead of a LoRA.
+    pub textual_inversion: Option<TiConfig>,
     /// Resolution, crops, flips, buckets, repeats, default caption.
     pub dataset: DatasetOptions,
     /// Epochs (ignored when `max_steps` is set).
@@ -86,6 +89,7 @@ impl Default for TrainingConfig {
             output: PathBuf::from("lora-output"),
             name: "lora".into(),
             lora: LoraConfig::default(),
+            textual_inversion: None,
             dataset: DatasetOptions::default(),
             epochs: 10,
             max_steps: None,
@@ -243,21 +247,47 @@ pub fn latest_checkpoint(config: &TrainingConfig) -> Option<PathBuf> {
     found.pop()
 }
 
-fn save_checkpoint(path: &Path, weights: &LoraWeights, state: &CheckpointState) -> Result<()> {
+/// The adapter a run trains.
+enum Adapter {
+    Lora(LoraWeights),
+    Ti(TiWeights),
+}
+
+impl Adapter {
+    /// Every trained matrix with its moments, by a stable name.
+    fn params_mut(&mut self) -> Vec<(String, &mut Tensor<2>, &mut Moments<2>)> {
+        match self {
+            Adapter::Lora(w) => w
+                .layers
+                .iter_mut()
+                .flat_map(|l| {
+                    [
+                        (format!("{}.down", l.path), &mut l.down, &mut l.down_moments),
+                        (format!("{}.up", l.path), &mut l.up, &mut l.up_moments),
+                    ]
+                })
+                .collect(),
+            Adapter::Ti(t) => vec![("embedding".to_owned(), &mut t.rows, &mut t.moments)],
+        }
+    }
+
+    /// Whether a checkpoint's configuration fits this adapter.
+    fn fits(&self, config: &TrainingConfig) -> bool {
+        match self {
+            Adapter::Lora(w) => config.textual_inversion.is_none() && config.lora == w.config,
+            Adapter::Ti(t) => config.textual_inversion.as_ref() == Some(&t.config),
+        }
+    }
+}
+
+fn save_checkpoint(path: &Path, adapter: &mut Adapter, state: &CheckpointState) -> Result<()> {
     let mut data: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for l in &weights.layers {
-        for (name, t) in [
-            ("down", &l.down),
-            ("up", &l.up),
-            ("down.m", &l.down_moments.m),
-            ("down.v", &l.down_moments.v),
-            ("up.m", &l.up_moments.m),
-            ("up.v", &l.up_moments.v),
-        ] {
+    for (name, t, m) in adapter.params_mut() {
+        for (suffix, x) in [("", &*t), (".m", &m.m), (".v", &m.v)] {
             data.push((
-                format!("{}.{name}", l.path),
-                t.dims().to_vec(),
-                host(t.clone())?,
+                format!("{name}{suffix}"),
+                x.dims().to_vec(),
+                host(x.clone())?,
             ));
         }
     }
@@ -280,7 +310,7 @@ fn save_checkpoint(path: &Path, weights: &LoraWeights, state: &CheckpointState) 
     write_f32(path, &writes, &meta)
 }
 
-fn load_checkpoint(path: &Path, weights: &mut LoraWeights) -> Result<CheckpointState> {
+fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState> {
     let bad = |reason: String| Error::BadCheckpoint {
         path: path.to_owned(),
         reason,
@@ -291,20 +321,18 @@ fn load_checkpoint(path: &Path, weights: &mut LoraWeights) -> Result<CheckpointS
         .get(STATE_KEY)
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| bad("it is not a Kiln training checkpoint".into()))?;
-    if state.config.lora != weights.config {
-        return Err(bad(format!(
-            "it was trained with {:?}, this run uses {:?}",
-            state.config.lora, weights.config
-        )));
+    if !adapter.fits(&state.config) {
+        return Err(bad(
+            "it was made for another adapter (method, rank, alpha, targets or token differ)".into(),
+        ));
     }
-    for l in &mut weights.layers {
-        let device = l.down.device();
-        let get = |name: &str, like: &Tensor<2>| -> Result<Tensor<2>> {
-            let key = format!("{}.{name}", l.path);
+    for (name, t, m) in adapter.params_mut() {
+        let device = t.device();
+        let dims = t.dims();
+        let get = |key: String| -> Result<Tensor<2>> {
             let v = file
                 .f32(&key)
                 .map_err(|_| bad(format!("it has no tensor {key}")))?;
-            let dims = like.dims();
             if v.len() != dims[0] * dims[1] {
                 return Err(bad(format!(
                     "{key} has {} values, expected {dims:?}",
@@ -313,17 +341,13 @@ fn load_checkpoint(path: &Path, weights: &mut LoraWeights) -> Result<CheckpointS
             }
             Ok(Tensor::from_data(TensorData::new(v, dims), &device))
         };
-        let (down, up) = (get("down", &l.down)?, get("up", &l.up)?);
-        l.down_moments = Moments {
-            m: get("down.m", &l.down)?,
-            v: get("down.v", &l.down)?,
-        };
-        l.up_moments = Moments {
-            m: get("up.m", &l.up)?,
-            v: get("up.v", &l.up)?,
-        };
-        l.down = down;
-        l.up = up;
+        let (value, mm, mv) = (
+            get(name.clone())?,
+            get(format!("{name}.m"))?,
+            get(format!("{name}.v"))?,
+        );
+        *t = value;
+        *m = Moments { m: mm, v: mv };
     }
     Ok(state)
 }
@@ -339,7 +363,7 @@ fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
 
-/// Trains a LoRA; returns the adapter file. `resume` continues from a checkpoint (its
+/// Trains a LoRA (or, with `config.textual_inversion`, an embedding); returns the file. `resume` continues from a checkpoint (its
 /// configuration must match `config` in the LoRA shape; the rest is taken from `config`).
 pub fn train_lora(
     config: &TrainingConfig,
@@ -384,11 +408,19 @@ pub fn train_lora(
     if config.max_steps.is_some() {
         plan.epochs = total.div_ceil(per_epoch.max(1));
     }
-    let mut weights = LoraWeights::init(&mut sd.unet, &config.lora, config.seed, &device)?;
+    let mut adapter = match &config.textual_inversion {
+        Some(ti) => Adapter::Ti(TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?),
+        None => Adapter::Lora(LoraWeights::init(
+            &mut sd.unet,
+            &config.lora,
+            config.seed,
+            &device,
+        )?),
+    };
     let (mut step, mut smoothed) = (0usize, f64::NAN);
     let mut last_checkpoint = None;
     if let Some(path) = resume {
-        let state = load_checkpoint(path, &mut weights)?;
+        let state = load_checkpoint(path, &mut adapter)?;
         step = state.step;
         smoothed = state.smoothed_loss;
         last_checkpoint = Some(path.to_owned());
@@ -419,7 +451,7 @@ pub fn train_lora(
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let mut sum_grads: Option<Vec<(Tensor<2>, Tensor<2>)>> = None;
+        let mut sum_grads: Option<Vec<Tensor<2>>> = None;
         let mut loss_sum = 0.0;
         for micro in 0..accum {
             let global = step * accum + micro;
@@ -465,24 +497,32 @@ pub fn train_lora(
             let latents = Tensor::cat(latents, 0);
             let shape = latents.dims();
             let b = shape[0];
-            // Captions → text embeddings (cached; the text encoder is frozen).
-            let mut contexts = Vec::with_capacity(b);
-            for &i in &items {
-                let caption = &usable[i].1;
-                if !context_cache.contains_key(caption) {
-                    let ids = sd.tokenizer.encode(caption)?;
-                    let ids: Tensor<2, Int> = Tensor::from_data(
-                        TensorData::new(
-                            ids.into_iter().map(i64::from).collect::<Vec<_>>(),
-                            [1, crate::tokenizer::MAX_LENGTH],
-                        ),
-                        &device,
-                    );
-                    context_cache.insert(caption.clone(), sd.text_encoder.forward(ids, 1));
-                }
-                contexts.push(context_cache[caption].clone());
+            // Captions → token ids; for a LoRA, text embeddings (cached: the text encoder is
+            // frozen). A textual-inversion caption without the token gets it in front.
+            let captions: Vec<String> = items
+                .iter()
+                .map(|&i| {
+                    let caption = &usable[i].1;
+                    match &adapter {
+                        Adapter::Ti(t) if !caption.contains(&t.config.token) => {
+                            if caption.is_empty() {
+                                t.config.token.clone()
+                            } else {
+                                format!("{}, {caption}", t.config.token)
+                            }
+                        }
+                        _ => caption.clone(),
+                    }
+                })
+                .collect();
+            let mut ids: Vec<i64> = Vec::with_capacity(b * crate::tokenizer::MAX_LENGTH);
+            for c in &captions {
+                ids.extend(sd.tokenizer.encode(c)?.into_iter().map(i64::from));
             }
-            let context = Tensor::cat(contexts, 0);
+            let ids: Tensor<2, Int> = Tensor::from_data(
+                TensorData::new(ids, [b, crate::tokenizer::MAX_LENGTH]),
+                &device,
+            );
             // Noise (+ offset) and timesteps.
             let mut rng = rng_for(config.seed, 3, global as u64);
             let per: usize = shape[1..].iter().product();
@@ -496,46 +536,69 @@ pub fn train_lora(
                 noise = noise + offset * config.noise_offset;
             }
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
-            let batch = Batch {
-                latents,
-                noise,
-                timesteps,
-                context,
+            let diverged = |e: Error| match e {
+                Error::NonFinite(_) => Error::TrainingDiverged {
+                    step: step + 1,
+                    what: "the loss".into(),
+                    last_checkpoint: last_checkpoint.clone(),
+                },
+                e => e,
             };
-            let (stats, grads) =
-                loss_and_grads(&sd.unet, &weights, &batch, &alphas, config.snr_gamma).map_err(
-                    |e| match e {
-                        Error::NonFinite(_) => Error::TrainingDiverged {
-                            step: step + 1,
-                            what: "the loss".into(),
-                            last_checkpoint: last_checkpoint.clone(),
-                        },
-                        e => e,
-                    },
-                )?;
+            let (stats, grads): (StepStats, Vec<Tensor<2>>) = match &adapter {
+                Adapter::Lora(w) => {
+                    let mut contexts = Vec::with_capacity(b);
+                    for (k, c) in captions.iter().enumerate() {
+                        if !context_cache.contains_key(c) {
+                            let row = ids
+                                .clone()
+                                .slice([k..k + 1, 0..crate::tokenizer::MAX_LENGTH]);
+                            context_cache.insert(c.clone(), sd.text_encoder.forward(row, 1));
+                        }
+                        contexts.push(context_cache[c].clone());
+                    }
+                    let batch = Batch {
+                        latents,
+                        noise,
+                        timesteps,
+                        context: Tensor::cat(contexts, 0),
+                    };
+                    let (stats, g) = loss_and_grads(&sd.unet, w, &batch, &alphas, config.snr_gamma)
+                        .map_err(diverged)?;
+                    (stats, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
+                }
+                Adapter::Ti(t) => {
+                    let (stats, g) = crate::training::textual_inversion::loss_and_grad(
+                        &sd.unet,
+                        &sd.text_encoder,
+                        t,
+                        ids,
+                        latents,
+                        noise,
+                        &timesteps,
+                        &alphas,
+                        config.snr_gamma,
+                    )
+                    .map_err(diverged)?;
+                    (stats, vec![g])
+                }
+            };
             loss_sum += stats.loss;
             sum_grads = Some(match sum_grads {
                 None => grads,
-                Some(acc) => acc
-                    .into_iter()
-                    .zip(grads)
-                    .map(|((ad, au), (gd, gu))| (ad + gd, au + gu))
-                    .collect(),
+                Some(acc) => acc.into_iter().zip(grads).map(|(a, g)| a + g).collect(),
             });
         }
-        let grads: Vec<(Tensor<2>, Tensor<2>)> = sum_grads
+        let grads: Vec<Tensor<2>> = sum_grads
             .unwrap_or_default()
             .into_iter()
-            .map(|(d, u)| (d / accum as f64, u / accum as f64))
+            .map(|g| g / accum as f64)
             .collect();
         let mut sq = 0.0f64;
-        for (d, u) in &grads {
-            for g in [d, u] {
-                sq += host(g.clone().square().sum())?
-                    .iter()
-                    .map(|v| f64::from(*v))
-                    .sum::<f64>();
-            }
+        for g in &grads {
+            sq += host(g.clone().square().sum())?
+                .iter()
+                .map(|v| f64::from(*v))
+                .sum::<f64>();
         }
         let stats = StepStats {
             loss: loss_sum / accum as f64,
@@ -555,21 +618,10 @@ pub fn train_lora(
             Some(max) if stats.grad_norm > max => max / (stats.grad_norm + 1e-6),
             _ => 1.0,
         };
-        for (layer, (gd, gu)) in weights.layers.iter_mut().zip(grads) {
-            layer.down = config.adamw.update(
-                layer.down.clone(),
-                gd * clip,
-                &mut layer.down_moments,
-                step + 1,
-                lr,
-            );
-            layer.up = config.adamw.update(
-                layer.up.clone(),
-                gu * clip,
-                &mut layer.up_moments,
-                step + 1,
-                lr,
-            );
+        for ((_, param, moments), g) in adapter.params_mut().into_iter().zip(grads) {
+            *param = config
+                .adamw
+                .update(param.clone(), g * clip, moments, step + 1, lr);
         }
         step += 1;
         smoothed = if smoothed.is_nan() {
@@ -593,7 +645,7 @@ pub fn train_lora(
             let path = checkpoint_path(config, step);
             save_checkpoint(
                 &path,
-                &weights,
+                &mut adapter,
                 &CheckpointState {
                     step,
                     smoothed_loss: smoothed,
@@ -607,7 +659,7 @@ pub fn train_lora(
             && (step % config.sample_every == 0 || step == total)
             && !config.sample_prompts.is_empty()
         {
-            let images = samples(&mut sd, &weights, config)?;
+            let images = samples(&mut sd, &adapter, config)?;
             on_event(TrainingEvent::Samples { step, images });
         }
     }
@@ -620,19 +672,24 @@ pub fn train_lora(
         serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?,
     );
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
-    weights.save_kohya(&out, &meta)?;
+    match &adapter {
+        Adapter::Lora(w) => w.save_kohya(&out, &meta)?,
+        Adapter::Ti(t) => t.save(&out, &meta)?,
+    }
     Ok(out)
 }
 
 /// One image per sample prompt (seed 0, 1, …) with the current adapter installed.
 fn samples(
     sd: &mut StableDiffusion,
-    weights: &LoraWeights,
+    adapter: &Adapter,
     config: &TrainingConfig,
 ) -> Result<Vec<RgbImage>> {
-    let mut with_lora = sd.unet.clone();
-    crate::training::lora::install(&mut with_lora, weights);
-    let base = std::mem::replace(&mut sd.unet, with_lora);
+    let (base_unet, base_te) = (sd.unet.clone(), sd.text_encoder.clone());
+    match adapter {
+        Adapter::Lora(w) => crate::training::lora::install(&mut sd.unet, w),
+        Adapter::Ti(t) => sd.text_encoder = t.install(&base_te),
+    }
     let native = sd
         .info
         .config
@@ -668,6 +725,7 @@ fn samples(
             }
         }
     }
-    sd.unet = base;
+    sd.unet = base_unet;
+    sd.text_encoder = base_te;
     result.map(|()| out)
 }

@@ -144,9 +144,14 @@ pub fn sniff_foreign(path: &Path, head: &[u8], file_len: u64) -> Option<Error> {
             path: path.to_owned(),
         });
     }
-    // A PyTorch zip archive (`PK\x03\x04`) or a raw pickle (protocol marker 0x80).
+    // A PyTorch zip archive (`PK\x03\x04`) or a raw pickle (protocol marker 0x80). A
+    // safetensors file whose header length is 0x0580 also starts `80 05`: its JSON header
+    // then opens at byte 8, which a pickle's opcodes never put there.
+    let safetensors_header = head.get(8) == Some(&b'{');
     if head.starts_with(b"PK\x03\x04")
-        || (head.first() == Some(&0x80) && head.get(1).is_some_and(|v| *v <= 5))
+        || (head.first() == Some(&0x80)
+            && head.get(1).is_some_and(|v| *v <= 5)
+            && !safetensors_header)
     {
         return Some(Error::PickleCheckpoint {
             path: path.to_owned(),
@@ -492,6 +497,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod header_length_tests {
+    use super::*;
+
+    #[test]
+    fn a_header_length_that_starts_like_a_pickle_is_still_safetensors() {
+        // Pad the metadata until the header is exactly 0x0580 bytes: the file starts 80 05.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.safetensors");
+        let data = [1.0f32, 2.0];
+        for pad in 0..2000 {
+            let mut meta = BTreeMap::new();
+            meta.insert("pad".to_owned(), "x".repeat(pad));
+            write_f32(
+                &path,
+                &[WriteTensor {
+                    name: "t",
+                    shape: vec![2],
+                    data: &data,
+                }],
+                &meta,
+            )
+            .expect("write");
+            let bytes = std::fs::read(&path).expect("read");
+            if bytes[0] == 0x80 && bytes[1] == 0x05 {
+                assert_eq!(
+                    SafeTensors::open(&path)
+                        .expect("opens")
+                        .f32("t")
+                        .expect("tensor"),
+                    data
+                );
+                return;
+            }
+        }
+        panic!("no padding gave a 0x0580 header");
+    }
 }
 
 #[cfg(test)]
