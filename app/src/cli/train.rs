@@ -32,6 +32,9 @@ pub struct LoraArgs {
     /// LoRA alpha [default: the rank].
     #[arg(long)]
     alpha: Option<f64>,
+    /// Layers to adapt, comma-separated: to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2.
+    #[arg(long, value_delimiter = ',', default_value = "to_q,to_k,to_v,to_out.0")]
+    targets: Vec<String>,
 }
 
 /// Options of `kiln train ti`.
@@ -134,7 +137,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
             let lora = LoraConfig {
                 rank: l.rank,
                 alpha: l.alpha.unwrap_or(l.rank as f64),
-                ..LoraConfig::default()
+                targets: l.targets.clone(),
             };
             (l.common, lora, None, 1e-4)
         }

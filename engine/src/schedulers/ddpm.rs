@@ -45,14 +45,6 @@ impl Scheduler for DdpmScheduler {
         &self.timesteps_f
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, _i: usize) -> Tensor<4> {
-        sample
-    }
-
     fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
         add_noise_vp(
             original,

@@ -149,14 +149,6 @@ impl Scheduler for DpmSolverMultistepScheduler {
         &self.s.timesteps
     }
 
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, _i: usize) -> Tensor<4> {
-        sample
-    }
-
     fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
         self.s.add_noise(original, noise, i)
     }

@@ -75,6 +75,29 @@ impl DiscreteSigmas {
     }
 }
 
+/// The [`Scheduler`] methods of a sampler built on [`DiscreteSigmas`] (in a field `d`):
+/// timesteps, `init_noise_sigma`, input scaling and `add_noise` all come from it.
+macro_rules! discrete_sigmas_methods {
+    () => {
+        fn timesteps(&self) -> &[f64] {
+            &self.d.timesteps
+        }
+
+        fn init_noise_sigma(&self) -> f64 {
+            self.d.init_noise_sigma
+        }
+
+        fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
+            self.d.scale_model_input(sample, i)
+        }
+
+        fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
+            self.d.add_noise(original, noise, i)
+        }
+    };
+}
+pub(crate) use discrete_sigmas_methods;
+
 /// `dx/dσ = (x − x̂₀) / σ` for an ε-prediction, computed as diffusers does (through x̂₀).
 pub fn derivative(sample: &Tensor<4>, eps: Tensor<4>, sigma: f64) -> Tensor<4> {
     let pred_x0 = sample.clone() - eps * sigma;
@@ -97,21 +120,7 @@ impl EulerScheduler {
 }
 
 impl Scheduler for EulerScheduler {
-    fn timesteps(&self) -> &[f64] {
-        &self.d.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.d.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.scale_model_input(sample, i)
-    }
-
-    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.add_noise(original, noise, i)
-    }
+    discrete_sigmas_methods!();
 
     fn step(
         &mut self,

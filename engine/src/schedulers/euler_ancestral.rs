@@ -4,7 +4,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::euler::{DiscreteSigmas, derivative};
+use crate::schedulers::euler::{DiscreteSigmas, derivative, discrete_sigmas_methods};
 use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig};
 
 /// Euler a.
@@ -23,21 +23,7 @@ impl EulerAncestralScheduler {
 }
 
 impl Scheduler for EulerAncestralScheduler {
-    fn timesteps(&self) -> &[f64] {
-        &self.d.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.d.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.scale_model_input(sample, i)
-    }
-
-    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.add_noise(original, noise, i)
-    }
+    discrete_sigmas_methods!();
 
     fn step(
         &mut self,

@@ -6,7 +6,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::euler::{DiscreteSigmas, derivative};
+use crate::schedulers::euler::{DiscreteSigmas, derivative, discrete_sigmas_methods};
 use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig};
 
 /// State kept between the predictor and the corrector.
@@ -47,24 +47,10 @@ impl HeunScheduler {
 }
 
 impl Scheduler for HeunScheduler {
-    fn timesteps(&self) -> &[f64] {
-        &self.d.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.d.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.scale_model_input(sample, i)
-    }
+    discrete_sigmas_methods!();
 
     fn order(&self) -> usize {
         2
-    }
-
-    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.add_noise(original, noise, i)
     }
 
     fn step(

@@ -6,7 +6,7 @@
 use burn::tensor::Tensor;
 
 use crate::error::Result;
-use crate::schedulers::euler::{DiscreteSigmas, derivative};
+use crate::schedulers::euler::{DiscreteSigmas, derivative, discrete_sigmas_methods};
 use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig};
 
 /// LMS.
@@ -60,21 +60,7 @@ impl LmsScheduler {
 }
 
 impl Scheduler for LmsScheduler {
-    fn timesteps(&self) -> &[f64] {
-        &self.d.timesteps
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        self.d.init_noise_sigma
-    }
-
-    fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.scale_model_input(sample, i)
-    }
-
-    fn add_noise(&self, original: Tensor<4>, noise: Tensor<4>, i: usize) -> Tensor<4> {
-        self.d.add_noise(original, noise, i)
-    }
+    discrete_sigmas_methods!();
 
     fn step(
         &mut self,

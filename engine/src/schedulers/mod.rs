@@ -291,10 +291,15 @@ pub fn add_noise_vp(original: Tensor<4>, noise: Tensor<4>, alpha_cumprod: f64) -
 pub trait Scheduler {
     /// The timesteps passed to the UNet, one per step (may be fractional).
     fn timesteps(&self) -> &[f64];
-    /// Factor applied to the initial noise (diffusers' `init_noise_sigma`).
-    fn init_noise_sigma(&self) -> f64;
-    /// Scales the UNet input at step `i` (identity for DDIM).
-    fn scale_model_input(&self, sample: Tensor<4>, i: usize) -> Tensor<4>;
+    /// Factor applied to the initial noise (diffusers' `init_noise_sigma`): 1 for the
+    /// variance-preserving samplers, σ_max-ish for the σ-space ones.
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
+    /// Scales the UNet input at call `i` (identity unless the sampler works in σ-space).
+    fn scale_model_input(&self, sample: Tensor<4>, _i: usize) -> Tensor<4> {
+        sample
+    }
     /// UNet calls per step (2 for Heun and DPM++ 2S a): img2img starting at step k starts at
     /// call `k · order()`, as diffusers' `get_timesteps`.
     fn order(&self) -> usize {
