@@ -4,7 +4,8 @@
 
 use kiln_engine::training::adamw::AdamWConfig;
 use kiln_engine::training::lora::{
-    Batch, LoraConfig, LoraWeights, StepOptions, loss_and_grads, train_step,
+    Batch, LayerKind, LoraConfig, LoraLayer, LoraWeights, StepOptions, Text, loss_and_grads,
+    train_step,
 };
 
 use crate::common::{assert_close, reference, tensor};
@@ -17,10 +18,15 @@ fn json() -> serde_json::Value {
     .unwrap()
 }
 
-/// PEFT's `lora_A.weight` `[r, in]` / `lora_B.weight` `[out, r]` → Kiln's `[in, r]` / `[r, out]`.
-fn peft_pair(prefix: &str, path: &str) -> (Vec<f32>, Vec<f32>) {
+/// PEFT's `lora_A.weight` / `lora_B.weight` of `key` → Kiln's layout for `layer`: a linear's
+/// `[r, in]` / `[out, r]` transposed to `[in, r]` / `[r, out]`; a convolution's
+/// `[r, in, k, k]` / `[out, r, 1, 1]` flattened as they are.
+fn peft_pair(layer: &LoraLayer, prefix: &str, key: &str) -> (Vec<f32>, Vec<f32>) {
     let t = |name: &str| {
-        let (shape, v) = reference("training", &format!("{prefix}.{path}.{name}.weight"));
+        let (shape, v) = reference("training", &format!("{prefix}.{key}.{name}.weight"));
+        if layer.kind != LayerKind::Linear {
+            return v;
+        }
         let (rows, cols) = (shape[0], shape[1]);
         (0..cols)
             .flat_map(|c| (0..rows).map(move |r| (r, c)))
@@ -38,18 +44,17 @@ fn setup() -> (kiln_engine::pipeline::StableDiffusion, LoraWeights, Batch) {
         ..LoraConfig::default()
     };
     let device = sd.device().clone();
-    let mut weights = LoraWeights::init(&mut sd.unet, &config, 0, &device).unwrap();
+    let mut weights =
+        LoraWeights::init(&mut sd.unet, &mut sd.text_encoder, &config, 0, &device).unwrap();
     assert_eq!(
         weights.layers.len(),
         reference_layers(),
         "one LoRA per targeted layer, as PEFT"
     );
     for l in &mut weights.layers {
-        let (a, b) = peft_pair("init", &l.path);
-        let (din, r) = (l.down.dims()[0], l.down.dims()[1]);
-        let dout = l.up.dims()[1];
-        l.down = tensor::<2>(&[din, r], a);
-        l.up = tensor::<2>(&[r, dout], b);
+        let (a, b) = peft_pair(l, "init", &l.path);
+        l.down = tensor::<2>(&l.down.dims(), a);
+        l.up = tensor::<2>(&l.up.dims(), b);
     }
     let (ls, latents) = reference("training", "latents");
     let (_, noise) = reference("training", "noise");
@@ -58,7 +63,7 @@ fn setup() -> (kiln_engine::pipeline::StableDiffusion, LoraWeights, Batch) {
         latents: tensor::<4>(&ls, latents),
         noise: tensor::<4>(&ls, noise),
         timesteps: vec![100, 700],
-        context: tensor::<3>(&cs, context),
+        text: Text::Context(tensor::<3>(&cs, context)),
     };
     (sd, weights, batch)
 }
@@ -86,7 +91,8 @@ fn one_lora_step_matches_peft_loss_gradients_and_update() {
         eps: 1e-8,
     };
     // Gradients of step 1.
-    let (stats, grads) = loss_and_grads(&sd.unet, &weights, &batch, &alphas, None).unwrap();
+    let (stats, grads) =
+        loss_and_grads(&sd.unet, &sd.text_encoder, &weights, &batch, &alphas, None).unwrap();
     let want_loss = meta["losses"]["plain"][0].as_f64().unwrap();
     assert!(
         ((stats.loss - want_loss) / want_loss).abs() < 1e-4,
@@ -94,7 +100,7 @@ fn one_lora_step_matches_peft_loss_gradients_and_update() {
         stats.loss
     );
     for (l, (gd, gu)) in weights.layers.iter().zip(grads) {
-        let (a, b) = peft_pair("plain.grad", &l.path);
+        let (a, b) = peft_pair(l, "plain.grad", &l.path);
         assert_close(&format!("∂down {}", l.path), &values(gd), &a, 1e-4);
         assert_close(&format!("∂up {}", l.path), &values(gu), &b, 1e-4);
     }
@@ -102,6 +108,7 @@ fn one_lora_step_matches_peft_loss_gradients_and_update() {
     for step in 1..=2 {
         let stats = train_step(
             &sd.unet,
+            &sd.text_encoder,
             &mut weights,
             &batch,
             &alphas,
@@ -121,7 +128,7 @@ fn one_lora_step_matches_peft_loss_gradients_and_update() {
             stats.loss
         );
         for l in &weights.layers {
-            let (a, b) = peft_pair(&format!("plain.step{step}"), &l.path);
+            let (a, b) = peft_pair(l, &format!("plain.step{step}"), &l.path);
             assert_close(
                 &format!("step {step} down {}", l.path),
                 &values(l.down.clone()),
@@ -138,6 +145,89 @@ fn one_lora_step_matches_peft_loss_gradients_and_update() {
     }
 }
 
+/// LoRA on every supported layer kind — UNet attention, feed-forward, 1×1 `proj_in`/`proj_out`,
+/// resnet 3×3 convolutions, and the text encoder's attention and MLP (captions encoded inside
+/// the graph) — against PEFT: same loss and gradients.
+#[test]
+fn every_lora_target_kind_matches_peft() {
+    let meta = json();
+    let mut sd = tiny_a();
+    let strings =
+        |v: &serde_json::Value| -> Vec<String> { serde_json::from_value(v.clone()).unwrap() };
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: strings(&meta["all_unet_targets"]),
+        text_encoder_targets: strings(&meta["all_te_targets"]),
+    };
+    let device = sd.device().clone();
+    let mut weights =
+        LoraWeights::init(&mut sd.unet, &mut sd.text_encoder, &config, 0, &device).unwrap();
+    let key = |l: &LoraLayer| match l.component {
+        kiln_engine::adapters::lora::targets::Component::Unet => format!("unet.{}", l.path),
+        kiln_engine::adapters::lora::targets::Component::TextEncoder => {
+            format!("te.{}", l.path.trim_start_matches("text_model."))
+        }
+    };
+    let convs = weights
+        .layers
+        .iter()
+        .filter(|l| matches!(l.kind, LayerKind::Conv { .. }))
+        .count();
+    let te = weights
+        .layers
+        .iter()
+        .filter(|l| l.component == kiln_engine::adapters::lora::targets::Component::TextEncoder)
+        .count();
+    assert!(
+        convs > 0 && te > 0,
+        "{convs} conv and {te} text-encoder layers"
+    );
+    for l in &mut weights.layers {
+        let (a, b) = peft_pair(l, "all.init", &key(l));
+        l.down = tensor::<2>(&l.down.dims(), a);
+        l.up = tensor::<2>(&l.up.dims(), b);
+    }
+    let prompts: Vec<String> = strings(&meta["all_prompts"]);
+    let mut ids = Vec::new();
+    for p in &prompts {
+        ids.extend(sd.tokenizer.encode(p).unwrap().into_iter().map(i64::from));
+    }
+    let ids = kiln_engine::burn::tensor::Tensor::<2, kiln_engine::burn::tensor::Int>::from_data(
+        kiln_engine::burn::tensor::TensorData::new(ids, [prompts.len(), 77]),
+        sd.device(),
+    );
+    let (ls, latents) = reference("training", "all.latents");
+    let (_, noise) = reference("training", "all.noise");
+    let batch = Batch {
+        latents: tensor::<4>(&ls, latents),
+        noise: tensor::<4>(&ls, noise),
+        timesteps: vec![300, 800],
+        text: Text::Ids(ids),
+    };
+    let alphas = sd.info.scheduler.alphas_cumprod().unwrap();
+    let (stats, grads) =
+        loss_and_grads(&sd.unet, &sd.text_encoder, &weights, &batch, &alphas, None).unwrap();
+    let want = meta["all_loss"].as_f64().unwrap();
+    assert!(
+        ((stats.loss - want) / want).abs() < 1e-4,
+        "loss {} vs {want}",
+        stats.loss
+    );
+    for (l, (gd, gu)) in weights.layers.iter().zip(grads) {
+        let (a, b) = peft_pair(l, "all.grad", &key(l));
+        assert_close(&format!("∂down {}", l.path), &values(gd), &a, 1e-4);
+        assert_close(&format!("∂up {}", l.path), &values(gu), &b, 1e-4);
+    }
+    // Saved in kohya form, Kiln's loader matches every module (UNet convs and text encoder).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.safetensors");
+    weights.save_kohya(&file, &Default::default()).unwrap();
+    let adapter = sd.open_lora(&file).unwrap();
+    assert_eq!(adapter.report.matched, adapter.report.modules);
+    assert!(adapter.report.text_encoder_layers > 0 && adapter.report.unet_layers > 0);
+}
+
 /// min-SNR-γ: loss and gradients at 1e-4. The updated weights are compared at 5e-4: Adam's
 /// first step is g/(|g| + ε) — ±lr wherever |g| ≫ ε — so an element whose gradient is within
 /// a few ε of zero turns float32 rounding of g into a visible difference (here one element of
@@ -147,14 +237,23 @@ fn min_snr_weighting_matches_diffusers() {
     let meta = json();
     let (sd, mut weights, batch) = setup();
     let alphas = sd.info.scheduler.alphas_cumprod().unwrap();
-    let (_, grads) = loss_and_grads(&sd.unet, &weights, &batch, &alphas, Some(5.0)).unwrap();
+    let (_, grads) = loss_and_grads(
+        &sd.unet,
+        &sd.text_encoder,
+        &weights,
+        &batch,
+        &alphas,
+        Some(5.0),
+    )
+    .unwrap();
     for (l, (gd, gu)) in weights.layers.iter().zip(grads) {
-        let (a, b) = peft_pair("min_snr.grad", &l.path);
+        let (a, b) = peft_pair(l, "min_snr.grad", &l.path);
         assert_close(&format!("min-SNR ∂down {}", l.path), &values(gd), &a, 1e-4);
         assert_close(&format!("min-SNR ∂up {}", l.path), &values(gu), &b, 1e-4);
     }
     let stats = train_step(
         &sd.unet,
+        &sd.text_encoder,
         &mut weights,
         &batch,
         &alphas,
@@ -174,7 +273,7 @@ fn min_snr_weighting_matches_diffusers() {
         stats.loss
     );
     for l in &weights.layers {
-        let (a, b) = peft_pair("min_snr.step1", &l.path);
+        let (a, b) = peft_pair(l, "min_snr.step1", &l.path);
         assert_close(
             &format!("min-SNR down {}", l.path),
             &values(l.down.clone()),

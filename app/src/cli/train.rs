@@ -32,9 +32,14 @@ pub struct LoraArgs {
     /// LoRA alpha [default: the rank].
     #[arg(long)]
     alpha: Option<f64>,
-    /// Layers to adapt, comma-separated: to_q, to_k, to_v, to_out.0, ff.net.0.proj, ff.net.2.
+    /// UNet layers to adapt, comma-separated: to_q, to_k, to_v, to_out.0, ff.net.0.proj,
+    /// ff.net.2, proj_in, proj_out, conv1, conv2 (resnet convolutions).
     #[arg(long, value_delimiter = ',', default_value = "to_q,to_k,to_v,to_out.0")]
     targets: Vec<String>,
+    /// Text-encoder layers to adapt too, comma-separated: q_proj, k_proj, v_proj, out_proj,
+    /// fc1, fc2 (none by default).
+    #[arg(long, value_delimiter = ',')]
+    text_encoder_targets: Vec<String>,
 }
 
 /// Options of `kiln train ti`.
@@ -138,6 +143,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 rank: l.rank,
                 alpha: l.alpha.unwrap_or(l.rank as f64),
                 targets: l.targets.clone(),
+                text_encoder_targets: l.text_encoder_targets.clone(),
             };
             (l.common, lora, None, 1e-4)
         }

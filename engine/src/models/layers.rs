@@ -61,7 +61,24 @@ impl Linear {
     }
 }
 
-/// `torch.nn.Conv2d` with square kernels, symmetric padding and no dilation or groups.
+/// A trainable low-rank update beside a frozen convolution (PEFT's / kohya's LoCon layer):
+/// `y += conv₁ₓ₁(conv_k×k(x, down), up) · scale`, `down` using the base layer's stride and
+/// padding.
+#[derive(Module, Debug)]
+pub struct ConvLoraBranch {
+    /// `[r, in·k·k]`: PEFT's `lora_A.weight` `[r, in, k, k]`, flattened (kept 2-D so it can be
+    /// a gradient-tracked leaf; reshaped in `forward`).
+    pub down: Param<Tensor<2>>,
+    /// `[out, r]`: PEFT's `lora_B.weight` `[out, r, 1, 1]`, flattened.
+    pub up: Param<Tensor<2>>,
+    /// Kernel size k of `down`.
+    pub kernel: usize,
+    /// `alpha / r`.
+    pub scale: f64,
+}
+
+/// `torch.nn.Conv2d` with square kernels, symmetric padding and no dilation or groups, with an
+/// optional [`ConvLoraBranch`] while training a LoRA.
 #[derive(Module, Debug)]
 pub struct Conv2d {
     /// `[out, in, k, k]`.
@@ -72,6 +89,8 @@ pub struct Conv2d {
     pub stride: usize,
     /// Zero padding on every side.
     pub padding: usize,
+    /// Trainable LoRA branch (training only).
+    pub lora: Option<ConvLoraBranch>,
 }
 
 impl Conv2d {
@@ -96,18 +115,33 @@ impl Conv2d {
             bias: Some(Param::from_tensor(bias)),
             stride,
             padding,
+            lora: None,
         }
     }
 
     /// `[B, in, H, W]` → `[B, out, H', W']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
-        conv2d(
-            x,
-            self.weight.val(),
-            self.bias.as_ref().map(|b| b.val()),
-            options,
-        )
+        let base = |x: Tensor<4>| {
+            conv2d(
+                x,
+                self.weight.val(),
+                self.bias.as_ref().map(|b| b.val()),
+                options.clone(),
+            )
+        };
+        match &self.lora {
+            None => base(x),
+            Some(l) => {
+                let ([r, flat], [out, _]) = (l.down.val().dims(), l.up.val().dims());
+                let k = l.kernel;
+                let down = l.down.val().reshape([r, flat / (k * k), k, k]);
+                let low = conv2d(x.clone(), down, None, options.clone());
+                let up = l.up.val().reshape([out, r, 1, 1]);
+                let low = conv2d(low, up, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
+                base(x) + low * l.scale
+            }
+        }
     }
 }
 

@@ -1,28 +1,33 @@
-//! LoRA training on the UNet (PEFT's LoRA layer): a [`LoraBranch`] beside each targeted
-//! `Linear` of the transformer blocks, frozen base weights, epsilon-prediction MSE (optionally
-//! min-SNR-γ weighted), gradient clipping by global norm, and [`AdamWConfig`] updates.
+//! LoRA training (PEFT's LoRA layer): a low-rank branch beside each targeted layer — `Linear`s
+//! of the UNet's transformer blocks, its 1×1 `proj_in`/`proj_out` and resnet 3×3 convolutions
+//! (kohya's LoCon), and the text encoder's attention and MLP — with frozen base weights,
+//! epsilon-prediction MSE (optionally min-SNR-γ weighted), gradient clipping by global norm
+//! and [`AdamWConfig`] updates.
 //!
-//! The LoRA tensors live on the plain device between steps; each step installs them as
-//! gradient-tracked tensors on the autodiff device, runs forward and backward, and updates
-//! them. Saved files use kohya's keys (`lora_unet_…lora_down/lora_up/alpha`), which
-//! AUTOMATIC1111, ComfyUI and diffusers load, or PEFT's (`unet.….lora_A/lora_B`).
+//! The LoRA matrices live on the plain device between steps, stored 2-D (a convolution's
+//! `[r, in, k, k]` down as `[r, in·k·k]`, its `[out, r, 1, 1]` up as `[out, r]`); each step
+//! installs them as gradient-tracked tensors, runs forward and backward, and updates them.
+//! Saved files use kohya's keys (`lora_unet_…`, `lora_te_…` with `lora_down/lora_up/alpha`),
+//! which AUTOMATIC1111, ComfyUI, diffusers and Kiln load.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::adapters::lora::targets::Component;
 use crate::error::{Error, Result};
-use crate::models::layers::{Linear, LoraBranch};
+use crate::models::clip_text::ClipTextModel;
+use crate::models::layers::{Conv2d, ConvLoraBranch, Linear, LoraBranch};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::training::adamw::{AdamWConfig, Moments};
 use crate::training::{add_noise, min_snr_weights};
 
-/// Which layers get a LoRA.
+/// UNet layers that get a LoRA by default (attention projections, as most trainers).
 pub const DEFAULT_TARGETS: [&str; 4] = ["to_q", "to_k", "to_v", "to_out.0"];
 
 /// LoRA hyper-parameters.
@@ -32,9 +37,13 @@ pub struct LoraConfig {
     pub rank: usize,
     /// Alpha (scale = alpha / r).
     pub alpha: f64,
-    /// Layer-name suffixes to adapt (`to_q`, `to_k`, `to_v`, `to_out.0`, `ff.net.0.proj`,
-    /// `ff.net.2`).
+    /// UNet layer-name suffixes to adapt: `to_q`, `to_k`, `to_v`, `to_out.0`,
+    /// `ff.net.0.proj`, `ff.net.2`, `proj_in`, `proj_out`, `conv1`, `conv2`.
     pub targets: Vec<String>,
+    /// Text-encoder layer-name suffixes to adapt (`q_proj`, `k_proj`, `v_proj`, `out_proj`,
+    /// `fc1`, `fc2`); empty = the text encoder stays frozen.
+    #[serde(default)]
+    pub text_encoder_targets: Vec<String>,
 }
 
 impl Default for LoraConfig {
@@ -43,55 +52,126 @@ impl Default for LoraConfig {
             rank: 4,
             alpha: 4.0,
             targets: DEFAULT_TARGETS.iter().map(|s| (*s).to_owned()).collect(),
+            text_encoder_targets: Vec::new(),
         }
     }
 }
 
-/// Every `Linear` of the UNet's transformer blocks, with its diffusers path.
-pub fn transformer_linears_mut(unet: &mut UNet2DConditionModel) -> Vec<(String, &mut Linear)> {
+/// A layer a LoRA can be attached to.
+pub enum Target<'a> {
+    /// A linear layer.
+    Linear(&'a mut Linear),
+    /// A convolution.
+    Conv(&'a mut Conv2d),
+}
+
+/// Every layer of the UNet a LoRA can train, with its diffusers path: transformer-block
+/// linears, `proj_in`/`proj_out`, resnet `conv1`/`conv2`.
+pub fn unet_targets_mut(unet: &mut UNet2DConditionModel) -> Vec<(String, Target<'_>)> {
     let mut out = Vec::new();
-    let mut containers: Vec<(
+    let mut blocks: Vec<(
         String,
         &mut Vec<crate::models::attention::Transformer2DModel>,
+        &mut Vec<crate::models::resnet::ResnetBlock2D>,
     )> = Vec::new();
     for (i, b) in unet.down_blocks.iter_mut().enumerate() {
-        containers.push((format!("down_blocks.{i}.attentions"), &mut b.attentions));
+        blocks.push((
+            format!("down_blocks.{i}"),
+            &mut b.attentions,
+            &mut b.resnets,
+        ));
     }
-    containers.push((
-        "mid_block.attentions".into(),
+    blocks.push((
+        "mid_block".into(),
         &mut unet.mid_block.attentions,
+        &mut unet.mid_block.resnets,
     ));
     for (i, b) in unet.up_blocks.iter_mut().enumerate() {
-        containers.push((format!("up_blocks.{i}.attentions"), &mut b.attentions));
+        blocks.push((format!("up_blocks.{i}"), &mut b.attentions, &mut b.resnets));
     }
-    for (prefix, attentions) in containers {
+    for (prefix, attentions, resnets) in blocks {
+        for (j, r) in resnets.iter_mut().enumerate() {
+            out.push((
+                format!("{prefix}.resnets.{j}.conv1"),
+                Target::Conv(&mut r.conv1),
+            ));
+            out.push((
+                format!("{prefix}.resnets.{j}.conv2"),
+                Target::Conv(&mut r.conv2),
+            ));
+        }
         for (j, t) in attentions.iter_mut().enumerate() {
+            let p = format!("{prefix}.attentions.{j}");
+            out.push((format!("{p}.proj_in"), Target::Conv(&mut t.proj_in)));
+            out.push((format!("{p}.proj_out"), Target::Conv(&mut t.proj_out)));
             for (k, block) in t.transformer_blocks.iter_mut().enumerate() {
-                let p = format!("{prefix}.{j}.transformer_blocks.{k}");
+                let p = format!("{p}.transformer_blocks.{k}");
                 for (name, attn) in [("attn1", &mut block.attn1), ("attn2", &mut block.attn2)] {
-                    out.push((format!("{p}.{name}.to_q"), &mut attn.to_q));
-                    out.push((format!("{p}.{name}.to_k"), &mut attn.to_k));
-                    out.push((format!("{p}.{name}.to_v"), &mut attn.to_v));
+                    out.push((format!("{p}.{name}.to_q"), Target::Linear(&mut attn.to_q)));
+                    out.push((format!("{p}.{name}.to_k"), Target::Linear(&mut attn.to_k)));
+                    out.push((format!("{p}.{name}.to_v"), Target::Linear(&mut attn.to_v)));
                     for (o, l) in attn.to_out.iter_mut().enumerate() {
-                        out.push((format!("{p}.{name}.to_out.{o}"), l));
+                        out.push((format!("{p}.{name}.to_out.{o}"), Target::Linear(l)));
                     }
                 }
-                out.push((format!("{p}.ff.net.0.proj"), &mut block.ff.net.0.proj));
-                out.push((format!("{p}.ff.net.2"), &mut block.ff.net.2));
+                out.push((
+                    format!("{p}.ff.net.0.proj"),
+                    Target::Linear(&mut block.ff.net.0.proj),
+                ));
+                out.push((format!("{p}.ff.net.2"), Target::Linear(&mut block.ff.net.2)));
             }
         }
     }
     out
 }
 
+/// Every layer of the text encoder a LoRA can train, with its transformers path
+/// (`text_model.encoder.layers.{i}.self_attn.q_proj`, `….mlp.fc1`, …).
+pub fn text_encoder_targets_mut(te: &mut ClipTextModel) -> Vec<(String, Target<'_>)> {
+    let mut out = Vec::new();
+    for (i, layer) in te.encoder.layers.iter_mut().enumerate() {
+        let p = format!("text_model.encoder.layers.{i}");
+        let a = &mut layer.self_attn;
+        for (name, l) in [
+            ("q_proj", &mut a.q_proj),
+            ("k_proj", &mut a.k_proj),
+            ("v_proj", &mut a.v_proj),
+            ("out_proj", &mut a.out_proj),
+        ] {
+            out.push((format!("{p}.self_attn.{name}"), Target::Linear(l)));
+        }
+        out.push((format!("{p}.mlp.fc1"), Target::Linear(&mut layer.mlp.fc1)));
+        out.push((format!("{p}.mlp.fc2"), Target::Linear(&mut layer.mlp.fc2)));
+    }
+    out
+}
+
+/// The shape of an adapted layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// `down` `[in, r]`, `up` `[r, out]`.
+    Linear,
+    /// `down` `[r, in·k·k]` (a `[r, in, k, k]` conv), `up` `[out, r]` (a 1×1 conv).
+    Conv {
+        /// Input channels.
+        c_in: usize,
+        /// Kernel size.
+        kernel: usize,
+    },
+}
+
 /// One adapted layer: its low-rank pair and their optimiser state.
 #[derive(Debug, Clone)]
 pub struct LoraLayer {
-    /// Diffusers path of the adapted `Linear` (e.g. `…attn1.to_q`).
+    /// UNet or text encoder.
+    pub component: Component,
+    /// Path of the adapted layer (diffusers / transformers naming).
     pub path: String,
-    /// `[in, r]`.
+    /// Linear or convolution.
+    pub kind: LayerKind,
+    /// The down matrix (see [`LayerKind`]).
     pub down: Tensor<2>,
-    /// `[r, out]`.
+    /// The up matrix (see [`LayerKind`]).
     pub up: Tensor<2>,
     /// AdamW moments of `down`.
     pub down_moments: Moments<2>,
@@ -99,20 +179,46 @@ pub struct LoraLayer {
     pub up_moments: Moments<2>,
 }
 
+impl LoraLayer {
+    /// `down`/`up` in PEFT's layout (`lora_A.weight` `[r, in(, k, k)]`, `lora_B.weight`
+    /// `[out, r(, 1, 1)]`), as (shape, tensor).
+    pub fn peft_layout(&self) -> ((Vec<usize>, Tensor<2>), (Vec<usize>, Tensor<2>)) {
+        match self.kind {
+            LayerKind::Linear => {
+                let (d, u) = (self.down.clone().transpose(), self.up.clone().transpose());
+                ((d.dims().to_vec(), d), (u.dims().to_vec(), u))
+            }
+            LayerKind::Conv { c_in, kernel } => {
+                let [r, _] = self.down.dims();
+                let [out, _] = self.up.dims();
+                (
+                    (vec![r, c_in, kernel, kernel], self.down.clone()),
+                    (vec![out, r, 1, 1], self.up.clone()),
+                )
+            }
+        }
+    }
+}
+
 /// The adapter being trained.
 #[derive(Debug, Clone)]
 pub struct LoraWeights {
     /// Hyper-parameters.
     pub config: LoraConfig,
-    /// One entry per adapted layer, in UNet order.
+    /// One entry per adapted layer: UNet layers in UNet order, then text-encoder layers.
     pub layers: Vec<LoraLayer>,
 }
 
+fn matches(path: &str, targets: &[String]) -> bool {
+    targets.iter().any(|t| path.ends_with(&format!(".{t}")))
+}
+
 impl LoraWeights {
-    /// PEFT's initialisation on every targeted layer of `unet`: `down` (lora_A) Kaiming-uniform
-    /// with a = √5 (uniform ±1/√in), `up` (lora_B) zeros — the adapter starts as a no-op.
+    /// PEFT's initialisation on every targeted layer: `down` (lora_A) Kaiming-uniform with
+    /// a = √5 (uniform ±1/√fan_in), `up` (lora_B) zeros — the adapter starts as a no-op.
     pub fn init(
         unet: &mut UNet2DConditionModel,
+        text_encoder: &mut ClipTextModel,
         config: &LoraConfig,
         seed: u64,
         device: &Device,
@@ -120,25 +226,43 @@ impl LoraWeights {
         if config.rank == 0 {
             return Err(Error::InvalidRequest("LoRA rank must be at least 1".into()));
         }
+        let r = config.rank;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let mut layers = Vec::new();
-        for (path, linear) in transformer_linears_mut(unet) {
-            if !config
-                .targets
-                .iter()
-                .any(|t| path.ends_with(&format!(".{t}")))
-            {
-                continue;
-            }
-            let [d_in, d_out] = linear.weight.val().dims();
-            let bound = 1.0 / (d_in as f64).sqrt();
-            let values: Vec<f32> = (0..d_in * config.rank)
+        let candidates = unet_targets_mut(unet)
+            .into_iter()
+            .filter(|(p, _)| matches(p, &config.targets))
+            .map(|(p, t)| (Component::Unet, p, t));
+        let te = text_encoder_targets_mut(text_encoder)
+            .into_iter()
+            .filter(|(p, _)| matches(p, &config.text_encoder_targets))
+            .map(|(p, t)| (Component::TextEncoder, p, t));
+        for (component, path, target) in candidates.chain(te) {
+            let (kind, fan_in, down_shape, up_shape) = match target {
+                Target::Linear(l) => {
+                    let [d_in, d_out] = l.weight.val().dims();
+                    (LayerKind::Linear, d_in, [d_in, r], [r, d_out])
+                }
+                Target::Conv(c) => {
+                    let [c_out, c_in, k, _] = c.weight.val().dims();
+                    (
+                        LayerKind::Conv { c_in, kernel: k },
+                        c_in * k * k,
+                        [r, c_in * k * k],
+                        [c_out, r],
+                    )
+                }
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            let values: Vec<f32> = (0..down_shape[0] * down_shape[1])
                 .map(|_| rng.random_range(-bound..bound) as f32)
                 .collect();
-            let down = Tensor::from_data(TensorData::new(values, [d_in, config.rank]), device);
-            let up = Tensor::zeros([config.rank, d_out], device);
+            let down = Tensor::from_data(TensorData::new(values, down_shape), device);
+            let up = Tensor::zeros(up_shape, device);
             layers.push(LoraLayer {
+                component,
                 path,
+                kind,
                 down_moments: Moments::zeros(&down),
                 up_moments: Moments::zeros(&up),
                 down,
@@ -147,8 +271,8 @@ impl LoraWeights {
         }
         if layers.is_empty() {
             return Err(Error::InvalidRequest(format!(
-                "no UNet layer matches the LoRA targets {:?}",
-                config.targets
+                "no layer matches the LoRA targets {:?} / {:?}",
+                config.targets, config.text_encoder_targets
             )));
         }
         Ok(LoraWeights {
@@ -162,24 +286,26 @@ impl LoraWeights {
         self.config.alpha / self.config.rank as f64
     }
 
-    /// The adapter as kohya/A1111 tensors (`lora_unet_<path with _>.lora_down.weight` `[r, in]`,
-    /// `.lora_up.weight` `[out, r]`, `.alpha`), as (name, shape, values).
+    /// Whether any text-encoder layer is adapted.
+    pub fn trains_text_encoder(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| l.component == Component::TextEncoder)
+    }
+
+    /// The adapter as kohya/A1111 tensors (`lora_unet_<path with _>` / `lora_te_<path with _>`,
+    /// `.lora_down.weight`, `.lora_up.weight`, `.alpha`), as (name, shape, values).
     pub fn kohya_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
         let mut out = Vec::new();
         for l in &self.layers {
-            let key = format!("lora_unet_{}", l.path.replace('.', "_"));
-            let down = l.down.clone().transpose();
-            let up = l.up.clone().transpose();
-            out.push((
-                format!("{key}.lora_down.weight"),
-                down.dims().to_vec(),
-                host(down)?,
-            ));
-            out.push((
-                format!("{key}.lora_up.weight"),
-                up.dims().to_vec(),
-                host(up)?,
-            ));
+            let prefix = match l.component {
+                Component::Unet => "lora_unet",
+                Component::TextEncoder => "lora_te",
+            };
+            let key = format!("{prefix}_{}", l.path.replace('.', "_"));
+            let ((ds, d), (us, u)) = l.peft_layout();
+            out.push((format!("{key}.lora_down.weight"), ds, host(d)?));
+            out.push((format!("{key}.lora_up.weight"), us, host(u)?));
             out.push((
                 format!("{key}.alpha"),
                 vec![],
@@ -217,28 +343,67 @@ fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
 }
 
-/// Installs `weights` as plain (untracked) LoRA branches in `unet`, for sampling with the
-/// adapter being trained.
-pub fn install(unet: &mut UNet2DConditionModel, weights: &LoraWeights) {
+/// Puts the LoRA branches into `unet` and `text_encoder`; with `track`, the matrices become
+/// gradient-tracked leaves, returned in layer order as (down, up).
+pub fn install(
+    unet: &mut UNet2DConditionModel,
+    text_encoder: &mut ClipTextModel,
+    weights: &LoraWeights,
+    track: bool,
+) -> Vec<(Tensor<2>, Tensor<2>)> {
     let scale = weights.scale();
-    let by_path: BTreeMap<&str, &LoraLayer> = weights
-        .layers
-        .iter()
-        .map(|l| (l.path.as_str(), l))
-        .collect();
-    for (path, linear) in transformer_linears_mut(unet) {
-        if let Some(l) = by_path.get(path.as_str()) {
-            linear.lora = Some(LoraBranch {
-                down: Param::from_tensor(l.down.clone()),
-                up: Param::from_tensor(l.up.clone()),
-                scale,
-            });
+    let mut leaves = Vec::with_capacity(weights.layers.len());
+    let mut targets: BTreeMap<(Component, String), Target<'_>> = BTreeMap::new();
+    targets.extend(
+        unet_targets_mut(unet)
+            .into_iter()
+            .map(|(p, t)| ((Component::Unet, p), t)),
+    );
+    targets.extend(
+        text_encoder_targets_mut(text_encoder)
+            .into_iter()
+            .map(|(p, t)| ((Component::TextEncoder, p), t)),
+    );
+    for l in &weights.layers {
+        let (mut down, mut up) = (l.down.clone(), l.up.clone());
+        if track {
+            down = down.autodiff().require_grad();
+            up = up.autodiff().require_grad();
+            leaves.push((down.clone(), up.clone()));
+        }
+        match (targets.remove(&(l.component, l.path.clone())), l.kind) {
+            (Some(Target::Linear(linear)), LayerKind::Linear) => {
+                linear.lora = Some(LoraBranch {
+                    down: Param::from_tensor(down),
+                    up: Param::from_tensor(up),
+                    scale,
+                });
+            }
+            (Some(Target::Conv(conv)), LayerKind::Conv { kernel, .. }) => {
+                conv.lora = Some(ConvLoraBranch {
+                    down: Param::from_tensor(down),
+                    up: Param::from_tensor(up),
+                    kernel,
+                    scale,
+                });
+            }
+            _ => tracing::warn!(path = %l.path, "LoRA layer not found in the model"),
         }
     }
+    leaves
+}
+
+/// The text side of a batch.
+#[derive(Debug, Clone)]
+pub enum Text {
+    /// Precomputed text embeddings `[B, 77, D]` (the text encoder is not trained).
+    Context(Tensor<3>),
+    /// Token ids `[B, 77]`, encoded inside the step (needed when the text encoder trains).
+    Ids(Tensor<2, Int>),
 }
 
 /// One training batch (on the plain device): latents, the noise to add, one timestep per
-/// item, and the text embeddings.
+/// item, and the text.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Clean latents `[B, C, h, w]` (VAE-encoded × scaling factor).
@@ -247,8 +412,8 @@ pub struct Batch {
     pub noise: Tensor<4>,
     /// Training timesteps, one per item.
     pub timesteps: Vec<usize>,
-    /// Text embeddings `[B, 77, D]`.
-    pub context: Tensor<3>,
+    /// Captions.
+    pub text: Text,
 }
 
 /// Options of one optimiser step.
@@ -273,39 +438,29 @@ pub struct StepStats {
     pub grad_norm: f64,
 }
 
-/// Loss and gradients of `weights` on `batch` (no update). `unet` is the frozen model on a
-/// plain device: only the LoRA matrices enter autodiff (the frozen weights are constants of
-/// the graph, so no gradient or graph memory is spent on them). Returns (stats, per-layer
+/// Loss and gradients of `weights` on `batch` (no update). The models are frozen on a plain
+/// device: only the LoRA matrices enter autodiff (the frozen weights are constants of the
+/// graph, so no gradient or graph memory is spent on them). Returns (stats, per-layer
 /// (∂down, ∂up)) on the plain device.
 pub fn loss_and_grads(
     unet: &UNet2DConditionModel,
+    text_encoder: &ClipTextModel,
     weights: &LoraWeights,
     batch: &Batch,
     alphas_cumprod: &[f64],
     snr_gamma: Option<f64>,
 ) -> Result<(StepStats, Vec<(Tensor<2>, Tensor<2>)>)> {
-    let mut unet = unet.clone();
-    let scale = weights.scale();
-    let mut tracked = Vec::with_capacity(weights.layers.len());
-    {
-        let mut by_path: BTreeMap<&str, &LoraLayer> = weights
-            .layers
-            .iter()
-            .map(|l| (l.path.as_str(), l))
-            .collect();
-        for (path, linear) in transformer_linears_mut(&mut unet) {
-            if let Some(l) = by_path.remove(path.as_str()) {
-                let down = l.down.clone().autodiff().require_grad();
-                let up = l.up.clone().autodiff().require_grad();
-                tracked.push((down.clone(), up.clone()));
-                linear.lora = Some(LoraBranch {
-                    down: Param::from_tensor(down),
-                    up: Param::from_tensor(up),
-                    scale,
-                });
-            }
+    let (mut unet, mut te) = (unet.clone(), text_encoder.clone());
+    let tracked = install(&mut unet, &mut te, weights, true);
+    let context = match &batch.text {
+        Text::Ids(ids) => te.forward(ids.clone(), 1),
+        Text::Context(_) if weights.trains_text_encoder() => {
+            return Err(Error::InvalidRequest(
+                "a text-encoder LoRA needs token ids, not text embeddings".into(),
+            ));
         }
-    }
+        Text::Context(c) => c.clone(),
+    };
     let b = batch.timesteps.len();
     let noisy = add_noise(
         batch.latents.clone(),
@@ -314,7 +469,7 @@ pub fn loss_and_grads(
         &batch.timesteps,
     );
     let ts: Vec<f32> = batch.timesteps.iter().map(|t| *t as f32).collect();
-    let pred = unet.forward(noisy, &ts, &batch.context);
+    let pred = unet.forward(noisy, &ts, &context);
     let noise = batch.noise.clone();
     let per_item = (pred - noise)
         .square()
@@ -345,19 +500,23 @@ pub fn loss_and_grads(
     let mut out = Vec::with_capacity(tracked.len());
     let mut sq = 0.0f64;
     for (down, up) in &tracked {
+        // A layer the loss does not reach (a text-encoder layer past the one clip-skip uses)
+        // has a zero gradient.
         let gd = down
             .grad(&grads)
-            .ok_or_else(|| Error::InvalidRequest("a LoRA matrix got no gradient".into()))?;
+            .map(|g| g.inner())
+            .unwrap_or_else(|| down.clone().inner().zeros_like());
         let gu = up
             .grad(&grads)
-            .ok_or_else(|| Error::InvalidRequest("a LoRA matrix got no gradient".into()))?;
+            .map(|g| g.inner())
+            .unwrap_or_else(|| up.clone().inner().zeros_like());
         for g in [&gd, &gu] {
             sq += host(g.clone().square().sum())?
                 .iter()
                 .map(|v| f64::from(*v))
                 .sum::<f64>();
         }
-        out.push((gd.inner(), gu.inner()));
+        out.push((gd, gu));
     }
     Ok((
         StepStats {
@@ -371,13 +530,21 @@ pub fn loss_and_grads(
 /// One optimiser step of `weights` on `batch`.
 pub fn train_step(
     unet: &UNet2DConditionModel,
+    text_encoder: &ClipTextModel,
     weights: &mut LoraWeights,
     batch: &Batch,
     alphas_cumprod: &[f64],
     adamw: &AdamWConfig,
     options: StepOptions,
 ) -> Result<StepStats> {
-    let (stats, grads) = loss_and_grads(unet, weights, batch, alphas_cumprod, options.snr_gamma)?;
+    let (stats, grads) = loss_and_grads(
+        unet,
+        text_encoder,
+        weights,
+        batch,
+        alphas_cumprod,
+        options.snr_gamma,
+    )?;
     if !stats.grad_norm.is_finite() {
         return Err(Error::NonFinite("the gradients".into()));
     }
@@ -387,17 +554,16 @@ pub fn train_step(
         _ => 1.0,
     };
     for (layer, (gd, gu)) in weights.layers.iter_mut().zip(grads) {
-        let (gd, gu) = (gd * clip, gu * clip);
         layer.down = adamw.update(
             layer.down.clone(),
-            gd,
+            gd * clip,
             &mut layer.down_moments,
             options.t,
             options.lr,
         );
         layer.up = adamw.update(
             layer.up.clone(),
-            gu,
+            gu * clip,
             &mut layer.up_moments,
             options.t,
             options.lr,

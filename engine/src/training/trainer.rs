@@ -26,7 +26,7 @@ use crate::training::adamw::{AdamWConfig, Moments};
 use crate::training::dataset::{
     DatasetOptions, DatasetReport, Plan, bucket, image_files, prepare, rng_for, validate,
 };
-use crate::training::lora::{Batch, LoraConfig, LoraWeights, StepStats, loss_and_grads};
+use crate::training::lora::{Batch, LoraConfig, LoraWeights, StepStats, Text, loss_and_grads};
 use crate::training::lr_schedule::LrSchedule;
 use crate::training::textual_inversion::{TiConfig, TiWeights};
 use crate::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
@@ -412,6 +412,7 @@ pub fn train_lora(
         Some(ti) => Adapter::Ti(TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?),
         None => Adapter::Lora(LoraWeights::init(
             &mut sd.unet,
+            &mut sd.text_encoder,
             &config.lora,
             config.seed,
             &device,
@@ -545,6 +546,24 @@ pub fn train_lora(
                 e => e,
             };
             let (stats, grads): (StepStats, Vec<Tensor<2>>) = match &adapter {
+                Adapter::Lora(w) if w.trains_text_encoder() => {
+                    let batch = Batch {
+                        latents,
+                        noise,
+                        timesteps,
+                        text: Text::Ids(ids),
+                    };
+                    let (stats, g) = loss_and_grads(
+                        &sd.unet,
+                        &sd.text_encoder,
+                        w,
+                        &batch,
+                        &alphas,
+                        config.snr_gamma,
+                    )
+                    .map_err(diverged)?;
+                    (stats, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
+                }
                 Adapter::Lora(w) => {
                     let mut contexts = Vec::with_capacity(b);
                     for (k, c) in captions.iter().enumerate() {
@@ -560,10 +579,17 @@ pub fn train_lora(
                         latents,
                         noise,
                         timesteps,
-                        context: Tensor::cat(contexts, 0),
+                        text: Text::Context(Tensor::cat(contexts, 0)),
                     };
-                    let (stats, g) = loss_and_grads(&sd.unet, w, &batch, &alphas, config.snr_gamma)
-                        .map_err(diverged)?;
+                    let (stats, g) = loss_and_grads(
+                        &sd.unet,
+                        &sd.text_encoder,
+                        w,
+                        &batch,
+                        &alphas,
+                        config.snr_gamma,
+                    )
+                    .map_err(diverged)?;
                     (stats, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
                 }
                 Adapter::Ti(t) => {
@@ -687,7 +713,9 @@ fn samples(
 ) -> Result<Vec<RgbImage>> {
     let (base_unet, base_te) = (sd.unet.clone(), sd.text_encoder.clone());
     match adapter {
-        Adapter::Lora(w) => crate::training::lora::install(&mut sd.unet, w),
+        Adapter::Lora(w) => {
+            crate::training::lora::install(&mut sd.unet, &mut sd.text_encoder, w, false);
+        }
         Adapter::Ti(t) => sd.text_encoder = t.install(&base_te),
     }
     let native = sd
