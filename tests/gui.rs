@@ -386,3 +386,65 @@ fn the_stack_order_weights_and_switches_reach_the_engine() {
         "moved first, re-weighted; the disabled one is not applied"
     );
 }
+
+#[test]
+fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    s.steps = 3;
+    s.loras = vec![kiln::gui::state::LoraSetting {
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 1.0,
+        enabled: true,
+    }];
+    let mut h = harness(s);
+    wait(&mut h, "the stack", |a| {
+        loaded(a) && matches!(a.lora_status.first(), Some(LoraStatus::Loaded(_)))
+    });
+    h.get_by_label("Compare with baseline").click();
+    wait(&mut h, "both images", |a| {
+        a.job.is_none() && a.compare.stats.is_some()
+    });
+    assert_eq!(h.state().view, kiln::gui::app::View::Compare);
+    let stats = h.state().compare.stats.unwrap();
+    assert!(
+        h.query_by_label(&format!("mean |Δ| {:.3}", stats.mean_abs))
+            .is_some(),
+        "the mean is shown"
+    );
+    // The two PNGs in the gallery (newest first: adapted, then baseline) give the same numbers
+    // from the command line.
+    let (adapted, baseline) = (
+        h.state().gallery[0].path.clone(),
+        h.state().gallery[1].path.clone(),
+    );
+    let o = crate::cli::kiln(&[
+        "diff",
+        baseline.to_str().unwrap(),
+        adapted.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let cli: kiln_engine::diff::DiffStats = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(cli, stats);
+    assert!(stats.mean_abs > 0.0, "the LoRA changes the image");
+    // The baseline's recipe has no LoRA; the adapted one has the stack.
+    let recipe = |p: &Path| {
+        kiln_engine::metadata::read_image_info(p)
+            .unwrap()
+            .recipe
+            .unwrap()
+    };
+    assert!(recipe(&baseline).loras.is_empty());
+    assert_eq!(recipe(&adapted).loras.len(), 1);
+    // Every mode draws (heatmap with its legend, swipe).
+    for mode in [
+        kiln::gui::app::CompareMode::Heatmap,
+        kiln::gui::app::CompareMode::Swipe,
+    ] {
+        h.state_mut().compare.mode = mode;
+        h.step();
+    }
+    assert!(h.state().compare.heatmap.is_some());
+}

@@ -381,8 +381,16 @@ fn step_callback_carries_a_preview_of_every_image() {
     let last = previews.last().unwrap();
     assert_eq!(last.len(), out.images.len());
     let [_, _, h, w] = out.latents.shape;
-    let f = kiln_engine::preview::UPSCALE;
-    assert_eq!((last[0].width, last[0].height), (w * f, h * f));
+    let f = sd.vae_scale_factor();
+    assert_eq!(
+        (last[0].width, last[0].height),
+        (w * f, h * f),
+        "the preview has the image's size"
+    );
+    assert_eq!(
+        (last[0].width, last[0].height),
+        (out.images[0].width, out.images[0].height)
+    );
     // The preview changes as the image forms.
     assert_ne!(previews[0][0].pixels, last[0].pixels);
     req.preview = false;

@@ -12,6 +12,7 @@
 
 pub mod adapters;
 pub mod device;
+pub mod diff;
 pub mod error;
 pub mod image;
 pub mod metadata;

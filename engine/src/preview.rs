@@ -3,7 +3,7 @@
 //! For SD 1.x latents (4 channels) each pixel is `rgb = Σ_c latent_c · F[c]` with the
 //! community least-squares fit of the SD 1.x VAE decoder's colours (the factors ComfyUI and
 //! AUTOMATIC1111's "approx cheap" previews use), mapped from \[-1, 1\] to 0–255 and upscaled
-//! bilinearly by the VAE's factor of 8. Other channel counts show their first three channels.
+//! bilinearly by the VAE's factor (8 for SD 1.x), so the preview has the image's size. Other channel counts show their first three channels.
 //! It costs well under a millisecond per 64×64 latent, against the VAE decoder's seconds.
 
 use crate::image::RgbImage;
@@ -17,11 +17,9 @@ const SD1_FACTORS: [[f32; 3]; 4] = [
     [-0.2120, -0.2616, -0.7177],
 ];
 
-/// Pixels per latent in the preview (the SD VAE's factor).
-pub const UPSCALE: usize = 8;
-
-/// One preview per latent of `latents` (`[B, C, h, w]`), `UPSCALE·w × UPSCALE·h` pixels.
-pub fn latents_to_rgb(latents: &LatentsData) -> Vec<RgbImage> {
+/// One preview per latent of `latents` (`[B, C, h, w]`), `upscale·w × upscale·h` pixels
+/// (`upscale` = the VAE's factor).
+pub fn latents_to_rgb(latents: &LatentsData, upscale: usize) -> Vec<RgbImage> {
     let [b, c, h, w] = latents.shape;
     (0..b)
         .map(|i| {
@@ -43,17 +41,17 @@ pub fn latents_to_rgb(latents: &LatentsData) -> Vec<RgbImage> {
                     }
                 }
             }
-            upscale(&small, w, h)
+            upscale_bilinear(&small, w, h, upscale.max(1))
         })
         .collect()
 }
 
-/// Bilinear upscaling by [`UPSCALE`] (pixel centres aligned, edges clamped) to RGB8.
-fn upscale(small: &[[f32; 3]], w: usize, h: usize) -> RgbImage {
-    let (big_w, big_h) = (w * UPSCALE, h * UPSCALE);
+/// Bilinear upscaling by `factor` (pixel centres aligned, edges clamped) to RGB8.
+fn upscale_bilinear(small: &[[f32; 3]], w: usize, h: usize, factor: usize) -> RgbImage {
+    let (big_w, big_h) = (w * factor, h * factor);
     let mut pixels = Vec::with_capacity(big_w * big_h * 3);
     let coord = |x: usize, n: usize| {
-        let f = ((x as f32 + 0.5) / UPSCALE as f32 - 0.5).clamp(0.0, (n - 1) as f32);
+        let f = ((x as f32 + 0.5) / factor as f32 - 0.5).clamp(0.0, (n - 1) as f32);
         let i = (f.floor() as usize).min(n.saturating_sub(2));
         (i, f - i as f32)
     };
@@ -87,10 +85,13 @@ mod tests {
         // Channel 0 = 1 everywhere, others 0 → rgb = F[0] → (0.3512, 0.2297, 0.3227) → 0–255.
         let mut values = vec![0.0; 4 * 2 * 3];
         values[..6].fill(1.0);
-        let out = latents_to_rgb(&LatentsData {
-            shape: [1, 4, 2, 3],
-            values,
-        });
+        let out = latents_to_rgb(
+            &LatentsData {
+                shape: [1, 4, 2, 3],
+                values,
+            },
+            8,
+        );
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].width, out[0].height), (24, 16));
         let want = [0.3512f32, 0.2297, 0.3227].map(|v| ((v / 2.0 + 0.5) * 255.0).round() as u8);
@@ -106,10 +107,13 @@ mod tests {
         let mut values = vec![0.0; 4 * 2];
         values[6] = -1.0;
         values[7] = 1.0;
-        let out = &latents_to_rgb(&LatentsData {
-            shape: [1, 4, 1, 2],
-            values,
-        })[0];
+        let out = &latents_to_rgb(
+            &LatentsData {
+                shape: [1, 4, 1, 2],
+                values,
+            },
+            8,
+        )[0];
         let blue: Vec<u8> = out.pixels.chunks(3).take(16).map(|p| p[2]).collect();
         assert!(blue[0] > 200 && blue[15] < 55, "{blue:?}");
         assert!(blue.windows(2).all(|w| w[0] >= w[1]), "monotone: {blue:?}");

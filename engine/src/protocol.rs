@@ -38,6 +38,16 @@ pub enum Command {
         /// Set by the app to stop the job within one UNet call.
         cancel: CancelToken,
     },
+    /// Run `request` twice at the same seed — every LoRA off, then the stack as it is — for
+    /// the compare view ([`Event::Compared`]).
+    CompareWithBaseline {
+        /// The job's id.
+        job: JobId,
+        /// What to generate (its first image is compared).
+        request: GenerationRequest,
+        /// Stops the job.
+        cancel: CancelToken,
+    },
     /// Open a LoRA and add it at the end of the stack ([`Event::LoraAdded`] or
     /// [`Event::LoraRefused`]).
     AddLora {
@@ -159,6 +169,15 @@ pub enum Event {
         images: Vec<GeneratedImage>,
         /// Wall time in seconds.
         seconds: f64,
+    },
+    /// Baseline and adapted images of a [`Command::CompareWithBaseline`].
+    Compared {
+        /// The job.
+        job: JobId,
+        /// Every adapter off.
+        baseline: Box<GeneratedImage>,
+        /// The stack as it is.
+        adapted: Box<GeneratedImage>,
     },
     /// A job stopped because it was cancelled.
     Cancelled {

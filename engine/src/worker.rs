@@ -201,6 +201,70 @@ impl Worker {
                     Err(e) => self.error(Some(job), "generating", e),
                 }
             }
+            Command::CompareWithBaseline {
+                job,
+                request,
+                cancel,
+            } => {
+                let Some(sd) = &mut self.sd else {
+                    return self.no_model(Some(job), "comparing");
+                };
+                let tx = self.tx.clone();
+                let repaint = self.repaint.clone();
+                let mut progress = |p: crate::pipeline::StepProgress| {
+                    let preview = p.preview.and_then(|v| v.into_iter().next());
+                    let _ = tx.send(Event::Progress {
+                        job,
+                        step: p.step,
+                        total: p.total,
+                        preview,
+                    });
+                    repaint();
+                };
+                // Baseline: every adapter off (re-merging only their layers), then restored.
+                let enabled: Vec<bool> = sd.loras().iter().map(|e| e.enabled).collect();
+                for (i, on) in enabled.iter().enumerate() {
+                    if *on {
+                        sd.set_lora_enabled(i, false);
+                    }
+                }
+                let baseline = sd.generate(&request, &cancel, &mut progress).map(|o| {
+                    let recipe = sd.recipe(&request, 0, o.seeds[0]);
+                    (o, recipe)
+                });
+                for (i, on) in enabled.iter().enumerate() {
+                    if *on {
+                        sd.set_lora_enabled(i, true);
+                    }
+                }
+                let result = baseline.and_then(|b| {
+                    sd.generate(&request, &cancel, &mut progress)
+                        .map(|a| (b, a))
+                });
+                match result {
+                    Ok(((b, b_recipe), a)) => {
+                        let a_recipe = sd.recipe(&request, 0, a.seeds[0]);
+                        let first =
+                            |o: crate::pipeline::GenerationOutput| o.images.into_iter().next();
+                        match (first(b), first(a)) {
+                            (Some(bi), Some(ai)) => self.send(Event::Compared {
+                                job,
+                                baseline: Box::new(GeneratedImage {
+                                    image: bi,
+                                    recipe: b_recipe,
+                                }),
+                                adapted: Box::new(GeneratedImage {
+                                    image: ai,
+                                    recipe: a_recipe,
+                                }),
+                            }),
+                            _ => self.error(Some(job), "comparing", "the request made no image"),
+                        }
+                    }
+                    Err(crate::Error::Cancelled) => self.send(Event::Cancelled { job }),
+                    Err(e) => self.error(Some(job), "comparing", e),
+                }
+            }
             Command::AddLora {
                 path,
                 weight,

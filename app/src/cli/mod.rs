@@ -1,5 +1,7 @@
-//! The command line: `kiln generate`, `kiln info`, `kiln inspect`, `kiln tokenize`.
+//! The command line: `kiln generate`, `kiln train`, `kiln diff`, `kiln info`, `kiln inspect`,
+//! `kiln tokenize`.
 
+mod diff;
 mod generate;
 mod info;
 mod train;
@@ -29,6 +31,8 @@ enum Command {
     /// Train an adapter from a folder of images.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Compare two images: mean/max |Δ|, changed pixels, PSNR, optional heatmap.
+    Diff(diff::DiffArgs),
     /// Print the recipe stored in a PNG (Kiln, AUTOMATIC1111, ComfyUI or InvokeAI).
     Info {
         /// The PNG.
@@ -55,6 +59,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Generate(args)) => generate::generate(*args),
         Some(Command::Info { image, json }) => info::info(&image, json),
         Some(Command::Train(t)) => train::train(t),
+        Some(Command::Diff(d)) => diff::diff(d),
         Some(Command::Inspect { path }) => {
             let what = inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&what)?);

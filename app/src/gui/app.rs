@@ -117,6 +117,72 @@ pub struct Shown {
     pub recipe: Option<Recipe>,
 }
 
+/// One side of the compare view.
+#[derive(Clone)]
+pub struct CompareSide {
+    /// Pixels.
+    pub image: RgbImage,
+    /// Texture.
+    pub texture: egui::TextureHandle,
+    /// What it is ("baseline", a file name).
+    pub label: String,
+}
+
+/// How the compare view shows the two images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareMode {
+    /// A and B next to each other.
+    SideBySide,
+    /// B over A, revealed up to a slider.
+    Swipe,
+    /// The difference heatmap.
+    Heatmap,
+}
+
+/// The compare view's state.
+pub struct Compare {
+    /// Left / before.
+    pub a: Option<CompareSide>,
+    /// Right / after.
+    pub b: Option<CompareSide>,
+    /// Display mode.
+    pub mode: CompareMode,
+    /// Swipe position, 0–1.
+    pub swipe: f32,
+    /// Heatmap gain.
+    pub gain: f32,
+    /// Changed-pixel threshold (0–255).
+    pub threshold: u8,
+    /// Statistics of B − A.
+    pub stats: Option<kiln_engine::diff::DiffStats>,
+    /// The heatmap texture (for `gain`).
+    pub heatmap: Option<(f32, egui::TextureHandle)>,
+}
+
+impl Default for Compare {
+    fn default() -> Self {
+        Compare {
+            a: None,
+            b: None,
+            mode: CompareMode::SideBySide,
+            swipe: 0.5,
+            gain: 4.0,
+            threshold: 8,
+            stats: None,
+            heatmap: None,
+        }
+    }
+}
+
+/// Which view the middle of the window shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The canvas.
+    Canvas,
+    /// The compare view.
+    Compare,
+}
+
 /// The studio.
 pub struct KilnApp {
     /// Persisted settings.
@@ -147,6 +213,10 @@ pub struct KilnApp {
     pub rate: f64,
     /// Canvas view rectangle (zoom and pan).
     pub scene_rect: egui::Rect,
+    /// The middle view.
+    pub view: View,
+    /// The compare view.
+    pub compare: Compare,
     ctx: egui::Context,
 }
 
@@ -189,6 +259,8 @@ impl KilnApp {
             last_seed: None,
             rate: 0.0,
             scene_rect: egui::Rect::ZERO,
+            view: View::Canvas,
+            compare: Compare::default(),
             ctx: ctx.clone(),
         };
         app.scan_gallery();
@@ -441,6 +513,91 @@ impl KilnApp {
         }
     }
 
+    /// Runs the current recipe twice at the same seed (adapters off, then on) for the
+    /// compare view.
+    pub fn compare_with_baseline(&mut self) {
+        if self.job.is_some() {
+            return;
+        }
+        if !self.model_ready() {
+            self.notify("No model loaded", "Open a checkpoint first.", true);
+            return;
+        }
+        if self.settings.random_seed {
+            self.settings.seed = random_seed();
+        }
+        match self.request(self.settings.seed) {
+            Ok(mut request) => {
+                request.batch = 1;
+                let total = request.steps * 2;
+                let id = self.engine.compare_with_baseline(request);
+                self.job = Some(Job {
+                    id,
+                    step: 0,
+                    total,
+                    started: Instant::now(),
+                    remaining: 0,
+                    next_seed: 0,
+                });
+            }
+            Err(e) => self.notify("Cannot compare", e, true),
+        }
+    }
+
+    /// Puts `image` on side 0 (A) or 1 (B) of the compare view and refreshes the numbers.
+    pub fn set_compare_side(&mut self, side: usize, image: RgbImage, label: String) {
+        let texture = self.ctx.load_texture(
+            format!("compare-{side}"),
+            to_color_image(&image),
+            egui::TextureOptions::LINEAR,
+        );
+        let s = CompareSide {
+            image,
+            texture,
+            label,
+        };
+        if side == 0 {
+            self.compare.a = Some(s);
+        } else {
+            self.compare.b = Some(s);
+        }
+        self.refresh_compare();
+    }
+
+    /// Recomputes the statistics (and drops the heatmap) after a change of images or threshold.
+    pub fn refresh_compare(&mut self) {
+        self.compare.heatmap = None;
+        self.compare.stats = match (&self.compare.a, &self.compare.b) {
+            (Some(a), Some(b)) => {
+                match kiln_engine::diff::diff_stats(&a.image, &b.image, self.compare.threshold) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.notify("Cannot compare these images", e.to_string(), true);
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+    }
+
+    /// The heatmap texture at the current gain (made on demand).
+    pub fn heatmap_texture(&mut self) -> Option<egui::TextureHandle> {
+        let gain = self.compare.gain;
+        if let Some((g, t)) = &self.compare.heatmap
+            && *g == gain
+        {
+            return Some(t.clone());
+        }
+        let (a, b) = (self.compare.a.as_ref()?, self.compare.b.as_ref()?);
+        let h = kiln_engine::diff::heatmap(&a.image, &b.image, gain).ok()?;
+        let t = self
+            .ctx
+            .load_texture("heatmap", to_color_image(&h), egui::TextureOptions::NEAREST);
+        self.compare.heatmap = Some((gain, t.clone()));
+        Some(t)
+    }
+
     /// Cancels the running job.
     pub fn cancel(&mut self) {
         if let Some(job) = &mut self.job {
@@ -575,6 +732,35 @@ impl KilnApp {
                     }
                 }
                 self.notify(format!("Error while {context}"), message, true);
+            }
+            Event::Compared {
+                job,
+                baseline,
+                adapted,
+            } => {
+                self.engine.finished(job);
+                self.job = None;
+                for (side, g) in [(0, &baseline), (1, &adapted)] {
+                    let path = self.save_to_output(&g.image, &g.recipe);
+                    if let Some(path) = path.clone() {
+                        let info = read_image_info(&path).ok();
+                        self.gallery.insert(
+                            0,
+                            GalleryItem {
+                                path,
+                                info,
+                                thumb: None,
+                            },
+                        );
+                    }
+                    let label = if side == 0 {
+                        "baseline (adapters off)"
+                    } else {
+                        "adapted (current stack)"
+                    };
+                    self.set_compare_side(side, g.image.clone(), label.to_owned());
+                }
+                self.view = View::Compare;
             }
             // The Train tab (issue #7) will consume these; this window starts no training.
             Event::DatasetValidated { .. }
@@ -900,6 +1086,7 @@ impl KilnApp {
                     self.settings.random_seed = false;
                 }
             }
+            UiCommand::CompareWithBaseline => self.compare_with_baseline(),
             UiCommand::SwapSize => {
                 std::mem::swap(&mut self.settings.width, &mut self.settings.height)
             }
@@ -1002,7 +1189,16 @@ impl eframe::App for KilnApp {
             .resizable(true)
             .default_size(240.0)
             .show(ui, |ui| panels::gallery::ui(ui, self));
-        egui::CentralPanel::default().show(ui, |ui| panels::canvas::ui(ui, self));
+        egui::CentralPanel::default().show(ui, |ui| {
+            ui.horizontal(|ui| {
+                ui.selectable_value(&mut self.view, View::Canvas, "Canvas");
+                ui.selectable_value(&mut self.view, View::Compare, "Compare");
+            });
+            match self.view {
+                View::Canvas => panels::canvas::ui(ui, self),
+                View::Compare => panels::compare::ui(ui, self),
+            }
+        });
     }
 
     fn save(&mut self, storage: &mut dyn eframe::Storage) {

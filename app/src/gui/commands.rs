@@ -30,6 +30,8 @@ pub enum UiCommand {
     ReuseSeed,
     /// Swap width and height.
     SwapSize,
+    /// Same seed with every adapter off and with the stack, side by side.
+    CompareWithBaseline,
 }
 
 /// Label, tooltip and shortcut of a command.
@@ -49,7 +51,7 @@ const fn key(modifiers: Modifiers, key: Key) -> Option<KeyboardShortcut> {
 
 impl UiCommand {
     /// Every command, for the keyboard handler and menus.
-    pub const ALL: [UiCommand; 12] = [
+    pub const ALL: [UiCommand; 13] = [
         UiCommand::Generate,
         UiCommand::Cancel,
         UiCommand::SaveImage,
@@ -62,6 +64,7 @@ impl UiCommand {
         UiCommand::RandomSeed,
         UiCommand::ReuseSeed,
         UiCommand::SwapSize,
+        UiCommand::CompareWithBaseline,
     ];
 
     /// Its label, tooltip and shortcut.
@@ -111,6 +114,11 @@ impl UiCommand {
             UiCommand::RandomSeed => ("Random", "Draw a new random seed", None),
             UiCommand::ReuseSeed => ("Last seed", "Use the last image's seed", None),
             UiCommand::SwapSize => ("Swap", "Swap width and height", None),
+            UiCommand::CompareWithBaseline => (
+                "Compare with baseline",
+                "Generate the current recipe twice at the same seed - every LoRA off, then the stack - and compare",
+                key(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Enter),
+            ),
         };
         CommandInfo {
             label,

@@ -61,6 +61,23 @@ impl EngineClient {
         job
     }
 
+    /// Starts a baseline-vs-adapted comparison; returns its id.
+    pub fn compare_with_baseline(
+        &mut self,
+        request: kiln_engine::pipeline::GenerationRequest,
+    ) -> JobId {
+        let job = self.next_job;
+        self.next_job += 1;
+        let cancel = CancelToken::new();
+        self.running = Some((job, cancel.clone()));
+        self.send(Command::CompareWithBaseline {
+            job,
+            request,
+            cancel,
+        });
+        job
+    }
+
     /// Cancels the running job (it stops within one UNet call).
     pub fn cancel(&mut self) {
         if let Some((_, c)) = &self.running {

@@ -654,14 +654,15 @@ impl StableDiffusion {
                 self.unet_forward(input.clone(), t, &context)
             };
             let preview = match &preview_alphas {
-                Some(alphas) => Some(crate::preview::latents_to_rgb(&latents_to_host(
-                    predict_x0(
+                Some(alphas) => Some(crate::preview::latents_to_rgb(
+                    &latents_to_host(predict_x0(
                         &self.info.scheduler.prediction_type,
                         &input,
                         pred.clone(),
                         interp(t, alphas),
-                    ),
-                )?)),
+                    ))?,
+                    self.vae_scale_factor(),
+                )),
                 None => None,
             };
             latents = scheduler.step(pred, i, latents, &mut noise);

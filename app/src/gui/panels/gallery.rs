@@ -34,8 +34,12 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
         ui.weak(format!("{}", app.gallery.len()));
     });
     ui.weak(app.settings.output_dir.display().to_string());
-    if let Some(item) = app.selected.and_then(|i| app.gallery.get(i)) {
-        match &item.info {
+    if let Some((path, info)) = app
+        .selected
+        .and_then(|i| app.gallery.get(i))
+        .map(|g| (g.path.clone(), g.info.clone()))
+    {
+        match &info {
             Some(info) => {
                 let text = kiln_engine::metadata::a1111::write(&info.parameters);
                 ui.label(egui::RichText::new(text).small());
@@ -45,6 +49,36 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
             }
             None => {
                 ui.weak("no generation parameters in this image");
+            }
+        }
+        let mut side = None;
+        ui.horizontal(|ui| {
+            if ui
+                .button("Compare as A")
+                .on_hover_text("Put this image on the left of the compare view")
+                .clicked()
+            {
+                side = Some(0);
+            }
+            if ui
+                .button("Compare as B")
+                .on_hover_text("Put this image on the right of the compare view")
+                .clicked()
+            {
+                side = Some(1);
+            }
+        });
+        if let Some(side) = side {
+            match kiln_engine::image::read_image(&path) {
+                Ok(img) => {
+                    let label = path
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    app.set_compare_side(side, img, label);
+                    app.view = crate::gui::app::View::Compare;
+                }
+                Err(e) => app.notify("Cannot open the image", e.to_string(), true),
             }
         }
         ui.separator();

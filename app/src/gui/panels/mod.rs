@@ -2,6 +2,7 @@
 //! methods or settings.
 
 pub mod canvas;
+pub mod compare;
 pub mod embeddings;
 pub mod gallery;
 pub mod lora;
@@ -9,3 +10,22 @@ pub mod notifications;
 pub mod prompt;
 pub mod sampler;
 pub mod top_bar;
+
+/// A label, then a combo box named by it (labels first, as a form reads); returns what
+/// `add` returned when the list was open.
+pub fn combo<R>(
+    ui: &mut egui::Ui,
+    label: &str,
+    selected: impl Into<egui::WidgetText>,
+    add: impl FnOnce(&mut egui::Ui) -> R,
+) -> Option<R> {
+    ui.horizontal(|ui| {
+        let l = ui.label(label);
+        let r = egui::ComboBox::from_id_salt(label)
+            .selected_text(selected)
+            .show_ui(ui, add);
+        r.response.labelled_by(l.id);
+        r.inner
+    })
+    .inner
+}

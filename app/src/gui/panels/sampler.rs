@@ -31,37 +31,37 @@ fn labeled_drag<T: egui::emath::Numeric>(
 pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
     ui.heading("Sampler");
     let s = &mut app.settings;
-    egui::ComboBox::from_label("Sampler")
-        .selected_text(
-            Sampler::from_name(&s.sampler, Schedule::Default, 0.0)
+    let current = Sampler::from_name(&s.sampler, Schedule::Default, 0.0)
+        .map(|x| x.a1111_name())
+        .unwrap_or("?");
+    crate::gui::panels::combo(ui, "Sampler", current, |ui| {
+        for name in Sampler::NAMES {
+            let label = Sampler::from_name(name, Schedule::Default, 0.0)
                 .map(|x| x.a1111_name())
-                .unwrap_or("?"),
-        )
-        .show_ui(ui, |ui| {
-            for name in Sampler::NAMES {
-                let label = Sampler::from_name(name, Schedule::Default, 0.0)
-                    .map(|x| x.a1111_name())
-                    .unwrap_or(name);
-                ui.selectable_value(&mut s.sampler, name.to_owned(), label);
-            }
-        });
+                .unwrap_or(name);
+            ui.selectable_value(&mut s.sampler, name.to_owned(), label);
+        }
+    });
     let fixed_spacing = matches!(s.sampler.as_str(), "ddim" | "ddpm" | "lcm");
     ui.add_enabled_ui(!fixed_spacing, |ui| {
-        egui::ComboBox::from_label("Schedule")
-            .selected_text(format!(
+        crate::gui::panels::combo(
+            ui,
+            "Schedule",
+            format!(
                 "{:?}",
                 if fixed_spacing {
                     Schedule::Default
                 } else {
                     s.schedule
                 }
-            ))
-            .show_ui(ui, |ui| {
+            ),
+            |ui| {
                 ui.selectable_value(&mut s.schedule, Schedule::Default, "Default")
                     .on_hover_text("The model's timestep spacing");
                 ui.selectable_value(&mut s.schedule, Schedule::Karras, "Karras");
                 ui.selectable_value(&mut s.schedule, Schedule::Exponential, "Exponential");
-            });
+            },
+        );
     });
     if s.sampler == "ddim" {
         labeled_drag(
@@ -110,19 +110,17 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
         if UiCommand::SwapSize.button(ui, true) {
             command = Some(UiCommand::SwapSize);
         }
-        egui::ComboBox::from_label("Presets")
-            .selected_text("…")
-            .show_ui(ui, |ui| {
-                for (w, h) in PRESETS {
-                    if ui
-                        .selectable_label(s.width == w && s.height == h, format!("{w}×{h}"))
-                        .clicked()
-                    {
-                        s.width = w;
-                        s.height = h;
-                    }
+        crate::gui::panels::combo(ui, "Presets", "…", |ui| {
+            for (w, h) in PRESETS {
+                if ui
+                    .selectable_label(s.width == w && s.height == h, format!("{w}×{h}"))
+                    .clicked()
+                {
+                    s.width = w;
+                    s.height = h;
                 }
-            });
+            }
+        });
     });
     labeled_drag(
         ui,
@@ -182,6 +180,9 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
         }
         if UiCommand::Cancel.button(ui, busy) {
             command = Some(UiCommand::Cancel);
+        }
+        if UiCommand::CompareWithBaseline.button(ui, !busy && !app.settings.loras.is_empty()) {
+            command = Some(UiCommand::CompareWithBaseline);
         }
     });
     if let Some(job) = &app.job {

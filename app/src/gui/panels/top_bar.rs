@@ -15,9 +15,7 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
             }
             let recent = app.settings.recent_models.clone();
             let mut pick = None;
-            egui::ComboBox::from_label("Recent models")
-                .selected_text(app.settings.model_path.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "—".into()))
-                .show_ui(ui, |ui| {
+            crate::gui::panels::combo(ui, "Recent models", app.settings.model_path.as_ref().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "—".into()), |ui| {
                     for p in &recent {
                         if ui.selectable_label(app.settings.model_path.as_ref() == Some(p), p.display().to_string()).clicked() {
                             pick = Some(p.clone());
@@ -28,14 +26,14 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
                 app.load_model(p);
             }
             let mut device = app.settings.device.clone();
-            egui::ComboBox::from_label("Device").selected_text(&device).show_ui(ui, |ui| {
+            crate::gui::panels::combo(ui, "Device", device.clone(), |ui| {
                 ui.selectable_value(&mut device, "auto".to_owned(), "auto");
                 for d in kiln_engine::device::available() {
                     ui.selectable_value(&mut device, d.to_owned(), d);
                 }
             });
             let mut precision = app.settings.precision.clone();
-            egui::ComboBox::from_label("Precision").selected_text(&precision).show_ui(ui, |ui| {
+            crate::gui::panels::combo(ui, "Precision", precision.clone(), |ui| {
                 for p in ["auto", "f32", "f16"] {
                     ui.selectable_value(&mut precision, p.to_owned(), p);
                 }
