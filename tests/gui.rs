@@ -448,3 +448,110 @@ fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
     }
     assert!(h.state().compare.heatmap.is_some());
 }
+
+/// Three images: a captioned one, an uncaptioned one, a corrupt one.
+fn training_folder(dir: &Path) {
+    for (i, rgb) in [[200u8, 40, 40], [40, 40, 200]].iter().enumerate() {
+        let pixels = (0..32 * 32)
+            .flat_map(|p| if (p % 32) < 16 { *rgb } else { [250, 250, 250] })
+            .collect();
+        kiln_engine::image::write_png(
+            &dir.join(format!("img{i}.png")),
+            &kiln_engine::image::RgbImage {
+                width: 32,
+                height: 32,
+                pixels,
+            },
+            &[],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("img0.txt"), "a red half").unwrap();
+    std::fs::write(dir.join("broken.png"), b"\x89PNG truncated").unwrap();
+}
+
+#[test]
+fn drop_a_folder_edit_captions_train_watch_and_cancel() {
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    training_folder(data.path());
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    s.train.resolution = 32;
+    s.train.output_dir = out.path().join("training");
+    s.train.steps = 400;
+    s.train.learning_rate = 1e-3;
+    s.train.sample_prompt = "a red half".into();
+    s.train.sample_every = 2;
+    s.train.checkpoint_every = 2;
+    let mut h = harness(s);
+    wait(&mut h, "the model", loaded);
+    h.input_mut()
+        .dropped_files
+        .push(dropped(data.path().to_owned()));
+    h.step();
+    wait(&mut h, "the dataset report", |a| a.train.report.is_some());
+    assert_eq!(h.state().view, kiln::gui::app::View::Train);
+    assert_eq!(
+        h.state().train.report.as_ref().unwrap().entries.len(),
+        3,
+        "three rows"
+    );
+    assert!(h.query_by_label("corrupt (skipped)").is_some());
+    assert!(h.query_by_label("no caption").is_some());
+    assert!(
+        h.query_by_label_contains("3 images: 2 usable, 1 unreadable")
+            .is_some()
+    );
+    // Edit the uncaptioned image's caption: it is saved to its .txt.
+    h.get_by_label("caption of img1.png").click();
+    h.step();
+    h.get_by_label("caption of img1.png")
+        .type_text("a blue half");
+    h.step();
+    h.key_press(egui::Key::Enter);
+    h.step();
+    h.step();
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("img1.txt")).unwrap(),
+        "a blue half"
+    );
+    // Train: the loss plot gains points and a sample appears.
+    h.get_by_label("Start training").click();
+    wait(&mut h, "a sample image", |a| {
+        a.train
+            .run
+            .as_ref()
+            .is_some_and(|r| r.loss.len() >= 2 && !r.samples.is_empty())
+    });
+    assert!(
+        h.query_by_label_contains("it/s").is_some(),
+        "the monitor shows the rate"
+    );
+    // Cancel: the run stops, says where the last checkpoint is, and the engine is free again.
+    h.get_by_label("Stop").click();
+    wait(&mut h, "the run to stop", |a| {
+        a.train.run.as_ref().is_some_and(|r| !r.running)
+    });
+    let outcome = h
+        .state()
+        .train
+        .run
+        .as_ref()
+        .unwrap()
+        .outcome
+        .clone()
+        .unwrap();
+    assert!(
+        outcome
+            .as_ref()
+            .is_err_and(|m| m.contains("last checkpoint")),
+        "{outcome:?}"
+    );
+    assert!(h.query_by_label("Start training").is_some());
+    h.state_mut().settings.steps = 2;
+    h.get_by_label("Generate").click();
+    wait(&mut h, "an image after training", |a| {
+        a.job.is_none() && !a.gallery.is_empty()
+    });
+}

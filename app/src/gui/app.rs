@@ -174,6 +174,47 @@ impl Default for Compare {
     }
 }
 
+/// A training run shown in the monitor.
+pub struct TrainRun {
+    /// Its job id.
+    pub job: JobId,
+    /// Stops it.
+    pub cancel: kiln_engine::pipeline::CancelToken,
+    /// Pauses it.
+    pub pause: kiln_engine::training::trainer::PauseToken,
+    /// The plan, once validated.
+    pub plan: Option<kiln_engine::training::dataset::Plan>,
+    /// (step, loss).
+    pub loss: Vec<[f64; 2]>,
+    /// (step, smoothed loss).
+    pub smoothed: Vec<[f64; 2]>,
+    /// (step, learning rate).
+    pub lr: Vec<[f64; 2]>,
+    /// Last step, epoch, grad norm, it/s, ETA.
+    pub last: Option<(usize, usize, usize, f64, f64, f64)>,
+    /// Sample images: (step, texture).
+    pub samples: Vec<(usize, egui::TextureHandle)>,
+    /// Checkpoints written: (step, file).
+    pub checkpoints: Vec<(usize, PathBuf)>,
+    /// Still running.
+    pub running: bool,
+    /// How it ended, if it did.
+    pub outcome: Option<Result<PathBuf, String>>,
+}
+
+/// The Train tab's runtime state.
+#[derive(Default)]
+pub struct TrainTab {
+    /// The validated dataset.
+    pub report: Option<kiln_engine::training::dataset::DatasetReport>,
+    /// Editable captions, one per report entry.
+    pub captions: Vec<String>,
+    /// Thumbnails, one per report entry (loaded lazily).
+    pub thumbs: Vec<Option<egui::TextureHandle>>,
+    /// The current or last run.
+    pub run: Option<TrainRun>,
+}
+
 /// Which view the middle of the window shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum View {
@@ -181,6 +222,8 @@ pub enum View {
     Canvas,
     /// The compare view.
     Compare,
+    /// Training.
+    Train,
 }
 
 /// The studio.
@@ -217,6 +260,8 @@ pub struct KilnApp {
     pub view: View,
     /// The compare view.
     pub compare: Compare,
+    /// The Train tab.
+    pub train: TrainTab,
     ctx: egui::Context,
 }
 
@@ -261,9 +306,13 @@ impl KilnApp {
             scene_rect: egui::Rect::ZERO,
             view: View::Canvas,
             compare: Compare::default(),
+            train: TrainTab::default(),
             ctx: ctx.clone(),
         };
         app.scan_gallery();
+        if let Some(dir) = app.settings.train.data.clone() {
+            app.set_dataset(dir);
+        }
         if let Some(path) = app.settings.model_path.clone() {
             app.load_model(path);
         }
@@ -598,6 +647,177 @@ impl KilnApp {
         Some(t)
     }
 
+    /// Uses `dir` as the training dataset and asks the engine to validate it.
+    pub fn set_dataset(&mut self, dir: PathBuf) {
+        match kiln_engine::training::dataset::image_files(&dir) {
+            Ok(files) => {
+                self.settings.train.data = Some(dir);
+                self.train.report = None;
+                self.engine.send(Command::ValidateDataset {
+                    files,
+                    options: self.dataset_options(),
+                });
+            }
+            Err(e) => self.notify("Cannot read the dataset folder", e.to_string(), true),
+        }
+    }
+
+    fn dataset_options(&self) -> kiln_engine::training::dataset::DatasetOptions {
+        let t = &self.settings.train;
+        kiln_engine::training::dataset::DatasetOptions {
+            resolution: t.resolution,
+            upscale_small: true,
+            default_caption: t.default_caption.clone(),
+            random_crop: false,
+            flip: t.flip,
+            buckets: t.buckets,
+            repeats: t.repeats,
+        }
+    }
+
+    /// Saves caption `i` back to the `.txt` beside its image (atomically).
+    pub fn save_caption(&mut self, i: usize) {
+        let Some(entry) = self.train.report.as_ref().and_then(|r| r.entries.get(i)) else {
+            return;
+        };
+        let path = entry.path.with_extension("txt");
+        let text = self.train.captions[i].clone();
+        if let Err(e) = kiln_engine::weights::safetensors::write_atomic(&path, text.as_bytes()) {
+            self.notify("Cannot save the caption", e.to_string(), true);
+        } else if let Some(r) = self.train.report.as_mut() {
+            r.entries[i].caption = Some(text);
+            r.entries[i]
+                .issues
+                .retain(|x| *x != kiln_engine::training::dataset::Issue::MissingCaption);
+        }
+    }
+
+    /// The training configuration the Train tab describes.
+    pub fn training_config(&self) -> Option<kiln_engine::training::trainer::TrainingConfig> {
+        use kiln_engine::training::trainer::TrainingConfig;
+        let t = &self.settings.train;
+        let ti = (t.method == super::state::TrainMethod::TextualInversion).then(|| {
+            kiln_engine::training::textual_inversion::TiConfig {
+                token: t.token.clone(),
+                vectors: t.vectors,
+                init_word: t.init_word.clone(),
+            }
+        });
+        Some(TrainingConfig {
+            model: self.settings.model_path.clone()?,
+            data: t.data.clone()?,
+            output: t.output_dir.clone(),
+            name: t.name.clone(),
+            lora: kiln_engine::training::lora::LoraConfig {
+                rank: t.rank,
+                alpha: t.alpha,
+                ..Default::default()
+            },
+            textual_inversion: ti,
+            dataset: self.dataset_options(),
+            max_steps: Some(t.steps),
+            batch_size: t.batch,
+            learning_rate: t.learning_rate,
+            snr_gamma: (t.snr_gamma > 0.0).then_some(t.snr_gamma),
+            seed: t.seed,
+            checkpoint_every: t.checkpoint_every,
+            sample_every: if t.sample_prompt.trim().is_empty() {
+                0
+            } else {
+                t.sample_every
+            },
+            sample_prompts: if t.sample_prompt.trim().is_empty() {
+                vec![]
+            } else {
+                vec![t.sample_prompt.clone()]
+            },
+            ..TrainingConfig::default()
+        })
+    }
+
+    /// Starts training (from `resume` when given).
+    pub fn start_training(&mut self, resume: Option<PathBuf>) {
+        if self.train.run.as_ref().is_some_and(|r| r.running) || self.job.is_some() {
+            return;
+        }
+        let Some(config) = self.training_config() else {
+            self.notify(
+                "Cannot train yet",
+                "Load a model and drop a folder of images first.",
+                true,
+            );
+            return;
+        };
+        let (job, cancel, pause) = self.engine.start_training(config, resume);
+        self.train.run = Some(TrainRun {
+            job,
+            cancel,
+            pause,
+            plan: None,
+            loss: vec![],
+            smoothed: vec![],
+            lr: vec![],
+            last: None,
+            samples: vec![],
+            checkpoints: vec![],
+            running: true,
+            outcome: None,
+        });
+    }
+
+    fn on_training(&mut self, job: JobId, event: kiln_engine::training::trainer::TrainingEvent) {
+        use kiln_engine::training::trainer::TrainingEvent;
+        let ctx = self.ctx.clone();
+        let Some(run) = self.train.run.as_mut().filter(|r| r.job == job) else {
+            return;
+        };
+        match event {
+            TrainingEvent::Started { plan, .. } => run.plan = Some(plan),
+            TrainingEvent::Step {
+                step,
+                total,
+                epoch,
+                loss,
+                smoothed_loss,
+                lr,
+                grad_norm,
+                it_per_s,
+                eta_s,
+            } => {
+                let x = step as f64;
+                run.loss.push([x, loss]);
+                run.smoothed.push([x, smoothed_loss]);
+                run.lr.push([x, lr]);
+                run.last = Some((step, total, epoch, grad_norm, it_per_s, eta_s));
+            }
+            TrainingEvent::Samples { step, images } => {
+                for (k, img) in images.iter().enumerate() {
+                    let tex = ctx.load_texture(
+                        format!("sample-{step}-{k}"),
+                        to_color_image(img),
+                        egui::TextureOptions::LINEAR,
+                    );
+                    run.samples.push((step, tex));
+                }
+            }
+            TrainingEvent::Checkpoint { step, path } => run.checkpoints.push((step, path)),
+        }
+    }
+
+    /// Adds a finished run's output to the LoRA stack (or loads the embedding).
+    pub fn use_trained_output(&mut self) {
+        let Some(Ok(path)) = self.train.run.as_ref().and_then(|r| r.outcome.clone()) else {
+            return;
+        };
+        match self.settings.train.method {
+            super::state::TrainMethod::Lora => self.add_lora(path, 1.0),
+            super::state::TrainMethod::TextualInversion => {
+                let token = self.settings.train.token.clone();
+                self.add_embedding(path, Some(token));
+            }
+        }
+    }
+
     /// Cancels the running job.
     pub fn cancel(&mut self) {
         if let Some(job) = &mut self.job {
@@ -665,6 +885,26 @@ impl KilnApp {
                 }
                 self.next_job_or_idle(job);
             }
+            Event::Cancelled { job }
+                if self
+                    .train
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.job == job && r.running) =>
+            {
+                self.engine.finished(job);
+                if let Some(run) = self.train.run.as_mut() {
+                    run.running = false;
+                    let last = run
+                        .checkpoints
+                        .last()
+                        .map(|(s, p)| {
+                            format!(" The last checkpoint (step {s}) is {}.", p.display())
+                        })
+                        .unwrap_or_default();
+                    run.outcome = Some(Err(format!("Cancelled.{last}")));
+                }
+            }
             Event::Cancelled { job } => {
                 self.engine.finished(job);
                 self.job = None;
@@ -715,6 +955,12 @@ impl KilnApp {
                         self.job = None;
                     }
                 }
+                if context == "training"
+                    && let Some(run) = self.train.run.as_mut().filter(|r| Some(r.job) == job)
+                {
+                    run.running = false;
+                    run.outcome = Some(Err(message.clone()));
+                }
                 if context == "loading model" {
                     self.model = ModelStatus::Failed(message.clone());
                 }
@@ -762,10 +1008,23 @@ impl KilnApp {
                 }
                 self.view = View::Compare;
             }
-            // The Train tab (issue #7) will consume these; this window starts no training.
-            Event::DatasetValidated { .. }
-            | Event::Training { .. }
-            | Event::TrainingFinished { .. } => {}
+            Event::DatasetValidated { report } => {
+                self.train.captions = report
+                    .entries
+                    .iter()
+                    .map(|e| e.caption.clone().unwrap_or_default())
+                    .collect();
+                self.train.thumbs = vec![None; report.entries.len()];
+                self.train.report = Some(*report);
+            }
+            Event::Training { job, event } => self.on_training(job, *event),
+            Event::TrainingFinished { job, output } => {
+                self.engine.finished(job);
+                if let Some(run) = self.train.run.as_mut().filter(|r| r.job == job) {
+                    run.running = false;
+                    run.outcome = Some(Ok(output));
+                }
+            }
             Event::Crashed { message } => {
                 self.job = None;
                 self.notify(
@@ -986,6 +1245,15 @@ impl KilnApp {
     /// Handles files dropped on the window: a checkpoint loads, a LoRA joins the stack, an
     /// embedding loads, a PNG with parameters restores them, another image becomes the init image.
     pub fn handle_drop(&mut self, path: PathBuf) {
+        // A folder that is not a diffusers model is a training dataset.
+        if path.is_dir()
+            && !path.join("model_index.json").exists()
+            && !path.join("adapter_config.json").exists()
+        {
+            self.set_dataset(path);
+            self.view = View::Train;
+            return;
+        }
         let is_image = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
             matches!(
                 e.to_ascii_lowercase().as_str(),
@@ -1193,10 +1461,12 @@ impl eframe::App for KilnApp {
             ui.horizontal(|ui| {
                 ui.selectable_value(&mut self.view, View::Canvas, "Canvas");
                 ui.selectable_value(&mut self.view, View::Compare, "Compare");
+                ui.selectable_value(&mut self.view, View::Train, "Train");
             });
             match self.view {
                 View::Canvas => panels::canvas::ui(ui, self),
                 View::Compare => panels::compare::ui(ui, self),
+                View::Train => panels::train::ui(ui, self),
             }
         });
     }
@@ -1207,5 +1477,8 @@ impl eframe::App for KilnApp {
 
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
         self.engine.cancel();
+        if let Some(run) = &self.train.run {
+            run.cancel.cancel();
+        }
     }
 }

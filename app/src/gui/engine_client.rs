@@ -78,6 +78,30 @@ impl EngineClient {
         job
     }
 
+    /// Starts a training run; returns its id and its cancel and pause tokens.
+    pub fn start_training(
+        &mut self,
+        config: kiln_engine::training::trainer::TrainingConfig,
+        resume: Option<std::path::PathBuf>,
+    ) -> (
+        JobId,
+        CancelToken,
+        kiln_engine::training::trainer::PauseToken,
+    ) {
+        let job = self.next_job;
+        self.next_job += 1;
+        let cancel = CancelToken::new();
+        let pause = kiln_engine::training::trainer::PauseToken::default();
+        self.send(Command::StartTraining {
+            job,
+            config: Box::new(config),
+            resume,
+            cancel: cancel.clone(),
+            pause: pause.clone(),
+        });
+        (job, cancel, pause)
+    }
+
     /// Cancels the running job (it stops within one UNet call).
     pub fn cancel(&mut self) {
         if let Some((_, c)) = &self.running {

@@ -32,6 +32,94 @@ pub struct EmbeddingSetting {
     pub token: Option<String>,
 }
 
+/// What the Train tab trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TrainMethod {
+    /// A LoRA on the UNet.
+    Lora,
+    /// A textual-inversion embedding.
+    TextualInversion,
+}
+
+/// The Train tab's options (persisted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainSettings {
+    /// The dataset folder.
+    pub data: Option<PathBuf>,
+    /// LoRA or embedding.
+    pub method: TrainMethod,
+    /// Output name.
+    pub name: String,
+    /// Where outputs go.
+    pub output_dir: PathBuf,
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha.
+    pub alpha: f64,
+    /// Embedding token.
+    pub token: String,
+    /// Embedding vectors.
+    pub vectors: usize,
+    /// Embedding init word.
+    pub init_word: String,
+    /// Learning rate.
+    pub learning_rate: f64,
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Training resolution.
+    pub resolution: usize,
+    /// Repeats per image.
+    pub repeats: usize,
+    /// Aspect-ratio buckets.
+    pub buckets: bool,
+    /// Random horizontal flips.
+    pub flip: bool,
+    /// min-SNR-γ (0 = off).
+    pub snr_gamma: f64,
+    /// Caption for images without one.
+    pub default_caption: String,
+    /// Sample prompt (empty = no samples).
+    pub sample_prompt: String,
+    /// Samples every N steps.
+    pub sample_every: usize,
+    /// Checkpoint every N steps.
+    pub checkpoint_every: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            data: None,
+            method: TrainMethod::Lora,
+            name: "my-lora".into(),
+            output_dir: default_output_dir().join("training"),
+            rank: 4,
+            alpha: 4.0,
+            token: "<my-style>".into(),
+            vectors: 1,
+            init_word: "style".into(),
+            learning_rate: 1e-4,
+            steps: 500,
+            batch: 1,
+            resolution: 512,
+            repeats: 1,
+            buckets: false,
+            flip: false,
+            snr_gamma: 5.0,
+            default_caption: String::new(),
+            sample_prompt: String::new(),
+            sample_every: 100,
+            checkpoint_every: 100,
+            seed: 0,
+        }
+    }
+}
+
 /// Every persisted setting.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -84,6 +172,8 @@ pub struct Settings {
     pub live_preview: bool,
     /// Native size of the last loaded model (to follow it while the size is untouched).
     pub native_size: usize,
+    /// The Train tab.
+    pub train: TrainSettings,
 }
 
 impl Default for Settings {
@@ -113,6 +203,7 @@ impl Default for Settings {
             output_dir: default_output_dir(),
             live_preview: true,
             native_size: 512,
+            train: TrainSettings::default(),
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod notifications;
 pub mod prompt;
 pub mod sampler;
 pub mod top_bar;
+pub mod train;
 
 /// A label, then a combo box named by it (labels first, as a form reads); returns what
 /// `add` returned when the list was open.
