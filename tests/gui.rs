@@ -516,6 +516,11 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         std::fs::read_to_string(data.path().join("img1.txt")).unwrap(),
         "a blue half"
     );
+    // The plan's time estimate comes from a measured warm-up.
+    h.get_by_label("Estimate time").click();
+    wait(&mut h, "the estimate", |a| a.train.estimate.is_some());
+    assert!(h.state().train.estimate.unwrap() > 0.0);
+    assert!(h.query_by_label_contains("s/step").is_some());
     // Train: the loss plot gains points and a sample appears.
     h.get_by_label("Start training").click();
     wait(&mut h, "a sample image", |a| {

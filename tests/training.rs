@@ -226,6 +226,22 @@ fn every_lora_target_kind_matches_peft() {
     let adapter = sd.open_lora(&file).unwrap();
     assert_eq!(adapter.report.matched, adapter.report.modules);
     assert!(adapter.report.text_encoder_layers > 0 && adapter.report.unet_layers > 0);
+    // The diffusers/PEFT export is the same adapter: identical images either way.
+    let peft = dir.path().join("all.peft.safetensors");
+    weights.save_peft(&peft).unwrap();
+    let from_peft = sd.open_lora(&peft).unwrap();
+    assert_eq!(from_peft.report.matched, from_peft.report.modules);
+    let with = |a| {
+        let mut sd = tiny_a();
+        sd.add_lora(a, 1.0);
+        crate::lora::latents(&sd)
+    };
+    assert_close(
+        "kohya vs PEFT export",
+        &with(from_peft),
+        &with(adapter),
+        1e-6,
+    );
 }
 
 /// min-SNR-γ: loss and gradients at 1e-4. The updated weights are compared at 5e-4: Adam's

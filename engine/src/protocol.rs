@@ -117,6 +117,12 @@ pub enum Command {
         /// Pauses the run between steps while set.
         pause: PauseToken,
     },
+    /// Measure seconds per step of a training configuration with a short warm-up
+    /// ([`Event::TrainingEstimate`]).
+    EstimateTraining {
+        /// The run to estimate.
+        config: Box<TrainingConfig>,
+    },
     /// A deliberate panic inside the engine, to exercise the app's recovery (tests, and the
     /// app's Help ▸ Diagnostics).
     Crash,
@@ -222,6 +228,13 @@ pub enum Event {
         job: JobId,
         /// What happened.
         event: Box<TrainingEvent>,
+    },
+    /// Seconds per step of a [`Command::EstimateTraining`].
+    TrainingEstimate {
+        /// Measured seconds per optimiser step.
+        seconds_per_step: f64,
+        /// Steps the configuration runs.
+        steps: usize,
     },
     /// A training run finished.
     TrainingFinished {

@@ -381,6 +381,18 @@ impl Worker {
                     Err(e) => self.error(Some(job), "training", e),
                 }
             }
+            Command::EstimateTraining { config } => {
+                match crate::training::trainer::measure_seconds_per_step(
+                    &config,
+                    &crate::pipeline::CancelToken::new(),
+                ) {
+                    Ok(seconds_per_step) => self.send(Event::TrainingEstimate {
+                        seconds_per_step,
+                        steps: config.max_steps.unwrap_or(0),
+                    }),
+                    Err(e) => self.error(None, "estimating the training time", e),
+                }
+            }
             Command::Crash => panic!("deliberate engine crash (Command::Crash)"),
             Command::Shutdown => {}
         }

@@ -36,6 +36,9 @@ pub struct LoraArgs {
     /// ff.net.2, proj_in, proj_out, conv1, conv2 (resnet convolutions).
     #[arg(long, value_delimiter = ',', default_value = "to_q,to_k,to_v,to_out.0")]
     targets: Vec<String>,
+    /// Also write the LoRA in diffusers/PEFT format (NAME.peft.safetensors).
+    #[arg(long)]
+    export_peft: bool,
     /// Text-encoder layers to adapt too, comma-separated: q_proj, k_proj, v_proj, out_proj,
     /// fc1, fc2 (none by default).
     #[arg(long, value_delimiter = ',')]
@@ -137,7 +140,7 @@ pub struct CommonArgs {
 
 /// Runs `kiln train …`.
 pub fn train(command: TrainCommand) -> Result<()> {
-    let (a, lora, ti, default_lr) = match command {
+    let (a, lora, ti, default_lr, export_peft) = match command {
         TrainCommand::Lora(l) => {
             let lora = LoraConfig {
                 rank: l.rank,
@@ -145,7 +148,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 targets: l.targets.clone(),
                 text_encoder_targets: l.text_encoder_targets.clone(),
             };
-            (l.common, lora, None, 1e-4)
+            (l.common, lora, None, 1e-4, l.export_peft)
         }
         TrainCommand::Ti(t) => {
             let ti = kiln_engine::training::textual_inversion::TiConfig {
@@ -153,7 +156,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 vectors: t.vectors,
                 init_word: t.init_word,
             };
-            (t.common, LoraConfig::default(), Some(ti), 5e-3)
+            (t.common, LoraConfig::default(), Some(ti), 5e-3, false)
         }
     };
     let lr_schedule = match a.lr_schedule.as_str() {
@@ -192,6 +195,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         batch_size: a.batch,
         gradient_accumulation: a.accumulate,
         learning_rate: a.lr.unwrap_or(default_lr),
+        export_peft,
         lr_schedule,
         warmup_steps: a.warmup,
         max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),

@@ -213,6 +213,10 @@ pub struct TrainTab {
     pub thumbs: Vec<Option<egui::TextureHandle>>,
     /// The current or last run.
     pub run: Option<TrainRun>,
+    /// Measured seconds per step (from "Estimate time"), and whether a measurement runs.
+    pub estimate: Option<f64>,
+    /// A measurement is running.
+    pub estimating: bool,
 }
 
 /// Which view the middle of the window shows.
@@ -726,6 +730,7 @@ impl KilnApp {
             } else {
                 t.sample_every
             },
+            export_peft: t.export_peft,
             sample_prompts: if t.sample_prompt.trim().is_empty() {
                 vec![]
             } else {
@@ -733,6 +738,16 @@ impl KilnApp {
             },
             ..TrainingConfig::default()
         })
+    }
+
+    /// Measures seconds per step with a short warm-up run (for the plan's time estimate).
+    pub fn estimate_training(&mut self) {
+        if let Some(config) = self.training_config() {
+            self.train.estimating = true;
+            self.engine.send(Command::EstimateTraining {
+                config: Box::new(config),
+            });
+        }
     }
 
     /// Starts training (from `resume` when given).
@@ -955,6 +970,9 @@ impl KilnApp {
                         self.job = None;
                     }
                 }
+                if context == "estimating the training time" {
+                    self.train.estimating = false;
+                }
                 if context == "training"
                     && let Some(run) = self.train.run.as_mut().filter(|r| Some(r.job) == job)
                 {
@@ -1018,6 +1036,12 @@ impl KilnApp {
                 self.train.report = Some(*report);
             }
             Event::Training { job, event } => self.on_training(job, *event),
+            Event::TrainingEstimate {
+                seconds_per_step, ..
+            } => {
+                self.train.estimating = false;
+                self.train.estimate = Some(seconds_per_step);
+            }
             Event::TrainingFinished { job, output } => {
                 self.engine.finished(job);
                 if let Some(run) = self.train.run.as_mut().filter(|r| r.job == job) {

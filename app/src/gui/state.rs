@@ -89,6 +89,8 @@ pub struct TrainSettings {
     pub checkpoint_every: usize,
     /// Seed.
     pub seed: u64,
+    /// Also export a LoRA in diffusers/PEFT format.
+    pub export_peft: bool,
 }
 
 impl Default for TrainSettings {
@@ -116,6 +118,7 @@ impl Default for TrainSettings {
             sample_every: 100,
             checkpoint_every: 100,
             seed: 0,
+            export_peft: false,
         }
     }
 }

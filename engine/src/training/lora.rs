@@ -315,6 +315,40 @@ impl LoraWeights {
         Ok(out)
     }
 
+    /// Writes the adapter in diffusers/PEFT format (`unet.<path>.lora_A.weight`,
+    /// `text_encoder.<path>.lora_B.weight`), atomically. diffusers takes alpha = rank for a file
+    /// without a full PEFT config in its header, so the scale alpha/rank is folded into
+    /// `lora_B` — the same ΔW in every loader.
+    pub fn save_peft(&self, path: &Path) -> Result<()> {
+        let mut data = Vec::new();
+        for l in &self.layers {
+            let prefix = match l.component {
+                Component::Unet => "unet",
+                Component::TextEncoder => "text_encoder",
+            };
+            let ((ds, d), (us, u)) = l.peft_layout();
+            data.push((format!("{prefix}.{}.lora_A.weight", l.path), ds, host(d)?));
+            data.push((
+                format!("{prefix}.{}.lora_B.weight", l.path),
+                us,
+                host(u * self.scale())?,
+            ));
+        }
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_owned(), "pt".to_owned());
+        let writes: Vec<crate::weights::safetensors::WriteTensor> = data
+            .iter()
+            .map(
+                |(name, shape, d)| crate::weights::safetensors::WriteTensor {
+                    name,
+                    shape: shape.clone(),
+                    data: d,
+                },
+            )
+            .collect();
+        crate::weights::safetensors::write_f32(path, &writes, &meta)
+    }
+
     /// Writes the adapter in kohya format (loadable by A1111, ComfyUI, diffusers and Kiln),
     /// atomically, with `metadata` in the header (`ss_network_dim`, `ss_network_alpha`, …).
     pub fn save_kohya(&self, path: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {

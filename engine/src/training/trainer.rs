@@ -79,6 +79,8 @@ pub struct TrainingConfig {
     pub sample_every: usize,
     /// Sample prompts (one image each, fixed seeds).
     pub sample_prompts: Vec<String>,
+    /// Also write the LoRA in diffusers/PEFT format (`<name>.peft.safetensors`).
+    pub export_peft: bool,
 }
 
 impl Default for TrainingConfig {
@@ -106,6 +108,7 @@ impl Default for TrainingConfig {
             checkpoint_every: 100,
             sample_every: 0,
             sample_prompts: Vec::new(),
+            export_peft: false,
         }
     }
 }
@@ -699,10 +702,42 @@ pub fn train_lora(
     );
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
     match &adapter {
-        Adapter::Lora(w) => w.save_kohya(&out, &meta)?,
+        Adapter::Lora(w) => {
+            w.save_kohya(&out, &meta)?;
+            if config.export_peft {
+                w.save_peft(
+                    &config
+                        .output
+                        .join(format!("{}.peft.safetensors", config.name)),
+                )?;
+            }
+        }
         Adapter::Ti(t) => t.save(&out, &meta)?,
     }
     Ok(out)
+}
+
+/// Seconds per optimiser step of `config` on this machine, from a short warm-up run (three
+/// steps into a temporary folder; the first, which includes the set-up, is not counted).
+pub fn measure_seconds_per_step(config: &TrainingConfig, cancel: &CancelToken) -> Result<f64> {
+    let dir = tempfile::tempdir().map_err(|e| Error::io(Path::new("(temporary folder)"), e))?;
+    let mut probe = config.clone();
+    probe.output = dir.path().to_owned();
+    probe.max_steps = Some(3);
+    probe.checkpoint_every = 0;
+    probe.sample_every = 0;
+    let mut times = Vec::new();
+    train_lora(&probe, None, cancel, &PauseToken::default(), &mut |e| {
+        if let TrainingEvent::Step { .. } = e {
+            times.push(Instant::now());
+        }
+    })?;
+    match times.as_slice() {
+        [first, .., last] if times.len() > 1 => {
+            Ok(last.duration_since(*first).as_secs_f64() / (times.len() - 1) as f64)
+        }
+        _ => Err(Error::InvalidRequest("the warm-up made no steps".into())),
+    }
 }
 
 /// One image per sample prompt (seed 0, 1, …) with the current adapter installed.

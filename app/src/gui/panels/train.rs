@@ -35,6 +35,16 @@ fn status(issues: &[Issue]) -> String {
         .join(", ")
 }
 
+/// "42 s", "3 min", "1 h 20 min".
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s.div_ceil(60)),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 fn option<T: egui::emath::Numeric>(
     ui: &mut egui::Ui,
     label: &str,
@@ -275,6 +285,27 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         ui.label(format!("Plan: {images} images × {} repeats ÷ batch {} = {} steps per epoch; {} steps ≈ {epochs} epochs", t.repeats, t.batch, plan.steps_per_epoch, t.steps));
     }
     let running = app.train.run.as_ref().is_some_and(|r| r.running);
+    ui.horizontal(|ui| {
+        let can =
+            images > 0 && app.settings.model_path.is_some() && !running && !app.train.estimating;
+        if ui
+            .add_enabled(can, egui::Button::new("Estimate time"))
+            .on_hover_text("Run three warm-up steps to measure the speed on this machine")
+            .clicked()
+        {
+            app.estimate_training();
+        }
+        if app.train.estimating {
+            ui.spinner();
+        } else if let Some(sps) = app.train.estimate {
+            let total = sps * app.settings.train.steps as f64;
+            ui.label(format!(
+                "≈ {sps:.2} s/step → about {} for {} steps",
+                duration(total),
+                app.settings.train.steps
+            ));
+        }
+    });
     ui.horizontal(|ui| {
         let ready = images > 0 && app.settings.model_path.is_some() && !running;
         if ui
