@@ -300,7 +300,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         } else if let Some(sps) = app.train.estimate {
             let total = sps * app.settings.train.steps as f64;
             ui.label(format!(
-                "≈ {sps:.2} s/step → about {} for {} steps",
+                "≈ {sps:.2} s/step, about {} for {} steps",
                 duration(total),
                 app.settings.train.steps
             ));
