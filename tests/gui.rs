@@ -516,6 +516,12 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         std::fs::read_to_string(data.path().join("img1.txt")).unwrap(),
         "a blue half"
     );
+    // Per-image repeats from the table reach the training configuration.
+    h.get_by_label("repeats of img0.png").set_value_accesskit(3.0);
+    h.step();
+    h.step();
+    let config = h.state().training_config().unwrap();
+    assert_eq!(config.dataset.image_repeats.get("img0.png"), Some(&3));
     // The plan's time estimate comes from a measured warm-up.
     h.get_by_label("Estimate time").click();
     wait(&mut h, "the estimate", |a| a.train.estimate.is_some());

@@ -82,6 +82,9 @@ pub struct CommonArgs {
     /// Times each image is seen per epoch.
     #[arg(long, default_value_t = 1)]
     repeats: usize,
+    /// Repeats for one image, overriding --repeats: FILE=N (repeatable; FILE is the image's name).
+    #[arg(long = "image-repeats", value_name = "FILE=N")]
+    image_repeats: Vec<String>,
     /// Epochs.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
@@ -189,6 +192,21 @@ pub fn train(command: TrainCommand) -> Result<()> {
             flip: a.flip,
             buckets: a.buckets,
             repeats: a.repeats,
+            image_repeats: a
+                .image_repeats
+                .iter()
+                .map(|spec| {
+                    let (name, n) = spec.rsplit_once('=').ok_or_else(|| {
+                        anyhow::anyhow!("--image-repeats takes FILE=N, got '{spec}'")
+                    })?;
+                    Ok((
+                        name.to_owned(),
+                        n.parse::<usize>().map_err(|_| {
+                            anyhow::anyhow!("--image-repeats {spec}: N must be a whole number")
+                        })?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
         },
         epochs: a.epochs,
         max_steps: a.steps,

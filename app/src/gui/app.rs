@@ -676,6 +676,7 @@ impl KilnApp {
             flip: t.flip,
             buckets: t.buckets,
             repeats: t.repeats,
+            image_repeats: t.image_repeats.clone(),
         }
     }
 

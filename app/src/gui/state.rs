@@ -91,6 +91,8 @@ pub struct TrainSettings {
     pub seed: u64,
     /// Also export a LoRA in diffusers/PEFT format.
     pub export_peft: bool,
+    /// Per-image repeats by file name (overriding `repeats`).
+    pub image_repeats: std::collections::BTreeMap<String, usize>,
 }
 
 impl Default for TrainSettings {
@@ -119,6 +121,7 @@ impl Default for TrainSettings {
             checkpoint_every: 100,
             seed: 0,
             export_peft: false,
+            image_repeats: Default::default(),
         }
     }
 }

@@ -90,6 +90,20 @@ pub struct DatasetOptions {
     pub buckets: bool,
     /// Times each image is seen per epoch.
     pub repeats: usize,
+    /// Per-image repeats by file name, overriding `repeats` (e.g. more for rare poses).
+    #[serde(default)]
+    pub image_repeats: std::collections::BTreeMap<String, usize>,
+}
+
+impl DatasetOptions {
+    /// How many times `path` is seen per epoch.
+    pub fn repeats_of(&self, path: &Path) -> usize {
+        path.file_name()
+            .and_then(|n| self.image_repeats.get(&n.to_string_lossy().into_owned()))
+            .copied()
+            .unwrap_or(self.repeats)
+            .max(1)
+    }
 }
 
 impl Default for DatasetOptions {
@@ -102,6 +116,7 @@ impl Default for DatasetOptions {
             flip: false,
             buckets: false,
             repeats: 1,
+            image_repeats: Default::default(),
         }
     }
 }

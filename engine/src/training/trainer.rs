@@ -191,11 +191,12 @@ struct CheckpointState {
 /// the epoch's RNG, grouped so a batch never mixes bucket sizes.
 fn epoch_batches(
     sizes: &[(usize, usize)],
+    repeats: &[usize],
     config: &TrainingConfig,
     epoch: usize,
 ) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..sizes.len())
-        .flat_map(|i| std::iter::repeat_n(i, config.dataset.repeats.max(1)))
+        .flat_map(|i| std::iter::repeat_n(i, repeats[i]))
         .collect();
     let mut rng = rng_for(config.seed, 1, epoch as u64);
     for i in (1..order.len()).rev() {
@@ -396,7 +397,11 @@ pub fn train_lora(
         )));
     }
     let sizes: Vec<(usize, usize)> = usable.iter().map(|u| u.2).collect();
-    let per_epoch = epoch_batches(&sizes, config, 0)
+    let repeats: Vec<usize> = usable
+        .iter()
+        .map(|u| config.dataset.repeats_of(&u.0))
+        .collect();
+    let per_epoch = epoch_batches(&sizes, &repeats, config, 0)
         .len()
         .div_ceil(config.gradient_accumulation.max(1));
     let total = config.max_steps.unwrap_or(per_epoch * config.epochs);
@@ -461,7 +466,7 @@ pub fn train_lora(
             let global = step * accum + micro;
             let epoch = global / (per_epoch * accum).max(1);
             if epoch_cache.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                epoch_cache = Some((epoch, epoch_batches(&sizes, config, epoch)));
+                epoch_cache = Some((epoch, epoch_batches(&sizes, &repeats, config, epoch)));
             }
             let batches = &epoch_cache
                 .as_ref()
@@ -791,4 +796,48 @@ fn samples(
     sd.unet = base_unet;
     sd.text_encoder = base_te;
     result.map(|()| out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_image_repeats_and_buckets_shape_each_epoch() {
+        let mut config = TrainingConfig {
+            batch_size: 2,
+            ..TrainingConfig::default()
+        };
+        config.dataset.repeats = 2;
+        let sizes = [(512, 512), (512, 512), (512, 512)];
+        // 3 images × 2 repeats = 6 items → 3 batches of 2.
+        let b = epoch_batches(&sizes, &[2, 2, 2], &config, 0);
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 6);
+        assert_eq!(b.len(), 3);
+        // Image 0 seen 5 times, the others once: 7 items.
+        let b = epoch_batches(&sizes, &[5, 1, 1], &config, 1);
+        let all: Vec<usize> = b.concat();
+        assert_eq!((all.len(), all.iter().filter(|i| **i == 0).count()), (7, 5));
+        // Another epoch, another order; the same epoch, the same order.
+        assert_eq!(epoch_batches(&sizes, &[5, 1, 1], &config, 1), b);
+        assert_ne!(epoch_batches(&sizes, &[5, 1, 1], &config, 2), b);
+        // With buckets, a batch never mixes sizes.
+        config.dataset.buckets = true;
+        let mixed = [(512, 512), (1024, 512), (512, 512), (1024, 512)];
+        for batch in epoch_batches(&mixed, &[1, 1, 1, 1], &config, 0) {
+            assert!(
+                batch.iter().all(|i| bucket(mixed[*i], &config.dataset)
+                    == bucket(mixed[batch[0]], &config.dataset))
+            );
+        }
+        let mut o = DatasetOptions::default();
+        o.image_repeats.insert("a.png".into(), 4);
+        assert_eq!(
+            (
+                o.repeats_of(Path::new("/x/a.png")),
+                o.repeats_of(Path::new("/x/b.png"))
+            ),
+            (4, 1)
+        );
+    }
 }

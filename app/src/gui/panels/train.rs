@@ -84,7 +84,7 @@ fn dataset(ui: &mut egui::Ui, app: &mut KilnApp) {
     let mut save = None;
     egui::Grid::new("dataset-table")
         .striped(true)
-        .num_columns(5)
+        .num_columns(6)
         .show(ui, |ui| {
             for (i, e) in report.entries.iter().enumerate() {
                 if app.train.thumbs[i].is_none()
@@ -126,6 +126,25 @@ fn dataset(ui: &mut egui::Ui, app: &mut KilnApp) {
                     save = Some(i);
                 }
                 ui.label(e.size.map(|(w, h)| format!("{w}×{h}")).unwrap_or_default());
+                let t = &mut app.settings.train;
+                let mut reps = t.image_repeats.get(&name).copied().unwrap_or(t.repeats);
+                let d = ui.add(egui::DragValue::new(&mut reps).range(1..=100).prefix("×"));
+                d.widget_info(|| {
+                    egui::WidgetInfo::labeled(
+                        egui::Role::SpinButton,
+                        true,
+                        format!("repeats of {name}"),
+                    )
+                });
+                if d.on_hover_text("Times this image is seen per epoch")
+                    .changed()
+                {
+                    if reps == t.repeats {
+                        t.image_repeats.remove(&name);
+                    } else {
+                        t.image_repeats.insert(name.clone(), reps);
+                    }
+                }
                 let text = status(&e.issues);
                 let skipped = e.issues.iter().any(|x| x.skips(true));
                 if skipped {
