@@ -517,7 +517,8 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         "a blue half"
     );
     // Per-image repeats from the table reach the training configuration.
-    h.get_by_label("repeats of img0.png").set_value_accesskit(3.0);
+    h.get_by_label("repeats of img0.png")
+        .set_value_accesskit(3.0);
     h.step();
     h.step();
     let config = h.state().training_config().unwrap();

@@ -811,3 +811,58 @@ fn a_textual_inversion_run_resumes_identically_and_its_embedding_loads() {
     let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
     assert_eq!(out.images.len(), 2);
 }
+
+#[test]
+fn kiln_dataset_shapes_is_deterministic_and_captions_match_the_pixels() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for dir in [&a, &b] {
+        let o = crate::cli::kiln(&[
+            "dataset",
+            "shapes",
+            "--out",
+            dir.path().to_str().unwrap(),
+            "--count",
+            "40",
+            "--seed",
+            "3",
+        ]);
+        assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    }
+    let files = kiln_engine::training::dataset::image_files(a.path()).unwrap();
+    assert_eq!(files.len(), 40);
+    for f in &files {
+        let name = f.file_name().unwrap();
+        assert_eq!(
+            std::fs::read(f).unwrap(),
+            std::fs::read(b.path().join(name)).unwrap(),
+            "same seed, same bytes"
+        );
+        let caption = std::fs::read_to_string(f.with_extension("txt")).unwrap();
+        // Single shapes on a plain background: the detector reads the caption back.
+        let scene = kiln_engine::shapes::scene(3, name.to_string_lossy()[..5].parse().unwrap());
+        assert_eq!(scene.caption(), caption);
+        if let (kiln_engine::shapes::Background::Plain(_), [s]) =
+            (&scene.background, &scene.shapes[..])
+        {
+            let d =
+                kiln_engine::shapes::detect(&kiln_engine::image::read_image(f).unwrap()).unwrap();
+            assert_eq!(
+                (d.colour, d.shape, d.position),
+                (s.colour, s.shape, s.position),
+                "{caption}"
+            );
+        }
+    }
+    // It is a valid training folder: every image has its caption.
+    let tok = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
+    let report = kiln_engine::training::dataset::validate(
+        &files,
+        &kiln_engine::training::dataset::DatasetOptions {
+            resolution: 64,
+            ..Default::default()
+        },
+        &tok,
+    )
+    .unwrap();
+    assert_eq!(report.summary(), "40 images: 40 usable");
+}

@@ -22,6 +22,7 @@ pub mod preview;
 pub mod prompt;
 pub mod protocol;
 pub mod schedulers;
+pub mod shapes;
 pub mod tokenizer;
 pub mod training;
 pub mod weights;

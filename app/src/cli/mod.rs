@@ -1,6 +1,7 @@
 //! The command line: `kiln generate`, `kiln train`, `kiln diff`, `kiln info`, `kiln inspect`,
 //! `kiln tokenize`.
 
+mod dataset;
 mod diff;
 mod generate;
 mod info;
@@ -31,6 +32,9 @@ enum Command {
     /// Train an adapter from a folder of images.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Write a procedural training dataset.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
     /// Compare two images: mean/max |Δ|, changed pixels, PSNR, optional heatmap.
     Diff(diff::DiffArgs),
     /// Print the recipe stored in a PNG (Kiln, AUTOMATIC1111, ComfyUI or InvokeAI).
@@ -60,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info { image, json }) => info::info(&image, json),
         Some(Command::Train(t)) => train::train(t),
         Some(Command::Diff(d)) => diff::diff(d),
+        Some(Command::Dataset(d)) => dataset::dataset(d),
         Some(Command::Inspect { path }) => {
             let what = inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&what)?);
