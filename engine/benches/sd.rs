@@ -127,6 +127,62 @@ fn bench_samplers(device: &Device, device_name: &str, runs: usize) {
     }
 }
 
+/// One LoRA training step (rank 4 on the attention projections, batch 2, 16×16 latents,
+/// AdamW, clipping) on tiny-a — compare `torch_train_step` in torch_side.py.
+fn bench_train_step(device: &Device, device_name: &str, runs: usize) {
+    use kiln_engine::training::adamw::AdamWConfig;
+    use kiln_engine::training::lora::{
+        Batch, LoraConfig, LoraWeights, StepOptions, Text, train_step,
+    };
+    let mut sd = tiny_model(device);
+    let mut weights = LoraWeights::init(
+        &mut sd.unet,
+        &mut sd.text_encoder,
+        &LoraConfig::default(),
+        0,
+        device,
+    )
+    .unwrap();
+    let alphas = sd.info.scheduler.alphas_cumprod().unwrap();
+    let d = sd.info.config.unet.cross_attention_dim;
+    let context: Tensor<3> = Tensor::from_data(
+        TensorData::new(vec![0.1f32; 2 * 77 * d], [2, 77, d]),
+        device,
+    );
+    let batch = Batch {
+        latents: randn([2, 4, 16, 16], device),
+        noise: randn([2, 4, 16, 16], device),
+        timesteps: vec![100, 700],
+        text: Text::Context(context),
+    };
+    let mut times = Vec::new();
+    for t in 1..=runs + 3 {
+        let t0 = Instant::now();
+        train_step(
+            &sd.unet,
+            &sd.text_encoder,
+            &mut weights,
+            &batch,
+            &alphas,
+            &AdamWConfig::default(),
+            StepOptions {
+                lr: 1e-4,
+                snr_gamma: None,
+                max_grad_norm: Some(1.0),
+                t,
+            },
+        )
+        .unwrap();
+        if t > 3 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        r#"{{"bench": "lora_train_step_tiny_a_b2_16x16", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
+}
+
 fn main() {
     let name = std::env::args()
         .skip(1)
@@ -146,6 +202,9 @@ fn main() {
     }
     if only.is_empty() || only == "samplers" {
         bench_samplers(&device, &name, runs);
+    }
+    if only.is_empty() || only == "train" {
+        bench_train_step(&device, &name, 30);
     }
     if only.is_empty() || only == "lora" {
         bench_lora(&device, &name);

@@ -64,6 +64,33 @@ def main():
 
     print(json.dumps({"bench": "unet_sd15_32x32_b2", "impl": impl, "seconds": round(timed(unet_call, 3), 4)}))
 
+    # One LoRA training step: rank 4 on to_q/k/v/out.0 of tiny-a, batch 2, 16×16 latents,
+    # AdamW, gradient clipping (Kiln: KILN_BENCH=train).
+    import torch.nn.functional as F
+    from peft import LoraConfig
+    tiny = UNet2DConditionModel.from_pretrained(os.path.join(ROOT, "tests/fixtures/tiny-a"), subfolder="unet", torch_dtype=torch.float32)
+    tiny.requires_grad_(False)
+    tiny.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian", target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    params = [p for p in tiny.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    lat, noise = torch.randn((2, 4, 16, 16), generator=g), torch.randn((2, 4, 16, 16), generator=g)
+    ctx = torch.full((2, 77, tiny.config.cross_attention_dim), 0.1)
+    ts = torch.tensor([100, 700])
+    ac = pipe.scheduler.alphas_cumprod
+
+    def train_step():
+        a = ac[ts].view(-1, 1, 1, 1)
+        loss = F.mse_loss(tiny(a.sqrt() * lat + (1 - a).sqrt() * noise, ts, ctx).sample, noise)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    for _ in range(2):
+        train_step()
+    print(json.dumps({"bench": "lora_train_step_tiny_a_b2_16x16", "impl": impl, "seconds": round(timed(train_step, 30), 4)}))
+
 
 if __name__ == "__main__":
     main()
