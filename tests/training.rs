@@ -866,3 +866,36 @@ fn kiln_dataset_shapes_is_deterministic_and_captions_match_the_pixels() {
     .unwrap();
     assert_eq!(report.summary(), "40 images: 40 usable");
 }
+
+#[test]
+fn kiln_eval_shapes_scores_generated_images_with_the_detector() {
+    let o = crate::cli::kiln(&[
+        "eval",
+        "shapes",
+        "--model",
+        crate::common::fixture("tiny-b").to_str().unwrap(),
+        "--limit",
+        "3",
+        "--steps",
+        "2",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["prompts"], 3);
+    let items = report["items"].as_array().unwrap();
+    assert_eq!(
+        items[0]["prompt"],
+        "a large red circle at the top left on a white background"
+    );
+    // The scores are what the items say (the random test model draws noise, so the numbers
+    // are low; the shipped model's eval is where they matter).
+    let share = |k: &str| items.iter().filter(|i| i[k] == true).count() as f64 / 3.0;
+    for k in ["colour", "shape", "position"] {
+        assert_eq!(
+            report[format!("{k}_accuracy")].as_f64().unwrap(),
+            share(k),
+            "{k}"
+        );
+    }
+}

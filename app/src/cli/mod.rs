@@ -3,6 +3,7 @@
 
 mod dataset;
 mod diff;
+mod eval;
 mod generate;
 mod info;
 mod train;
@@ -32,6 +33,9 @@ enum Command {
     /// Train an adapter from a folder of images.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Measure how well a model follows prompts (held-out shapes prompts, scored from pixels).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Write a procedural training dataset.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(t)) => train::train(t),
         Some(Command::Diff(d)) => diff::diff(d),
         Some(Command::Dataset(d)) => dataset::dataset(d),
+        Some(Command::Eval(e)) => eval::eval(e),
         Some(Command::Inspect { path }) => {
             let what = inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&what)?);
