@@ -30,3 +30,20 @@ pub fn combo<R>(
     })
     .inner
 }
+
+/// A label, then a number field named by it, both with `tip` as tooltip.
+pub fn labeled_drag<T: egui::emath::Numeric>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut T,
+    range: std::ops::RangeInclusive<T>,
+    speed: f64,
+    tip: &str,
+) {
+    ui.horizontal(|ui| {
+        let l = ui.label(label).on_hover_text(tip);
+        ui.add(egui::DragValue::new(value).range(range).speed(speed))
+            .labelled_by(l.id)
+            .on_hover_text(tip);
+    });
+}

@@ -11,22 +11,6 @@ use crate::gui::commands::UiCommand;
 /// Size presets (SD 1.5 is trained at 512).
 const PRESETS: [(usize, usize); 5] = [(512, 512), (512, 768), (768, 512), (640, 640), (384, 384)];
 
-fn labeled_drag<T: egui::emath::Numeric>(
-    ui: &mut egui::Ui,
-    label: &str,
-    value: &mut T,
-    range: std::ops::RangeInclusive<T>,
-    speed: f64,
-    tip: &str,
-) {
-    ui.horizontal(|ui| {
-        let l = ui.label(label).on_hover_text(tip);
-        ui.add(egui::DragValue::new(value).range(range).speed(speed))
-            .labelled_by(l.id)
-            .on_hover_text(tip);
-    });
-}
-
 /// Draws the sampler panel.
 pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
     ui.heading("Sampler");
@@ -64,7 +48,7 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
         );
     });
     if s.sampler == "ddim" {
-        labeled_drag(
+        super::labeled_drag(
             ui,
             "Eta",
             &mut s.eta,
@@ -73,8 +57,8 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
             "DDIM η: 0 is deterministic, 1 adds DDPM-like noise",
         );
     }
-    labeled_drag(ui, "Steps", &mut s.steps, 1..=150, 0.2, "Denoising steps");
-    labeled_drag(
+    super::labeled_drag(ui, "Steps", &mut s.steps, 1..=150, 0.2, "Denoising steps");
+    super::labeled_drag(
         ui,
         "CFG scale",
         &mut s.cfg,
@@ -122,7 +106,7 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
             }
         });
     });
-    labeled_drag(
+    super::labeled_drag(
         ui,
         "Batch count",
         &mut s.batch_count,
@@ -130,7 +114,7 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
         0.1,
         "Jobs run one after another (seed advances by batch size)",
     );
-    labeled_drag(
+    super::labeled_drag(
         ui,
         "Batch size",
         &mut s.batch_size,

@@ -45,22 +45,6 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-fn option<T: egui::emath::Numeric>(
-    ui: &mut egui::Ui,
-    label: &str,
-    value: &mut T,
-    range: std::ops::RangeInclusive<T>,
-    speed: f64,
-    tip: &str,
-) {
-    ui.horizontal(|ui| {
-        let l = ui.label(label).on_hover_text(tip);
-        ui.add(egui::DragValue::new(value).range(range).speed(speed))
-            .labelled_by(l.id)
-            .on_hover_text(tip);
-    });
-}
-
 /// Draws the Train tab.
 pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
     egui::ScrollArea::vertical()
@@ -177,7 +161,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
     });
     match t.method {
         TrainMethod::Lora => {
-            option(
+            super::labeled_drag(
                 ui,
                 "Rank",
                 &mut t.rank,
@@ -185,7 +169,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
                 0.2,
                 "Size of the adapter: 4–16 learns a style; higher learns more detail (and overfits sooner)",
             );
-            option(
+            super::labeled_drag(
                 ui,
                 "Alpha",
                 &mut t.alpha,
@@ -205,7 +189,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
                     .labelled_by(l.id)
                     .on_hover_text("A word close to the concept; the vectors start from it");
             });
-            option(
+            super::labeled_drag(
                 ui,
                 "Vectors",
                 &mut t.vectors,
@@ -215,7 +199,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
             );
         }
     }
-    option(
+    super::labeled_drag(
         ui,
         "Learning rate",
         &mut t.learning_rate,
@@ -223,7 +207,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         1e-5,
         "1e-4 is typical for a LoRA, 5e-3 for an embedding",
     );
-    option(
+    super::labeled_drag(
         ui,
         "Steps",
         &mut t.steps,
@@ -231,8 +215,8 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         1.0,
         "Optimiser steps in all",
     );
-    option(ui, "Batch", &mut t.batch, 1..=16, 0.1, "Images per step");
-    option(
+    super::labeled_drag(ui, "Batch", &mut t.batch, 1..=16, 0.1, "Images per step");
+    super::labeled_drag(
         ui,
         "Resolution",
         &mut t.resolution,
@@ -240,7 +224,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         8.0,
         "Training size in pixels (the model's native size is best)",
     );
-    option(
+    super::labeled_drag(
         ui,
         "Repeats",
         &mut t.repeats,
@@ -248,7 +232,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         0.1,
         "Times each image is seen per epoch",
     );
-    option(
+    super::labeled_drag(
         ui,
         "Min-SNR gamma",
         &mut t.snr_gamma,
@@ -269,7 +253,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
             .labelled_by(l.id)
             .on_hover_text("Generated every N steps with the adapter as it trains (fixed seed)");
     });
-    option(
+    super::labeled_drag(
         ui,
         "Sample every",
         &mut t.sample_every,
@@ -277,7 +261,7 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         1.0,
         "Steps between sample images",
     );
-    option(
+    super::labeled_drag(
         ui,
         "Checkpoint every",
         &mut t.checkpoint_every,
