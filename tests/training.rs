@@ -745,6 +745,9 @@ fn a_textual_inversion_run_resumes_identically_and_its_embedding_loads() {
         c.textual_inversion = Some(ti.clone());
         c.learning_rate = 5e-3;
         c.checkpoint_every = 2;
+        // Two micro-batches per step: accumulation resumes exactly too.
+        c.gradient_accumulation = 2;
+        c.batch_size = 1;
         c
     };
     let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
