@@ -14,6 +14,7 @@ mod common;
 
 mod bad_input;
 mod cli;
+mod download;
 mod gui;
 mod lora;
 mod parity;

@@ -185,6 +185,27 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A download failed (no network, server error, interrupted transfer).
+    #[error("cannot download {url}: {reason}")]
+    Network {
+        /// What was asked for.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A downloaded file's SHA-256 is not the one the server announced (the partial file is
+    /// removed; the next run downloads it again).
+    #[error(
+        "{path}: checksum mismatch (expected sha256 {expected}, got {got}); the file was removed, download it again"
+    )]
+    ChecksumMismatch {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Announced SHA-256.
+        expected: String,
+        /// Computed SHA-256.
+        got: String,
+    },
     /// A computation produced NaN or infinite values.
     #[error("{0} produced NaN or infinite values (try f32 precision or another sampler)")]
     NonFinite(String),

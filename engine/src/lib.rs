@@ -13,6 +13,7 @@
 pub mod adapters;
 pub mod device;
 pub mod diff;
+pub mod download;
 pub mod error;
 pub mod image;
 pub mod metadata;

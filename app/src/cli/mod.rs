@@ -6,6 +6,7 @@ mod diff;
 mod eval;
 mod generate;
 mod info;
+mod models;
 mod train;
 
 use std::path::PathBuf;
@@ -36,6 +37,9 @@ enum Command {
     /// Measure how well a model follows prompts (held-out shapes prompts, scored from pixels).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    /// The models folder, and downloading Stable Diffusion 1.5.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
     /// Write a procedural training dataset.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Diff(d)) => diff::diff(d),
         Some(Command::Dataset(d)) => dataset::dataset(d),
         Some(Command::Eval(e)) => eval::eval(e),
+        Some(Command::Models(m)) => models::models(m),
         Some(Command::Inspect { path }) => {
             let what = inspect(&path)?;
             println!("{}", serde_json::to_string_pretty(&what)?);
