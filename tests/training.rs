@@ -91,13 +91,13 @@ fn one_lora_step_matches_peft_loss_gradients_and_update() {
         eps: 1e-8,
     };
     // Gradients of step 1.
-    let (stats, grads) =
+    let (loss, grads) =
         loss_and_grads(&sd.unet, &sd.text_encoder, &weights, &batch, &alphas, None).unwrap();
     let want_loss = meta["losses"]["plain"][0].as_f64().unwrap();
     assert!(
-        ((stats.loss - want_loss) / want_loss).abs() < 1e-4,
+        ((loss - want_loss) / want_loss).abs() < 1e-4,
         "loss {} vs {want_loss}",
-        stats.loss
+        loss
     );
     for (l, (gd, gu)) in weights.layers.iter().zip(grads) {
         let (a, b) = peft_pair(l, "plain.grad", &l.path);
@@ -206,13 +206,13 @@ fn every_lora_target_kind_matches_peft() {
         text: Text::Ids(ids),
     };
     let alphas = sd.info.scheduler.alphas_cumprod().unwrap();
-    let (stats, grads) =
+    let (loss, grads) =
         loss_and_grads(&sd.unet, &sd.text_encoder, &weights, &batch, &alphas, None).unwrap();
     let want = meta["all_loss"].as_f64().unwrap();
     assert!(
-        ((stats.loss - want) / want).abs() < 1e-4,
+        ((loss - want) / want).abs() < 1e-4,
         "loss {} vs {want}",
-        stats.loss
+        loss
     );
     for (l, (gd, gu)) in weights.layers.iter().zip(grads) {
         let (a, b) = peft_pair(l, "all.grad", &key(l));
@@ -677,7 +677,7 @@ fn one_textual_inversion_step_matches_diffusers() {
     let (ls, latents) = reference("training", "ti.latents");
     let (_, noise) = reference("training", "ti.noise");
     let alphas = sd.info.scheduler.alphas_cumprod().unwrap();
-    let (stats, grad) = loss_and_grad(
+    let (loss, grad) = loss_and_grad(
         &sd.unet,
         &sd.text_encoder,
         &ti,
@@ -691,9 +691,9 @@ fn one_textual_inversion_step_matches_diffusers() {
     .unwrap();
     let want = meta["ti_loss"].as_f64().unwrap();
     assert!(
-        ((stats.loss - want) / want).abs() < 1e-4,
+        ((loss - want) / want).abs() < 1e-4,
         "loss {} vs {want}",
-        stats.loss
+        loss
     );
     assert_close(
         "TI gradient",

@@ -25,7 +25,7 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::layers::{Conv2d, ConvLoraBranch, Linear, LoraBranch};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::training::adamw::{AdamWConfig, Moments};
-use crate::training::{add_noise, min_snr_weights};
+use crate::training::{clipped_update, denoising_loss, host};
 
 /// UNet layers that get a LoRA by default (attention projections, as most trainers).
 pub const DEFAULT_TARGETS: [&str; 4] = ["to_q", "to_k", "to_v", "to_out.0"];
@@ -281,6 +281,20 @@ impl LoraWeights {
         })
     }
 
+    /// Every matrix with its moments: `down` then `up` of each layer, in layer order (the
+    /// order of [`loss_and_grads`]' gradients, flattened).
+    pub fn params_mut(&mut self) -> Vec<(&mut Tensor<2>, &mut Moments<2>)> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    (&mut l.down, &mut l.down_moments),
+                    (&mut l.up, &mut l.up_moments),
+                ]
+            })
+            .collect()
+    }
+
     /// `alpha / r`.
     pub fn scale(&self) -> f64 {
         self.config.alpha / self.config.rank as f64
@@ -369,12 +383,6 @@ impl LoraWeights {
             .collect();
         crate::weights::safetensors::write_f32(path, &writes, &meta)
     }
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
 }
 
 /// Puts the LoRA branches into `unet` and `text_encoder`; with `track`, the matrices become
@@ -474,8 +482,8 @@ pub struct StepStats {
 
 /// Loss and gradients of `weights` on `batch` (no update). The models are frozen on a plain
 /// device: only the LoRA matrices enter autodiff (the frozen weights are constants of the
-/// graph, so no gradient or graph memory is spent on them). Returns (stats, per-layer
-/// (∂down, ∂up)) on the plain device.
+/// graph, so no gradient or graph memory is spent on them). Returns the loss value and the
+/// per-layer (∂down, ∂up) on the plain device.
 pub fn loss_and_grads(
     unet: &UNet2DConditionModel,
     text_encoder: &ClipTextModel,
@@ -483,7 +491,7 @@ pub fn loss_and_grads(
     batch: &Batch,
     alphas_cumprod: &[f64],
     snr_gamma: Option<f64>,
-) -> Result<(StepStats, Vec<(Tensor<2>, Tensor<2>)>)> {
+) -> Result<(f64, Vec<(Tensor<2>, Tensor<2>)>)> {
     let (mut unet, mut te) = (unet.clone(), text_encoder.clone());
     let tracked = install(&mut unet, &mut te, weights, true);
     let context = match &batch.text {
@@ -495,69 +503,29 @@ pub fn loss_and_grads(
         }
         Text::Context(c) => c.clone(),
     };
-    let b = batch.timesteps.len();
-    let noisy = add_noise(
+    let (loss, value) = denoising_loss(
+        &unet,
+        &context,
         batch.latents.clone(),
         batch.noise.clone(),
-        alphas_cumprod,
         &batch.timesteps,
-    );
-    let ts: Vec<f32> = batch.timesteps.iter().map(|t| *t as f32).collect();
-    let pred = unet.forward(noisy, &ts, &context);
-    let noise = batch.noise.clone();
-    let per_item = (pred - noise)
-        .square()
-        .reshape([b as i32, -1])
-        .mean_dim(1)
-        .reshape([b]);
-    let per_item = match snr_gamma {
-        Some(g) => {
-            let w: Vec<f32> = min_snr_weights(alphas_cumprod, &batch.timesteps, g)
-                .iter()
-                .map(|v| *v as f32)
-                .collect();
-            per_item * Tensor::<1>::from_data(TensorData::new(w, [b]), &batch.noise.device())
-        }
-        None => per_item,
-    };
-    let loss = per_item.mean();
-    let loss_value = f64::from(
-        host(loss.clone().inner())?
-            .first()
-            .copied()
-            .unwrap_or(f32::NAN),
-    );
-    if !loss_value.is_finite() {
-        return Err(Error::NonFinite("the training loss".into()));
-    }
+        alphas_cumprod,
+        snr_gamma,
+    )?;
     let grads = loss.backward();
-    let mut out = Vec::with_capacity(tracked.len());
-    let mut sq = 0.0f64;
-    for (down, up) in &tracked {
-        // A layer the loss does not reach (a text-encoder layer past the one clip-skip uses)
-        // has a zero gradient.
-        let gd = down
-            .grad(&grads)
+    // A layer the loss does not reach (a text-encoder layer past the one clip-skip uses) has a
+    // zero gradient.
+    let grad = |t: &Tensor<2>| {
+        t.grad(&grads)
             .map(|g| g.inner())
-            .unwrap_or_else(|| down.clone().inner().zeros_like());
-        let gu = up
-            .grad(&grads)
-            .map(|g| g.inner())
-            .unwrap_or_else(|| up.clone().inner().zeros_like());
-        for g in [&gd, &gu] {
-            sq += host(g.clone().square().sum())?
-                .iter()
-                .map(|v| f64::from(*v))
-                .sum::<f64>();
-        }
-        out.push((gd, gu));
-    }
+            .unwrap_or_else(|| t.clone().inner().zeros_like())
+    };
     Ok((
-        StepStats {
-            loss: loss_value,
-            grad_norm: sq.sqrt(),
-        },
-        out,
+        value,
+        tracked
+            .iter()
+            .map(|(down, up)| (grad(down), grad(up)))
+            .collect(),
     ))
 }
 
@@ -571,7 +539,7 @@ pub fn train_step(
     adamw: &AdamWConfig,
     options: StepOptions,
 ) -> Result<StepStats> {
-    let (stats, grads) = loss_and_grads(
+    let (loss, grads) = loss_and_grads(
         unet,
         text_encoder,
         weights,
@@ -579,29 +547,14 @@ pub fn train_step(
         alphas_cumprod,
         options.snr_gamma,
     )?;
-    if !stats.grad_norm.is_finite() {
-        return Err(Error::NonFinite("the gradients".into()));
-    }
-    // torch.nn.utils.clip_grad_norm_: scale all gradients by max/(norm + 1e-6) when above.
-    let clip = match options.max_grad_norm {
-        Some(max) if stats.grad_norm > max => max / (stats.grad_norm + 1e-6),
-        _ => 1.0,
-    };
-    for (layer, (gd, gu)) in weights.layers.iter_mut().zip(grads) {
-        layer.down = adamw.update(
-            layer.down.clone(),
-            gd * clip,
-            &mut layer.down_moments,
-            options.t,
-            options.lr,
-        );
-        layer.up = adamw.update(
-            layer.up.clone(),
-            gu * clip,
-            &mut layer.up_moments,
-            options.t,
-            options.lr,
-        );
-    }
-    Ok(stats)
+    let grads = grads.into_iter().flat_map(|(d, u)| [d, u]).collect();
+    let grad_norm = clipped_update(
+        weights.params_mut(),
+        grads,
+        adamw,
+        options.max_grad_norm,
+        options.t,
+        options.lr,
+    )?;
+    Ok(StepStats { loss, grad_norm })
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::module::Param;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -16,8 +16,7 @@ use crate::models::clip_text::ClipTextModel;
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::tokenizer::ClipTokenizer;
 use crate::training::adamw::Moments;
-use crate::training::lora::StepStats;
-use crate::training::{add_noise, min_snr_weights};
+use crate::training::denoising_loss;
 
 /// What to learn.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,8 +117,8 @@ fn with_rows(text_encoder: &ClipTextModel, rows: Tensor<2>) -> ClipTextModel {
     te
 }
 
-/// Loss and the gradient of the embedding rows on a batch: `ids` `[B, 77]` are the captions'
-/// token ids (with the new tokens), `latents`/`noise` `[B, C, h, w]`.
+/// Loss value and the gradient of the embedding rows on a batch: `ids` `[B, 77]` are the
+/// captions' token ids (with the new tokens), `latents`/`noise` `[B, C, h, w]`.
 #[allow(clippy::too_many_arguments)]
 pub fn loss_and_grad(
     unet: &UNet2DConditionModel,
@@ -131,60 +130,22 @@ pub fn loss_and_grad(
     timesteps: &[usize],
     alphas_cumprod: &[f64],
     snr_gamma: Option<f64>,
-) -> Result<(StepStats, Tensor<2>)> {
+) -> Result<(f64, Tensor<2>)> {
     let rows = weights.rows.clone().autodiff().require_grad();
-    let te = with_rows(text_encoder, rows.clone());
-    let context = te.forward(ids, 1);
-    let b = timesteps.len();
-    let noisy = add_noise(latents, noise.clone(), alphas_cumprod, timesteps);
-    let ts: Vec<f32> = timesteps.iter().map(|t| *t as f32).collect();
-    let pred = unet.forward(noisy, &ts, &context);
-    let per_item = (pred - noise.clone())
-        .square()
-        .reshape([b as i32, -1])
-        .mean_dim(1)
-        .reshape([b]);
-    let per_item = match snr_gamma {
-        Some(g) => {
-            let w: Vec<f32> = min_snr_weights(alphas_cumprod, timesteps, g)
-                .iter()
-                .map(|v| *v as f32)
-                .collect();
-            per_item * Tensor::<1>::from_data(TensorData::new(w, [b]), &noise.device())
-        }
-        None => per_item,
-    };
-    let loss = per_item.mean();
-    let value = loss
-        .clone()
-        .inner()
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidRequest(format!("{e:?}")))?;
-    let value = f64::from(value.first().copied().unwrap_or(f32::NAN));
-    if !value.is_finite() {
-        return Err(Error::NonFinite("the training loss".into()));
-    }
+    let context = with_rows(text_encoder, rows.clone()).forward(ids, 1);
+    let (loss, value) = denoising_loss(
+        unet,
+        &context,
+        latents,
+        noise,
+        timesteps,
+        alphas_cumprod,
+        snr_gamma,
+    )?;
     let grads = loss.backward();
     let grad = rows
         .grad(&grads)
         .ok_or_else(|| Error::InvalidRequest("the embedding got no gradient".into()))?
         .inner();
-    let sq: f64 = grad
-        .clone()
-        .square()
-        .sum()
-        .into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidRequest(format!("{e:?}")))?
-        .iter()
-        .map(|v| f64::from(*v))
-        .sum();
-    Ok((
-        StepStats {
-            loss: value,
-            grad_norm: sq.sqrt(),
-        },
-        grad,
-    ))
+    Ok((value, grad))
 }

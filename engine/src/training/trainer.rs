@@ -29,6 +29,7 @@ use crate::training::dataset::{
 use crate::training::lora::{Batch, LoraConfig, LoraWeights, StepStats, Text, loss_and_grads};
 use crate::training::lr_schedule::LrSchedule;
 use crate::training::textual_inversion::{TiConfig, TiWeights};
+use crate::training::{clipped_update, host};
 use crate::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
 
 /// Everything that defines a LoRA training run (stored in every checkpoint).
@@ -356,12 +357,6 @@ fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState
     Ok(state)
 }
 
-fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
-}
-
 /// Standard normal values from `rng`.
 fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
@@ -553,43 +548,31 @@ pub fn train_lora(
                 },
                 e => e,
             };
-            let (stats, grads): (StepStats, Vec<Tensor<2>>) = match &adapter {
-                Adapter::Lora(w) if w.trains_text_encoder() => {
-                    let batch = Batch {
-                        latents,
-                        noise,
-                        timesteps,
-                        text: Text::Ids(ids),
-                    };
-                    let (stats, g) = loss_and_grads(
-                        &sd.unet,
-                        &sd.text_encoder,
-                        w,
-                        &batch,
-                        &alphas,
-                        config.snr_gamma,
-                    )
-                    .map_err(diverged)?;
-                    (stats, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
-                }
+            let (loss, grads): (f64, Vec<Tensor<2>>) = match &adapter {
                 Adapter::Lora(w) => {
-                    let mut contexts = Vec::with_capacity(b);
-                    for (k, c) in captions.iter().enumerate() {
-                        if !context_cache.contains_key(c) {
-                            let row = ids
-                                .clone()
-                                .slice([k..k + 1, 0..crate::tokenizer::MAX_LENGTH]);
-                            context_cache.insert(c.clone(), sd.text_encoder.forward(row, 1));
+                    // Without a text-encoder LoRA the embeddings are fixed: cache them.
+                    let text = if w.trains_text_encoder() {
+                        Text::Ids(ids)
+                    } else {
+                        let mut contexts = Vec::with_capacity(b);
+                        for (k, c) in captions.iter().enumerate() {
+                            if !context_cache.contains_key(c) {
+                                let row = ids
+                                    .clone()
+                                    .slice([k..k + 1, 0..crate::tokenizer::MAX_LENGTH]);
+                                context_cache.insert(c.clone(), sd.text_encoder.forward(row, 1));
+                            }
+                            contexts.push(context_cache[c].clone());
                         }
-                        contexts.push(context_cache[c].clone());
-                    }
+                        Text::Context(Tensor::cat(contexts, 0))
+                    };
                     let batch = Batch {
                         latents,
                         noise,
                         timesteps,
-                        text: Text::Context(Tensor::cat(contexts, 0)),
+                        text,
                     };
-                    let (stats, g) = loss_and_grads(
+                    let (loss, g) = loss_and_grads(
                         &sd.unet,
                         &sd.text_encoder,
                         w,
@@ -598,10 +581,10 @@ pub fn train_lora(
                         config.snr_gamma,
                     )
                     .map_err(diverged)?;
-                    (stats, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
+                    (loss, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
                 }
                 Adapter::Ti(t) => {
-                    let (stats, g) = crate::training::textual_inversion::loss_and_grad(
+                    let (loss, g) = crate::training::textual_inversion::loss_and_grad(
                         &sd.unet,
                         &sd.text_encoder,
                         t,
@@ -613,10 +596,10 @@ pub fn train_lora(
                         config.snr_gamma,
                     )
                     .map_err(diverged)?;
-                    (stats, vec![g])
+                    (loss, vec![g])
                 }
             };
-            loss_sum += stats.loss;
+            loss_sum += loss;
             sum_grads = Some(match sum_grads {
                 None => grads,
                 Some(acc) => acc.into_iter().zip(grads).map(|(a, g)| a + g).collect(),
@@ -627,36 +610,30 @@ pub fn train_lora(
             .into_iter()
             .map(|g| g / accum as f64)
             .collect();
-        let mut sq = 0.0f64;
-        for g in &grads {
-            sq += host(g.clone().square().sum())?
-                .iter()
-                .map(|v| f64::from(*v))
-                .sum::<f64>();
-        }
-        let stats = StepStats {
-            loss: loss_sum / accum as f64,
-            grad_norm: sq.sqrt(),
-        };
-        if !stats.grad_norm.is_finite() {
-            return Err(Error::TrainingDiverged {
-                step: step + 1,
-                what: "the gradients".into(),
-                last_checkpoint,
-            });
-        }
         let lr = config
             .lr_schedule
             .lr(config.learning_rate, step, config.warmup_steps, total);
-        let clip = match config.max_grad_norm {
-            Some(max) if stats.grad_norm > max => max / (stats.grad_norm + 1e-6),
-            _ => 1.0,
+        let params = adapter.params_mut().into_iter().map(|(_, p, m)| (p, m));
+        let grad_norm = clipped_update(
+            params,
+            grads,
+            &config.adamw,
+            config.max_grad_norm,
+            step + 1,
+            lr,
+        )
+        .map_err(|e| match e {
+            Error::NonFinite(_) => Error::TrainingDiverged {
+                step: step + 1,
+                what: "the gradients".into(),
+                last_checkpoint: last_checkpoint.clone(),
+            },
+            e => e,
+        })?;
+        let stats = StepStats {
+            loss: loss_sum / accum as f64,
+            grad_norm,
         };
-        for ((_, param, moments), g) in adapter.params_mut().into_iter().zip(grads) {
-            *param = config
-                .adamw
-                .update(param.clone(), g * clip, moments, step + 1, lr);
-        }
         step += 1;
         smoothed = if smoothed.is_nan() {
             stats.loss
