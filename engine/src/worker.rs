@@ -76,6 +76,24 @@ impl Drop for EngineHandle {
     }
 }
 
+/// A step callback that reports `job`'s progress (with the first image's preview) as events.
+fn progress_reporter(
+    tx: Sender<Event>,
+    repaint: Repaint,
+    job: u64,
+) -> impl FnMut(crate::pipeline::StepProgress) {
+    move |p| {
+        let preview = p.preview.and_then(|v| v.into_iter().next());
+        let _ = tx.send(Event::Progress {
+            job,
+            step: p.step,
+            total: p.total,
+            preview,
+        });
+        repaint();
+    }
+}
+
 struct Worker {
     sd: Option<StableDiffusion>,
     tx: Sender<Event>,
@@ -168,18 +186,8 @@ impl Worker {
                     return self.no_model(Some(job), "generating");
                 };
                 let started = Instant::now();
-                let tx = self.tx.clone();
-                let repaint = self.repaint.clone();
-                let result = sd.generate(&request, &cancel, &mut |p| {
-                    let preview = p.preview.and_then(|v| v.into_iter().next());
-                    let _ = tx.send(Event::Progress {
-                        job,
-                        step: p.step,
-                        total: p.total,
-                        preview,
-                    });
-                    repaint();
-                });
+                let mut progress = progress_reporter(self.tx.clone(), self.repaint.clone(), job);
+                let result = sd.generate(&request, &cancel, &mut progress);
                 match result {
                     Ok(out) => {
                         let images = out
@@ -209,18 +217,7 @@ impl Worker {
                 let Some(sd) = &mut self.sd else {
                     return self.no_model(Some(job), "comparing");
                 };
-                let tx = self.tx.clone();
-                let repaint = self.repaint.clone();
-                let mut progress = |p: crate::pipeline::StepProgress| {
-                    let preview = p.preview.and_then(|v| v.into_iter().next());
-                    let _ = tx.send(Event::Progress {
-                        job,
-                        step: p.step,
-                        total: p.total,
-                        preview,
-                    });
-                    repaint();
-                };
+                let mut progress = progress_reporter(self.tx.clone(), self.repaint.clone(), job);
                 // Baseline: every adapter off (re-merging only their layers), then restored.
                 let enabled: Vec<bool> = sd.loras().iter().map(|e| e.enabled).collect();
                 for (i, on) in enabled.iter().enumerate() {

@@ -47,12 +47,21 @@ impl EngineClient {
         alive
     }
 
-    /// Starts a generation job; returns its id.
-    pub fn generate(&mut self, request: kiln_engine::pipeline::GenerationRequest) -> JobId {
+    /// A new job id and its cancel token, remembered as the running job (the one
+    /// [`EngineClient::cancel`] stops) unless it is a training run.
+    fn new_job(&mut self, running: bool) -> (JobId, CancelToken) {
         let job = self.next_job;
         self.next_job += 1;
         let cancel = CancelToken::new();
-        self.running = Some((job, cancel.clone()));
+        if running {
+            self.running = Some((job, cancel.clone()));
+        }
+        (job, cancel)
+    }
+
+    /// Starts a generation job; returns its id.
+    pub fn generate(&mut self, request: kiln_engine::pipeline::GenerationRequest) -> JobId {
+        let (job, cancel) = self.new_job(true);
         self.send(Command::Generate {
             job,
             request,
@@ -66,10 +75,7 @@ impl EngineClient {
         &mut self,
         request: kiln_engine::pipeline::GenerationRequest,
     ) -> JobId {
-        let job = self.next_job;
-        self.next_job += 1;
-        let cancel = CancelToken::new();
-        self.running = Some((job, cancel.clone()));
+        let (job, cancel) = self.new_job(true);
         self.send(Command::CompareWithBaseline {
             job,
             request,
@@ -88,9 +94,7 @@ impl EngineClient {
         CancelToken,
         kiln_engine::training::trainer::PauseToken,
     ) {
-        let job = self.next_job;
-        self.next_job += 1;
-        let cancel = CancelToken::new();
+        let (job, cancel) = self.new_job(false);
         let pause = kiln_engine::training::trainer::PauseToken::default();
         self.send(Command::StartTraining {
             job,
