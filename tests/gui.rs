@@ -498,6 +498,21 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         "three rows"
     );
     assert!(h.query_by_label("corrupt (skipped)").is_some());
+    // The corrupt file's thumbnail failed once and is not decoded again every frame.
+    let broken = h
+        .state()
+        .train
+        .report
+        .as_ref()
+        .unwrap()
+        .entries
+        .iter()
+        .position(|e| e.path.ends_with("broken.png"))
+        .unwrap();
+    assert!(matches!(
+        h.state().train.thumbs[broken],
+        kiln::gui::app::Thumb::Failed
+    ));
     assert!(h.query_by_label("no caption").is_some());
     assert!(
         h.query_by_label_contains("3 images: 2 usable, 1 unreadable")

@@ -93,6 +93,34 @@ pub struct Notification {
     pub error: bool,
 }
 
+/// A thumbnail, decoded at most once: a file that cannot be decoded is not read again every
+/// frame.
+#[derive(Clone, Default)]
+pub enum Thumb {
+    /// Not tried yet.
+    #[default]
+    NotLoaded,
+    /// Decoded.
+    Ready(egui::TextureHandle),
+    /// Could not be decoded.
+    Failed,
+}
+
+impl Thumb {
+    /// The outcome of a load.
+    pub fn from_load(texture: Option<egui::TextureHandle>) -> Self {
+        texture.map_or(Thumb::Failed, Thumb::Ready)
+    }
+
+    /// The texture, if decoded.
+    pub fn texture(&self) -> Option<&egui::TextureHandle> {
+        match self {
+            Thumb::Ready(t) => Some(t),
+            _ => None,
+        }
+    }
+}
+
 /// One gallery image.
 #[derive(Clone)]
 pub struct GalleryItem {
@@ -101,7 +129,7 @@ pub struct GalleryItem {
     /// Its metadata, if any.
     pub info: Option<ImageInfo>,
     /// Thumbnail, loaded lazily.
-    pub thumb: Option<egui::TextureHandle>,
+    pub thumb: Thumb,
 }
 
 /// The image on the canvas.
@@ -210,7 +238,7 @@ pub struct TrainTab {
     /// Editable captions, one per report entry.
     pub captions: Vec<String>,
     /// Thumbnails, one per report entry (loaded lazily).
-    pub thumbs: Vec<Option<egui::TextureHandle>>,
+    pub thumbs: Vec<Thumb>,
     /// The current or last run.
     pub run: Option<TrainRun>,
     /// Measured seconds per step (from "Estimate time"), and whether a measurement runs.
@@ -893,7 +921,7 @@ impl KilnApp {
                             GalleryItem {
                                 path,
                                 info,
-                                thumb: None,
+                                thumb: Thumb::NotLoaded,
                             },
                         );
                         self.selected = Some(0);
@@ -1014,7 +1042,7 @@ impl KilnApp {
                             GalleryItem {
                                 path,
                                 info,
-                                thumb: None,
+                                thumb: Thumb::NotLoaded,
                             },
                         );
                     }
@@ -1033,7 +1061,7 @@ impl KilnApp {
                     .iter()
                     .map(|e| e.caption.clone().unwrap_or_default())
                     .collect();
-                self.train.thumbs = vec![None; report.entries.len()];
+                self.train.thumbs = vec![Thumb::NotLoaded; report.entries.len()];
                 self.train.report = Some(*report);
             }
             Event::Training { job, event } => self.on_training(job, *event),
@@ -1186,7 +1214,7 @@ impl KilnApp {
             .map(|(_, path)| GalleryItem {
                 info: read_image_info(&path).ok(),
                 path,
-                thumb: None,
+                thumb: Thumb::NotLoaded,
             })
             .collect();
     }

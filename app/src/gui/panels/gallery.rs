@@ -1,7 +1,7 @@
 //! The gallery: every image in the output folder (newest first, listed again on restart) as
 //! thumbnails; selecting one shows it with its recipe, "Reuse parameters" restores it all.
 
-use crate::gui::app::KilnApp;
+use crate::gui::app::{KilnApp, Thumb};
 use crate::gui::commands::UiCommand;
 
 /// Thumbnail edge in points.
@@ -89,9 +89,9 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
     egui::ScrollArea::vertical().show(ui, |ui| {
         ui.horizontal_wrapped(|ui| {
             for (i, item) in app.gallery.iter_mut().enumerate() {
-                if item.thumb.is_none() && budget > 0 {
+                if matches!(item.thumb, Thumb::NotLoaded) && budget > 0 {
                     budget -= 1;
-                    item.thumb = load_thumb(ui.ctx(), &item.path);
+                    item.thumb = Thumb::from_load(load_thumb(ui.ctx(), &item.path));
                 }
                 let name = item
                     .path
@@ -99,7 +99,7 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let selected = app.selected == Some(i);
-                let r = match &item.thumb {
+                let r = match item.thumb.texture() {
                     Some(t) => ui.add(
                         egui::Button::image(
                             egui::Image::new(t)

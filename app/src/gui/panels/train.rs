@@ -8,7 +8,7 @@
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 use kiln_engine::training::dataset::{Issue, Plan};
 
-use crate::gui::app::KilnApp;
+use crate::gui::app::{KilnApp, Thumb};
 use crate::gui::state::TrainMethod;
 
 fn status(issues: &[Issue]) -> String {
@@ -71,17 +71,18 @@ fn dataset(ui: &mut egui::Ui, app: &mut KilnApp) {
         .num_columns(6)
         .show(ui, |ui| {
             for (i, e) in report.entries.iter().enumerate() {
-                if app.train.thumbs[i].is_none()
-                    && let Ok(img) = kiln_engine::image::read_image(&e.path)
-                {
-                    let small = kiln_engine::image::fit(&img, 48, 48);
-                    app.train.thumbs[i] = Some(ui.ctx().load_texture(
-                        format!("ds-{i}"),
-                        crate::gui::app::to_color_image(&small),
-                        egui::TextureOptions::LINEAR,
-                    ));
+                if matches!(app.train.thumbs[i], Thumb::NotLoaded) {
+                    let texture = kiln_engine::image::read_image(&e.path).ok().map(|img| {
+                        let small = kiln_engine::image::fit(&img, 48, 48);
+                        ui.ctx().load_texture(
+                            format!("ds-{i}"),
+                            crate::gui::app::to_color_image(&small),
+                            egui::TextureOptions::LINEAR,
+                        )
+                    });
+                    app.train.thumbs[i] = Thumb::from_load(texture);
                 }
-                match &app.train.thumbs[i] {
+                match app.train.thumbs[i].texture() {
                     Some(t) => {
                         ui.add(egui::Image::new((t.id(), egui::vec2(48.0, 48.0))));
                     }
