@@ -190,14 +190,12 @@ impl Worker {
                 let result = sd.generate(&request, &cancel, &mut progress);
                 match result {
                     Ok(out) => {
+                        let recipes = sd.recipes(&request, &out.seeds);
                         let images = out
                             .images
                             .into_iter()
-                            .enumerate()
-                            .map(|(k, image)| GeneratedImage {
-                                recipe: sd.recipe(&request, k, out.seeds[k]),
-                                image,
-                            })
+                            .zip(recipes)
+                            .map(|(image, recipe)| GeneratedImage { image, recipe })
                             .collect();
                         self.send(Event::Generated {
                             job,
@@ -226,7 +224,7 @@ impl Worker {
                     }
                 }
                 let baseline = sd.generate(&request, &cancel, &mut progress).map(|o| {
-                    let recipe = sd.recipe(&request, 0, o.seeds[0]);
+                    let recipe = sd.recipes(&request, &o.seeds[..1]).remove(0);
                     (o, recipe)
                 });
                 for (i, on) in enabled.iter().enumerate() {
@@ -240,7 +238,7 @@ impl Worker {
                 });
                 match result {
                     Ok(((b, b_recipe), a)) => {
-                        let a_recipe = sd.recipe(&request, 0, a.seeds[0]);
+                        let a_recipe = sd.recipes(&request, &a.seeds[..1]).remove(0);
                         let first =
                             |o: crate::pipeline::GenerationOutput| o.images.into_iter().next();
                         match (first(b), first(a)) {

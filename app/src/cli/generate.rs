@@ -438,13 +438,14 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         eprintln!("seed: {seed}");
     }
     sd.set_model_hash(model_hash(&plan.model, super::cache_dir().as_deref()).ok());
-    for (k, (path, image)) in output_paths(&args.out, output.images.len())
+    let recipes = sd.recipes(&request, &output.seeds);
+    for (k, ((path, image), mut recipe)) in output_paths(&args.out, output.images.len())
         .iter()
         .zip(&output.images)
+        .zip(recipes)
         .enumerate()
     {
         // The recipe keeps the prompts as typed (with their <lora:…> tags, as A1111 does).
-        let mut recipe = sd.recipe(&request, k, output.seeds[k]);
         let p = k / request.batch;
         recipe.prompt = plan.prompts[p].clone();
         recipe.negative_prompt = plan

@@ -372,24 +372,20 @@ impl StableDiffusion {
         self.model_hash = hash;
     }
 
-    /// The recipe of image `k` of a finished `req` (prompt-major, as [`GenerationOutput`]).
-    pub fn recipe(&self, req: &GenerationRequest, k: usize, seed: u64) -> Recipe {
-        let p = k / req.batch.max(1);
-        let negative = req
-            .negatives
-            .get(p)
-            .or(req.negatives.first())
-            .cloned()
-            .unwrap_or_default();
+    /// The recipe of every image of a finished `req` (prompt-major, as [`GenerationOutput`];
+    /// `seeds` as it reports them).
+    pub fn recipes(&self, req: &GenerationRequest, seeds: &[u64]) -> Vec<Recipe> {
+        // What all images share (the init image's hash is read once), then each one's prompt
+        // and seed.
         let path = &self.info.path;
-        Recipe {
+        let base = Recipe {
             version: crate::metadata::RECIPE_VERSION,
-            prompt: req.prompts.get(p).cloned().unwrap_or_default(),
-            negative_prompt: negative,
+            prompt: String::new(),
+            negative_prompt: String::new(),
             sampler: req.sampler,
             steps: req.steps,
             cfg: req.cfg,
-            seed,
+            seed: 0,
             width: req.width,
             height: req.height,
             clip_skip: req.clip_skip,
@@ -398,10 +394,7 @@ impl StableDiffusion {
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default(),
-                path: std::path::absolute(path)
-                    .unwrap_or_else(|_| path.clone())
-                    .to_string_lossy()
-                    .into_owned(),
+                path: absolute(path),
                 hash: self.model_hash.clone(),
             },
             loras: self
@@ -433,7 +426,25 @@ impl StableDiffusion {
                 })
             }),
             precision: self.precision,
-        }
+        };
+        seeds
+            .iter()
+            .enumerate()
+            .map(|(k, seed)| {
+                let p = k / req.batch.max(1);
+                Recipe {
+                    prompt: req.prompts.get(p).cloned().unwrap_or_default(),
+                    negative_prompt: req
+                        .negatives
+                        .get(p)
+                        .or(req.negatives.first())
+                        .cloned()
+                        .unwrap_or_default(),
+                    seed: *seed,
+                    ..base.clone()
+                }
+            })
+            .collect()
     }
 
     /// Pixels per latent.
