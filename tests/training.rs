@@ -889,7 +889,7 @@ fn kiln_eval_shapes_scores_generated_images_with_the_detector() {
     let items = report["items"].as_array().unwrap();
     assert_eq!(
         items[0]["prompt"],
-        "a large red circle at the top left on a white background"
+        "a large green circle at the top left on a white background"
     );
     // The scores are what the items say (the random test model draws noise, so the numbers
     // are low; the shipped model's eval is where they matter).

@@ -11,6 +11,7 @@
 //! The CLI (`kiln generate`, `kiln inspect`, `kiln tokenize`) and the desktop app use this API.
 
 pub mod adapters;
+pub mod bundled;
 pub mod device;
 pub mod diff;
 pub mod download;

@@ -27,7 +27,7 @@ pub const EOS: u32 = 49407;
 /// Sequence length of SD 1.x's text encoder.
 pub const MAX_LENGTH: usize = 77;
 
-const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/tokenizer.json");
+pub(crate) const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/tokenizer.json");
 
 /// CLIP's tokenizer, plus any tokens added for textual-inversion embeddings.
 #[derive(Clone)]

@@ -8,6 +8,7 @@ mod generate;
 mod info;
 mod models;
 mod train;
+mod train_base;
 
 use std::path::PathBuf;
 

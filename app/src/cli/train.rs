@@ -19,6 +19,8 @@ pub enum TrainCommand {
     Lora(Box<LoraArgs>),
     /// Train a textual-inversion embedding (a new token).
     Ti(Box<TiArgs>),
+    /// Train a whole model (VAE, UNet, text encoder) from an architecture file or a model.
+    Base(Box<super::train_base::BaseArgs>),
 }
 
 /// Options of `kiln train lora`.
@@ -153,6 +155,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
             };
             (l.common, lora, None, 1e-4, l.export_peft)
         }
+        TrainCommand::Base(b) => return super::train_base::train_base(*b),
         TrainCommand::Ti(t) => {
             let ti = kiln_engine::training::textual_inversion::TiConfig {
                 token: t.token,
@@ -162,15 +165,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
             (t.common, LoraConfig::default(), Some(ti), 5e-3, false)
         }
     };
-    let lr_schedule = match a.lr_schedule.as_str() {
-        "constant" => LrSchedule::Constant,
-        "constant-with-warmup" => LrSchedule::ConstantWithWarmup,
-        "cosine" => LrSchedule::Cosine,
-        "linear" => LrSchedule::Linear,
-        other => bail!(
-            "unknown --lr-schedule '{other}' (constant, constant-with-warmup, cosine, linear)"
-        ),
-    };
+    let lr_schedule = parse_lr_schedule(&a.lr_schedule)?;
     let name = a.name.clone().unwrap_or_else(|| {
         a.data
             .file_name()
@@ -238,49 +233,67 @@ pub fn train(command: TrainCommand) -> Result<()> {
         resume.as_deref(),
         &CancelToken::new(),
         &PauseToken::default(),
-        &mut |e| match e {
-            TrainingEvent::Started {
-                report,
-                plan,
-                from_step,
-            } => {
-                eprintln!("data: {}", report.summary());
-                for entry in &report.entries {
-                    for issue in &entry.issues {
-                        eprintln!("  {}: {issue:?}", entry.path.display());
-                    }
-                }
-                eprintln!(
-                    "plan: {}{}",
-                    plan.describe(),
-                    if from_step > 0 {
-                        format!(" (resuming at step {from_step})")
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            TrainingEvent::Step {
-                step,
-                total,
-                epoch,
-                loss,
-                smoothed_loss,
-                lr,
-                grad_norm,
-                it_per_s,
-                eta_s,
-            } => {
-                eprintln!(
-                    "step {step}/{total} epoch {epoch} loss {loss:.5} (smoothed {smoothed_loss:.5}) lr {lr:.3e} grad-norm {grad_norm:.4} {it_per_s:.2} it/s ETA {eta_s:.0}s"
-                );
-            }
-            TrainingEvent::Checkpoint { path, .. } => eprintln!("checkpoint: {}", path.display()),
-            TrainingEvent::Samples { step, images } => {
-                eprintln!("samples at step {step}: {}", images.len())
-            }
-        },
+        &mut |e| print_event(&e),
     )?;
     println!("{}", out.display());
     Ok(())
+}
+
+/// Parses `--lr-schedule`.
+pub(super) fn parse_lr_schedule(name: &str) -> Result<LrSchedule> {
+    Ok(match name {
+        "constant" => LrSchedule::Constant,
+        "constant-with-warmup" => LrSchedule::ConstantWithWarmup,
+        "cosine" => LrSchedule::Cosine,
+        "linear" => LrSchedule::Linear,
+        other => bail!(
+            "unknown --lr-schedule '{other}' (constant, constant-with-warmup, cosine, linear)"
+        ),
+    })
+}
+
+/// Prints a training event to stderr: the data report and plan, one line per step, checkpoints.
+pub(super) fn print_event(e: &TrainingEvent) {
+    match e {
+        TrainingEvent::Started {
+            report,
+            plan,
+            from_step,
+        } => {
+            eprintln!("data: {}", report.summary());
+            for entry in &report.entries {
+                for issue in &entry.issues {
+                    eprintln!("  {}: {issue:?}", entry.path.display());
+                }
+            }
+            eprintln!(
+                "plan: {}{}",
+                plan.describe(),
+                if *from_step > 0 {
+                    format!(" (resuming at step {from_step})")
+                } else {
+                    String::new()
+                }
+            );
+        }
+        TrainingEvent::Step {
+            step,
+            total,
+            epoch,
+            loss,
+            smoothed_loss,
+            lr,
+            grad_norm,
+            it_per_s,
+            eta_s,
+        } => {
+            eprintln!(
+                "step {step}/{total} epoch {epoch} loss {loss:.5} (smoothed {smoothed_loss:.5}) lr {lr:.3e} grad-norm {grad_norm:.4} {it_per_s:.2} it/s ETA {eta_s:.0}s"
+            );
+        }
+        TrainingEvent::Checkpoint { path, .. } => eprintln!("checkpoint: {}", path.display()),
+        TrainingEvent::Samples { step, images } => {
+            eprintln!("samples at step {step}: {}", images.len())
+        }
+    }
 }

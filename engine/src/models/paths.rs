@@ -69,3 +69,53 @@ pub fn map_params<M: Module>(
     };
     module.map(&mut mapper)
 }
+
+/// One float parameter: its dotted path, shape, flattened value, and whether it is a
+/// `Linear` weight (kept `[in, out]` by Burn, `[out, in]` in PyTorch files).
+#[derive(Debug, Clone)]
+pub struct NamedParam {
+    /// Dotted path (the diffusers key).
+    pub path: String,
+    /// Shape as Burn holds it.
+    pub shape: Vec<usize>,
+    /// The value, flattened (row-major in `shape`).
+    pub value: Tensor<1>,
+    /// Whether this is the `weight` of a [`crate::models::layers::Linear`].
+    pub linear_weight: bool,
+}
+
+/// Every float parameter of `module`, in module order, with its value.
+pub fn named_params<M: Module>(module: &M) -> Vec<NamedParam> {
+    #[derive(Default)]
+    struct Collector {
+        stack: Vec<(String, String)>,
+        out: Vec<NamedParam>,
+    }
+    impl ModuleVisitor for Collector {
+        fn enter_module(&mut self, name: &str, container: &str) {
+            self.stack.push((name.to_owned(), container.to_owned()));
+        }
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.stack.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let path: Vec<&str> = self.stack.iter().map(|(n, _)| n.as_str()).collect();
+            // Burn names the struct that holds a field as the field's container.
+            let owner = self.stack.last().map(|(_, c)| c.as_str());
+            let value = param.val();
+            let shape = value.dims().to_vec();
+            let numel: usize = shape.iter().product();
+            self.out.push(NamedParam {
+                linear_weight: D == 2
+                    && path.last() == Some(&"weight")
+                    && owner == Some("Struct:Linear"),
+                path: path.join("."),
+                shape,
+                value: value.reshape([numel]),
+            });
+        }
+    }
+    let mut c = Collector::default();
+    module.visit(&mut c);
+    c.out
+}

@@ -260,8 +260,19 @@ impl AutoencoderKL {
 
     /// Mean of the latent distribution (unscaled): `[B, 3, H, W]` in \[-1, 1\] → `[B, L, H/f, W/f]`.
     pub fn encode_mean(&self, image: Tensor<4>) -> Tensor<4> {
+        self.encode(image).0
+    }
+
+    /// The latent distribution (unscaled), as diffusers' `DiagonalGaussianDistribution`:
+    /// `[B, 3, H, W]` in \[-1, 1\] → (mean, log-variance clamped to \[-30, 20\]), each
+    /// `[B, L, H/f, W/f]`.
+    pub fn encode(&self, image: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
         let moments = self.quant_conv.forward(self.encoder.forward(image));
-        moments.narrow(1, 0, self.latent_channels)
+        let l = self.latent_channels;
+        (
+            moments.clone().narrow(1, 0, l),
+            moments.narrow(1, l, l).clamp(-30.0, 20.0),
+        )
     }
 
     /// Decodes unscaled latents: `[B, L, h, w]` → `[B, 3, h·f, w·f]` in about \[-1, 1\].

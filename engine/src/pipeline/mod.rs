@@ -218,12 +218,23 @@ impl StableDiffusion {
         let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
         ld.finish("VAE")?;
         tracing::info!(path = %ckpt.info.path.display(), layout = ?ckpt.info.layout, "model loaded");
+        Self::from_models(text_encoder, unet, vae, ckpt.info, device)
+    }
+
+    /// A pipeline over models already built (e.g. by a training run), described by `info`.
+    pub fn from_models(
+        text_encoder: ClipTextModel,
+        unet: UNet2DConditionModel,
+        vae: AutoencoderKL,
+        info: CheckpointInfo,
+        device: &Device,
+    ) -> Result<Self> {
         Ok(StableDiffusion {
             text_encoder,
             unet,
             vae,
             tokenizer: ClipTokenizer::sd15()?,
-            info: ckpt.info,
+            info,
             loras: LoraStack::default(),
             device: device.clone(),
             precision: Precision::F32,

@@ -6,9 +6,13 @@
 //!   epsilon-prediction MSE with optional min-SNR-γ weighting, gradient clipping by global norm.
 //! - [`lr_schedule`]: constant, constant with warmup, cosine with warmup, linear.
 //! - [`adamw`]: the optimiser and its state (saved in checkpoints).
+//! - [`base`] and [`full`]: training a whole model (every weight of the VAE, UNet and text
+//!   encoder, from scratch or from a model) — how `kiln-tiny` is made.
 
 pub mod adamw;
+pub mod base;
 pub mod dataset;
+pub mod full;
 pub mod lora;
 pub mod lr_schedule;
 pub mod textual_inversion;

@@ -742,9 +742,21 @@ fn samples(
         .sample_size
         .map(|s| s * sd.vae_scale_factor())
         .unwrap_or(config.dataset.resolution);
-    let mut out = Vec::new();
-    let mut result = Ok(());
-    for (k, prompt) in config.sample_prompts.iter().enumerate() {
+    let result = sample_images(sd, &config.sample_prompts, native);
+    sd.unet = base_unet;
+    sd.text_encoder = base_te;
+    result
+}
+
+/// One `size`×`size` image per prompt (seeds 0, 1, …; DPM++ 2M Karras, 20 steps, CFG 7):
+/// the sample images a training run shows.
+pub fn sample_images(
+    sd: &mut StableDiffusion,
+    prompts: &[String],
+    size: usize,
+) -> Result<Vec<RgbImage>> {
+    let mut out = Vec::with_capacity(prompts.len());
+    for (k, prompt) in prompts.iter().enumerate() {
         let req = crate::pipeline::GenerationRequest {
             prompts: vec![prompt.clone()],
             negatives: vec![],
@@ -754,25 +766,17 @@ fn samples(
             steps: 20,
             cfg: 7.0,
             seed: k as u64,
-            width: native,
-            height: native,
+            width: size,
+            height: size,
             batch: 1,
             latents: None,
             clip_skip: 1,
             init_image: None,
             preview: false,
         };
-        match sd.generate(&req, &CancelToken::new(), &mut |_| {}) {
-            Ok(o) => out.extend(o.images),
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
+        out.extend(sd.generate(&req, &CancelToken::new(), &mut |_| {})?.images);
     }
-    sd.unet = base_unet;
-    sd.text_encoder = base_te;
-    result.map(|()| out)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod ldm_yaml;
 pub mod loader;
 pub mod safetensors;
+pub mod save;
 pub mod single_file;
 
 use std::collections::BTreeMap;

@@ -435,6 +435,27 @@ pub fn write_f32(
     tensors: &[WriteTensor<'_>],
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
+    write_tensors(path, tensors, metadata, Dtype::F32)
+}
+
+/// Writes tensors to `path` atomically, stored as `dtype` (F32, F16 or BF16; values are
+/// rounded to nearest).
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[WriteTensor<'_>],
+    metadata: &BTreeMap<String, String>,
+    dtype: Dtype,
+) -> Result<()> {
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        other => {
+            return Err(Error::InvalidRequest(format!(
+                "cannot write tensors as {}",
+                other.name()
+            )));
+        }
+    };
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
         header.insert(
@@ -455,9 +476,9 @@ pub fn write_f32(
         }
         header.insert(
             t.name.to_owned(),
-            serde_json::json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + 4 * n]}),
+            serde_json::json!({"dtype": dtype.name(), "shape": t.shape, "data_offsets": [offset, offset + width * n]}),
         );
-        offset += 4 * n;
+        offset += width * n;
     }
     let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap_or_default();
     while !header.len().is_multiple_of(8) {
@@ -467,8 +488,12 @@ pub fn write_f32(
     bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&header);
     for t in tensors {
-        for v in t.data {
-            bytes.extend_from_slice(&v.to_le_bytes());
+        for &v in t.data {
+            match dtype {
+                Dtype::F16 => bytes.extend_from_slice(&f16::from_f32(v).to_le_bytes()),
+                Dtype::BF16 => bytes.extend_from_slice(&bf16::from_f32(v).to_le_bytes()),
+                _ => bytes.extend_from_slice(&v.to_le_bytes()),
+            }
         }
     }
     write_atomic(path, &bytes)

@@ -1,0 +1,195 @@
+//! `kiln train base`: train a whole model — the VAE first (an autoencoder with a KL term),
+//! then the UNet and the text encoder on the cached latents — from an architecture file or
+//! from an existing model, into a diffusers folder. Sample images go to `OUT/samples/`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, anyhow};
+use kiln_engine::pipeline::CancelToken;
+use kiln_engine::training::base::{
+    BaseTrainingConfig, Part, VaePhase, latest_base_checkpoint, train_base as run,
+};
+use kiln_engine::training::trainer::{PauseToken, TrainingEvent};
+
+/// Options of `kiln train base`.
+#[derive(Debug, clap::Args)]
+pub struct BaseArgs {
+    /// Architecture file: `{"unet": …, "vae": …, "text_encoder": …, "scheduler": …}` with
+    /// diffusers' config fields; the weights start random.
+    #[arg(long, value_name = "ARCH.json")]
+    config: Option<PathBuf>,
+    /// Start from this model instead (diffusers folder or .safetensors).
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Folder of images (png, jpg, webp) with same-name .txt captions.
+    #[arg(long)]
+    data: PathBuf,
+    /// Output folder: the trained model (diffusers layout), checkpoints/ and samples/.
+    #[arg(long)]
+    out: PathBuf,
+    /// Components to train, comma-separated: vae, unet, text_encoder.
+    #[arg(long, value_delimiter = ',', default_value = "vae,unet,text_encoder")]
+    train: Vec<String>,
+    /// Square training resolution.
+    #[arg(long, default_value_t = 64)]
+    resolution: usize,
+    /// Optimiser steps of the VAE phase.
+    #[arg(long, default_value_t = 2000)]
+    vae_steps: usize,
+    /// Images per VAE step.
+    #[arg(long, default_value_t = 16)]
+    vae_batch: usize,
+    /// Learning rate of the VAE phase.
+    #[arg(long, default_value_t = 1e-3)]
+    vae_lr: f64,
+    /// Weight of the VAE's KL term (against the mean absolute pixel error).
+    #[arg(long, default_value_t = 1e-6)]
+    kl_weight: f64,
+    /// Optimiser steps of the diffusion phase (UNet and text encoder).
+    #[arg(long, default_value_t = 10_000)]
+    steps: usize,
+    /// Images per diffusion step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Learning rate of the diffusion phase.
+    #[arg(long, default_value_t = 5e-4)]
+    lr: f64,
+    /// constant, constant-with-warmup, cosine or linear (each phase runs its own).
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
+    /// Warm-up steps (each phase).
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    /// AdamW weight decay.
+    #[arg(long, default_value_t = 1e-2)]
+    weight_decay: f64,
+    /// min-SNR-γ (0 = plain MSE).
+    #[arg(long, default_value_t = 5.0)]
+    snr_gamma: f64,
+    /// Probability of training on the empty caption (for classifier-free guidance).
+    #[arg(long, default_value_t = 0.1)]
+    caption_dropout: f64,
+    /// EMA decay of the saved weights (0 = no EMA).
+    #[arg(long, default_value_t = 0.999)]
+    ema_decay: f64,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Seed of the initial weights and of every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint every N steps (and at the end of each phase).
+    #[arg(long, default_value_t = 500)]
+    checkpoint_every: usize,
+    /// Checkpoints to keep (0 = all).
+    #[arg(long, default_value_t = 2)]
+    keep_checkpoints: usize,
+    /// Sample images every N diffusion steps (0 = never), written to OUT/samples/.
+    #[arg(long, default_value_t = 0)]
+    sample_every: usize,
+    /// A sample prompt (repeatable).
+    #[arg(long = "sample-prompt")]
+    sample_prompts: Vec<String>,
+    /// Save the model in half precision.
+    #[arg(long)]
+    fp16: bool,
+    /// Continue from a checkpoint (a file, or "latest" for the newest in OUT/checkpoints).
+    #[arg(long)]
+    resume: Option<String>,
+}
+
+/// Runs `kiln train base`.
+pub fn train_base(a: BaseArgs) -> Result<()> {
+    let train = a
+        .train
+        .iter()
+        .map(|s| Part::parse(s))
+        .collect::<kiln_engine::Result<Vec<_>>>()?;
+    let positive = |v: f64| (v > 0.0).then_some(v);
+    let config = BaseTrainingConfig {
+        architecture: a.config,
+        init: a.init,
+        data: a.data,
+        output: a.out,
+        train,
+        resolution: a.resolution,
+        vae: VaePhase {
+            steps: a.vae_steps,
+            batch_size: a.vae_batch,
+            learning_rate: a.vae_lr,
+            kl_weight: a.kl_weight,
+        },
+        steps: a.steps,
+        batch_size: a.batch,
+        learning_rate: a.lr,
+        lr_schedule: super::train::parse_lr_schedule(&a.lr_schedule)?,
+        warmup_steps: a.warmup,
+        adamw: kiln_engine::training::adamw::AdamWConfig {
+            weight_decay: a.weight_decay,
+            ..Default::default()
+        },
+        max_grad_norm: positive(a.max_grad_norm),
+        snr_gamma: positive(a.snr_gamma),
+        caption_dropout: a.caption_dropout,
+        ema_decay: positive(a.ema_decay),
+        seed: a.seed,
+        checkpoint_every: a.checkpoint_every,
+        keep_checkpoints: a.keep_checkpoints,
+        sample_every: a.sample_every,
+        sample_prompts: a.sample_prompts,
+        half_precision: a.fp16,
+    };
+    let resume = match a.resume.as_deref() {
+        Some("latest") => Some(latest_base_checkpoint(&config).ok_or_else(|| {
+            anyhow!(
+                "no checkpoint in {}",
+                config.output.join("checkpoints").display()
+            )
+        })?),
+        Some(p) => Some(PathBuf::from(p)),
+        None => None,
+    };
+    let samples = config.output.join("samples");
+    let vae_steps = config.vae_steps();
+    let mut failed = None;
+    let out = run(
+        &config,
+        resume.as_deref(),
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |e| {
+            match &e {
+                TrainingEvent::Step { step: 1, .. } if vae_steps > 0 => {
+                    eprintln!("phase 1: the VAE ({vae_steps} steps)")
+                }
+                TrainingEvent::Step { step, .. } if *step == vae_steps + 1 => {
+                    eprintln!("phase 2: the UNet and text encoder")
+                }
+                TrainingEvent::Samples { step, images } => {
+                    if let Err(err) = save_samples(&samples, *step, images) {
+                        failed.get_or_insert(err);
+                    }
+                }
+                _ => {}
+            }
+            super::train::print_event(&e);
+        },
+    )?;
+    if let Some(err) = failed {
+        eprintln!("warning: could not save sample images: {err}");
+    }
+    println!("{}", out.display());
+    Ok(())
+}
+
+fn save_samples(
+    dir: &std::path::Path,
+    step: usize,
+    images: &[kiln_engine::image::RgbImage],
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for (k, img) in images.iter().enumerate() {
+        kiln_engine::image::write_png(&dir.join(format!("step{step:06}-{k}.png")), img, &[])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! The model Kiln ships: `kiln-tiny`, a small SD 1.x-architecture model Kiln trained itself
+//! (`assets/models/kiln-tiny/README.md` says how), so a fresh install draws real pictures
+//! offline. It is a diffusers folder found at run time, in this order:
+//!
+//! 1. `$KILN_BUNDLED_MODEL` (a folder), when set;
+//! 2. beside the executable as installed: `<exe>/../share/kiln/models/kiln-tiny` (the `.deb`),
+//!    `<exe>/../Resources/models/kiln-tiny` (the macOS `.app`), `<exe>/models/kiln-tiny`
+//!    (a portable folder);
+//! 3. the source tree it was built from (`assets/models/kiln-tiny`), for `cargo run`.
+
+use std::path::{Path, PathBuf};
+
+/// The shipped model's name.
+pub const NAME: &str = "kiln-tiny";
+
+/// The prompt the studio starts with when it opens the shipped model for the first time.
+pub const SAMPLE_PROMPT: &str = "a large red circle in the center on a blue background";
+
+/// Where the shipped model is, if it is anywhere (see the module docs for the order).
+pub fn bundled_model() -> Option<PathBuf> {
+    candidates().into_iter().find(|p| is_model(p))
+}
+
+/// Every place [`bundled_model`] looks, in order.
+pub fn candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(p) = std::env::var_os("KILN_BUNDLED_MODEL").filter(|v| !v.is_empty()) {
+        out.push(PathBuf::from(p));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.canonicalize().ok())
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
+        out.push(dir.join("../share/kiln/models").join(NAME));
+        out.push(dir.join("../Resources/models").join(NAME));
+        out.push(dir.join("models").join(NAME));
+    }
+    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models").join(NAME));
+    out
+}
+
+fn is_model(dir: &Path) -> bool {
+    dir.join("model_index.json").is_file()
+}
+
+/// Whether `path` is the shipped model (wherever it was found).
+pub fn is_bundled(path: &Path) -> bool {
+    let canon = |p: &Path| p.canonicalize().ok();
+    bundled_model().is_some_and(|b| canon(&b).is_some() && canon(&b) == canon(path))
+}

@@ -1,0 +1,968 @@
+//! Training a whole model (`kiln train base`): every weight of the VAE, the UNet and the text
+//! encoder, from random weights built from an architecture file or from an existing model.
+//! This is how `kiln-tiny`, the model Kiln ships, is made.
+//!
+//! A run has up to two phases, one optimiser each:
+//!
+//! 1. **VAE** (when it trains): an autoencoder on the images — the posterior is sampled
+//!    (`z = μ + σ·ε`), decoded, and the loss is the mean absolute pixel error plus
+//!    `kl_weight` × the mean KL divergence to N(0, 1) per latent element (Stable Diffusion's
+//!    autoencoder recipe without its perceptual and adversarial terms). When it ends the EMA
+//!    weights replace the trained ones and the VAE's `scaling_factor` becomes 1 / std of the
+//!    training latents (how SD's 0.18215 was chosen).
+//! 2. **Diffusion** (when the UNet and/or the text encoder train): DDPM ε-prediction on the
+//!    latents (posterior means, computed once and cached) with min-SNR-γ weighting; each
+//!    caption is replaced by the empty caption with probability `caption_dropout` so the model
+//!    learns the unconditional prediction classifier-free guidance needs. Text embeddings are
+//!    cached too when the text encoder is frozen.
+//!
+//! Both use AdamW (torch-exact), the learning-rate schedules and global-norm clipping of the
+//! adapter trainer, and an EMA of the weights (diffusers' `EMAModel` warm-up); the EMA weights
+//! are what is saved. The result is a diffusers folder at `output` (f16 or f32).
+//!
+//! Checkpoints (`output/checkpoints/base-step000500.safetensors`) hold every weight, the AdamW
+//! moments, the EMA and the state (step, whether the VAE phase is done, the scaling factor, the
+//! full configuration); they are written atomically, the oldest beyond `keep_checkpoints` are
+//! removed, and every random choice derives from the seed and the step, so a resumed run ends
+//! with the same weights as one that never stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::RngExt;
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::image::RgbImage;
+use crate::models::clip_text::ClipTextModel;
+use crate::models::config::StableDiffusionConfig;
+use crate::models::paths::{map_params, named_params};
+use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::models::vae::AutoencoderKL;
+use crate::pipeline::{CancelToken, StableDiffusion};
+use crate::schedulers::SchedulerConfig;
+use crate::tokenizer::{ClipTokenizer, MAX_LENGTH};
+use crate::training::adamw::{AdamWConfig, Moments};
+use crate::training::dataset::{DatasetOptions, Plan, image_files, prepare, rng_for, validate};
+use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track};
+use crate::training::lr_schedule::LrSchedule;
+use crate::training::trainer::{PauseToken, TrainingEvent, sample_images};
+use crate::training::{denoising_loss, host};
+use crate::weights::loader::Loader;
+use crate::weights::safetensors::{Dtype, SafeTensors, WriteTensor, write_f32};
+use crate::weights::{CheckpointInfo, Layout};
+
+/// A model component `kiln train base` can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Part {
+    /// The autoencoder.
+    Vae,
+    /// The denoiser.
+    Unet,
+    /// The CLIP text encoder.
+    TextEncoder,
+}
+
+impl Part {
+    /// The name used on the command line and in checkpoints (`vae`, `unet`, `text_encoder`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Vae => "vae",
+            Part::Unet => "unet",
+            Part::TextEncoder => "text_encoder",
+        }
+    }
+
+    /// Parses [`Part::name`].
+    pub fn parse(s: &str) -> Result<Part> {
+        match s.trim() {
+            "vae" => Ok(Part::Vae),
+            "unet" => Ok(Part::Unet),
+            "text_encoder" | "text-encoder" | "te" => Ok(Part::TextEncoder),
+            other => Err(Error::InvalidRequest(format!(
+                "unknown component '{other}' (vae, unet, text_encoder)"
+            ))),
+        }
+    }
+}
+
+/// An architecture file: the three diffusers configs (`{"unet": …, "vae": …,
+/// "text_encoder": …}`) and optionally the noise schedule (`"scheduler"`, SD 1.5's when absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Architecture {
+    /// The model configs.
+    #[serde(flatten)]
+    pub config: StableDiffusionConfig,
+    /// The noise schedule.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerConfig>,
+}
+
+impl Architecture {
+    /// Reads an architecture file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| Error::format(path, format!("not a Kiln architecture file: {e}")))
+    }
+}
+
+/// The VAE phase's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct VaePhase {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub learning_rate: f64,
+    /// Weight of the KL term against the per-pixel reconstruction error.
+    pub kl_weight: f64,
+}
+
+impl Default for VaePhase {
+    fn default() -> Self {
+        VaePhase {
+            steps: 2000,
+            batch_size: 16,
+            learning_rate: 1e-3,
+            kl_weight: 1e-6,
+        }
+    }
+}
+
+/// Everything that defines a `kiln train base` run (stored in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BaseTrainingConfig {
+    /// Architecture file for random initial weights (exactly one of this and `init`).
+    pub architecture: Option<PathBuf>,
+    /// A model to start from (diffusers folder or single file).
+    pub init: Option<PathBuf>,
+    /// Folder of images and captions.
+    pub data: PathBuf,
+    /// The output: a diffusers folder, with `checkpoints/` inside.
+    pub output: PathBuf,
+    /// What trains; the rest comes from `init` (or stays at its random initialisation).
+    pub train: Vec<Part>,
+    /// Square training resolution (images are scaled to cover it and center-cropped).
+    pub resolution: usize,
+    /// The VAE phase.
+    pub vae: VaePhase,
+    /// Optimiser steps of the diffusion phase.
+    pub steps: usize,
+    /// Images per diffusion step.
+    pub batch_size: usize,
+    /// Base learning rate of the diffusion phase.
+    pub learning_rate: f64,
+    /// Learning-rate schedule (each phase runs its own).
+    pub lr_schedule: LrSchedule,
+    /// Warm-up steps (each phase).
+    pub warmup_steps: usize,
+    /// AdamW options.
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient norm (None = off).
+    pub max_grad_norm: Option<f64>,
+    /// min-SNR-γ (None = plain MSE).
+    pub snr_gamma: Option<f64>,
+    /// Probability that a caption is replaced by the empty caption.
+    pub caption_dropout: f64,
+    /// EMA decay (None = save the raw weights).
+    pub ema_decay: Option<f64>,
+    /// Seed of the initial weights and every random choice.
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0 = only at the ends of phases).
+    pub checkpoint_every: usize,
+    /// Checkpoints to keep (the newest; 0 = all).
+    pub keep_checkpoints: usize,
+    /// Make sample images every N diffusion steps (0 = never).
+    pub sample_every: usize,
+    /// Sample prompts (one image each, seeds 0, 1, …).
+    pub sample_prompts: Vec<String>,
+    /// Store the saved model in half precision.
+    pub half_precision: bool,
+}
+
+impl Default for BaseTrainingConfig {
+    fn default() -> Self {
+        BaseTrainingConfig {
+            architecture: None,
+            init: None,
+            data: PathBuf::new(),
+            output: PathBuf::from("model"),
+            train: vec![Part::Vae, Part::Unet, Part::TextEncoder],
+            resolution: 64,
+            vae: VaePhase::default(),
+            steps: 10_000,
+            batch_size: 32,
+            learning_rate: 5e-4,
+            lr_schedule: LrSchedule::Cosine,
+            warmup_steps: 100,
+            adamw: AdamWConfig::default(),
+            max_grad_norm: Some(1.0),
+            snr_gamma: Some(5.0),
+            caption_dropout: 0.1,
+            ema_decay: Some(0.999),
+            seed: 0,
+            checkpoint_every: 500,
+            keep_checkpoints: 2,
+            sample_every: 0,
+            sample_prompts: Vec::new(),
+            half_precision: false,
+        }
+    }
+}
+
+impl BaseTrainingConfig {
+    fn trains(&self, part: Part) -> bool {
+        self.train.contains(&part)
+    }
+
+    /// Steps of the VAE phase (0 when the VAE does not train).
+    pub fn vae_steps(&self) -> usize {
+        if self.trains(Part::Vae) {
+            self.vae.steps
+        } else {
+            0
+        }
+    }
+
+    /// Steps of the diffusion phase (0 when neither the UNet nor the text encoder trains).
+    pub fn diffusion_steps(&self) -> usize {
+        if self.trains(Part::Unet) || self.trains(Part::TextEncoder) {
+            self.steps
+        } else {
+            0
+        }
+    }
+
+    /// Steps in all.
+    pub fn total_steps(&self) -> usize {
+        self.vae_steps() + self.diffusion_steps()
+    }
+}
+
+/// The models being trained.
+struct Models {
+    text_encoder: ClipTextModel,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    config: StableDiffusionConfig,
+    scheduler: SchedulerConfig,
+}
+
+impl Models {
+    fn build(config: &BaseTrainingConfig, device: &Device) -> Result<Models> {
+        match (&config.architecture, &config.init) {
+            (Some(arch), None) => {
+                let arch = Architecture::read(arch)?;
+                for part in [Part::Vae, Part::Unet, Part::TextEncoder] {
+                    if !config.trains(part) {
+                        // Legitimate when training in stages (the VAE now, the rest later
+                        // with --init), but worth saying.
+                        tracing::warn!(
+                            component = part.name(),
+                            "not trained: it keeps its random initial weights"
+                        );
+                    }
+                }
+                let cfg = arch.config;
+                // One seed stream per component, so changing one component's size leaves
+                // the others' initial weights as they were.
+                let mut ld = Loader::random(rng_seed(config.seed, 10), device);
+                let text_encoder = ClipTextModel::load(&cfg.text_encoder, &mut ld)?;
+                let mut ld = Loader::random(rng_seed(config.seed, 11), device);
+                let unet = UNet2DConditionModel::load(&cfg.unet, &mut ld)?;
+                let mut ld = Loader::random(rng_seed(config.seed, 12), device);
+                let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
+                Ok(Models {
+                    text_encoder,
+                    unet,
+                    vae,
+                    config: cfg,
+                    scheduler: arch.scheduler.unwrap_or_else(SchedulerConfig::sd15),
+                })
+            }
+            (None, Some(init)) => {
+                let sd = StableDiffusion::load(init, None, device)?;
+                Ok(Models {
+                    config: sd.info.config.clone(),
+                    scheduler: sd.info.scheduler.clone(),
+                    text_encoder: sd.text_encoder,
+                    unet: sd.unet,
+                    vae: sd.vae,
+                })
+            }
+            _ => Err(Error::InvalidRequest(
+                "give either an architecture file (--config) or a model to start from (--init)"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The models with the EMA weights where there are any.
+    fn averaged(&self, opt: &FullOptimizer) -> (ClipTextModel, UNet2DConditionModel, AutoencoderKL) {
+        (
+            opt.with_ema(self.text_encoder.clone(), Part::TextEncoder.name()),
+            opt.with_ema(self.unet.clone(), Part::Unet.name()),
+            opt.with_ema(self.vae.clone(), Part::Vae.name()),
+        )
+    }
+
+    fn info(&self, output: &Path) -> CheckpointInfo {
+        CheckpointInfo {
+            path: output.to_owned(),
+            family: crate::weights::single_file::CheckpointFamily::Sd1.name().into(),
+            layout: Layout::Diffusers,
+            dtype: "F32".into(),
+            config: self.config.clone(),
+            scheduler: self.scheduler.clone(),
+            config_source: "kiln train base".into(),
+        }
+    }
+}
+
+fn rng_seed(seed: u64, purpose: u64) -> u64 {
+    rng_for(seed, purpose, 0).random()
+}
+
+/// Header key of the checkpoint state.
+const STATE_KEY: &str = "kiln_base_training_state";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct BaseState {
+    step: usize,
+    smoothed_loss: f64,
+    vae_done: bool,
+    scaling_factor: f64,
+    config: BaseTrainingConfig,
+}
+
+/// The checkpoint file of `step`.
+pub fn base_checkpoint_path(config: &BaseTrainingConfig, step: usize) -> PathBuf {
+    config
+        .output
+        .join("checkpoints")
+        .join(format!("base-step{step:06}.safetensors"))
+}
+
+/// The newest checkpoint of a run, if any.
+pub fn latest_base_checkpoint(config: &BaseTrainingConfig) -> Option<PathBuf> {
+    checkpoints(config).pop()
+}
+
+/// The run's checkpoints, oldest first.
+fn checkpoints(config: &BaseTrainingConfig) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(config.output.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("base-step") && n.ends_with(".safetensors"))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn save_checkpoint(
+    path: &Path,
+    models: &Models,
+    opt: &FullOptimizer,
+    state: &BaseState,
+) -> Result<()> {
+    let mut data: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let mut add_module = |prefix: &str, params: Vec<crate::models::paths::NamedParam>| -> Result<()> {
+        for p in params {
+            data.push((format!("model.{prefix}.{}", p.path), p.shape, host(p.value)?));
+        }
+        Ok(())
+    };
+    add_module(Part::TextEncoder.name(), named_params(&models.text_encoder))?;
+    add_module(Part::Unet.name(), named_params(&models.unet))?;
+    add_module(Part::Vae.name(), named_params(&models.vae))?;
+    for (name, m) in &opt.moments {
+        for (kind, t) in [("adam_m", &m.m), ("adam_v", &m.v)] {
+            data.push((format!("{kind}.{name}"), t.dims().to_vec(), host(t.clone())?));
+        }
+    }
+    for (name, t) in &opt.ema {
+        data.push((format!("ema.{name}"), t.dims().to_vec(), host(t.clone())?));
+    }
+    let writes: Vec<WriteTensor> = data
+        .iter()
+        .map(|(n, s, d)| WriteTensor {
+            name: n,
+            shape: s.clone(),
+            data: d,
+        })
+        .collect();
+    let mut meta = BTreeMap::new();
+    meta.insert(
+        STATE_KEY.to_owned(),
+        serde_json::to_string(state).map_err(|e| Error::Config(e.to_string()))?,
+    );
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_f32(path, &writes, &meta)
+}
+
+fn load_checkpoint(
+    path: &Path,
+    models: &mut Models,
+    opt: &mut FullOptimizer,
+    device: &Device,
+) -> Result<BaseState> {
+    let bad = |reason: String| Error::BadCheckpoint {
+        path: path.to_owned(),
+        reason,
+    };
+    let file = SafeTensors::open(path)?;
+    let state: BaseState = file
+        .metadata()
+        .get(STATE_KEY)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| bad("it is not a Kiln base-training checkpoint".into()))?;
+    let read = |key: &str, numel: usize| -> Result<Tensor<1>> {
+        let v = file
+            .f32(key)
+            .map_err(|_| bad(format!("it has no tensor {key}")))?;
+        if v.len() != numel {
+            return Err(bad(format!(
+                "{key} has {} values where the model has {numel}: another architecture",
+                v.len()
+            )));
+        }
+        Ok(Tensor::from_data(TensorData::new(v, [numel]), device))
+    };
+    let mut first_error = None;
+    let mut restore = |prefix: &str, path: &str, value: Tensor<1>| -> Tensor<1> {
+        let [n] = value.dims();
+        match read(&format!("model.{prefix}.{path}"), n) {
+            Ok(t) => t,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                value
+            }
+        }
+    };
+    let all = |_: &str| true;
+    models.text_encoder = map_params(models.text_encoder.clone(), &all, &mut |p, v| {
+        restore(Part::TextEncoder.name(), p, v)
+    });
+    models.unet = map_params(models.unet.clone(), &all, &mut |p, v| {
+        restore(Part::Unet.name(), p, v)
+    });
+    models.vae = map_params(models.vae.clone(), &all, &mut |p, v| {
+        restore(Part::Vae.name(), p, v)
+    });
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    *opt = FullOptimizer::default();
+    for (key, info) in file.tensors() {
+        let n = info.numel();
+        if let Some(name) = key.strip_prefix("adam_m.") {
+            let v = read(&format!("adam_v.{name}"), n)?;
+            opt.moments.insert(
+                name.to_owned(),
+                Moments {
+                    m: read(key, n)?,
+                    v,
+                },
+            );
+        } else if let Some(name) = key.strip_prefix("ema.") {
+            opt.ema.insert(name.to_owned(), read(key, n)?);
+        }
+    }
+    models.vae.scaling_factor = state.scaling_factor;
+    models.config.vae.scaling_factor = state.scaling_factor;
+    Ok(state)
+}
+
+/// Standard normal values.
+fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+/// The items of step `k` of a phase: epochs are seeded shuffles of all `n` images (the last
+/// partial batch of an epoch is dropped, so every step has `batch` images).
+fn batch_items(n: usize, batch: usize, seed: u64, purpose: u64, k: usize) -> Vec<usize> {
+    let batch = batch.clamp(1, n.max(1));
+    let per_epoch = (n / batch).max(1);
+    let (epoch, j) = (k / per_epoch, k % per_epoch);
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = rng_for(seed, purpose, epoch as u64);
+    for i in (1..order.len()).rev() {
+        let r = rng.random_range(0..=i);
+        order.swap(i, r);
+    }
+    order[j * batch..(j + 1) * batch].to_vec()
+}
+
+/// Batches of `chunk` items, for encoding the whole dataset without autodiff.
+const ENCODE_CHUNK: usize = 64;
+
+/// Trains a model as `config` says; returns the diffusers folder written. `resume` continues
+/// from a checkpoint of the same run.
+pub fn train_base(
+    config: &BaseTrainingConfig,
+    resume: Option<&Path>,
+    cancel: &CancelToken,
+    pause: &PauseToken,
+    on_event: &mut dyn FnMut(TrainingEvent),
+) -> Result<PathBuf> {
+    let device = crate::device::device("cpu")?;
+    if config.train.is_empty() {
+        return Err(Error::InvalidRequest("nothing to train".into()));
+    }
+    if !(0.0..=1.0).contains(&config.caption_dropout) {
+        return Err(Error::InvalidRequest(format!(
+            "caption dropout must be between 0 and 1, not {}",
+            config.caption_dropout
+        )));
+    }
+    let mut models = Models::build(config, &device)?;
+    let factor = models.config.vae.scale_factor();
+    if config.resolution == 0 || !config.resolution.is_multiple_of(factor * 4) {
+        return Err(Error::InvalidRequest(format!(
+            "the resolution must be a multiple of {} for this VAE and UNet",
+            factor * 4
+        )));
+    }
+    let tokenizer = ClipTokenizer::sd15()?;
+    let options = DatasetOptions {
+        resolution: config.resolution,
+        upscale_small: true,
+        ..DatasetOptions::default()
+    };
+    let report = validate(&image_files(&config.data)?, &options, &tokenizer)?;
+    let usable: Vec<(PathBuf, String)> = report
+        .usable()
+        .map(|e| (e.path.clone(), report.caption_of(e).to_owned()))
+        .collect();
+    if usable.is_empty() {
+        return Err(Error::InvalidRequest(format!(
+            "no usable training images in {}: {}",
+            config.data.display(),
+            report.summary()
+        )));
+    }
+    let n = usable.len();
+    let mut images: Vec<RgbImage> = Vec::with_capacity(n);
+    for (k, (path, _)) in usable.iter().enumerate() {
+        let img = crate::image::read_image(path)?;
+        let r = config.resolution;
+        images.push(prepare(&img, r, r, false, false, &mut rng_for(config.seed, 2, k as u64)));
+    }
+
+    let mut opt = FullOptimizer::default();
+    let (mut step, mut smoothed, mut vae_done) = (0usize, f64::NAN, !config.trains(Part::Vae));
+    let mut last_checkpoint = None;
+    if let Some(path) = resume {
+        let state = load_checkpoint(path, &mut models, &mut opt, &device)?;
+        if state.config.train != config.train {
+            return Err(Error::BadCheckpoint {
+                path: path.to_owned(),
+                reason: "it trains other components".into(),
+            });
+        }
+        (step, smoothed, vae_done) = (state.step, state.smoothed_loss, state.vae_done);
+        last_checkpoint = Some(path.to_owned());
+    }
+    let total = config.total_steps();
+    let mut plan = Plan::new(n, 1, 1, config.batch_size);
+    plan.steps = total;
+    plan.steps_per_epoch = (n / config.batch_size.clamp(1, n)).max(1);
+    plan.epochs = config.diffusion_steps().div_ceil(plan.steps_per_epoch);
+    on_event(TrainingEvent::Started {
+        report: Box::new(report.clone()),
+        plan,
+        from_step: step,
+    });
+
+    let mut run = Run {
+        config,
+        cancel,
+        pause,
+        on_event,
+        started: Instant::now(),
+        first_step: step,
+        total,
+        images: n,
+        last_checkpoint,
+    };
+
+    // Phase 1: the VAE.
+    let vae_steps = config.vae_steps();
+    while step < vae_steps {
+        run.wait()?;
+        let items = batch_items(n, config.vae.batch_size, config.seed, 20, step);
+        let batch: Vec<&RgbImage> = items.iter().map(|&i| &images[i]).collect();
+        let x = crate::image::from_rgb8(&batch, &device);
+        let tracked = track(&models.vae);
+        let (mean, logvar) = tracked.encode(x.clone());
+        let dims = mean.dims();
+        let mut rng = rng_for(config.seed, 21, step as u64);
+        let eps = Tensor::<4>::from_data(
+            TensorData::new(randn(&mut rng, dims.iter().product()), dims),
+            &device,
+        );
+        let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
+        let reconstruction = tracked.decode(z);
+        let rec = (reconstruction - x).abs().mean();
+        let kl = ((mean.square() + logvar.clone().exp() - logvar - 1.0) * 0.5).mean();
+        let loss = rec + kl * config.vae.kl_weight;
+        let value = run.loss_value(&loss, step)?;
+        let mut grads = Grads::new();
+        gradients(&tracked, Part::Vae.name(), &loss.backward(), &mut grads);
+        let lr = config.lr_schedule.lr(
+            config.vae.learning_rate,
+            step,
+            config.warmup_steps,
+            vae_steps,
+        );
+        let (norm, clip) = run.clip(&grads, step)?;
+        let settings = StepSettings {
+            t: step + 1,
+            lr,
+            max_grad_norm: config.max_grad_norm,
+            ema_decay: config.ema_decay,
+        };
+        models.vae = opt.step(models.vae.clone(), Part::Vae.name(), &grads, clip, &config.adamw, settings);
+        step += 1;
+        smoothed = run.report_step(step, value, smoothed, lr, norm);
+        if step == vae_steps {
+            // The VAE is final: its EMA weights, and the scaling factor of its latents.
+            models.vae = opt.with_ema(models.vae.clone(), Part::Vae.name());
+            opt.forget(Part::Vae.name());
+            let scaling = latent_scaling(&models.vae, &images, &device)?;
+            models.vae.scaling_factor = scaling;
+            models.config.vae.scaling_factor = scaling;
+            vae_done = true;
+            tracing::info!(scaling, "VAE trained");
+        }
+        run.maybe_checkpoint(step, step == vae_steps, &models, &opt, smoothed, vae_done)?;
+    }
+    debug_assert!(vae_done || step < vae_steps);
+
+    // Phase 2: the UNet and/or the text encoder on cached latents.
+    let diffusion_steps = config.diffusion_steps();
+    if step < total && diffusion_steps > 0 {
+        let latents = encode_latents(&models.vae, &images, &device)?;
+        let alphas = models.scheduler.alphas_cumprod()?;
+        let n_train = alphas.len();
+        let (train_unet, train_te) = (config.trains(Part::Unet), config.trains(Part::TextEncoder));
+        let mut ids_cache: HashMap<String, Vec<i64>> = HashMap::new();
+        let mut context_cache: HashMap<String, Tensor<3>> = HashMap::new();
+        while step < total {
+            run.wait()?;
+            let k = step - vae_steps;
+            let items = batch_items(n, config.batch_size, config.seed, 30, k);
+            let b = items.len();
+            let mut rng = rng_for(config.seed, 31, k as u64);
+            let captions: Vec<String> = items
+                .iter()
+                .map(|&i| {
+                    if rng.random_bool(config.caption_dropout) {
+                        String::new()
+                    } else {
+                        usable[i].1.clone()
+                    }
+                })
+                .collect();
+            let mut ids: Vec<i64> = Vec::with_capacity(b * MAX_LENGTH);
+            for c in &captions {
+                if !ids_cache.contains_key(c) {
+                    let row = tokenizer.encode(c)?.into_iter().map(i64::from).collect();
+                    ids_cache.insert(c.clone(), row);
+                }
+                ids.extend_from_slice(&ids_cache[c]);
+            }
+            let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, MAX_LENGTH]), &device);
+            let lat = Tensor::cat(items.iter().map(|&i| latents[i].clone()).collect(), 0);
+            let shape = lat.dims();
+            let noise = Tensor::<4>::from_data(
+                TensorData::new(randn(&mut rng, shape.iter().product()), shape),
+                &device,
+            );
+            let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
+            let unet = if train_unet { track(&models.unet) } else { models.unet.clone() };
+            let te = if train_te { Some(track(&models.text_encoder)) } else { None };
+            let context = match &te {
+                Some(te) => te.forward(ids, 1),
+                None => {
+                    let mut rows = Vec::with_capacity(b);
+                    for (j, c) in captions.iter().enumerate() {
+                        if !context_cache.contains_key(c) {
+                            let row = ids.clone().slice([j..j + 1, 0..MAX_LENGTH]);
+                            context_cache.insert(c.clone(), models.text_encoder.forward(row, 1));
+                        }
+                        rows.push(context_cache[c].clone());
+                    }
+                    Tensor::cat(rows, 0)
+                }
+            };
+            let (loss, value) = denoising_loss(
+                &unet,
+                &context,
+                lat,
+                noise,
+                &timesteps,
+                &alphas,
+                config.snr_gamma,
+            )
+            .map_err(|e| run.diverged(e, step))?;
+            let backward = loss.backward();
+            let mut grads = Grads::new();
+            if train_unet {
+                gradients(&unet, Part::Unet.name(), &backward, &mut grads);
+            }
+            if let Some(te) = &te {
+                gradients(te, Part::TextEncoder.name(), &backward, &mut grads);
+            }
+            drop(backward);
+            let lr = config.lr_schedule.lr(config.learning_rate, k, config.warmup_steps, diffusion_steps);
+            let (norm, clip) = run.clip(&grads, step)?;
+            let settings = StepSettings {
+                t: k + 1,
+                lr,
+                max_grad_norm: config.max_grad_norm,
+                ema_decay: config.ema_decay,
+            };
+            if train_unet {
+                models.unet = opt.step(models.unet.clone(), Part::Unet.name(), &grads, clip, &config.adamw, settings);
+            }
+            if train_te {
+                models.text_encoder = opt.step(
+                    models.text_encoder.clone(),
+                    Part::TextEncoder.name(),
+                    &grads,
+                    clip,
+                    &config.adamw,
+                    settings,
+                );
+            }
+            step += 1;
+            smoothed = run.report_step(step, value, smoothed, lr, norm);
+            run.maybe_checkpoint(step, step == total, &models, &opt, smoothed, vae_done)?;
+            if config.sample_every > 0
+                && !config.sample_prompts.is_empty()
+                && (k + 1) % config.sample_every == 0
+            {
+                let (te, unet, vae) = models.averaged(&opt);
+                let mut sd = StableDiffusion::from_models(te, unet, vae, models.info(&config.output), &device)?;
+                let images = sample_images(&mut sd, &config.sample_prompts, config.resolution)?;
+                (run.on_event)(TrainingEvent::Samples { step, images });
+            }
+        }
+    }
+
+    let (te, unet, vae) = models.averaged(&opt);
+    crate::weights::save::save_diffusers(
+        &config.output,
+        crate::weights::save::Components {
+            text_encoder: &te,
+            unet: &unet,
+            vae: &vae,
+        },
+        &models.config,
+        &models.scheduler,
+        if config.half_precision { Dtype::F16 } else { Dtype::F32 },
+    )?;
+    Ok(config.output.clone())
+}
+
+/// What every step of a run shares: cancel/pause, events, timing and checkpoints.
+struct Run<'a> {
+    config: &'a BaseTrainingConfig,
+    cancel: &'a CancelToken,
+    pause: &'a PauseToken,
+    on_event: &'a mut dyn FnMut(TrainingEvent),
+    started: Instant,
+    first_step: usize,
+    total: usize,
+    images: usize,
+    last_checkpoint: Option<PathBuf>,
+}
+
+impl Run<'_> {
+    /// Returns when not paused; [`Error::Cancelled`] when cancelled.
+    fn wait(&self) -> Result<()> {
+        loop {
+            if self.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if !self.pause.is_paused() {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// A NaN or infinite value becomes [`Error::TrainingDiverged`] naming the last checkpoint.
+    fn diverged(&self, e: Error, step: usize) -> Error {
+        match e {
+            Error::NonFinite(what) => Error::TrainingDiverged {
+                step: step + 1,
+                what,
+                last_checkpoint: self.last_checkpoint.clone(),
+            },
+            e => e,
+        }
+    }
+
+    fn loss_value(&self, loss: &Tensor<1>, step: usize) -> Result<f64> {
+        let v = host(loss.clone().inner())?
+            .first()
+            .map(|v| f64::from(*v))
+            .unwrap_or(f64::NAN);
+        if v.is_finite() {
+            Ok(v)
+        } else {
+            Err(self.diverged(Error::NonFinite("the loss".into()), step))
+        }
+    }
+
+    fn clip(&self, grads: &Grads, step: usize) -> Result<(f64, f64)> {
+        FullOptimizer::clip(grads, self.config.max_grad_norm).map_err(|e| self.diverged(e, step))
+    }
+
+    /// Sends the step event; returns the new smoothed loss.
+    fn report_step(&mut self, step: usize, loss: f64, smoothed: f64, lr: f64, grad_norm: f64) -> f64 {
+        let smoothed = if smoothed.is_nan() {
+            loss
+        } else {
+            0.9 * smoothed + 0.1 * loss
+        };
+        let rate = (step - self.first_step) as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        // The epoch (1-based) of this step within its phase.
+        let vae_steps = self.config.vae_steps();
+        let (k, batch) = if step <= vae_steps {
+            (step - 1, self.config.vae.batch_size)
+        } else {
+            (step - vae_steps - 1, self.config.batch_size)
+        };
+        let per_epoch = (self.images / batch.clamp(1, self.images.max(1))).max(1);
+        (self.on_event)(TrainingEvent::Step {
+            step,
+            total: self.total,
+            epoch: k / per_epoch + 1,
+            loss,
+            smoothed_loss: smoothed,
+            lr,
+            grad_norm,
+            it_per_s: rate,
+            eta_s: (self.total - step) as f64 / rate.max(1e-9),
+        });
+        smoothed
+    }
+
+    /// Writes a checkpoint when one is due (every `checkpoint_every` steps, or `force`), then
+    /// removes the oldest beyond `keep_checkpoints`.
+    fn maybe_checkpoint(
+        &mut self,
+        step: usize,
+        force: bool,
+        models: &Models,
+        opt: &FullOptimizer,
+        smoothed: f64,
+        vae_done: bool,
+    ) -> Result<()> {
+        let every = self.config.checkpoint_every;
+        if !(force || (every > 0 && step.is_multiple_of(every))) {
+            return Ok(());
+        }
+        let path = base_checkpoint_path(self.config, step);
+        save_checkpoint(
+            &path,
+            models,
+            opt,
+            &BaseState {
+                step,
+                smoothed_loss: smoothed,
+                vae_done,
+                scaling_factor: models.vae.scaling_factor,
+                config: self.config.clone(),
+            },
+        )?;
+        self.last_checkpoint = Some(path.clone());
+        (self.on_event)(TrainingEvent::Checkpoint { step, path });
+        let keep = self.config.keep_checkpoints;
+        if keep > 0 {
+            let all = checkpoints(self.config);
+            for old in &all[..all.len().saturating_sub(keep)] {
+                if let Err(e) = std::fs::remove_file(old) {
+                    tracing::warn!(path = %old.display(), error = %e, "could not remove an old checkpoint");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Posterior means of every image (unscaled), one `[1, L, h, w]` tensor each.
+fn encode_unscaled(vae: &AutoencoderKL, images: &[RgbImage], device: &Device) -> Vec<Tensor<4>> {
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(ENCODE_CHUNK) {
+        let refs: Vec<&RgbImage> = chunk.iter().collect();
+        let mean = vae.encode_mean(crate::image::from_rgb8(&refs, device));
+        out.extend((0..chunk.len()).map(|i| mean.clone().narrow(0, i, 1)));
+    }
+    out
+}
+
+/// 1 / std of the VAE's latents over the training images (SD's recipe for `scaling_factor`).
+fn latent_scaling(vae: &AutoencoderKL, images: &[RgbImage], device: &Device) -> Result<f64> {
+    let all = Tensor::cat(encode_unscaled(vae, images, device), 0);
+    let values = host(all.reshape([-1]))?;
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+    let var = values.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n;
+    if !(var.is_finite() && var > 0.0) {
+        return Err(Error::NonFinite("the VAE's latents".into()));
+    }
+    Ok(1.0 / var.sqrt())
+}
+
+/// Scaled latents of every image, for the diffusion phase.
+fn encode_latents(vae: &AutoencoderKL, images: &[RgbImage], device: &Device) -> Result<Vec<Tensor<4>>> {
+    let scaling = vae.scaling_factor;
+    Ok(encode_unscaled(vae, images, device)
+        .into_iter()
+        .map(|l| l * scaling)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_each_epoch_once_and_follow_the_seed() {
+        let epoch: Vec<usize> = (0..5).flat_map(|k| batch_items(10, 2, 7, 30, k)).collect();
+        let mut sorted = epoch.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..10).collect::<Vec<_>>());
+        assert_eq!(batch_items(10, 2, 7, 30, 3), batch_items(10, 2, 7, 30, 3));
+        assert_ne!(
+            (0..5).flat_map(|k| batch_items(10, 2, 7, 30, k + 5)).collect::<Vec<_>>(),
+            epoch,
+            "the next epoch is another order"
+        );
+        // A partial batch at the end of an epoch is dropped: 10 images, batch 3 → 3 steps.
+        assert_eq!(batch_items(10, 3, 0, 30, 3), batch_items(10, 3, 0, 30, 3));
+        assert_eq!(batch_items(10, 3, 0, 30, 0).len(), 3);
+        // A batch larger than the dataset is the whole dataset.
+        assert_eq!(batch_items(3, 8, 0, 30, 0).len(), 3);
+    }
+}
