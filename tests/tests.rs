@@ -6,13 +6,15 @@
 //! - `cli`: the `kiln` binary's contract (generate, inspect, tokenize, exit codes);
 //! - `bad_input`: every way a file can be wrong gives its named error;
 //! - `samplers`, `prompts`, `lora`, `textual_inversion`: features against diffusers/PEFT;
-//! - `recipes`: PNG metadata, `kiln info`, `kiln generate --from`, img2img from the CLI.
+//! - `recipes`: PNG metadata, `kiln info`, `kiln generate --from`, img2img from the CLI;
+//! - `training`, `base_training`: adapter and whole-model training against diffusers/PEFT/torch.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
 
 mod bad_input;
+mod base_training;
 mod cli;
 mod download;
 mod gui;

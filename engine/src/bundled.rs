@@ -36,7 +36,11 @@ pub fn candidates() -> Vec<PathBuf> {
         out.push(dir.join("../Resources/models").join(NAME));
         out.push(dir.join("models").join(NAME));
     }
-    out.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models").join(NAME));
+    out.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../assets/models")
+            .join(NAME),
+    );
     out
 }
 

@@ -110,7 +110,10 @@ impl Scene {
     pub fn caption(&self) -> String {
         let shapes: Vec<String> = self.shapes.iter().map(ShapeSpec::phrase).collect();
         let bg = match self.background {
-            Background::Plain(c) => format!("on {}", with_article(&format!("{} background", COLOURS[c].0))),
+            Background::Plain(c) => format!(
+                "on {}",
+                with_article(&format!("{} background", COLOURS[c].0))
+            ),
             Background::Gradient(a, b) => format!(
                 "on {}",
                 with_article(&format!("{} to {} gradient", COLOURS[a].0, COLOURS[b].0))
@@ -448,7 +451,10 @@ mod tests {
             .filter(|(s, c)| is_held_out(*s, *c))
             .collect();
         assert_eq!(held.len(), 5);
-        assert!(!is_held_out(0, 0), "the first-run prompt's red circle is trained");
+        assert!(
+            !is_held_out(0, 0),
+            "the first-run prompt's red circle is trained"
+        );
         for s in 0..SHAPES.len() {
             assert!(
                 (0..COLOURS.len()).any(|c| !is_held_out(s, c)),
@@ -499,8 +505,15 @@ mod tests {
         assert_eq!(terse.caption(), "a red star on a blue background");
         terse.shapes[0].colour = 5;
         terse.background = Background::Gradient(5, 6);
-        assert_eq!(terse.caption(), "an orange star on an orange to white gradient");
-        assert_eq!(terse.render(64), s.render(64), "the caption does not change the image");
+        assert_eq!(
+            terse.caption(),
+            "an orange star on an orange to white gradient"
+        );
+        assert_eq!(
+            terse.render(64),
+            s.render(64),
+            "the caption does not change the image"
+        );
         // Some single-shape captions are terse, two-shape ones never.
         let scenes: Vec<Scene> = (0..400).map(|i| scene(7, i)).collect();
         let terse_count = scenes
@@ -508,8 +521,10 @@ mod tests {
             .filter(|s| s.shapes.iter().any(|x| x.omit_size || x.omit_position))
             .count();
         assert!((100..300).contains(&terse_count), "{terse_count} of 400");
-        assert!(scenes.iter().all(|s| s.shapes.len() == 1
-            || s.shapes.iter().all(|x| !x.omit_size && !x.omit_position)));
+        assert!(
+            scenes.iter().all(|s| s.shapes.len() == 1
+                || s.shapes.iter().all(|x| !x.omit_size && !x.omit_position))
+        );
         let img = s.render(64);
         let at = |x: usize, y: usize| &img.pixels[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3];
         assert_eq!(at(13, 13), &COLOURS[0].1[..], "the star's centre is red");

@@ -48,6 +48,7 @@ use crate::tokenizer::{ClipTokenizer, MAX_LENGTH};
 use crate::training::adamw::{AdamWConfig, Moments};
 use crate::training::dataset::{DatasetOptions, Plan, image_files, prepare, rng_for, validate};
 use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track};
+use crate::training::lora::{Batch, StepStats, Text};
 use crate::training::lr_schedule::LrSchedule;
 use crate::training::trainer::{PauseToken, TrainingEvent, sample_images};
 use crate::training::{denoising_loss, host};
@@ -247,17 +248,23 @@ impl BaseTrainingConfig {
     }
 }
 
-/// The models being trained.
-struct Models {
-    text_encoder: ClipTextModel,
-    unet: UNet2DConditionModel,
-    vae: AutoencoderKL,
-    config: StableDiffusionConfig,
-    scheduler: SchedulerConfig,
+/// The models a base run trains, with their configs.
+pub struct BaseModels {
+    /// The text encoder.
+    pub text_encoder: ClipTextModel,
+    /// The denoiser.
+    pub unet: UNet2DConditionModel,
+    /// The autoencoder.
+    pub vae: AutoencoderKL,
+    /// Their configs (the VAE's scaling factor is set when the VAE phase ends).
+    pub config: StableDiffusionConfig,
+    /// The noise schedule.
+    pub scheduler: SchedulerConfig,
 }
 
-impl Models {
-    fn build(config: &BaseTrainingConfig, device: &Device) -> Result<Models> {
+impl BaseModels {
+    /// The starting models of `config`: random from its architecture file, or its `init` model.
+    pub fn build(config: &BaseTrainingConfig, device: &Device) -> Result<BaseModels> {
         match (&config.architecture, &config.init) {
             (Some(arch), None) => {
                 let arch = Architecture::read(arch)?;
@@ -280,7 +287,7 @@ impl Models {
                 let unet = UNet2DConditionModel::load(&cfg.unet, &mut ld)?;
                 let mut ld = Loader::random(rng_seed(config.seed, 12), device);
                 let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
-                Ok(Models {
+                Ok(BaseModels {
                     text_encoder,
                     unet,
                     vae,
@@ -290,7 +297,7 @@ impl Models {
             }
             (None, Some(init)) => {
                 let sd = StableDiffusion::load(init, None, device)?;
-                Ok(Models {
+                Ok(BaseModels {
                     config: sd.info.config.clone(),
                     scheduler: sd.info.scheduler.clone(),
                     text_encoder: sd.text_encoder,
@@ -306,7 +313,10 @@ impl Models {
     }
 
     /// The models with the EMA weights where there are any.
-    fn averaged(&self, opt: &FullOptimizer) -> (ClipTextModel, UNet2DConditionModel, AutoencoderKL) {
+    fn averaged(
+        &self,
+        opt: &FullOptimizer,
+    ) -> (ClipTextModel, UNet2DConditionModel, AutoencoderKL) {
         (
             opt.with_ema(self.text_encoder.clone(), Part::TextEncoder.name()),
             opt.with_ema(self.unet.clone(), Part::Unet.name()),
@@ -317,7 +327,9 @@ impl Models {
     fn info(&self, output: &Path) -> CheckpointInfo {
         CheckpointInfo {
             path: output.to_owned(),
-            family: crate::weights::single_file::CheckpointFamily::Sd1.name().into(),
+            family: crate::weights::single_file::CheckpointFamily::Sd1
+                .name()
+                .into(),
             layout: Layout::Diffusers,
             dtype: "F32".into(),
             config: self.config.clone(),
@@ -375,23 +387,32 @@ fn checkpoints(config: &BaseTrainingConfig) -> Vec<PathBuf> {
 
 fn save_checkpoint(
     path: &Path,
-    models: &Models,
+    models: &BaseModels,
     opt: &FullOptimizer,
     state: &BaseState,
 ) -> Result<()> {
     let mut data: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let mut add_module = |prefix: &str, params: Vec<crate::models::paths::NamedParam>| -> Result<()> {
-        for p in params {
-            data.push((format!("model.{prefix}.{}", p.path), p.shape, host(p.value)?));
-        }
-        Ok(())
-    };
+    let mut add_module =
+        |prefix: &str, params: Vec<crate::models::paths::NamedParam>| -> Result<()> {
+            for p in params {
+                data.push((
+                    format!("model.{prefix}.{}", p.path),
+                    p.shape,
+                    host(p.value)?,
+                ));
+            }
+            Ok(())
+        };
     add_module(Part::TextEncoder.name(), named_params(&models.text_encoder))?;
     add_module(Part::Unet.name(), named_params(&models.unet))?;
     add_module(Part::Vae.name(), named_params(&models.vae))?;
     for (name, m) in &opt.moments {
         for (kind, t) in [("adam_m", &m.m), ("adam_v", &m.v)] {
-            data.push((format!("{kind}.{name}"), t.dims().to_vec(), host(t.clone())?));
+            data.push((
+                format!("{kind}.{name}"),
+                t.dims().to_vec(),
+                host(t.clone())?,
+            ));
         }
     }
     for (name, t) in &opt.ema {
@@ -418,7 +439,7 @@ fn save_checkpoint(
 
 fn load_checkpoint(
     path: &Path,
-    models: &mut Models,
+    models: &mut BaseModels,
     opt: &mut FullOptimizer,
     device: &Device,
 ) -> Result<BaseState> {
@@ -531,7 +552,7 @@ pub fn train_base(
             config.caption_dropout
         )));
     }
-    let mut models = Models::build(config, &device)?;
+    let mut models = BaseModels::build(config, &device)?;
     let factor = models.config.vae.scale_factor();
     if config.resolution == 0 || !config.resolution.is_multiple_of(factor * 4) {
         return Err(Error::InvalidRequest(format!(
@@ -562,7 +583,14 @@ pub fn train_base(
     for (k, (path, _)) in usable.iter().enumerate() {
         let img = crate::image::read_image(path)?;
         let r = config.resolution;
-        images.push(prepare(&img, r, r, false, false, &mut rng_for(config.seed, 2, k as u64)));
+        images.push(prepare(
+            &img,
+            r,
+            r,
+            false,
+            false,
+            &mut rng_for(config.seed, 2, k as u64),
+        ));
     }
 
     let mut opt = FullOptimizer::default();
@@ -609,36 +637,37 @@ pub fn train_base(
         let items = batch_items(n, config.vae.batch_size, config.seed, 20, step);
         let batch: Vec<&RgbImage> = items.iter().map(|&i| &images[i]).collect();
         let x = crate::image::from_rgb8(&batch, &device);
-        let tracked = track(&models.vae);
-        let (mean, logvar) = tracked.encode(x.clone());
-        let dims = mean.dims();
+        let [b, _, h, w] = x.dims();
+        let f = models.config.vae.scale_factor();
+        let shape = [b, models.vae.latent_channels, h / f, w / f];
         let mut rng = rng_for(config.seed, 21, step as u64);
         let eps = Tensor::<4>::from_data(
-            TensorData::new(randn(&mut rng, dims.iter().product()), dims),
+            TensorData::new(randn(&mut rng, shape.iter().product()), shape),
             &device,
         );
-        let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
-        let reconstruction = tracked.decode(z);
-        let rec = (reconstruction - x).abs().mean();
-        let kl = ((mean.square() + logvar.clone().exp() - logvar - 1.0) * 0.5).mean();
-        let loss = rec + kl * config.vae.kl_weight;
-        let value = run.loss_value(&loss, step)?;
-        let mut grads = Grads::new();
-        gradients(&tracked, Part::Vae.name(), &loss.backward(), &mut grads);
         let lr = config.lr_schedule.lr(
             config.vae.learning_rate,
             step,
             config.warmup_steps,
             vae_steps,
         );
-        let (norm, clip) = run.clip(&grads, step)?;
         let settings = StepSettings {
             t: step + 1,
             lr,
             max_grad_norm: config.max_grad_norm,
             ema_decay: config.ema_decay,
         };
-        models.vae = opt.step(models.vae.clone(), Part::Vae.name(), &grads, clip, &config.adamw, settings);
+        let stats = vae_step(
+            &mut models,
+            &mut opt,
+            x,
+            eps,
+            config.vae.kl_weight,
+            &config.adamw,
+            settings,
+        )
+        .map_err(|e| run.diverged(e, step))?;
+        let (value, norm) = (stats.loss, stats.grad_norm);
         step += 1;
         smoothed = run.report_step(step, value, smoothed, lr, norm);
         if step == vae_steps {
@@ -688,7 +717,8 @@ pub fn train_base(
                 }
                 ids.extend_from_slice(&ids_cache[c]);
             }
-            let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, MAX_LENGTH]), &device);
+            let ids: Tensor<2, Int> =
+                Tensor::from_data(TensorData::new(ids, [b, MAX_LENGTH]), &device);
             let lat = Tensor::cat(items.iter().map(|&i| latents[i].clone()).collect(), 0);
             let shape = lat.dims();
             let noise = Tensor::<4>::from_data(
@@ -696,62 +726,52 @@ pub fn train_base(
                 &device,
             );
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
-            let unet = if train_unet { track(&models.unet) } else { models.unet.clone() };
-            let te = if train_te { Some(track(&models.text_encoder)) } else { None };
-            let context = match &te {
-                Some(te) => te.forward(ids, 1),
-                None => {
-                    let mut rows = Vec::with_capacity(b);
-                    for (j, c) in captions.iter().enumerate() {
-                        if !context_cache.contains_key(c) {
-                            let row = ids.clone().slice([j..j + 1, 0..MAX_LENGTH]);
-                            context_cache.insert(c.clone(), models.text_encoder.forward(row, 1));
-                        }
-                        rows.push(context_cache[c].clone());
+            let text = if train_te {
+                Text::Ids(ids)
+            } else {
+                let mut rows = Vec::with_capacity(b);
+                for (j, c) in captions.iter().enumerate() {
+                    if !context_cache.contains_key(c) {
+                        let row = ids.clone().slice([j..j + 1, 0..MAX_LENGTH]);
+                        context_cache.insert(c.clone(), models.text_encoder.forward(row, 1));
                     }
-                    Tensor::cat(rows, 0)
+                    rows.push(context_cache[c].clone());
                 }
+                Text::Context(Tensor::cat(rows, 0))
             };
-            let (loss, value) = denoising_loss(
-                &unet,
-                &context,
-                lat,
+            let batch = Batch {
+                latents: lat,
                 noise,
-                &timesteps,
-                &alphas,
-                config.snr_gamma,
-            )
-            .map_err(|e| run.diverged(e, step))?;
-            let backward = loss.backward();
-            let mut grads = Grads::new();
-            if train_unet {
-                gradients(&unet, Part::Unet.name(), &backward, &mut grads);
-            }
-            if let Some(te) = &te {
-                gradients(te, Part::TextEncoder.name(), &backward, &mut grads);
-            }
-            drop(backward);
-            let lr = config.lr_schedule.lr(config.learning_rate, k, config.warmup_steps, diffusion_steps);
-            let (norm, clip) = run.clip(&grads, step)?;
+                timesteps,
+                text,
+            };
+            let lr = config.lr_schedule.lr(
+                config.learning_rate,
+                k,
+                config.warmup_steps,
+                diffusion_steps,
+            );
             let settings = StepSettings {
                 t: k + 1,
                 lr,
                 max_grad_norm: config.max_grad_norm,
                 ema_decay: config.ema_decay,
             };
-            if train_unet {
-                models.unet = opt.step(models.unet.clone(), Part::Unet.name(), &grads, clip, &config.adamw, settings);
-            }
-            if train_te {
-                models.text_encoder = opt.step(
-                    models.text_encoder.clone(),
-                    Part::TextEncoder.name(),
-                    &grads,
-                    clip,
-                    &config.adamw,
-                    settings,
-                );
-            }
+            let stats = diffusion_step(
+                &mut models,
+                &mut opt,
+                &batch,
+                Trained {
+                    unet: train_unet,
+                    text_encoder: train_te,
+                },
+                &alphas,
+                config.snr_gamma,
+                &config.adamw,
+                settings,
+            )
+            .map_err(|e| run.diverged(e, step))?;
+            let (value, norm) = (stats.loss, stats.grad_norm);
             step += 1;
             smoothed = run.report_step(step, value, smoothed, lr, norm);
             run.maybe_checkpoint(step, step == total, &models, &opt, smoothed, vae_done)?;
@@ -760,7 +780,13 @@ pub fn train_base(
                 && (k + 1) % config.sample_every == 0
             {
                 let (te, unet, vae) = models.averaged(&opt);
-                let mut sd = StableDiffusion::from_models(te, unet, vae, models.info(&config.output), &device)?;
+                let mut sd = StableDiffusion::from_models(
+                    te,
+                    unet,
+                    vae,
+                    models.info(&config.output),
+                    &device,
+                )?;
                 let images = sample_images(&mut sd, &config.sample_prompts, config.resolution)?;
                 (run.on_event)(TrainingEvent::Samples { step, images });
             }
@@ -777,9 +803,153 @@ pub fn train_base(
         },
         &models.config,
         &models.scheduler,
-        if config.half_precision { Dtype::F16 } else { Dtype::F32 },
+        if config.half_precision {
+            Dtype::F16
+        } else {
+            Dtype::F32
+        },
     )?;
     Ok(config.output.clone())
+}
+
+/// The VAE's training loss: `images` `[B, 3, H, W]` in \[-1, 1\] are encoded, the posterior
+/// sampled with `eps` `[B, L, H/f, W/f]` (`z = μ + σ·ε`) and decoded; the loss is the mean
+/// absolute pixel error plus `kl_weight` × the mean over latent elements of
+/// `½(μ² + σ² − 1 − log σ²)`. Returns the loss to differentiate and its value.
+pub fn vae_loss(
+    vae: &AutoencoderKL,
+    images: Tensor<4>,
+    eps: Tensor<4>,
+    kl_weight: f64,
+) -> Result<(Tensor<1>, f64)> {
+    let (mean, logvar) = vae.encode(images.clone());
+    let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
+    let reconstruction = vae.decode(z);
+    let rec = (reconstruction - images).abs().mean();
+    let kl = ((mean.square() + logvar.clone().exp() - logvar - 1.0) * 0.5).mean();
+    let loss = rec + kl * kl_weight;
+    let value = host(loss.clone().inner())?
+        .first()
+        .map(|v| f64::from(*v))
+        .unwrap_or(f64::NAN);
+    if !value.is_finite() {
+        return Err(Error::NonFinite("the loss".into()));
+    }
+    Ok((loss, value))
+}
+
+/// One optimiser step of the VAE on `images` with posterior noise `eps` (see [`vae_loss`]):
+/// gradients of every VAE weight, global-norm clipping, AdamW, EMA.
+pub fn vae_step(
+    models: &mut BaseModels,
+    opt: &mut FullOptimizer,
+    images: Tensor<4>,
+    eps: Tensor<4>,
+    kl_weight: f64,
+    adamw: &AdamWConfig,
+    settings: StepSettings,
+) -> Result<StepStats> {
+    let tracked = track(&models.vae);
+    let (loss, value) = vae_loss(&tracked, images, eps, kl_weight)?;
+    let mut grads = Grads::new();
+    gradients(&tracked, Part::Vae.name(), &loss.backward(), &mut grads);
+    let (norm, clip) = FullOptimizer::clip(&grads, settings.max_grad_norm)?;
+    models.vae = opt.step(
+        models.vae.clone(),
+        Part::Vae.name(),
+        &grads,
+        clip,
+        adamw,
+        settings,
+    );
+    Ok(StepStats {
+        loss: value,
+        grad_norm: norm,
+    })
+}
+
+/// Which of the UNet and the text encoder a diffusion step trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trained {
+    /// The UNet.
+    pub unet: bool,
+    /// The text encoder (the batch's text must then be token ids).
+    pub text_encoder: bool,
+}
+
+/// One optimiser step of the UNet and/or the text encoder on `batch`: the ε-prediction loss
+/// ([`denoising_loss`], min-SNR-γ weighted when `snr_gamma` is set), gradients of every
+/// weight of the trained models, global-norm clipping over all of them, AdamW, EMA.
+#[allow(clippy::too_many_arguments)]
+pub fn diffusion_step(
+    models: &mut BaseModels,
+    opt: &mut FullOptimizer,
+    batch: &Batch,
+    trained: Trained,
+    alphas_cumprod: &[f64],
+    snr_gamma: Option<f64>,
+    adamw: &AdamWConfig,
+    settings: StepSettings,
+) -> Result<StepStats> {
+    let unet = if trained.unet {
+        track(&models.unet)
+    } else {
+        models.unet.clone()
+    };
+    let te = trained.text_encoder.then(|| track(&models.text_encoder));
+    let context = match (&te, &batch.text) {
+        (Some(te), Text::Ids(ids)) => te.forward(ids.clone(), 1),
+        (None, Text::Context(c)) => c.clone(),
+        (None, Text::Ids(ids)) => models.text_encoder.forward(ids.clone(), 1),
+        (Some(_), Text::Context(_)) => {
+            return Err(Error::InvalidRequest(
+                "training the text encoder needs token ids, not text embeddings".into(),
+            ));
+        }
+    };
+    let (loss, value) = denoising_loss(
+        &unet,
+        &context,
+        batch.latents.clone(),
+        batch.noise.clone(),
+        &batch.timesteps,
+        alphas_cumprod,
+        snr_gamma,
+    )?;
+    let backward = loss.backward();
+    let mut grads = Grads::new();
+    if trained.unet {
+        gradients(&unet, Part::Unet.name(), &backward, &mut grads);
+    }
+    if let Some(te) = &te {
+        gradients(te, Part::TextEncoder.name(), &backward, &mut grads);
+    }
+    drop(backward);
+    let (norm, clip) = FullOptimizer::clip(&grads, settings.max_grad_norm)?;
+    if trained.unet {
+        models.unet = opt.step(
+            models.unet.clone(),
+            Part::Unet.name(),
+            &grads,
+            clip,
+            adamw,
+            settings,
+        );
+    }
+    if trained.text_encoder {
+        models.text_encoder = opt.step(
+            models.text_encoder.clone(),
+            Part::TextEncoder.name(),
+            &grads,
+            clip,
+            adamw,
+            settings,
+        );
+    }
+    Ok(StepStats {
+        loss: value,
+        grad_norm: norm,
+    })
 }
 
 /// What every step of a run shares: cancel/pause, events, timing and checkpoints.
@@ -821,24 +991,15 @@ impl Run<'_> {
         }
     }
 
-    fn loss_value(&self, loss: &Tensor<1>, step: usize) -> Result<f64> {
-        let v = host(loss.clone().inner())?
-            .first()
-            .map(|v| f64::from(*v))
-            .unwrap_or(f64::NAN);
-        if v.is_finite() {
-            Ok(v)
-        } else {
-            Err(self.diverged(Error::NonFinite("the loss".into()), step))
-        }
-    }
-
-    fn clip(&self, grads: &Grads, step: usize) -> Result<(f64, f64)> {
-        FullOptimizer::clip(grads, self.config.max_grad_norm).map_err(|e| self.diverged(e, step))
-    }
-
     /// Sends the step event; returns the new smoothed loss.
-    fn report_step(&mut self, step: usize, loss: f64, smoothed: f64, lr: f64, grad_norm: f64) -> f64 {
+    fn report_step(
+        &mut self,
+        step: usize,
+        loss: f64,
+        smoothed: f64,
+        lr: f64,
+        grad_norm: f64,
+    ) -> f64 {
         let smoothed = if smoothed.is_nan() {
             loss
         } else {
@@ -873,7 +1034,7 @@ impl Run<'_> {
         &mut self,
         step: usize,
         force: bool,
-        models: &Models,
+        models: &BaseModels,
         opt: &FullOptimizer,
         smoothed: f64,
         vae_done: bool,
@@ -927,7 +1088,11 @@ fn latent_scaling(vae: &AutoencoderKL, images: &[RgbImage], device: &Device) -> 
     let values = host(all.reshape([-1]))?;
     let n = values.len().max(1) as f64;
     let mean = values.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
-    let var = values.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|v| (f64::from(*v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     if !(var.is_finite() && var > 0.0) {
         return Err(Error::NonFinite("the VAE's latents".into()));
     }
@@ -935,7 +1100,11 @@ fn latent_scaling(vae: &AutoencoderKL, images: &[RgbImage], device: &Device) -> 
 }
 
 /// Scaled latents of every image, for the diffusion phase.
-fn encode_latents(vae: &AutoencoderKL, images: &[RgbImage], device: &Device) -> Result<Vec<Tensor<4>>> {
+fn encode_latents(
+    vae: &AutoencoderKL,
+    images: &[RgbImage],
+    device: &Device,
+) -> Result<Vec<Tensor<4>>> {
     let scaling = vae.scaling_factor;
     Ok(encode_unscaled(vae, images, device)
         .into_iter()
@@ -955,7 +1124,9 @@ mod tests {
         assert_eq!(sorted, (0..10).collect::<Vec<_>>());
         assert_eq!(batch_items(10, 2, 7, 30, 3), batch_items(10, 2, 7, 30, 3));
         assert_ne!(
-            (0..5).flat_map(|k| batch_items(10, 2, 7, 30, k + 5)).collect::<Vec<_>>(),
+            (0..5)
+                .flat_map(|k| batch_items(10, 2, 7, 30, k + 5))
+                .collect::<Vec<_>>(),
             epoch,
             "the next epoch is another order"
         );

@@ -108,10 +108,7 @@ impl FullOptimizer {
     /// `clip_grad_norm_` scales them by: `max / (norm + 1e-6)` when above `max`, else 1.
     /// A NaN or infinite norm is [`Error::NonFinite`].
     pub fn clip(grads: &Grads, max_grad_norm: Option<f64>) -> Result<(f64, f64)> {
-        let squares: Vec<Tensor<1>> = grads
-            .values()
-            .map(|g| g.clone().square().sum())
-            .collect();
+        let squares: Vec<Tensor<1>> = grads.values().map(|g| g.clone().square().sum()).collect();
         if squares.is_empty() {
             return Ok((0.0, 1.0));
         }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::models::config::StableDiffusionConfig;
-use crate::models::paths::named_params;
+use crate::models::paths::{NamedParam, named_params};
 use crate::schedulers::SchedulerConfig;
 use crate::training::host;
 use crate::weights::safetensors::{Dtype, WriteTensor, write_atomic, write_tensors};
@@ -89,7 +89,10 @@ pub fn save_diffusers(
     let mut vae = config_value(&config.vae)?;
     vae.insert("_class_name".into(), json!("AutoencoderKL"));
     // diffusers' defaults are a single block of each.
-    vae.insert("down_block_types".into(), json!(vec!["DownEncoderBlock2D"; n]));
+    vae.insert(
+        "down_block_types".into(),
+        json!(vec!["DownEncoderBlock2D"; n]),
+    );
     vae.insert("up_block_types".into(), json!(vec!["UpDecoderBlock2D"; n]));
     write_json(&dir.join("vae/config.json"), vae)?;
 
@@ -117,7 +120,10 @@ pub fn save_diffusers(
             ("eos_token".into(), json!("<|endoftext|>")),
             ("pad_token".into(), json!("<|endoftext|>")),
             ("unk_token".into(), json!("<|endoftext|>")),
-            ("model_max_length".into(), json!(crate::tokenizer::MAX_LENGTH)),
+            (
+                "model_max_length".into(),
+                json!(crate::tokenizer::MAX_LENGTH),
+            ),
             ("tokenizer_class".into(), json!("CLIPTokenizer")),
         ]),
     )?;
@@ -132,33 +138,48 @@ pub fn save_diffusers(
             ("requires_safety_checker".into(), json!(false)),
             ("safety_checker".into(), json!([null, null])),
             ("scheduler".into(), component("diffusers", "DDIMScheduler")),
-            ("text_encoder".into(), component("transformers", "CLIPTextModel")),
-            ("tokenizer".into(), component("transformers", "CLIPTokenizer")),
-            ("unet".into(), component("diffusers", "UNet2DConditionModel")),
+            (
+                "text_encoder".into(),
+                component("transformers", "CLIPTextModel"),
+            ),
+            (
+                "tokenizer".into(),
+                component("transformers", "CLIPTokenizer"),
+            ),
+            (
+                "unet".into(),
+                component("diffusers", "UNet2DConditionModel"),
+            ),
             ("vae".into(), component("diffusers", "AutoencoderKL")),
         ]),
     )
 }
 
-/// Every parameter of `module` under `prefix`, Linear weights transposed to PyTorch's
-/// `[out, in]`, written to `path` as `dtype`.
+/// A parameter in PyTorch's layout: (shape, values), a Linear weight transposed from Burn's
+/// `[in, out]` to `[out, in]`.
+pub fn torch_layout(param: NamedParam) -> Result<(Vec<usize>, Vec<f32>)> {
+    let values = host(param.value)?;
+    if !param.linear_weight {
+        return Ok((param.shape, values));
+    }
+    let (rows, cols) = (param.shape[0], param.shape[1]);
+    let mut t = vec![0.0; values.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = values[r * cols + c];
+        }
+    }
+    Ok((vec![cols, rows], t))
+}
+
+/// Every parameter of `module` under `prefix`, in PyTorch's layout ([`torch_layout`]),
+/// written to `path` as `dtype`.
 fn write_module<M: Module>(path: &Path, module: &M, prefix: &str, dtype: Dtype) -> Result<()> {
     let mut data = Vec::new();
     for p in named_params(module) {
-        let values = host(p.value)?;
-        let (shape, values) = if p.linear_weight {
-            let (rows, cols) = (p.shape[0], p.shape[1]);
-            let mut t = vec![0.0; values.len()];
-            for r in 0..rows {
-                for c in 0..cols {
-                    t[c * rows + r] = values[r * cols + c];
-                }
-            }
-            (vec![cols, rows], t)
-        } else {
-            (p.shape, values)
-        };
-        data.push((format!("{prefix}{}", p.path), shape, values));
+        let name = format!("{prefix}{}", p.path);
+        let (shape, values) = torch_layout(p)?;
+        data.push((name, shape, values));
     }
     let writes: Vec<WriteTensor> = data
         .iter()

@@ -1,0 +1,386 @@
+//! Training a whole model (`kiln train base`): one diffusion step with the UNet and the text
+//! encoder both training and one VAE step, against diffusers + torch (`fixtures/ref/base_training.*`,
+//! made by `fixtures/make_base_training_fixtures.py`): same loss, global gradient norm,
+//! gradients, weights after two AdamW steps and EMA weights. Then whole runs through the CLI:
+//! the model it writes loads in Kiln, a resumed run ends with the same weights as one that
+//! never stopped, and bad requests are named errors.
+
+use std::path::Path;
+
+use kiln_engine::burn::module::Module;
+use kiln_engine::burn::tensor::{Int, Tensor, TensorData};
+use kiln_engine::models::paths::named_params;
+use kiln_engine::training::adamw::AdamWConfig;
+use kiln_engine::training::base::{BaseModels, Trained, diffusion_step, vae_step};
+use kiln_engine::training::full::{FullOptimizer, StepSettings};
+use kiln_engine::training::lora::{Batch, Text};
+use kiln_engine::weights::save::torch_layout;
+
+use crate::common::{assert_close, fixture, reference, tensor};
+
+fn json() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(fixture("ref/base_training.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+fn tiny_a_models() -> BaseModels {
+    let sd = kiln_engine::pipeline::StableDiffusion::load(
+        &fixture("tiny-a"),
+        None,
+        &kiln_engine::device::device("cpu").unwrap(),
+    )
+    .unwrap();
+    BaseModels {
+        config: sd.info.config.clone(),
+        scheduler: sd.info.scheduler.clone(),
+        text_encoder: sd.text_encoder,
+        unet: sd.unet,
+        vae: sd.vae,
+    }
+}
+
+/// The parameter `key` of `module` in PyTorch's layout.
+fn param<M: Module>(module: &M, key: &str) -> Vec<f32> {
+    let p = named_params(module)
+        .into_iter()
+        .find(|p| p.path == key)
+        .unwrap_or_else(|| panic!("no parameter {key}"));
+    torch_layout(p).unwrap().1
+}
+
+fn settings(t: usize, meta: &serde_json::Value) -> (AdamWConfig, StepSettings) {
+    let f = |k: &str| meta[k].as_f64().unwrap();
+    (
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            weight_decay: f("weight_decay"),
+            eps: f("eps"),
+        },
+        StepSettings {
+            t,
+            lr: f("lr"),
+            max_grad_norm: Some(f("max_grad_norm")),
+            ema_decay: Some(f("ema_decay")),
+        },
+    )
+}
+
+/// Weights after training against the reference: every element close relative to the
+/// tensor's largest (`tol`), and the update itself (`after − before`) within 1% in L2 norm — the
+/// measure that does not shrink with the weights' size.
+fn assert_trained(what: &str, before: &[f32], got: &[f32], want: &[f32], tol: f32) {
+    assert_close(what, got, want, tol);
+    let (mut diff, mut norm) = (0f64, 0f64);
+    for ((b, g), w) in before.iter().zip(got).zip(want) {
+        let (dg, dw) = (f64::from(g - b), f64::from(w - b));
+        diff += (dg - dw).powi(2);
+        norm += dw.powi(2);
+    }
+    let rel = (diff / norm.max(1e-30)).sqrt();
+    eprintln!("{what}: update ‖Δ − Δref‖/‖Δref‖ = {rel:.3e}");
+    assert!(norm > 0.0 && rel < 1e-2, "{what}: update differs by {rel:.3e}");
+}
+
+fn assert_rel(what: &str, got: f64, want: f64, tol: f64) {
+    assert!(
+        ((got - want) / want).abs() < tol,
+        "{what}: {got} vs diffusers {want}"
+    );
+}
+
+/// Two steps of the UNet and the text encoder on one batch: loss and gradient norm of each,
+/// then weights and EMA weights after the second, against train_text_to_image.py's recipe.
+#[test]
+fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
+    let meta = json();
+    let mut models = tiny_a_models();
+    let tok = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
+    let captions: Vec<String> = serde_json::from_value(meta["captions"].clone()).unwrap();
+    let mut ids: Vec<i64> = Vec::new();
+    for c in &captions {
+        ids.extend(tok.encode(c).unwrap().into_iter().map(i64::from));
+    }
+    let want_ids: Vec<Vec<i64>> = serde_json::from_value(meta["diffusion_ids"].clone()).unwrap();
+    assert_eq!(ids, want_ids.concat(), "the same token ids as CLIPTokenizer");
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [2, 77]), &device);
+    let (ls, latents) = reference("base_training", "diffusion.latents");
+    let (_, noise) = reference("base_training", "diffusion.noise");
+    let batch = Batch {
+        latents: tensor::<4>(&ls, latents),
+        noise: tensor::<4>(&ls, noise),
+        timesteps: vec![100, 700],
+        text: Text::Ids(ids),
+    };
+    let alphas = models.scheduler.alphas_cumprod().unwrap();
+    let keys = |k: &str| -> Vec<String> { serde_json::from_value(meta[k].clone()).unwrap() };
+    let before_unet = models.unet.clone();
+    let before_te = models.text_encoder.clone();
+    let mut opt = FullOptimizer::default();
+    let want = &meta["diffusion"];
+    for t in 1..=2 {
+        let (adamw, s) = settings(t, &meta);
+        let stats = diffusion_step(
+            &mut models,
+            &mut opt,
+            &batch,
+            Trained {
+                unet: true,
+                text_encoder: true,
+            },
+            &alphas,
+            Some(meta["snr_gamma"].as_f64().unwrap()),
+            &adamw,
+            s,
+        )
+        .unwrap();
+        let i = t - 1;
+        assert_rel(
+            &format!("step {t} loss"),
+            stats.loss,
+            want["losses"][i].as_f64().unwrap(),
+            1e-4,
+        );
+        assert_rel(
+            &format!("step {t} gradient norm"),
+            stats.grad_norm,
+            want["grad_norms"][i].as_f64().unwrap(),
+            1e-3,
+        );
+    }
+    let unet_ema = opt.with_ema(models.unet.clone(), "unet");
+    let te_ema = opt.with_ema(models.text_encoder.clone(), "text_encoder");
+    for key in keys("unet_keys") {
+        let (_, w) = reference("base_training", &format!("diffusion.step2.unet.{key}"));
+        let before = param(&before_unet, &key);
+        assert_trained(&format!("unet {key} after 2 steps"), &before, &param(&models.unet, &key), &w, 1e-3);
+        let (_, e) = reference("base_training", &format!("diffusion.ema2.unet.{key}"));
+        assert_trained(&format!("unet {key} EMA"), &before, &param(&unet_ema, &key), &e, 1e-3);
+    }
+    for key in keys("text_encoder_keys") {
+        let (_, w) = reference("base_training", &format!("diffusion.step2.text_encoder.{key}"));
+        let before = param(&before_te, &key);
+        let got = param(&models.text_encoder, &key);
+        assert_trained(&format!("text encoder {key} after 2 steps"), &before, &got, &w, 1e-3);
+        let (_, e) = reference("base_training", &format!("diffusion.ema2.text_encoder.{key}"));
+        assert_trained(&format!("text encoder {key} EMA"), &before, &param(&te_ema, &key), &e, 1e-3);
+    }
+    // The token-embedding rows of the ids the captions use moved as in torch.
+    let used: Vec<usize> = serde_json::from_value(meta["diffusion_used_ids"].clone()).unwrap();
+    let table = param(&models.text_encoder, "embeddings.token_embedding.weight");
+    let width = models.config.text_encoder.hidden_size;
+    let rows: Vec<f32> = used
+        .iter()
+        .flat_map(|&i| table[i * width..(i + 1) * width].to_vec())
+        .collect();
+    let (_, want_rows) = reference("base_training", "diffusion.rows.step2");
+    let (_, before) = reference("base_training", "diffusion.rows.before");
+    assert_trained("used token-embedding rows after 2 steps", &before, &rows, &want_rows, 1e-3);
+}
+
+/// Two VAE steps (posterior sampled with given noise, L1 + KL): loss, gradient norm, weights
+/// and EMA weights against torch.
+#[test]
+fn a_vae_step_matches_torch_with_the_kl_term() {
+    let meta = json();
+    let mut models = tiny_a_models();
+    let before = models.vae.clone();
+    let (xs, x) = reference("base_training", "vae.images");
+    let (es, eps) = reference("base_training", "vae.eps");
+    let mut opt = FullOptimizer::default();
+    let want = &meta["vae"];
+    for t in 1..=2 {
+        let (adamw, s) = settings(t, &meta);
+        let stats = vae_step(
+            &mut models,
+            &mut opt,
+            tensor::<4>(&xs, x.clone()),
+            tensor::<4>(&es, eps.clone()),
+            meta["kl_weight"].as_f64().unwrap(),
+            &adamw,
+            s,
+        )
+        .unwrap();
+        assert_rel(
+            &format!("VAE step {t} loss"),
+            stats.loss,
+            want["losses"][t - 1].as_f64().unwrap(),
+            1e-4,
+        );
+        assert_rel(
+            &format!("VAE step {t} gradient norm"),
+            stats.grad_norm,
+            want["grad_norms"][t - 1].as_f64().unwrap(),
+            1e-3,
+        );
+    }
+    let ema = opt.with_ema(models.vae.clone(), "vae");
+    let keys: Vec<String> = serde_json::from_value(meta["vae_keys"].clone()).unwrap();
+    for key in keys {
+        let b = param(&before, &key);
+        let (_, w) = reference("base_training", &format!("vae.step2.vae.{key}"));
+        assert_trained(&format!("VAE {key} after 2 steps"), &b, &param(&models.vae, &key), &w, 1e-3);
+        let (_, e) = reference("base_training", &format!("vae.ema2.vae.{key}"));
+        assert_trained(&format!("VAE {key} EMA"), &b, &param(&ema, &key), &e, 1e-3);
+    }
+}
+
+/// A tiny architecture (so a test run takes seconds) for the CLI runs below.
+fn write_arch(dir: &Path) -> std::path::PathBuf {
+    let arch = serde_json::json!({
+        "text_encoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                         "num_attention_heads": 2},
+        "unet": {"sample_size": 8, "block_out_channels": [32, 32], "layers_per_block": 1,
+                 "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+                 "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+                 "cross_attention_dim": 32, "attention_head_dim": 2, "norm_num_groups": 8},
+        "vae": {"block_out_channels": [16, 16], "layers_per_block": 1, "norm_num_groups": 8,
+                "mid_block_add_attention": false}
+    });
+    let path = dir.join("arch.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&arch).unwrap()).unwrap();
+    path
+}
+
+fn shapes(dir: &Path, count: &str) {
+    let o = crate::cli::kiln(&[
+        "dataset", "shapes", "--out", dir.to_str().unwrap(), "--count", count, "--seed", "5",
+        "--size", "16",
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+}
+
+fn train(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["train", "base"];
+    all.extend_from_slice(args);
+    crate::cli::kiln(&all)
+}
+
+fn losses(stderr: &str) -> Vec<f64> {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("step "))
+        .map(|l| l.split(" loss ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// `kiln train base` from an architecture file: the VAE phase, then the UNet and text encoder;
+/// the losses fall, the output is a diffusers folder Kiln loads and generates from, with the
+/// VAE's scaling factor measured from its latents and the weights stored in f16.
+#[test]
+fn kiln_train_base_trains_a_model_that_loads_and_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    shapes(&data, "24");
+    let arch = write_arch(dir.path());
+    let out = dir.path().join("model");
+    let o = train(&[
+        "--config", arch.to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "--out", out.to_str().unwrap(), "--resolution", "16",
+        "--vae-steps", "30", "--vae-batch", "8", "--vae-lr", "3e-3",
+        "--steps", "30", "--batch", "8", "--lr", "2e-3", "--warmup", "0",
+        "--lr-schedule", "constant", "--checkpoint-every", "0", "--fp16",
+    ]);
+    let err = crate::cli::stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("phase 1: the VAE (30 steps)") && err.contains("phase 2"), "{err}");
+    let l = losses(&err);
+    assert_eq!(l.len(), 60, "{err}");
+    let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
+    assert!(mean(&l[25..30]) < 0.7 * mean(&l[..5]), "the VAE learns: {:?}", &l[..30]);
+    assert!(mean(&l[55..]) < mean(&l[30..35]), "the UNet learns: {:?}", &l[30..]);
+    // A diffusers folder, f16, that Kiln loads and generates from.
+    for f in ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+              "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let info = kiln_engine::weights::Checkpoint::open_header(&out, None).unwrap().info;
+    assert_eq!(info.dtype, "F16");
+    let scaling = info.config.vae.scaling_factor;
+    assert!(scaling.is_finite() && scaling > 0.0 && scaling != 0.18215, "{scaling}");
+    let vae_cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("vae/config.json")).unwrap()).unwrap();
+    assert_eq!(vae_cfg["down_block_types"], serde_json::json!(["DownEncoderBlock2D", "DownEncoderBlock2D"]));
+    let png = dir.path().join("x.png");
+    let o = crate::cli::kiln(&[
+        "generate", "--model", out.to_str().unwrap(), "--prompt", "a red circle",
+        "--steps", "3", "--seed", "1", "--out", png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let img = kiln_engine::image::read_png(&png).unwrap();
+    assert_eq!((img.width, img.height), (16, 16), "the model's native size");
+    // Only the newest checkpoints are kept (the phase ends: steps 30 and 60; keep 2).
+    let ckpts: Vec<_> = std::fs::read_dir(out.join("checkpoints")).unwrap().collect();
+    assert_eq!(ckpts.len(), 2);
+}
+
+/// A run stopped after a checkpoint and resumed with `--resume latest` ends with exactly the
+/// weights of a run that never stopped (every random choice derives from the seed and step).
+#[test]
+fn a_resumed_base_run_ends_with_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    shapes(&data, "12");
+    let arch = write_arch(dir.path());
+    let run = |out: &Path, steps: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--config", arch.to_str().unwrap(), "--data", data.to_str().unwrap(),
+            "--out", out.to_str().unwrap(), "--resolution", "16",
+            "--vae-steps", "4", "--vae-batch", "4", "--steps", steps, "--batch", "4",
+            "--checkpoint-every", "2", "--keep-checkpoints", "0", "--lr-schedule", "constant",
+        ];
+        args.extend_from_slice(extra);
+        let o = train(&args);
+        assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+        crate::cli::stderr(&o)
+    };
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    run(&a, "6", &[]);
+    // The same run, stopped at step 6 of 10 (mid diffusion phase) …
+    run(&b, "2", &[]);
+    // … then continued to the end from its newest checkpoint (same seed, same schedule: the
+    // first part ran with --steps 2, so the learning rate must not depend on it: constant).
+    let err = run(&b, "6", &["--resume", "latest"]);
+    assert!(err.contains("resuming at step 6"), "{err}");
+    for f in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
+              "vae/diffusion_pytorch_model.safetensors"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}: resumed = uninterrupted"
+        );
+    }
+}
+
+/// Bad requests are named errors: no architecture and no model, a missing data folder, a
+/// checkpoint of another run.
+#[test]
+fn bad_base_training_requests_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    shapes(&data, "4");
+    let o = train(&["--data", data.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(crate::cli::stderr(&o).contains("--config"), "{}", crate::cli::stderr(&o));
+    let arch = write_arch(dir.path());
+    let o = train(&[
+        "--config", arch.to_str().unwrap(), "--data", dir.path().join("nope").to_str().unwrap(),
+        "--out", dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(crate::cli::stderr(&o).contains("nope"), "{}", crate::cli::stderr(&o));
+    let o = train(&[
+        "--config", arch.to_str().unwrap(), "--data", data.to_str().unwrap(),
+        "--out", dir.path().join("o").to_str().unwrap(), "--resolution", "16",
+        "--resume", fixture("tiny-a.safetensors").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        crate::cli::stderr(&o).contains("not a Kiln base-training checkpoint"),
+        "{}",
+        crate::cli::stderr(&o)
+    );
+}
