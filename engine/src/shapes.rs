@@ -59,6 +59,42 @@ pub struct ShapeSpec {
     /// The caption leaves out the position.
     #[serde(default)]
     pub omit_position: bool,
+    /// The fill.
+    #[serde(default)]
+    pub style: Style,
+}
+
+/// How a shape is filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Style {
+    /// One colour.
+    #[default]
+    Solid,
+    /// Horizontal bands (an eighth of the image high) of the colour and a dark shade of it
+    /// (grey for black): the "new style" a LoRA learns in Kiln's example. Captions say
+    /// "striped".
+    Striped,
+}
+
+impl Style {
+    /// Parses `solid` or `striped`.
+    pub fn parse(s: &str) -> Option<Style> {
+        match s {
+            "solid" => Some(Style::Solid),
+            "striped" => Some(Style::Striped),
+            _ => None,
+        }
+    }
+}
+
+/// The dark band colour of a striped shape of colour `c`.
+fn stripe_shade(c: usize) -> [u8; 3] {
+    if COLOURS[c].0 == "black" {
+        [130, 130, 130]
+    } else {
+        COLOURS[c].1.map(|v| (f32::from(v) * 0.4).round() as u8)
+    }
 }
 
 /// A background.
@@ -86,6 +122,9 @@ impl ShapeSpec {
         let mut words = Vec::new();
         if !self.omit_size {
             words.push(if self.large { "large" } else { "small" });
+        }
+        if self.style == Style::Striped {
+            words.push("striped");
         }
         words.extend([COLOURS[self.colour].0, SHAPES[self.shape]]);
         if !self.omit_position {
@@ -167,6 +206,7 @@ impl Scene {
                 position,
                 omit_size: false,
                 omit_position: false,
+                style: Style::Solid,
             });
         }
         if let [only] = shapes.as_mut_slice() {
@@ -207,7 +247,10 @@ impl Scene {
     fn colour_at(&self, u: f32, v: f32) -> [u8; 3] {
         for s in self.shapes.iter().rev() {
             if inside(s, u, v) {
-                return COLOURS[s.colour].1;
+                return match s.style {
+                    Style::Striped if (v * 8.0).floor() as i64 % 2 == 1 => stripe_shade(s.colour),
+                    _ => COLOURS[s.colour].1,
+                };
             }
         }
         match self.background {
@@ -279,8 +322,8 @@ pub fn is_held_out(shape: usize, colour: usize) -> bool {
 }
 
 /// The held-out evaluation scenes: every held-out (shape, colour) pair, large, at each of the
-/// nine positions, on a plain background (white, or blue for white shapes).
-pub fn eval_scenes() -> Vec<Scene> {
+/// nine positions, on a plain background (white, or blue for white shapes), filled in `style`.
+pub fn eval_scenes(style: Style) -> Vec<Scene> {
     let mut out = Vec::new();
     for shape in 0..SHAPES.len() {
         for colour in 0..COLOURS.len() {
@@ -297,6 +340,7 @@ pub fn eval_scenes() -> Vec<Scene> {
                         position,
                         omit_size: false,
                         omit_position: false,
+                        style,
                     }],
                     background: Background::Plain(bg),
                 });
@@ -309,9 +353,18 @@ pub fn eval_scenes() -> Vec<Scene> {
 /// The `i`-th scene of a dataset with `seed` (training scenes may have two shapes; held-out
 /// (shape, colour) pairs never appear).
 pub fn scene(seed: u64, i: u64) -> Scene {
+    scene_in_style(seed, i, Style::Solid)
+}
+
+/// [`scene`] with every shape filled in `style` (the same layout and colours for a seed).
+pub fn scene_in_style(seed: u64, i: u64, style: Style) -> Scene {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(i);
-    Scene::random(&mut rng, true)
+    let mut scene = Scene::random(&mut rng, true);
+    for s in &mut scene.shapes {
+        s.style = style;
+    }
+    scene
 }
 
 /// What the detector reads from an image with one shape on a plain background.
@@ -336,46 +389,115 @@ fn nearest_colour(c: [f32; 3]) -> usize {
         .unwrap_or(0)
 }
 
+/// The pixels of an image as f32 RGB, with the background estimate the detectors share.
+struct Pixels<'a> {
+    image: &'a RgbImage,
+    /// The border's per-channel median: the background colour.
+    bg: [f32; 3],
+}
+
+fn dist(c: [f32; 3], d: [f32; 3]) -> f32 {
+    (0..3).map(|k| (c[k] - d[k]).powi(2)).sum::<f32>().sqrt()
+}
+
+impl<'a> Pixels<'a> {
+    fn new(image: &'a RgbImage) -> Self {
+        let mut p = Pixels {
+            image,
+            bg: [0.0; 3],
+        };
+        let (w, h) = (image.width, image.height);
+        let mut border: Vec<[f32; 3]> = (0..w)
+            .flat_map(|x| [p.at(x, 0), p.at(x, h - 1)])
+            .chain((0..h).flat_map(|y| [p.at(0, y), p.at(w - 1, y)]))
+            .collect();
+        p.bg = [0, 1, 2].map(|k| {
+            border.sort_by(|a, b| a[k].total_cmp(&b[k]));
+            border[border.len() / 2][k]
+        });
+        p
+    }
+
+    fn at(&self, x: usize, y: usize) -> [f32; 3] {
+        let i = (y * self.image.width + x) * 3;
+        [0, 1, 2].map(|k| f32::from(self.image.pixels[i + k]))
+    }
+
+    fn coords(&self) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let (w, h) = (self.image.width, self.image.height);
+        (0..h).flat_map(move |y| (0..w).map(move |x| (x, y)))
+    }
+
+    /// Whether a pixel stands out from the background.
+    fn far(&self, c: [f32; 3]) -> bool {
+        dist(c, self.bg) > 60.0
+    }
+
+    /// Position and shape of the pixels `in_shape` accepts (see [`detect`]); None when there
+    /// are none.
+    fn geometry(&self, in_shape: &dyn Fn([f32; 3]) -> bool) -> Option<(usize, usize)> {
+        let (w, h) = (self.image.width, self.image.height);
+        let (mut n, mut sx, mut sy) = (0usize, 0f32, 0f32);
+        let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+        for (x, y) in self.coords() {
+            if in_shape(self.at(x, y)) {
+                n += 1;
+                sx += x as f32;
+                sy += y as f32;
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+            }
+        }
+        if n == 0 {
+            return None;
+        }
+        let (cx, cy) = (sx / n as f32 / w as f32, sy / n as f32 / h as f32);
+        let cell = |t: f32| {
+            if t < 0.35 {
+                0
+            } else if t < 0.65 {
+                1
+            } else {
+                2
+            }
+        };
+        let position = cell(cy) * 3 + cell(cx);
+        let (bw, bh) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
+        let fill = n as f32 / (bw * bh);
+        let centre = self.at((x0 + x1) / 2, (y0 + y1) / 2);
+        let shape = if !in_shape(centre) && fill < 0.75 {
+            4 // ring: a hole in the middle
+        } else if fill > 0.88 {
+            1 // square
+        } else if fill > 0.66 {
+            0 // circle (π/4 ≈ 0.785)
+        } else {
+            // Triangle (fill ≈ 0.5) or star (≈ 0.33): a triangle is widest at its base, a star
+            // across its upper arms.
+            let width = |y: usize| (x0..=x1).filter(|x| in_shape(self.at(*x, y))).count();
+            let widest = (y0..=y1).max_by_key(|y| (width(*y), *y)).unwrap_or(y1);
+            if (widest - y0) as f32 / bh > 0.6 { 2 } else { 3 }
+        };
+        Some((shape, position))
+    }
+}
+
 /// Reads the colour, shape and position of the one shape in `image` (plain background): the
 /// background is the border's median colour, the shape every pixel far from it; the colour is
 /// the nearest named colour to the shape's mean, the position the cell of its centroid, and the
 /// shape comes from its fill of the bounding box, a hole at the centre, and its squareness.
 /// None when nothing stands out from the background.
 pub fn detect(image: &RgbImage) -> Option<Detection> {
-    let (w, h) = (image.width, image.height);
-    let px = |x: usize, y: usize| -> [f32; 3] {
-        let i = (y * w + x) * 3;
-        [
-            f32::from(image.pixels[i]),
-            f32::from(image.pixels[i + 1]),
-            f32::from(image.pixels[i + 2]),
-        ]
-    };
-    let mut border: Vec<[f32; 3]> = (0..w)
-        .flat_map(|x| [px(x, 0), px(x, h - 1)])
-        .chain((0..h).flat_map(|y| [px(0, y), px(w - 1, y)]))
-        .collect();
-    let bg = [0, 1, 2].map(|k| {
-        border.sort_by(|a, b| a[k].total_cmp(&b[k]));
-        border[border.len() / 2][k]
-    });
-    let dist = |c: [f32; 3], d: [f32; 3]| (0..3).map(|k| (c[k] - d[k]).powi(2)).sum::<f32>().sqrt();
-    let far = |c: [f32; 3]| dist(c, bg) > 60.0;
+    let p = Pixels::new(image);
     // Pass 1: the shape's colour from its most distinct pixels (anti-aliased edges are blends
     // with the background and would pull the mean towards it).
-    let max = (0..h)
-        .flat_map(|y| (0..w).map(move |x| (x, y)))
-        .map(|(x, y)| dist(px(x, y), bg))
-        .fold(0.0, f32::max);
+    let max = p.coords().map(|(x, y)| dist(p.at(x, y), p.bg)).fold(0.0, f32::max);
     let (mut n, mut sum) = (0usize, [0f32; 3]);
-    for y in 0..h {
-        for x in 0..w {
-            let c = px(x, y);
-            if far(c) && dist(c, bg) >= 0.8 * max {
-                n += 1;
-                for k in 0..3 {
-                    sum[k] += c[k];
-                }
+    for (x, y) in p.coords() {
+        let c = p.at(x, y);
+        if p.far(c) && dist(c, p.bg) >= 0.8 * max {
+            n += 1;
+            for k in 0..3 {
+                sum[k] += c[k];
             }
         }
     }
@@ -386,57 +508,124 @@ pub fn detect(image: &RgbImage) -> Option<Detection> {
     let ink = COLOURS[colour].1.map(f32::from);
     // Pass 2: the shape is every pixel closer to its colour than to the background (at least
     // half covered), so anti-aliased edges count as they should.
-    let in_shape = |c: [f32; 3]| dist(c, ink) < dist(c, bg);
-    let (mut n, mut sx, mut sy) = (0usize, 0f32, 0f32);
-    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
-    for y in 0..h {
-        for x in 0..w {
-            if in_shape(px(x, y)) {
-                n += 1;
-                sx += x as f32;
-                sy += y as f32;
-                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
-            }
-        }
-    }
-    if n == 0 {
-        return None;
-    }
-    let (cx, cy) = (sx / n as f32 / w as f32, sy / n as f32 / h as f32);
-    let cell = |t: f32| {
-        if t < 0.35 {
-            0
-        } else if t < 0.65 {
-            1
-        } else {
-            2
-        }
-    };
-    let position = cell(cy) * 3 + cell(cx);
-    let (bw, bh) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
-    let fill = n as f32 / (bw * bh);
-    let centre = px((x0 + x1) / 2, (y0 + y1) / 2);
-    let shape = if !in_shape(centre) && fill < 0.75 {
-        4 // ring: a hole in the middle
-    } else if fill > 0.88 {
-        1 // square
-    } else if fill > 0.66 {
-        0 // circle (π/4 ≈ 0.785)
-    } else {
-        // Triangle (fill ≈ 0.5) or star (≈ 0.33): a triangle is widest at its base, a star
-        // across its upper arms.
-        let width = |y: usize| (x0..=x1).filter(|x| in_shape(px(*x, y))).count();
-        let widest = (y0..=y1).max_by_key(|y| (width(*y), *y)).unwrap_or(y1);
-        if (widest - y0) as f32 / bh > 0.6 {
-            2
-        } else {
-            3
-        }
-    };
+    let (shape, position) = p.geometry(&|c| dist(c, ink) < dist(c, p.bg))?;
     Some(Detection {
         colour,
         shape,
         position,
+    })
+}
+
+/// What [`detect_striped`] reads: the shape, and whether its fill is striped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripedDetection {
+    /// Colour, shape and position (the colour of the stripes that are a named colour).
+    pub shape: Detection,
+    /// Whether the fill alternates between two tones in horizontal bands.
+    pub striped: bool,
+}
+
+/// Reads a shape that may be striped ([`Style::Striped`]) in `image` (plain background): the
+/// shape is every pixel far from the background (its outline gives shape and position as in
+/// [`detect`]); the pixels of its core split into a light and a dark tone halfway between
+/// their 10th and 90th percentile luminance; the fill is striped when the tones differ
+/// clearly, each covers a tenth of the core or more, and the tone that holds most of each
+/// row changes from the top of the shape to its bottom (in bands of two rows or more). The
+/// colour is the named colour nearest to one of the tones' medians (whichever is nearer).
+/// None when nothing stands out.
+pub fn detect_striped(image: &RgbImage) -> Option<StripedDetection> {
+    let p = Pixels::new(image);
+    let luma = |c: [f32; 3]| 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2];
+    // The shape's core: pixels far from the background whose four neighbours are too (its
+    // anti-aliased rim is a blend with the background, not a tone of the fill).
+    let (w, h) = (image.width, image.height);
+    let far_at = |x: usize, y: usize| p.far(p.at(x, y));
+    let shape: Vec<(usize, usize, [f32; 3])> = p
+        .coords()
+        .filter(|&(x, y)| {
+            x > 0
+                && y > 0
+                && x + 1 < w
+                && y + 1 < h
+                && far_at(x, y)
+                && far_at(x - 1, y)
+                && far_at(x + 1, y)
+                && far_at(x, y - 1)
+                && far_at(x, y + 1)
+        })
+        .map(|(x, y)| (x, y, p.at(x, y)))
+        .collect();
+    if shape.len() < 6 {
+        return None;
+    }
+    // Split the tones halfway between the 10th and 90th percentile luminance.
+    let mut lumas: Vec<f32> = shape.iter().map(|(_, _, c)| luma(*c)).collect();
+    lumas.sort_by(f32::total_cmp);
+    let threshold = (lumas[lumas.len() / 10] + lumas[lumas.len() * 9 / 10]) / 2.0;
+    // Each tone's per-channel median (anti-aliased edges would pull a mean off the colour).
+    let mean_of = |light: bool| {
+        let mut group: Vec<[f32; 3]> = shape
+            .iter()
+            .filter(|(_, _, c)| (luma(*c) >= threshold) == light)
+            .map(|(_, _, c)| *c)
+            .collect();
+        let n = group.len();
+        let median = [0, 1, 2].map(|k| {
+            group.sort_by(|a, b| a[k].total_cmp(&b[k]));
+            group.get(n / 2).map(|c| c[k]).unwrap_or(0.0)
+        });
+        (n, median)
+    };
+    let ((n_light, light), (n_dark, dark)) = (mean_of(true), mean_of(false));
+    let named = |c: [f32; 3]| {
+        let k = nearest_colour(c);
+        (k, dist(c, COLOURS[k].1.map(f32::from)))
+    };
+    let ((cl, dl), (cd, dd)) = (named(light), named(dark));
+    let colour = if dl <= dd { cl } else { cd };
+    let (shape_kind, position) = p.geometry(&|c| p.far(c))?;
+    // Row by row, which tone holds most of the row.
+    let mut rows: Vec<Option<bool>> = vec![None; h];
+    for y in 0..h {
+        let (mut l, mut d) = (0, 0);
+        for (_, _, c) in shape.iter().filter(|(_, yy, _)| *yy == y) {
+            if luma(*c) >= threshold {
+                l += 1;
+            } else {
+                d += 1;
+            }
+        }
+        if l + d >= 2 {
+            rows[y] = Some(l >= d);
+        }
+    }
+    // Runs of rows of one tone; a single row is a blurred boundary, not a band.
+    let mut runs: Vec<(bool, usize)> = Vec::new();
+    for tone in rows.into_iter().flatten() {
+        match runs.last_mut() {
+            Some((t, n)) if *t == tone => *n += 1,
+            _ => runs.push((tone, 1)),
+        }
+    }
+    let mut bands: Vec<bool> = Vec::new();
+    for (tone, _) in runs.into_iter().filter(|(_, n)| *n >= 2) {
+        if bands.last() != Some(&tone) {
+            bands.push(tone);
+        }
+    }
+    let changes = bands.len().saturating_sub(1);
+    let tenth = shape.len() / 10;
+    let striped = changes >= 1
+        && n_light >= tenth
+        && n_dark >= tenth
+        && luma(light) - luma(dark) > 40.0;
+    Some(StripedDetection {
+        shape: Detection {
+            colour,
+            shape: shape_kind,
+            position,
+        },
+        striped,
     })
 }
 
@@ -469,7 +658,7 @@ mod tests {
                     .all(|s| !is_held_out(s.shape, s.colour))
             );
         }
-        let eval = eval_scenes();
+        let eval = eval_scenes(Style::Solid);
         assert_eq!(eval.len(), 5 * 9);
         assert!(eval.iter().all(|e| detect(&e.render(64)).is_some_and(|d| (
             d.shape, d.colour, d.position
@@ -492,6 +681,7 @@ mod tests {
                 position: 0,
                 omit_size: false,
                 omit_position: false,
+                style: Style::Solid,
             }],
             background: Background::Plain(2),
         };
@@ -503,16 +693,17 @@ mod tests {
         terse.shapes[0].omit_size = true;
         terse.shapes[0].omit_position = true;
         assert_eq!(terse.caption(), "a red star on a blue background");
-        terse.shapes[0].colour = 5;
-        terse.background = Background::Gradient(5, 6);
-        assert_eq!(
-            terse.caption(),
-            "an orange star on an orange to white gradient"
-        );
         assert_eq!(
             terse.render(64),
             s.render(64),
             "the caption does not change the image"
+        );
+        let mut orange = terse.clone();
+        orange.shapes[0].colour = 5;
+        orange.background = Background::Gradient(5, 6);
+        assert_eq!(
+            orange.caption(),
+            "an orange star on an orange to white gradient"
         );
         // Some single-shape captions are terse, two-shape ones never.
         let scenes: Vec<Scene> = (0..400).map(|i| scene(7, i)).collect();
@@ -547,6 +738,7 @@ mod tests {
                                 position,
                                 omit_size: false,
                                 omit_position: false,
+                                style: Style::Solid,
                             }],
                             background: Background::Plain(bg),
                         };
@@ -569,5 +761,53 @@ mod tests {
             wrong.len(),
             &wrong[..wrong.len().min(5)]
         );
+    }
+
+    #[test]
+    fn the_striped_detector_reads_stripes_and_never_sees_them_in_solid_fills() {
+        let mut wrong = Vec::new();
+        for shape in 0..SHAPES.len() {
+            for colour in 0..COLOURS.len() {
+                for position in 0..9 {
+                    for (large, style) in [(true, Style::Striped), (true, Style::Solid), (false, Style::Solid)] {
+                        let bg = if colour == 6 { 2 } else { 6 };
+                        let s = Scene {
+                            shapes: vec![ShapeSpec {
+                                shape,
+                                colour,
+                                large,
+                                position,
+                                omit_size: false,
+                                omit_position: false,
+                                style,
+                            }],
+                            background: Background::Plain(bg),
+                        };
+                        let got = detect_striped(&s.render(64));
+                        let want = StripedDetection {
+                            shape: Detection {
+                                colour,
+                                shape,
+                                position,
+                            },
+                            striped: style == Style::Striped,
+                        };
+                        let ok = got.as_ref() == Some(&want);
+                        if !ok {
+                            wrong.push((s.caption(), got));
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of 1080 misread, e.g. {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(5)]
+        );
+        let striped = scene_in_style(1, 3, Style::Striped);
+        assert!(striped.caption().contains("striped"), "{}", striped.caption());
+        assert_eq!(striped.shapes.len(), scene(1, 3).shapes.len());
     }
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kiln_engine::image::write_png;
-use kiln_engine::shapes::scene;
+use kiln_engine::shapes::{Style, scene_in_style};
 use kiln_engine::weights::safetensors::write_atomic;
 
 /// Which dataset.
@@ -25,6 +25,10 @@ pub enum DatasetCommand {
         /// Image size in pixels.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// Fill of every shape: solid, or striped (data for a style LoRA; captions say
+        /// "striped").
+        #[arg(long, default_value = "solid")]
+        style: String,
     },
 }
 
@@ -35,10 +39,13 @@ pub fn dataset(command: DatasetCommand) -> Result<()> {
         count,
         seed,
         size,
+        style,
     } = command;
+    let style = Style::parse(&style)
+        .ok_or_else(|| anyhow::anyhow!("unknown --style '{style}' (solid, striped)"))?;
     std::fs::create_dir_all(&out)?;
     for i in 0..count {
-        let s = scene(seed, i);
+        let s = scene_in_style(seed, i, style);
         write_png(&out.join(format!("{i:05}.png")), &s.render(size), &[])?;
         write_atomic(&out.join(format!("{i:05}.txt")), s.caption().as_bytes())?;
     }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use kiln_engine::pipeline::{CancelToken, GenerationRequest, Sampler, StableDiffusion};
 use kiln_engine::schedulers::Schedule;
-use kiln_engine::shapes::{detect, eval_scenes};
+use kiln_engine::shapes::{Detection, Style, detect, detect_striped, eval_scenes};
 use serde::Serialize;
 
 /// What to evaluate.
@@ -16,9 +16,9 @@ use serde::Serialize;
 pub enum EvalCommand {
     /// Held-out shapes prompts, scored by the detector.
     Shapes {
-        /// The model (diffusers folder or .safetensors).
+        /// The model (diffusers folder or .safetensors) [default: the built-in kiln-tiny].
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// A LoRA to apply: FILE or FILE:WEIGHT.
         #[arg(long)]
         lora: Option<String>,
@@ -34,6 +34,10 @@ pub enum EvalCommand {
         /// Print JSON (every prompt and what was read back).
         #[arg(long)]
         json: bool,
+        /// The fill the prompts ask for: solid, or striped (a style LoRA's; also scores
+        /// whether the shapes come out striped).
+        #[arg(long, default_value = "solid")]
+        style: String,
     },
 }
 
@@ -43,6 +47,9 @@ struct Item {
     colour: bool,
     shape: bool,
     position: bool,
+    /// With `--style striped`: whether the shape came out striped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    striped: Option<bool>,
     read: Option<String>,
 }
 
@@ -52,6 +59,8 @@ struct Report {
     colour_accuracy: f64,
     shape_accuracy: f64,
     position_accuracy: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    striped_accuracy: Option<f64>,
     items: Vec<Item>,
 }
 
@@ -64,8 +73,15 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         steps,
         cfg,
         json,
+        style,
     } = command;
+    let style = Style::parse(&style)
+        .ok_or_else(|| anyhow::anyhow!("unknown --style '{style}' (solid, striped)"))?;
     let device = kiln_engine::device::device("cpu")?;
+    let model = match model {
+        Some(m) => m,
+        None => super::generate::bundled_or_error()?,
+    };
     let mut sd = StableDiffusion::load(&model, None, &device)?;
     if let Some(spec) = lora {
         let (file, weight) = match spec
@@ -78,7 +94,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         let adapter = sd.open_lora(std::path::Path::new(&file))?;
         sd.add_lora(adapter, weight);
     }
-    let scenes = eval_scenes();
+    let scenes = eval_scenes(style);
     let scenes = &scenes[..limit.unwrap_or(scenes.len()).min(scenes.len())];
     let mut items = Vec::with_capacity(scenes.len());
     for (k, scene) in scenes.iter().enumerate() {
@@ -102,11 +118,19 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         };
         let out = sd.generate(&req, &CancelToken::new(), &mut |_| {})?;
         let want = &scene.shapes[0];
-        let got = out.images.first().and_then(detect);
+        let image = out.images.first();
+        let (got, striped): (Option<Detection>, Option<bool>) = match style {
+            Style::Solid => (image.and_then(detect), None),
+            Style::Striped => match image.and_then(detect_striped) {
+                Some(d) => (Some(d.shape), Some(d.striped)),
+                None => (None, Some(false)),
+            },
+        };
         items.push(Item {
             colour: got.as_ref().is_some_and(|d| d.colour == want.colour),
             shape: got.as_ref().is_some_and(|d| d.shape == want.shape),
             position: got.as_ref().is_some_and(|d| d.position == want.position),
+            striped,
             read: got.map(|d| {
                 format!(
                     "{} {} {}",
@@ -125,17 +149,22 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         colour_accuracy: acc(&|i| i.colour),
         shape_accuracy: acc(&|i| i.shape),
         position_accuracy: acc(&|i| i.position),
+        striped_accuracy: (style == Style::Striped).then(|| acc(&|i| i.striped == Some(true))),
         items,
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} held-out prompts: colour {:.1}%, shape {:.1}%, position {:.1}%",
+            "{} held-out prompts: colour {:.1}%, shape {:.1}%, position {:.1}%{}",
             report.prompts,
             report.colour_accuracy * 100.0,
             report.shape_accuracy * 100.0,
-            report.position_accuracy * 100.0
+            report.position_accuracy * 100.0,
+            report
+                .striped_accuracy
+                .map(|a| format!(", striped {:.1}%", a * 100.0))
+                .unwrap_or_default()
         );
     }
     Ok(())

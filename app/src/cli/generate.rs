@@ -23,7 +23,8 @@ pub struct GenerateArgs {
     /// Start from the recipe in this PNG (Kiln, A1111, ComfyUI or InvokeAI); other flags override it.
     #[arg(long, value_name = "IMAGE.png")]
     from: Option<PathBuf>,
-    /// Checkpoint: a diffusers folder or a single-file SD 1.x .safetensors.
+    /// Checkpoint: a diffusers folder or a single-file SD 1.x .safetensors [default: the
+    /// recipe's model with --from, else the built-in kiln-tiny].
     #[arg(long)]
     model: Option<PathBuf>,
     /// Diffusers folder whose */config.json describe a single-file checkpoint.
@@ -171,14 +172,10 @@ fn plan(args: &GenerateArgs) -> Result<Plan> {
     let model = match (&args.model, &recipe) {
         (Some(m), _) => m.clone(),
         (None, Some(r)) => PathBuf::from(&r.model.path),
-        (None, None) => bail!(
-            "give --model (a diffusers folder or .safetensors checkpoint){}",
-            if from.is_some() {
-                "; only Kiln images record the model's path"
-            } else {
-                ""
-            }
+        (None, None) if from.is_some() => bail!(
+            "give --model (a diffusers folder or .safetensors checkpoint); only Kiln images record the model's path"
         ),
+        (None, None) => bundled_or_error()?,
     };
     let prompts = if !args.prompts.is_empty() {
         args.prompts.clone()
@@ -507,4 +504,19 @@ fn split_suffix<T>(spec: &str, parse: impl Fn(&str) -> Option<T>) -> Result<(Str
         bail!("empty file name");
     }
     Ok((spec.to_owned(), None))
+}
+
+/// The built-in model (kiln-tiny), or an error that says where it was looked for.
+pub(super) fn bundled_or_error() -> Result<PathBuf> {
+    kiln_engine::bundled::bundled_model().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no --model given and the built-in model ({}) is not installed; looked in: {}",
+            kiln_engine::bundled::NAME,
+            kiln_engine::bundled::candidates()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
 }
