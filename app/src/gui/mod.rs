@@ -8,6 +8,7 @@
 pub mod app;
 pub mod commands;
 pub mod engine_client;
+pub mod models;
 pub mod panels;
 pub mod state;
 
