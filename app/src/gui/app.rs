@@ -578,7 +578,7 @@ impl KilnApp {
         if !self.model_ready() {
             self.notify(
                 "No model loaded",
-                "Open a checkpoint first (Open model…, or drop it on the window).",
+                "Open a checkpoint first (Open model…, drop it on the window, or pick one in the Models tab).",
                 true,
             );
             return;

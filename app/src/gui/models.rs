@@ -105,6 +105,9 @@ impl ModelRow {
                     report.family.clone().unwrap_or_default()
                 ))
             }
+            Inspection::Embedding { width: 1024, .. } => Some(
+                "made for Stable Diffusion 2.x (1024-wide); Kiln runs Stable Diffusion 1.x".into(),
+            ),
             _ => None,
         }
     }
@@ -204,7 +207,8 @@ pub struct Download {
     pub endpoint: String,
     /// When it started.
     pub started: Instant,
-    /// Bytes received in this session (for the rate).
+    /// Bytes received in this session (for the rate; what earlier attempts left is not
+    /// counted).
     pub received: u64,
     messages: Receiver<DownloadMessage>,
     thread: Option<JoinHandle<()>>,
@@ -223,8 +227,8 @@ pub struct ModelsTab {
     pub scan_error: Option<String>,
     /// The running download.
     pub download: Option<Download>,
-    /// How the last download ended, when it did not succeed: (headline, what to do).
-    pub download_error: Option<(String, String)>,
+    /// How the last download ended, when it did not succeed.
+    pub download_end: Option<DownloadEnd>,
     /// The first-run model is loading: take its native size once it is ready.
     pub take_native_size: bool,
     scan_results: Option<Receiver<ScanResult>>,
@@ -273,21 +277,28 @@ fn host(endpoint: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-/// What to tell the user when a download ends with `error`: a headline and what to do.
-/// `received` says whether any file data arrived (else the server was never reached).
-pub fn download_failure(
-    endpoint: &str,
-    error: &kiln_engine::Error,
-    received: bool,
-) -> (String, String) {
+/// How a download ended without a model: what to tell the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadEnd {
+    /// The headline ("Could not reach huggingface.co").
+    pub title: String,
+    /// What happened and what to do.
+    pub details: String,
+    /// A failure (false: the user cancelled).
+    pub error: bool,
+}
+
+/// What to tell the user when a download ends with `error`. `reached` says whether the
+/// server answered with the file list (else it was never reached).
+pub fn download_failure(endpoint: &str, error: &kiln_engine::Error, reached: bool) -> DownloadEnd {
     use kiln_engine::Error;
-    match error {
+    let (title, details): (String, String) = match error {
         Error::Cancelled => (
             "Download cancelled".into(),
             "What arrived is kept; Get Stable Diffusion 1.5 again to resume.".into(),
         ),
         Error::Network { reason, .. }
-            if !received
+            if !reached
                 && !reason.starts_with("http status")
                 && !reason.starts_with("not a Hub file list")
                 && !reason.starts_with("the repository has no file") =>
@@ -301,7 +312,7 @@ pub fn download_failure(
                 ),
             )
         }
-        Error::Network { .. } if !received => (
+        Error::Network { .. } if !reached => (
             format!("{} did not serve Stable Diffusion 1.5", host(endpoint)),
             format!(
                 "{error}. Is the Hub endpoint in the Models tab's settings a Hugging Face Hub \
@@ -317,6 +328,11 @@ pub fn download_failure(
             format!("{error}. Get Stable Diffusion 1.5 again to fetch it anew."),
         ),
         e => ("The download failed".into(), e.to_string()),
+    };
+    DownloadEnd {
+        title,
+        details,
+        error: !matches!(error, Error::Cancelled),
     }
 }
 
@@ -349,7 +365,7 @@ impl KilnApp {
             return;
         }
         self.models.stopping = None;
-        self.models.download_error = None;
+        self.models.download_end = None;
         let fp16 = self.settings.download_fp16;
         let dest = sd15_dest(&self.settings.models_dir, fp16);
         let endpoint = self
@@ -414,10 +430,10 @@ impl KilnApp {
         if let Some(mut d) = self.models.download.take() {
             d.cancel.cancel();
             self.models.stopping = d.thread.take();
-            self.models.download_error = Some(download_failure(
+            self.models.download_end = Some(download_failure(
                 &d.endpoint,
                 &kiln_engine::Error::Cancelled,
-                d.received > 0,
+                d.progress.is_some(),
             ));
         }
     }
@@ -467,33 +483,47 @@ impl KilnApp {
 
     /// Takes what the scan and download threads sent (once a frame).
     pub fn poll_models(&mut self) {
-        if let Some(rx) = &self.models.scan_results
-            && let Ok(result) = rx.try_recv()
-        {
-            self.models.scan_results = None;
-            self.models.scanning = false;
-            match result {
-                Ok(rows) => {
-                    self.models.rows = rows;
-                    self.models.scan_error = None;
+        use std::sync::mpsc::TryRecvError;
+        if let Some(rx) = &self.models.scan_results {
+            let result = match rx.try_recv() {
+                Ok(result) => Some(result),
+                Err(TryRecvError::Empty) => None,
+                // The thread ended without an answer (it panicked; the panic hook logged it).
+                Err(TryRecvError::Disconnected) => {
+                    Some(Err("the scan stopped unexpectedly".into()))
                 }
-                Err(e) => self.models.scan_error = Some(e),
+            };
+            if let Some(result) = result {
+                self.models.scan_results = None;
+                self.models.scanning = false;
+                match result {
+                    Ok(rows) => {
+                        self.models.rows = rows;
+                        self.models.scan_error = None;
+                    }
+                    Err(e) => self.models.scan_error = Some(e),
+                }
             }
         }
-        let mut finished = None;
+        // None: still running; Some(None): the thread ended without a result (a panic).
+        let mut finished: Option<Option<kiln_engine::Result<PathBuf>>> = None;
         if let Some(d) = &mut self.models.download {
-            for message in d.messages.try_iter() {
-                match message {
-                    DownloadMessage::Progress(p) => {
-                        let before = d
-                            .progress
-                            .as_ref()
-                            .filter(|q| q.file == p.file)
-                            .map_or(0, |q| q.done);
-                        d.received += p.done.saturating_sub(before);
+            loop {
+                match d.messages.try_recv() {
+                    Ok(DownloadMessage::Progress(p)) => {
+                        // Only growth within a file counts: a file's first report may start
+                        // at what an earlier attempt left (or at its size, when complete).
+                        if let Some(q) = d.progress.as_ref().filter(|q| q.file == p.file) {
+                            d.received += p.done.saturating_sub(q.done);
+                        }
                         d.progress = Some(p);
                     }
-                    DownloadMessage::Done(result) => finished = Some(result),
+                    Ok(DownloadMessage::Done(result)) => finished = Some(Some(result)),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        finished.get_or_insert(None);
+                        break;
+                    }
                 }
             }
         }
@@ -501,18 +531,27 @@ impl KilnApp {
             && let Some(d) = self.models.download.take()
         {
             match result {
-                Ok(path) => {
+                Some(Ok(path)) => {
                     self.notify(
                         "Stable Diffusion 1.5 is ready",
                         format!("{} — pick it in the Models tab to load it.", path.display()),
                         false,
                     );
                 }
-                Err(e) => {
-                    let (title, details) = download_failure(&d.endpoint, &e, d.received > 0);
-                    tracing::warn!("download from {} failed: {e}", d.endpoint);
-                    self.notify(title.clone(), details.clone(), true);
-                    self.models.download_error = Some((title, details));
+                Some(Err(e)) => {
+                    let end = download_failure(&d.endpoint, &e, d.progress.is_some());
+                    self.notify(end.title.clone(), end.details.clone(), end.error);
+                    self.models.download_end = Some(end);
+                }
+                None => {
+                    let end = DownloadEnd {
+                        title: "The download stopped unexpectedly".into(),
+                        details: "What arrived is kept; Get Stable Diffusion 1.5 again to resume."
+                            .into(),
+                        error: true,
+                    };
+                    self.notify(end.title.clone(), end.details.clone(), true);
+                    self.models.download_end = Some(end);
                 }
             }
             self.rescan_models();
@@ -576,20 +615,40 @@ mod tests {
             ),
             reason: "io: failed to lookup address information".into(),
         };
-        let (title, details) = download_failure(kiln_engine::download::HUB, &e, false);
-        assert_eq!(title, "Could not reach huggingface.co");
-        assert!(details.starts_with("Could not reach huggingface.co: io: failed to lookup"));
-        assert!(details.contains("set a mirror (Hub endpoint)"), "{details}");
+        let end = download_failure(kiln_engine::download::HUB, &e, false);
+        assert_eq!(end.title, "Could not reach huggingface.co");
+        assert!(
+            end.details
+                .starts_with("Could not reach huggingface.co: io: failed to lookup")
+        );
+        assert!(
+            end.details.contains("set a mirror (Hub endpoint)"),
+            "{}",
+            end.details
+        );
+        assert!(end.error);
         // The same error after bytes arrived is an interruption, and says how to resume.
-        let (title, details) = download_failure(kiln_engine::download::HUB, &e, true);
-        assert_eq!(title, "The download was interrupted");
-        assert!(details.contains("again to resume"), "{details}");
+        let end = download_failure(kiln_engine::download::HUB, &e, true);
+        assert_eq!(end.title, "The download was interrupted");
+        assert!(end.details.contains("again to resume"), "{}", end.details);
         // A server that answers but is no Hub says so.
         let e = kiln_engine::Error::Network {
             url: "http://mirror.example/api".into(),
             reason: "http status: 404".into(),
         };
-        let (title, _) = download_failure("http://mirror.example/", &e, false);
-        assert_eq!(title, "mirror.example did not serve Stable Diffusion 1.5");
+        let end = download_failure("http://mirror.example/", &e, false);
+        assert_eq!(
+            end.title,
+            "mirror.example did not serve Stable Diffusion 1.5"
+        );
+        // Cancelling is no failure.
+        assert!(
+            !download_failure(
+                kiln_engine::download::HUB,
+                &kiln_engine::Error::Cancelled,
+                true
+            )
+            .error
+        );
     }
 }

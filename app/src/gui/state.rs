@@ -183,7 +183,8 @@ pub struct Settings {
     pub train: TrainSettings,
     /// The models folder the model manager lists and downloads into.
     pub models_dir: PathBuf,
-    /// Where downloads come from: the Hugging Face Hub or a mirror with its layout.
+    /// Where downloads come from: the Hugging Face Hub or a mirror with its layout (default
+    /// [`default_hub_endpoint`]).
     pub hub_endpoint: String,
     /// Download Stable Diffusion 1.5 in half precision (2 GB instead of 4).
     pub download_fp16: bool,
@@ -218,7 +219,7 @@ impl Default for Settings {
             native_size: 512,
             train: TrainSettings::default(),
             models_dir: default_models_dir(),
-            hub_endpoint: kiln_engine::download::HUB.into(),
+            hub_endpoint: default_hub_endpoint(),
             download_fp16: false,
         }
     }
@@ -254,6 +255,16 @@ pub fn default_models_dir() -> PathBuf {
         .or_else(|| var("HOME").map(|h| h.join(".local").join("share")))
         .map(|d| d.join("kiln").join("models"))
         .unwrap_or_else(|| PathBuf::from("kiln-models"))
+}
+
+/// `$HF_ENDPOINT` when set (the variable Hugging Face's own tools read for a mirror), else the
+/// public Hub.
+pub fn default_hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| kiln_engine::download::HUB.into())
 }
 
 impl Settings {

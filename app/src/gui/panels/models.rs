@@ -14,6 +14,16 @@ fn row_button(ui: &mut egui::Ui, text: &str, name: &str) -> bool {
     r.clicked()
 }
 
+/// "40 s", "12 min", "2 h 5 min".
+fn duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s.div_ceil(60)),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// Draws the Models tab.
 pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
     egui::ScrollArea::vertical().show(ui, |ui| {
@@ -88,11 +98,15 @@ fn list(ui: &mut egui::Ui, app: &mut KilnApp) {
                     ui.label(&name)
                         .on_hover_text(row.entry.path.display().to_string());
                     if row.built_in {
-                        ui.label(egui::RichText::new("built in").small().strong())
-                            .on_hover_text(
-                                "The model that ships with Kiln: small, fast, and made for \
+                        let v = ui.visuals();
+                        let badge = egui::RichText::new(" built in ")
+                            .small()
+                            .color(v.selection.stroke.color)
+                            .background_color(v.selection.bg_fill);
+                        ui.label(badge).on_hover_text(
+                            "The model that ships with Kiln: small, fast, and made for \
                                  simple shapes and colours",
-                            );
+                        );
                     }
                 });
                 ui.label(row.kind());
@@ -179,7 +193,12 @@ fn download(ui: &mut egui::Ui, app: &mut KilnApp) {
                                     frac * 100.0
                                 )),
                         );
-                        ui.weak(format!("{}/s", format_bytes(rate as u64)));
+                        let mut speed = format!("{}/s", format_bytes(rate as u64));
+                        if rate > 0.0 && p.done < p.size {
+                            let secs = (p.size - p.done) as f64 / rate;
+                            speed += &format!(" · {} left for this file", duration(secs));
+                        }
+                        ui.weak(speed);
                     });
                 }
                 None => {
@@ -214,9 +233,13 @@ fn download(ui: &mut egui::Ui, app: &mut KilnApp) {
                     dest.display()
                 ));
             }
-            if let Some((title, details)) = &app.models.download_error {
-                ui.colored_label(ui.visuals().error_fg_color, title);
-                ui.label(details);
+            if let Some(end) = &app.models.download_end {
+                if end.error {
+                    ui.colored_label(ui.visuals().error_fg_color, &end.title);
+                } else {
+                    ui.strong(&end.title);
+                }
+                ui.label(&end.details);
             }
         }
     }
@@ -273,12 +296,9 @@ fn settings(ui: &mut egui::Ui, app: &mut KilnApp) {
                 .on_hover_text(
                     "The Hugging Face Hub, or a mirror with its layout, that downloads come from",
                 );
-                if ui
-                    .button("Reset")
-                    .on_hover_text(kiln_engine::download::HUB)
-                    .clicked()
-                {
-                    app.settings.hub_endpoint = kiln_engine::download::HUB.into();
+                let default = crate::gui::state::default_hub_endpoint();
+                if ui.button("Reset").on_hover_text(&default).clicked() {
+                    app.settings.hub_endpoint = default;
                 }
             });
             if rescan {
