@@ -12,8 +12,12 @@ use kiln::gui::state::{STORAGE_KEY, Settings};
 
 use crate::common::fixture;
 
-/// Settings for a test: tiny-b on the CPU, DDIM, small size, output in `out`.
-fn settings(out: &Path) -> Settings {
+/// The Models tab: the models folder, downloading SD 1.5, the first run.
+mod models;
+
+/// Settings for a test: tiny-b on the CPU, DDIM, small size, output in `out`, models folder
+/// `out/models` (empty).
+pub(crate) fn settings(out: &Path) -> Settings {
     Settings {
         model_path: Some(fixture("tiny-b")),
         device: "cpu".into(),
@@ -25,18 +29,28 @@ fn settings(out: &Path) -> Settings {
         random_seed: false,
         seed: 42,
         output_dir: out.to_owned(),
+        models_dir: out.join("models"),
         ..Settings::default()
     }
 }
 
-fn harness(settings: Settings) -> Harness<'static, KilnApp> {
+/// The studio with `settings` and no shipped model (whatever this checkout holds).
+pub(crate) fn harness(settings: Settings) -> Harness<'static, KilnApp> {
+    harness_with_bundled(settings, None)
+}
+
+/// The studio with `settings` and `bundled` as the shipped model.
+pub(crate) fn harness_with_bundled(
+    settings: Settings,
+    bundled: Option<PathBuf>,
+) -> Harness<'static, KilnApp> {
     Harness::builder()
         .with_size(egui::vec2(1280.0, 820.0))
-        .build_eframe(move |cc| KilnApp::with_settings(&cc.egui_ctx, settings))
+        .build_eframe(move |cc| KilnApp::with_bundled(&cc.egui_ctx, settings, bundled))
 }
 
 /// Steps the UI until `done` holds (the engine works on its own thread meanwhile).
-fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(&KilnApp) -> bool) {
+pub(crate) fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(&KilnApp) -> bool) {
     let start = Instant::now();
     while !done(h.state()) {
         assert!(
@@ -50,11 +64,11 @@ fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(&KilnApp) -
     h.step();
 }
 
-fn loaded(app: &KilnApp) -> bool {
+pub(crate) fn loaded(app: &KilnApp) -> bool {
     matches!(app.model, ModelStatus::Loaded { .. })
 }
 
-fn pngs(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn pngs(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok())

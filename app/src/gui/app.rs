@@ -256,6 +256,8 @@ pub enum View {
     Compare,
     /// Training.
     Train,
+    /// The model manager.
+    Models,
 }
 
 /// The studio.
@@ -294,6 +296,8 @@ pub struct KilnApp {
     pub compare: Compare,
     /// The Train tab.
     pub train: TrainTab,
+    /// The model manager.
+    pub models: super::models::ModelsTab,
     ctx: egui::Context,
 }
 
@@ -319,8 +323,14 @@ impl KilnApp {
         Self::with_settings(&cc.egui_ctx, settings)
     }
 
-    /// Builds the app with `settings` (tests start here), loading the remembered model.
+    /// Builds the app with `settings`, loading the remembered model (or, on a first run, the
+    /// shipped one: [`kiln_engine::bundled::bundled_model`]).
     pub fn with_settings(ctx: &egui::Context, settings: Settings) -> Self {
+        Self::with_bundled(ctx, settings, kiln_engine::bundled::bundled_model())
+    }
+
+    /// Builds the app with `settings` and `bundled` as the shipped model (tests start here).
+    pub fn with_bundled(ctx: &egui::Context, settings: Settings, bundled: Option<PathBuf>) -> Self {
         let mut app = KilnApp {
             engine: EngineClient::new(repaint_for(ctx)),
             model: ModelStatus::None,
@@ -339,16 +349,21 @@ impl KilnApp {
             view: View::Canvas,
             compare: Compare::default(),
             train: TrainTab::default(),
+            models: super::models::ModelsTab::new(bundled),
             ctx: ctx.clone(),
         };
         app.scan_gallery();
+        app.rescan_models();
         if let Some(dir) = app.settings.train.data.clone() {
             app.set_dataset(dir);
         }
-        if let Some(path) = app.settings.model_path.clone() {
-            app.load_model(path);
-        }
+        app.open_start_model();
         app
+    }
+
+    /// A repaint callback for threads that report to the window.
+    pub(crate) fn repaint(&self) -> kiln_engine::worker::Repaint {
+        repaint_for(&self.ctx)
     }
 
     /// Notifies the user (bottom bar).
@@ -563,7 +578,7 @@ impl KilnApp {
         if !self.model_ready() {
             self.notify(
                 "No model loaded",
-                "Open a checkpoint first (Open model…, or drop it on the window).",
+                "Open a checkpoint first (Open model…, drop it on the window, or pick one in the Models tab).",
                 true,
             );
             return;
@@ -886,6 +901,11 @@ impl KilnApp {
                 precision,
             } => {
                 self.follow_native_size(&info);
+                if std::mem::take(&mut self.models.take_native_size) {
+                    // First run: the shipped model at the size it was made for.
+                    let native = Self::native_size(&info);
+                    (self.settings.width, self.settings.height) = (native, native);
+                }
                 self.model = ModelStatus::Loaded {
                     info,
                     device,
@@ -1485,6 +1505,7 @@ pub fn to_color_image(image: &RgbImage) -> egui::ColorImage {
 impl eframe::App for KilnApp {
     fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
         self.drain_events();
+        self.poll_models();
         self.drops(ctx);
         self.shortcuts(ctx);
     }
@@ -1515,11 +1536,13 @@ impl eframe::App for KilnApp {
                 ui.selectable_value(&mut self.view, View::Canvas, "Canvas");
                 ui.selectable_value(&mut self.view, View::Compare, "Compare");
                 ui.selectable_value(&mut self.view, View::Train, "Train");
+                ui.selectable_value(&mut self.view, View::Models, "Models");
             });
             match self.view {
                 View::Canvas => panels::canvas::ui(ui, self),
                 View::Compare => panels::compare::ui(ui, self),
                 View::Train => panels::train::ui(ui, self),
+                View::Models => panels::models::ui(ui, self),
             }
         });
     }
@@ -1530,6 +1553,7 @@ impl eframe::App for KilnApp {
 
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
         self.engine.cancel();
+        self.cancel_download();
         if let Some(run) = &self.train.run {
             run.cancel.cancel();
         }

@@ -1,13 +1,15 @@
 //! The desktop studio: one eframe window whose panels drive the engine thread.
 //!
 //! Layout: a top bar (model, device, status), a left panel (prompt, sampler settings, LoRA
-//! stack, embeddings), the canvas in the middle, the gallery on the right, notifications at
-//! the bottom. Every panel lives in its own file under `panels/`; user actions go through
-//! [`commands::UiCommand`]; the persisted [`state::Settings`] are apart from runtime handles.
+//! stack, embeddings), the middle view (canvas, compare, train, models), the gallery on the
+//! right, notifications at the bottom. Every panel lives in its own file under `panels/`; user
+//! actions go through [`commands::UiCommand`]; the persisted [`state::Settings`] are apart from
+//! runtime handles.
 
 pub mod app;
 pub mod commands;
 pub mod engine_client;
+pub mod models;
 pub mod panels;
 pub mod state;
 

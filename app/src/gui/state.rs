@@ -1,6 +1,7 @@
 //! What the studio remembers between runs (eframe storage, key [`STORAGE_KEY`]): the model,
-//! device, prompt, sampler settings, LoRA stack and embeddings, output folder. Runtime handles
-//! (engine, textures, jobs) live in [`super::KilnApp`], never here.
+//! device, prompt, sampler settings, LoRA stack and embeddings, output folder, models folder
+//! and download source. Runtime handles (engine, textures, jobs) live in [`super::KilnApp`],
+//! never here.
 
 use std::path::PathBuf;
 
@@ -180,6 +181,13 @@ pub struct Settings {
     pub native_size: usize,
     /// The Train tab.
     pub train: TrainSettings,
+    /// The models folder the model manager lists and downloads into.
+    pub models_dir: PathBuf,
+    /// Where downloads come from: the Hugging Face Hub or a mirror with its layout (default
+    /// [`default_hub_endpoint`]).
+    pub hub_endpoint: String,
+    /// Download Stable Diffusion 1.5 in half precision (2 GB instead of 4).
+    pub download_fp16: bool,
 }
 
 impl Default for Settings {
@@ -210,6 +218,9 @@ impl Default for Settings {
             live_preview: true,
             native_size: 512,
             train: TrainSettings::default(),
+            models_dir: default_models_dir(),
+            hub_endpoint: default_hub_endpoint(),
+            download_fp16: false,
         }
     }
 }
@@ -219,6 +230,41 @@ pub fn default_output_dir() -> PathBuf {
     std::env::var_os("HOME")
         .map(|h| PathBuf::from(h).join("Pictures").join("Kiln"))
         .unwrap_or_else(|| PathBuf::from("kiln-output"))
+}
+
+/// The default models folder: `$XDG_DATA_HOME/kiln/models` (`~/.local/share/kiln/models`) on
+/// Linux, `~/Library/Application Support/Kiln/models` on macOS, `%APPDATA%\Kiln\models` on
+/// Windows; `./kiln-models` when there is no home folder.
+pub fn default_models_dir() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if cfg!(target_os = "windows") {
+        return var("APPDATA")
+            .map(|d| d.join("Kiln").join("models"))
+            .unwrap_or_else(|| PathBuf::from("kiln-models"));
+    }
+    if cfg!(target_os = "macos") {
+        return var("HOME")
+            .map(|h| h.join("Library/Application Support/Kiln/models"))
+            .unwrap_or_else(|| PathBuf::from("kiln-models"));
+    }
+    var("XDG_DATA_HOME")
+        .or_else(|| var("HOME").map(|h| h.join(".local").join("share")))
+        .map(|d| d.join("kiln").join("models"))
+        .unwrap_or_else(|| PathBuf::from("kiln-models"))
+}
+
+/// `$HF_ENDPOINT` when set (the variable Hugging Face's own tools read for a mirror), else the
+/// public Hub.
+pub fn default_hub_endpoint() -> String {
+    std::env::var("HF_ENDPOINT")
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| kiln_engine::download::HUB.into())
 }
 
 impl Settings {

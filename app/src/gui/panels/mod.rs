@@ -6,6 +6,7 @@ pub mod compare;
 pub mod embeddings;
 pub mod gallery;
 pub mod lora;
+pub mod models;
 pub mod notifications;
 pub mod prompt;
 pub mod sampler;

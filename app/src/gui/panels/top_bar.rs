@@ -47,7 +47,7 @@ pub fn ui(ui: &mut egui::Ui, app: &mut KilnApp) {
             ui.separator();
             match &app.model {
                 ModelStatus::None => {
-                    ui.label("No model — open a checkpoint or drop one on the window");
+                    ui.label("No model — open a checkpoint, drop one on the window, or pick one in Models");
                 }
                 ModelStatus::Loading(p) => {
                     ui.spinner();
