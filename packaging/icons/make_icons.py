@@ -255,8 +255,9 @@ def main() -> None:
     for n in SIZES:
         out = HERE / "hicolor" / f"{n}x{n}" / "apps" / "kiln.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        (big if n == 1024 else draw_icon(n) if n <= 64 else big.resize((n, n), Image.LANCZOS)
-         ).save(out, optimize=True)
+        # Small sizes are drawn at their own size (crisper than a downscale of the big one).
+        img = draw_icon(n) if n <= 64 else big.resize((n, n), Image.LANCZOS)
+        img.save(out, optimize=True)
         print(out.relative_to(HERE))
     (HERE / "kiln.svg").write_text(svg())
     print("kiln.svg")
