@@ -10,7 +10,8 @@
 #    Depends line that names a package for every shared library the binary loads — linked or
 #    dlopen()ed (eframe's GL/X11/Wayland/xkbcommon, rfd's libdbus) — found by scanning the
 #    packaged binary for sonames, so a new dlopen()ed library fails here until it is listed.
-# 3. Install with apt (resolves Depends from Debian; --no-install-recommends), then:
+# 3. Install with apt (resolves Depends from Debian; --no-install-recommends; a kiln package
+#    already installed is purged first), then:
 #    /usr/bin/kiln --version; the desktop entry passes desktop-file-validate; the installed
 #    binary inspects and generates a 64x64 image from the installed model; the window opens
 #    under Xvfb with the WM_CLASS the desktop entry names (StartupWMClass).
@@ -26,7 +27,7 @@ deb=""
 for arg in "$@"; do
     case "$arg" in
         --keep) keep=1 ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) deb="$arg" ;;
     esac
 done
