@@ -29,7 +29,7 @@ for arg in "$@"; do
     case "$arg" in
         --no-build) build=0 ;;
         --fast) fast=(--fast) ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "build-deb: unknown argument '$arg'" >&2; exit 2 ;;
     esac
 done

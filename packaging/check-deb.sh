@@ -27,7 +27,7 @@ deb=""
 for arg in "$@"; do
     case "$arg" in
         --keep) keep=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
         *) deb="$arg" ;;
     esac
 done
