@@ -19,10 +19,8 @@ use kiln_engine::weights::save::torch_layout;
 use crate::common::{assert_close, fixture, reference, tensor};
 
 fn json() -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(fixture("ref/base_training.json")).unwrap(),
-    )
-    .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixture("ref/base_training.json")).unwrap())
+        .unwrap()
 }
 
 fn tiny_a_models() -> BaseModels {
@@ -81,7 +79,10 @@ fn assert_trained(what: &str, before: &[f32], got: &[f32], want: &[f32], tol: f3
     }
     let rel = (diff / norm.max(1e-30)).sqrt();
     eprintln!("{what}: update ‖Δ − Δref‖/‖Δref‖ = {rel:.3e}");
-    assert!(norm > 0.0 && rel < 1e-2, "{what}: update differs by {rel:.3e}");
+    assert!(
+        norm > 0.0 && rel < 1e-2,
+        "{what}: update differs by {rel:.3e}"
+    );
 }
 
 fn assert_rel(what: &str, got: f64, want: f64, tol: f64) {
@@ -104,7 +105,11 @@ fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
         ids.extend(tok.encode(c).unwrap().into_iter().map(i64::from));
     }
     let want_ids: Vec<Vec<i64>> = serde_json::from_value(meta["diffusion_ids"].clone()).unwrap();
-    assert_eq!(ids, want_ids.concat(), "the same token ids as CLIPTokenizer");
+    assert_eq!(
+        ids,
+        want_ids.concat(),
+        "the same token ids as CLIPTokenizer"
+    );
     let device = kiln_engine::device::device("cpu").unwrap();
     let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [2, 77]), &device);
     let (ls, latents) = reference("base_training", "diffusion.latents");
@@ -156,17 +161,47 @@ fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
     for key in keys("unet_keys") {
         let (_, w) = reference("base_training", &format!("diffusion.step2.unet.{key}"));
         let before = param(&before_unet, &key);
-        assert_trained(&format!("unet {key} after 2 steps"), &before, &param(&models.unet, &key), &w, 1e-3);
+        assert_trained(
+            &format!("unet {key} after 2 steps"),
+            &before,
+            &param(&models.unet, &key),
+            &w,
+            1e-3,
+        );
         let (_, e) = reference("base_training", &format!("diffusion.ema2.unet.{key}"));
-        assert_trained(&format!("unet {key} EMA"), &before, &param(&unet_ema, &key), &e, 1e-3);
+        assert_trained(
+            &format!("unet {key} EMA"),
+            &before,
+            &param(&unet_ema, &key),
+            &e,
+            1e-3,
+        );
     }
     for key in keys("text_encoder_keys") {
-        let (_, w) = reference("base_training", &format!("diffusion.step2.text_encoder.{key}"));
+        let (_, w) = reference(
+            "base_training",
+            &format!("diffusion.step2.text_encoder.{key}"),
+        );
         let before = param(&before_te, &key);
         let got = param(&models.text_encoder, &key);
-        assert_trained(&format!("text encoder {key} after 2 steps"), &before, &got, &w, 1e-3);
-        let (_, e) = reference("base_training", &format!("diffusion.ema2.text_encoder.{key}"));
-        assert_trained(&format!("text encoder {key} EMA"), &before, &param(&te_ema, &key), &e, 1e-3);
+        assert_trained(
+            &format!("text encoder {key} after 2 steps"),
+            &before,
+            &got,
+            &w,
+            1e-3,
+        );
+        let (_, e) = reference(
+            "base_training",
+            &format!("diffusion.ema2.text_encoder.{key}"),
+        );
+        assert_trained(
+            &format!("text encoder {key} EMA"),
+            &before,
+            &param(&te_ema, &key),
+            &e,
+            1e-3,
+        );
     }
     // The token-embedding rows of the ids the captions use moved as in torch.
     let used: Vec<usize> = serde_json::from_value(meta["diffusion_used_ids"].clone()).unwrap();
@@ -178,7 +213,13 @@ fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
         .collect();
     let (_, want_rows) = reference("base_training", "diffusion.rows.step2");
     let (_, before) = reference("base_training", "diffusion.rows.before");
-    assert_trained("used token-embedding rows after 2 steps", &before, &rows, &want_rows, 1e-3);
+    assert_trained(
+        "used token-embedding rows after 2 steps",
+        &before,
+        &rows,
+        &want_rows,
+        1e-3,
+    );
 }
 
 /// Two VAE steps (posterior sampled with given noise, L1 + KL): loss, gradient norm, weights
@@ -222,7 +263,13 @@ fn a_vae_step_matches_torch_with_the_kl_term() {
     for key in keys {
         let b = param(&before, &key);
         let (_, w) = reference("base_training", &format!("vae.step2.vae.{key}"));
-        assert_trained(&format!("VAE {key} after 2 steps"), &b, &param(&models.vae, &key), &w, 1e-3);
+        assert_trained(
+            &format!("VAE {key} after 2 steps"),
+            &b,
+            &param(&models.vae, &key),
+            &w,
+            1e-3,
+        );
         let (_, e) = reference("base_training", &format!("vae.ema2.vae.{key}"));
         assert_trained(&format!("VAE {key} EMA"), &b, &param(&ema, &key), &e, 1e-3);
     }
@@ -247,8 +294,16 @@ fn write_arch(dir: &Path) -> std::path::PathBuf {
 
 fn shapes(dir: &Path, count: &str) {
     let o = crate::cli::kiln(&[
-        "dataset", "shapes", "--out", dir.to_str().unwrap(), "--count", count, "--seed", "5",
-        "--size", "16",
+        "dataset",
+        "shapes",
+        "--out",
+        dir.to_str().unwrap(),
+        "--count",
+        count,
+        "--seed",
+        "5",
+        "--size",
+        "16",
     ]);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
 }
@@ -263,7 +318,16 @@ fn losses(stderr: &str) -> Vec<f64> {
     stderr
         .lines()
         .filter(|l| l.starts_with("step "))
-        .map(|l| l.split(" loss ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap())
+        .map(|l| {
+            l.split(" loss ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -278,42 +342,101 @@ fn kiln_train_base_trains_a_model_that_loads_and_generates() {
     let arch = write_arch(dir.path());
     let out = dir.path().join("model");
     let o = train(&[
-        "--config", arch.to_str().unwrap(), "--data", data.to_str().unwrap(),
-        "--out", out.to_str().unwrap(), "--resolution", "16",
-        "--vae-steps", "30", "--vae-batch", "8", "--vae-lr", "3e-3",
-        "--steps", "30", "--batch", "8", "--lr", "2e-3", "--warmup", "0",
-        "--lr-schedule", "constant", "--checkpoint-every", "0", "--fp16",
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--resolution",
+        "16",
+        "--vae-steps",
+        "30",
+        "--vae-batch",
+        "8",
+        "--vae-lr",
+        "3e-3",
+        "--steps",
+        "30",
+        "--batch",
+        "8",
+        "--lr",
+        "2e-3",
+        "--warmup",
+        "0",
+        "--lr-schedule",
+        "constant",
+        "--checkpoint-every",
+        "0",
+        "--fp16",
     ]);
     let err = crate::cli::stderr(&o);
     assert!(o.status.success(), "{err}");
-    assert!(err.contains("phase 1: the VAE (30 steps)") && err.contains("phase 2"), "{err}");
+    assert!(
+        err.contains("phase 1: the VAE (30 steps)") && err.contains("phase 2"),
+        "{err}"
+    );
     let l = losses(&err);
     assert_eq!(l.len(), 60, "{err}");
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
-    assert!(mean(&l[25..30]) < 0.7 * mean(&l[..5]), "the VAE learns: {:?}", &l[..30]);
-    assert!(mean(&l[55..]) < mean(&l[30..35]), "the UNet learns: {:?}", &l[30..]);
+    assert!(
+        mean(&l[25..30]) < 0.7 * mean(&l[..5]),
+        "the VAE learns: {:?}",
+        &l[..30]
+    );
+    assert!(
+        mean(&l[55..]) < mean(&l[30..35]),
+        "the UNet learns: {:?}",
+        &l[30..]
+    );
     // A diffusers folder, f16, that Kiln loads and generates from.
-    for f in ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
-              "tokenizer/tokenizer.json", "scheduler/scheduler_config.json"] {
+    for f in [
+        "model_index.json",
+        "unet/config.json",
+        "vae/config.json",
+        "text_encoder/config.json",
+        "tokenizer/tokenizer.json",
+        "scheduler/scheduler_config.json",
+    ] {
         assert!(out.join(f).is_file(), "{f}");
     }
-    let info = kiln_engine::weights::Checkpoint::open_header(&out, None).unwrap().info;
+    let info = kiln_engine::weights::Checkpoint::open_header(&out, None)
+        .unwrap()
+        .info;
     assert_eq!(info.dtype, "F16");
     let scaling = info.config.vae.scaling_factor;
-    assert!(scaling.is_finite() && scaling > 0.0 && scaling != 0.18215, "{scaling}");
+    assert!(
+        scaling.is_finite() && scaling > 0.0 && scaling != 0.18215,
+        "{scaling}"
+    );
     let vae_cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("vae/config.json")).unwrap()).unwrap();
-    assert_eq!(vae_cfg["down_block_types"], serde_json::json!(["DownEncoderBlock2D", "DownEncoderBlock2D"]));
+        serde_json::from_str(&std::fs::read_to_string(out.join("vae/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        vae_cfg["down_block_types"],
+        serde_json::json!(["DownEncoderBlock2D", "DownEncoderBlock2D"])
+    );
     let png = dir.path().join("x.png");
     let o = crate::cli::kiln(&[
-        "generate", "--model", out.to_str().unwrap(), "--prompt", "a red circle",
-        "--steps", "3", "--seed", "1", "--out", png.to_str().unwrap(),
+        "generate",
+        "--model",
+        out.to_str().unwrap(),
+        "--prompt",
+        "a red circle",
+        "--steps",
+        "3",
+        "--seed",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
     let img = kiln_engine::image::read_png(&png).unwrap();
     assert_eq!((img.width, img.height), (16, 16), "the model's native size");
     // Only the newest checkpoints are kept (the phase ends: steps 30 and 60; keep 2).
-    let ckpts: Vec<_> = std::fs::read_dir(out.join("checkpoints")).unwrap().collect();
+    let ckpts: Vec<_> = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .collect();
     assert_eq!(ckpts.len(), 2);
 }
 
@@ -327,10 +450,28 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     let arch = write_arch(dir.path());
     let run = |out: &Path, steps: &str, extra: &[&str]| {
         let mut args = vec![
-            "--config", arch.to_str().unwrap(), "--data", data.to_str().unwrap(),
-            "--out", out.to_str().unwrap(), "--resolution", "16",
-            "--vae-steps", "4", "--vae-batch", "4", "--steps", steps, "--batch", "4",
-            "--checkpoint-every", "2", "--keep-checkpoints", "0", "--lr-schedule", "constant",
+            "--config",
+            arch.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--vae-steps",
+            "4",
+            "--vae-batch",
+            "4",
+            "--steps",
+            steps,
+            "--batch",
+            "4",
+            "--checkpoint-every",
+            "2",
+            "--keep-checkpoints",
+            "0",
+            "--lr-schedule",
+            "constant",
         ];
         args.extend_from_slice(extra);
         let o = train(&args);
@@ -345,8 +486,11 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     // first part ran with --steps 2, so the learning rate must not depend on it: constant).
     let err = run(&b, "6", &["--resume", "latest"]);
     assert!(err.contains("resuming at step 6"), "{err}");
-    for f in ["unet/diffusion_pytorch_model.safetensors", "text_encoder/model.safetensors",
-              "vae/diffusion_pytorch_model.safetensors"] {
+    for f in [
+        "unet/diffusion_pytorch_model.safetensors",
+        "text_encoder/model.safetensors",
+        "vae/diffusion_pytorch_model.safetensors",
+    ] {
         assert_eq!(
             std::fs::read(a.join(f)).unwrap(),
             std::fs::read(b.join(f)).unwrap(),
@@ -362,20 +506,44 @@ fn bad_base_training_requests_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     shapes(&data, "4");
-    let o = train(&["--data", data.to_str().unwrap(), "--out", dir.path().join("o").to_str().unwrap()]);
-    assert!(!o.status.success());
-    assert!(crate::cli::stderr(&o).contains("--config"), "{}", crate::cli::stderr(&o));
-    let arch = write_arch(dir.path());
     let o = train(&[
-        "--config", arch.to_str().unwrap(), "--data", dir.path().join("nope").to_str().unwrap(),
-        "--out", dir.path().join("o").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
     ]);
     assert!(!o.status.success());
-    assert!(crate::cli::stderr(&o).contains("nope"), "{}", crate::cli::stderr(&o));
+    assert!(
+        crate::cli::stderr(&o).contains("--config"),
+        "{}",
+        crate::cli::stderr(&o)
+    );
+    let arch = write_arch(dir.path());
     let o = train(&[
-        "--config", arch.to_str().unwrap(), "--data", data.to_str().unwrap(),
-        "--out", dir.path().join("o").to_str().unwrap(), "--resolution", "16",
-        "--resume", fixture("tiny-a.safetensors").to_str().unwrap(),
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        dir.path().join("nope").to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        crate::cli::stderr(&o).contains("nope"),
+        "{}",
+        crate::cli::stderr(&o)
+    );
+    let o = train(&[
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+        "--resolution",
+        "16",
+        "--resume",
+        fixture("tiny-a.safetensors").to_str().unwrap(),
     ]);
     assert!(!o.status.success());
     assert!(

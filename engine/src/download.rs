@@ -93,6 +93,9 @@ pub fn download(
 ) -> Result<PathBuf> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(std::time::Duration::from_secs(15)))
+        // A server that accepts the connection but never answers is an error, not a hang
+        // (a stalled body is not timed: a 3.4 GB file has no sensible total budget).
+        .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
         .build()
         .into();
     let tree_url = format!("{endpoint}/api/models/{repo}/tree/{revision}?recursive=1");

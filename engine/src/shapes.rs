@@ -475,7 +475,11 @@ impl<'a> Pixels<'a> {
             // across its upper arms.
             let width = |y: usize| (x0..=x1).filter(|x| in_shape(self.at(*x, y))).count();
             let widest = (y0..=y1).max_by_key(|y| (width(*y), *y)).unwrap_or(y1);
-            if (widest - y0) as f32 / bh > 0.6 { 2 } else { 3 }
+            if (widest - y0) as f32 / bh > 0.6 {
+                2
+            } else {
+                3
+            }
         };
         Some((shape, position))
     }
@@ -490,7 +494,10 @@ pub fn detect(image: &RgbImage) -> Option<Detection> {
     let p = Pixels::new(image);
     // Pass 1: the shape's colour from its most distinct pixels (anti-aliased edges are blends
     // with the background and would pull the mean towards it).
-    let max = p.coords().map(|(x, y)| dist(p.at(x, y), p.bg)).fold(0.0, f32::max);
+    let max = p
+        .coords()
+        .map(|(x, y)| dist(p.at(x, y), p.bg))
+        .fold(0.0, f32::max);
     let (mut n, mut sum) = (0usize, [0f32; 3]);
     for (x, y) in p.coords() {
         let c = p.at(x, y);
@@ -585,20 +592,18 @@ pub fn detect_striped(image: &RgbImage) -> Option<StripedDetection> {
     let colour = if dl <= dd { cl } else { cd };
     let (shape_kind, position) = p.geometry(&|c| p.far(c))?;
     // Row by row, which tone holds most of the row.
-    let mut rows: Vec<Option<bool>> = vec![None; h];
-    for y in 0..h {
-        let (mut l, mut d) = (0, 0);
-        for (_, _, c) in shape.iter().filter(|(_, yy, _)| *yy == y) {
-            if luma(*c) >= threshold {
-                l += 1;
-            } else {
-                d += 1;
-            }
-        }
-        if l + d >= 2 {
-            rows[y] = Some(l >= d);
+    let mut counts = vec![(0usize, 0usize); h];
+    for (_, y, c) in &shape {
+        if luma(*c) >= threshold {
+            counts[*y].0 += 1;
+        } else {
+            counts[*y].1 += 1;
         }
     }
+    let rows: Vec<Option<bool>> = counts
+        .into_iter()
+        .map(|(l, d)| (l + d >= 2).then_some(l >= d))
+        .collect();
     // Runs of rows of one tone; a single row is a blurred boundary, not a band.
     let mut runs: Vec<(bool, usize)> = Vec::new();
     for tone in rows.into_iter().flatten() {
@@ -615,10 +620,8 @@ pub fn detect_striped(image: &RgbImage) -> Option<StripedDetection> {
     }
     let changes = bands.len().saturating_sub(1);
     let tenth = shape.len() / 10;
-    let striped = changes >= 1
-        && n_light >= tenth
-        && n_dark >= tenth
-        && luma(light) - luma(dark) > 40.0;
+    let striped =
+        changes >= 1 && n_light >= tenth && n_dark >= tenth && luma(light) - luma(dark) > 40.0;
     Some(StripedDetection {
         shape: Detection {
             colour,
@@ -769,7 +772,11 @@ mod tests {
         for shape in 0..SHAPES.len() {
             for colour in 0..COLOURS.len() {
                 for position in 0..9 {
-                    for (large, style) in [(true, Style::Striped), (true, Style::Solid), (false, Style::Solid)] {
+                    for (large, style) in [
+                        (true, Style::Striped),
+                        (true, Style::Solid),
+                        (false, Style::Solid),
+                    ] {
                         let bg = if colour == 6 { 2 } else { 6 };
                         let s = Scene {
                             shapes: vec![ShapeSpec {
@@ -807,7 +814,11 @@ mod tests {
             &wrong[..wrong.len().min(5)]
         );
         let striped = scene_in_style(1, 3, Style::Striped);
-        assert!(striped.caption().contains("striped"), "{}", striped.caption());
+        assert!(
+            striped.caption().contains("striped"),
+            "{}",
+            striped.caption()
+        );
         assert_eq!(striped.shapes.len(), scene(1, 3).shapes.len());
     }
 }

@@ -22,7 +22,7 @@ pub enum EvalCommand {
         /// A LoRA to apply: FILE or FILE:WEIGHT.
         #[arg(long)]
         lora: Option<String>,
-        /// Evaluate only the first N prompts (of 45).
+        /// Evaluate N of the 45 prompts, spread evenly over the held-out pairs.
         #[arg(long)]
         limit: Option<usize>,
         /// Sampling steps (DPM++ 2M Karras).
@@ -95,7 +95,12 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         sd.add_lora(adapter, weight);
     }
     let scenes = eval_scenes(style);
-    let scenes = &scenes[..limit.unwrap_or(scenes.len()).min(scenes.len())];
+    // N prompts spread evenly over the list (it is ordered pair by pair, position by position),
+    // so a short run still covers every held-out pair.
+    let n = limit.unwrap_or(scenes.len()).clamp(1, scenes.len());
+    let scenes: Vec<_> = (0..n)
+        .map(|i| scenes[i * scenes.len() / n].clone())
+        .collect();
     let mut items = Vec::with_capacity(scenes.len());
     for (k, scene) in scenes.iter().enumerate() {
         let prompt = scene.caption();

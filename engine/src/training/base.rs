@@ -777,7 +777,7 @@ pub fn train_base(
             run.maybe_checkpoint(step, step == total, &models, &opt, smoothed, vae_done)?;
             if config.sample_every > 0
                 && !config.sample_prompts.is_empty()
-                && (k + 1) % config.sample_every == 0
+                && (k + 1).is_multiple_of(config.sample_every)
             {
                 let (te, unet, vae) = models.averaged(&opt);
                 let mut sd = StableDiffusion::from_models(
