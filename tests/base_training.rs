@@ -11,7 +11,7 @@ use kiln_engine::burn::module::Module;
 use kiln_engine::burn::tensor::{Int, Tensor, TensorData};
 use kiln_engine::models::paths::named_params;
 use kiln_engine::training::adamw::AdamWConfig;
-use kiln_engine::training::base::{BaseModels, Trained, diffusion_step, vae_step};
+use kiln_engine::training::base::{BaseModels, Trained, VaeLossWeights, diffusion_step, vae_step};
 use kiln_engine::training::full::{FullOptimizer, StepSettings};
 use kiln_engine::training::lora::{Batch, Text};
 use kiln_engine::weights::save::torch_layout;
@@ -222,10 +222,10 @@ fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
     );
 }
 
-/// Two VAE steps (posterior sampled with given noise, L1 + KL): loss, gradient norm, weights
-/// and EMA weights against torch.
+/// Two VAE steps (posterior sampled with given noise, L1 + KL + edge term): loss, gradient
+/// norm, weights and EMA weights against torch.
 #[test]
-fn a_vae_step_matches_torch_with_the_kl_term() {
+fn a_vae_step_matches_torch_with_the_kl_and_edge_terms() {
     let meta = json();
     let mut models = tiny_a_models();
     let before = models.vae.clone();
@@ -240,7 +240,10 @@ fn a_vae_step_matches_torch_with_the_kl_term() {
             &mut opt,
             tensor::<4>(&xs, x.clone()),
             tensor::<4>(&es, eps.clone()),
-            meta["kl_weight"].as_f64().unwrap(),
+            VaeLossWeights {
+                kl: meta["kl_weight"].as_f64().unwrap(),
+                edge: meta["edge_weight"].as_f64().unwrap(),
+            },
             &adamw,
             s,
         )

@@ -45,6 +45,9 @@ pub struct BaseArgs {
     /// Weight of the VAE's KL term (against the mean absolute pixel error).
     #[arg(long, default_value_t = 1e-6)]
     kl_weight: f64,
+    /// Weight of the VAE's edge term (error of neighbouring-pixel differences).
+    #[arg(long, default_value_t = 1.0)]
+    edge_weight: f64,
     /// Optimiser steps of the diffusion phase (UNet and text encoder).
     #[arg(long, default_value_t = 10_000)]
     steps: usize,
@@ -118,6 +121,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
             batch_size: a.vae_batch,
             learning_rate: a.vae_lr,
             kl_weight: a.kl_weight,
+            edge_weight: a.edge_weight,
         },
         steps: a.steps,
         batch_size: a.batch,
