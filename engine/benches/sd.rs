@@ -1,5 +1,6 @@
 //! Benchmarks (not tests): a full-size SD 1.5 UNet forward with random weights, a whole
-//! tiny-model txt2img, seconds per step of every sampler on the tiny model, and LoRA stacks. `benches/compare.sh` runs these and `benches/torch_side.py` (the same
+//! tiny-model txt2img, seconds per step of every sampler on the tiny model, LoRA stacks, a
+//! LoRA training step, the two `kiln train base` steps, and the shipped model's txt2img. `benches/compare.sh` runs these and `benches/torch_side.py` (the same
 //! work in PyTorch/diffusers) in one go and prints the ratios.
 //!
 //! `cargo bench -p kiln-engine --bench sd --profile dev [-- DEVICE]` (DEVICE: cpu, ndarray,
@@ -209,6 +210,144 @@ fn main() {
     if only.is_empty() || only == "lora" {
         bench_lora(&device, &name);
     }
+    if only.is_empty() || only == "base" {
+        bench_base_steps(&device, &name, runs);
+    }
+    if only.is_empty() || only == "kiln-tiny" {
+        bench_kiln_tiny(&device, &name, runs);
+    }
+}
+
+/// One `kiln train base` step of each phase on the kiln-tiny architecture with random weights
+/// (`assets/models/kiln-tiny.arch.json`): UNet + text encoder at batch 32 on 16×16 latents,
+/// and the VAE at batch 16 on 64×64 images — compare `base_steps` in torch_side.py.
+fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
+    use kiln_engine::burn::tensor::Int;
+    use kiln_engine::training::adamw::AdamWConfig;
+    use kiln_engine::training::base::{
+        Architecture, BaseModels, Trained, VaeLossWeights, diffusion_step, vae_step,
+    };
+    use kiln_engine::training::full::{FullOptimizer, StepSettings};
+    use kiln_engine::training::lora::{Batch, Text};
+    let arch = Architecture::read(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny.arch.json"),
+    )
+    .unwrap();
+    let cfg = arch.config;
+    let build = |seed| Loader::random(seed, device);
+    let mut models = BaseModels {
+        text_encoder: kiln_engine::models::clip_text::ClipTextModel::load(
+            &cfg.text_encoder,
+            &mut build(1),
+        )
+        .unwrap(),
+        unet: UNet2DConditionModel::load(&cfg.unet, &mut build(2)).unwrap(),
+        vae: kiln_engine::models::vae::AutoencoderKL::load(&cfg.vae, &mut build(3)).unwrap(),
+        config: cfg.clone(),
+        scheduler: arch
+            .scheduler
+            .unwrap_or_else(kiln_engine::schedulers::SchedulerConfig::sd15),
+    };
+    let alphas = models.scheduler.alphas_cumprod().unwrap();
+    let ids: Vec<i64> = (0..32 * 77).map(|i| (i % 500) as i64).collect();
+    let batch = Batch {
+        latents: randn([32, 4, 16, 16], device),
+        noise: randn([32, 4, 16, 16], device),
+        timesteps: (0..32).map(|i| i * 31).collect(),
+        text: Text::Ids(Tensor::<2, Int>::from_data(
+            TensorData::new(ids, [32, 77]),
+            device,
+        )),
+    };
+    let settings = |t| StepSettings {
+        t,
+        lr: 1e-4,
+        max_grad_norm: Some(1.0),
+        ema_decay: Some(0.999),
+    };
+    let mut opt = FullOptimizer::default();
+    let mut times = Vec::new();
+    for t in 1..=runs + 1 {
+        let t0 = Instant::now();
+        let trained = Trained {
+            unet: true,
+            text_encoder: true,
+        };
+        diffusion_step(
+            &mut models,
+            &mut opt,
+            &batch,
+            trained,
+            &alphas,
+            Some(5.0),
+            &AdamWConfig::default(),
+            settings(t),
+        )
+        .unwrap();
+        if t > 1 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        r#"{{"bench": "base_diffusion_step_kiln_tiny_arch_b32", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
+    let images = randn([16, 3, 64, 64], device).clamp(-1.0, 1.0);
+    let eps = randn([16, 4, 16, 16], device);
+    let mut times = Vec::new();
+    for t in 1..=runs + 1 {
+        let t0 = Instant::now();
+        let weights = VaeLossWeights {
+            kl: 1e-6,
+            edge: 1.0,
+        };
+        vae_step(
+            &mut models,
+            &mut opt,
+            images.clone(),
+            eps.clone(),
+            weights,
+            &AdamWConfig::default(),
+            settings(t),
+        )
+        .unwrap();
+        if t > 1 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        r#"{{"bench": "base_vae_step_kiln_tiny_arch_b16_64x64", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
+}
+
+/// The shipped model: one 64×64 image, 20 DPM++ 2M Karras steps with CFG (the studio's
+/// default kind of request) — compare `kiln_tiny` in torch_side.py.
+fn bench_kiln_tiny(device: &Device, device_name: &str, runs: usize) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny");
+    if !root.join("model_index.json").is_file() {
+        return;
+    }
+    let sd = StableDiffusion::load(&root, None, device).unwrap();
+    let mut req = tiny_request();
+    req.prompts = vec![kiln_engine::bundled::SAMPLE_PROMPT.into()];
+    req.negatives = vec![String::new()];
+    req.sampler = Sampler::DpmPp2m {
+        schedule: kiln_engine::schedulers::Schedule::Karras,
+    };
+    req.steps = 20;
+    let mut times = Vec::new();
+    for i in 0..runs + 1 {
+        let t0 = Instant::now();
+        sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+        if i > 0 {
+            times.push(t0.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        r#"{{"bench": "kiln_tiny_txt2img_64x64_b1_20steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        median(times)
+    );
 }
 
 /// A random rank-`r` LoRA on every attention projection (to_q/k/v/out.0) of `unet`.

@@ -91,6 +91,87 @@ def main():
         train_step()
     print(json.dumps({"bench": "lora_train_step_tiny_a_b2_16x16", "impl": impl, "seconds": round(timed(train_step, 30), 4)}))
 
+    base_steps(impl, ac)
+    kiln_tiny(impl)
+
+
+def base_steps(impl, alphas_cumprod):
+    """One `kiln train base` step of each phase on the kiln-tiny architecture, random weights
+    (Kiln: KILN_BENCH=base): UNet + text encoder, batch 32, 16x16 latents, min-SNR 5, AdamW,
+    clipping, EMA; the VAE, batch 16, 64x64, L1 + KL + edge term."""
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL
+    from diffusers.training_utils import EMAModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+    arch = json.load(open(os.path.join(ROOT, "assets/models/kiln-tiny.arch.json")))
+    u = dict(arch["unet"], mid_block_type="UNetMidBlock2DCrossAttn")
+    unet = UNet2DConditionModel(**u)
+    te = CLIPTextModel(CLIPTextConfig(**arch["text_encoder"]))
+    n = len(arch["vae"]["block_out_channels"])
+    vae = AutoencoderKL(**dict(arch["vae"], down_block_types=["DownEncoderBlock2D"] * n,
+                               up_block_types=["UpDecoderBlock2D"] * n))
+    params = list(unet.parameters()) + list(te.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    ema = EMAModel(params, decay=0.999)
+    g = torch.Generator().manual_seed(0)
+    lat, noise = torch.randn((32, 4, 16, 16), generator=g), torch.randn((32, 4, 16, 16), generator=g)
+    ids = torch.arange(32 * 77).remainder(500).view(32, 77)
+    ts = torch.arange(32) * 31
+    a = alphas_cumprod[ts].view(-1, 1, 1, 1)
+    snr = a.view(-1) / (1 - a.view(-1))
+    w = torch.minimum(snr, torch.full_like(snr, 5.0)) / snr
+
+    def diffusion_step():
+        ctx = te(ids).last_hidden_state
+        pred = unet(a.sqrt() * lat + (1 - a).sqrt() * noise, ts, ctx).sample
+        loss = (F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3)) * w).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        ema.step(params)
+
+    print(json.dumps({"bench": "base_diffusion_step_kiln_tiny_arch_b32", "impl": impl, "seconds": round(timed(diffusion_step, 3), 4)}))
+    vparams = list(vae.parameters())
+    vopt = torch.optim.AdamW(vparams, lr=1e-4)
+    vema = EMAModel(vparams, decay=0.999)
+    x = torch.randn((16, 3, 64, 64), generator=g).clamp(-1, 1)
+    eps = torch.randn((16, 4, 16, 16), generator=g)
+
+    def vae_step():
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.mean + post.std * eps).sample
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar)
+        dx = lambda t: t[..., :, 1:] - t[..., :, :-1]  # noqa: E731
+        dy = lambda t: t[..., 1:, :] - t[..., :-1, :]  # noqa: E731
+        edge = (dx(rec) - dx(x)).abs().mean() + (dy(rec) - dy(x)).abs().mean()
+        loss = (rec - x).abs().mean() + 1e-6 * kl.mean() + edge
+        vopt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vparams, 1.0)
+        vopt.step()
+        vema.step(vparams)
+
+    print(json.dumps({"bench": "base_vae_step_kiln_tiny_arch_b16_64x64", "impl": impl, "seconds": round(timed(vae_step, 3), 4)}))
+
+
+def kiln_tiny(impl):
+    """The shipped model: one 64x64 image, 20 DPM++ 2M Karras steps with CFG (Kiln: KILN_BENCH=kiln-tiny)."""
+    from diffusers import DPMSolverMultistepScheduler
+    root = os.path.join(ROOT, "assets/models/kiln-tiny")
+    if not os.path.isfile(os.path.join(root, "model_index.json")):
+        return
+    pipe = StableDiffusionPipeline.from_pretrained(root, safety_checker=None, torch_dtype=torch.float32, local_files_only=True)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, use_karras_sigmas=True)
+    pipe.set_progress_bar_config(disable=True)
+
+    def txt2img():
+        with torch.no_grad():
+            pipe(["a large red circle in the center on a blue background"], negative_prompt=[""], num_inference_steps=20,
+                 guidance_scale=7.5, width=64, height=64, output_type="np", generator=torch.Generator().manual_seed(0))
+
+    print(json.dumps({"bench": "kiln_tiny_txt2img_64x64_b1_20steps", "impl": impl, "seconds": round(timed(txt2img, 5), 4)}))
+
 
 if __name__ == "__main__":
     main()

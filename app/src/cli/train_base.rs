@@ -48,6 +48,9 @@ pub struct BaseArgs {
     /// Weight of the VAE's edge term (error of neighbouring-pixel differences).
     #[arg(long, default_value_t = 1.0)]
     edge_weight: f64,
+    /// Extra weight of the VAE's pixel error within two pixels of an edge.
+    #[arg(long, default_value_t = 0.0)]
+    detail_weight: f64,
     /// Optimiser steps of the diffusion phase (UNet and text encoder).
     #[arg(long, default_value_t = 10_000)]
     steps: usize,
@@ -122,6 +125,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
             learning_rate: a.vae_lr,
             kl_weight: a.kl_weight,
             edge_weight: a.edge_weight,
+            detail_weight: a.detail_weight,
         },
         steps: a.steps,
         batch_size: a.batch,

@@ -130,6 +130,10 @@ pub struct VaePhase {
     /// Weight of the edge term: the mean absolute error of the horizontal and vertical pixel
     /// differences, which a plain pixel loss lets blur (shapes' outlines are few pixels).
     pub edge_weight: f64,
+    /// Extra weight of the pixel error near detail (see [`detail_weights`]): flat backgrounds
+    /// are most of the pixels but the least of what matters.
+    #[serde(default)]
+    pub detail_weight: f64,
 }
 
 impl Default for VaePhase {
@@ -140,6 +144,7 @@ impl Default for VaePhase {
             learning_rate: 1e-3,
             kl_weight: 1e-6,
             edge_weight: 1.0,
+            detail_weight: 0.0,
         }
     }
 }
@@ -672,6 +677,7 @@ pub fn train_base(
             VaeLossWeights {
                 kl: config.vae.kl_weight,
                 edge: config.vae.edge_weight,
+                detail: config.vae.detail_weight,
             },
             &config.adamw,
             settings,
@@ -809,16 +815,21 @@ pub fn train_base(
 
 /// The VAE's training loss: `images` `[B, 3, H, W]` in \[-1, 1\] are encoded, the posterior
 /// sampled with `eps` `[B, L, H/f, W/f]` (`z = μ + σ·ε`) and decoded; the loss is the mean
-/// absolute pixel error, plus `weights.kl` × the mean over latent elements of
-/// `½(μ² + σ² − 1 − log σ²)`, plus `weights.edge` × the mean absolute error of the
-/// neighbouring-pixel differences in x and in y. Returns the loss to differentiate and its
-/// value.
+/// absolute pixel error (each pixel weighted by [`detail_weights`] with `weights.detail`),
+/// plus `weights.kl` × the mean over latent elements of `½(μ² + σ² − 1 − log σ²)`, plus
+/// `weights.edge` × the mean absolute error of the neighbouring-pixel differences in x and in
+/// y. Returns the loss to differentiate and its value.
 pub fn vae_loss(
     vae: &AutoencoderKL,
     images: Tensor<4>,
     eps: Tensor<4>,
     weights: VaeLossWeights,
 ) -> Result<(Tensor<1>, f64)> {
+    let pixel_weights = if weights.detail != 0.0 {
+        Some(detail_weights(&images, weights.detail)?)
+    } else {
+        None
+    };
     let (mean, logvar) = vae.encode(images.clone());
     let z = mean.clone() + (logvar.clone() * 0.5).exp() * eps;
     let reconstruction = vae.decode(z);
@@ -832,7 +843,11 @@ pub fn vae_loss(
         + (diff(reconstruction.clone(), 2, h) - diff(images.clone(), 2, h))
             .abs()
             .mean();
-    let rec = (reconstruction - images).abs().mean();
+    let err = (reconstruction - images).abs();
+    let rec = match pixel_weights {
+        Some(pw) => (err * pw).mean(),
+        None => err.mean(),
+    };
     let kl = ((mean.square() + logvar.clone().exp() - logvar - 1.0) * 0.5).mean();
     let loss = rec + kl * weights.kl + edge * weights.edge;
     let value = host(loss.clone().inner())?
@@ -845,6 +860,41 @@ pub fn vae_loss(
     Ok((loss, value))
 }
 
+/// Per-pixel weights `[B, 1, H, W]` of the VAE's pixel error: `1 + detail` within two pixels
+/// (a 5×5 window) of a pixel whose difference to its right or lower neighbour exceeds 0.1 in
+/// some channel (on the \[-1, 1\] scale), 1 elsewhere.
+pub fn detail_weights(images: &Tensor<4>, detail: f64) -> Result<Tensor<4>> {
+    let [b, c, h, w] = images.dims();
+    let x = host(images.clone())?;
+    let at = |n: usize, ch: usize, y: usize, xx: usize| x[((n * c + ch) * h + y) * w + xx];
+    let mut out = vec![1.0f32; b * h * w];
+    for n in 0..b {
+        let mut edge = vec![false; h * w];
+        for y in 0..h {
+            for xx in 0..w {
+                edge[y * w + xx] = (0..c).any(|ch| {
+                    let v = at(n, ch, y, xx);
+                    (xx + 1 < w && (v - at(n, ch, y, xx + 1)).abs() > 0.1)
+                        || (y + 1 < h && (v - at(n, ch, y + 1, xx)).abs() > 0.1)
+                });
+            }
+        }
+        for y in 0..h {
+            for xx in 0..w {
+                let near = (y.saturating_sub(2)..(y + 3).min(h))
+                    .any(|yy| (xx.saturating_sub(2)..(xx + 3).min(w)).any(|q| edge[yy * w + q]));
+                if near {
+                    out[(n * h + y) * w + xx] = 1.0 + detail as f32;
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_data(
+        TensorData::new(out, [b, 1, h, w]),
+        &images.device(),
+    ))
+}
+
 /// The weights of the VAE loss's terms besides the pixel error (see [`vae_loss`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VaeLossWeights {
@@ -852,6 +902,8 @@ pub struct VaeLossWeights {
     pub kl: f64,
     /// The edge term.
     pub edge: f64,
+    /// The extra weight of pixels near detail.
+    pub detail: f64,
 }
 
 /// One optimiser step of the VAE on `images` with posterior noise `eps` (see [`vae_loss`]):
