@@ -393,6 +393,18 @@ fn step_callback_carries_a_preview_of_every_image() {
     );
     // The preview changes as the image forms.
     assert_ne!(previews[0][0].pixels, last[0].pixels);
+    // A small image's preview is decoded by the VAE: the last one is (nearly) the image.
+    assert!(
+        out.images[0].width * out.images[0].height <= kiln_engine::pipeline::EXACT_PREVIEW_PIXELS
+    );
+    let mad = last[0]
+        .pixels
+        .iter()
+        .zip(&out.images[0].pixels)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .sum::<f64>()
+        / last[0].pixels.len() as f64;
+    assert!(mad < 3.0, "the last preview is the image: mean |Δ| {mad}");
     req.preview = false;
     sd.generate(&req, &CancelToken::new(), &mut |p| {
         assert!(p.preview.is_none())

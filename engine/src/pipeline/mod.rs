@@ -60,8 +60,9 @@ pub struct StepProgress {
     pub step: usize,
     /// Total calls (Heun and DPM++ 2S a make two per step).
     pub total: usize,
-    /// The image forming, from the latents without the VAE ([`crate::preview`]); only when
-    /// [`GenerationRequest::preview`] is set. One image per output image.
+    /// The image forming (the predicted clean image; decoded by the VAE for small images,
+    /// else by [`crate::preview`]'s cheap map); only when [`GenerationRequest::preview`] is
+    /// set. One image per output image.
     pub preview: Option<Vec<RgbImage>>,
 }
 
@@ -676,15 +677,15 @@ impl StableDiffusion {
                 self.unet_forward(input.clone(), t, &context)
             };
             let preview = match &preview_alphas {
-                Some(alphas) => Some(crate::preview::latents_to_rgb(
-                    &latents_to_host(predict_x0(
+                Some(alphas) => {
+                    let x0 = predict_x0(
                         &self.info.scheduler.prediction_type,
                         &input,
                         pred.clone(),
                         interp(t, alphas),
-                    ))?,
-                    self.vae_scale_factor(),
-                )),
+                    );
+                    Some(self.preview(x0)?)
+                }
                 None => None,
             };
             latents = scheduler.step(pred, i, latents, &mut noise);
@@ -708,7 +709,24 @@ impl StableDiffusion {
             seeds,
         })
     }
+
+    /// The live preview of predicted clean latents `x0` `[B, C, h, w]`: decoded by the VAE when
+    /// that is cheap (images of at most [`EXACT_PREVIEW_PIXELS`], like the shipped model's
+    /// 64×64, whose latents no fixed colour map describes), else the fixed linear map of
+    /// [`crate::preview`].
+    fn preview(&self, x0: Tensor<4>) -> Result<Vec<RgbImage>> {
+        let [_, _, h, w] = x0.dims();
+        let f = self.vae_scale_factor();
+        if h * f * w * f <= EXACT_PREVIEW_PIXELS {
+            return to_rgb8(self.vae.decode(x0 / self.vae.scaling_factor));
+        }
+        Ok(crate::preview::latents_to_rgb(&latents_to_host(x0)?, f))
+    }
 }
+
+/// Images up to this many pixels get previews decoded by the VAE (a few milliseconds for a
+/// 64×64 image; an SD 1.5 decode at 512×512 takes seconds on a CPU).
+pub const EXACT_PREVIEW_PIXELS: usize = 96 * 96;
 
 /// Copies a `[B, C, h, w]` tensor to the host.
 pub fn latents_to_host(t: Tensor<4>) -> Result<LatentsData> {
