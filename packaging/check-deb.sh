@@ -198,6 +198,17 @@ if run /usr/bin/kiln generate --model "/$model" --prompt "a red circle" --width 
 else
     fail "kiln generate with /$model: $(tail -5 "$tmp/gen.log")"
 fi
+# Without --model the installed binary uses the installed model (found beside the executable,
+# before any source-tree fallback).
+if run /usr/bin/kiln generate --prompt "a red circle on a blue background" \
+        --steps 2 --seed 1 --out "$tmp/default.png" >"$tmp/gen-default.log" 2>&1 \
+        && [ "$(png_size "$tmp/default.png")" = 0000004000000040 ] \
+        && run /usr/bin/kiln info --json "$tmp/default.png" >"$tmp/info-default.json" 2>&1 \
+        && grep -q "/usr/share/kiln/models/kiln-tiny" "$tmp/info-default.json"; then
+    ok "kiln generate without --model: the installed kiln-tiny, at its native 64x64"
+else
+    fail "kiln generate without --model: $(tail -5 "$tmp/gen-default.log") $(head -c 400 "$tmp/info-default.json" 2>/dev/null)"
+fi
 
 # The window: the desktop entry's Exec under a virtual X server.
 display=""

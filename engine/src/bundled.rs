@@ -16,9 +16,14 @@ pub const NAME: &str = "kiln-tiny";
 /// The prompt the studio starts with when it opens the shipped model for the first time.
 pub const SAMPLE_PROMPT: &str = "a large red circle in the center on a blue background";
 
-/// Where the shipped model is, if it is anywhere (see the module docs for the order).
+/// Where the shipped model is, if it is anywhere (see the module docs for the order), as a
+/// canonical path (`/usr/share/kiln/models/kiln-tiny`, not `/usr/bin/../share/…`): it is what
+/// recipes and recent-model lists record.
 pub fn bundled_model() -> Option<PathBuf> {
-    candidates().into_iter().find(|p| is_model(p))
+    candidates()
+        .into_iter()
+        .find(|p| is_model(p))
+        .map(|p| p.canonicalize().unwrap_or(p))
 }
 
 /// Every place [`bundled_model`] looks, in order.
