@@ -388,7 +388,7 @@ fn kiln_train_base_trains_a_model_that_loads_and_generates() {
     assert_eq!(l.len(), 60, "{err}");
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     assert!(
-        mean(&l[25..30]) < 0.7 * mean(&l[..5]),
+        mean(&l[20..30]) < 0.8 * mean(&l[..3]),
         "the VAE learns: {:?}",
         &l[..30]
     );
