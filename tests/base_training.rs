@@ -494,6 +494,34 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     // first part ran with --steps 2, so the learning rate must not depend on it: constant).
     let err = run(&b, "6", &["--resume", "latest"]);
     assert!(err.contains("resuming at step 6"), "{err}");
+    // Resuming with a setting that changes the weights is refused, naming it.
+    let o = train(&[
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "--resolution",
+        "16",
+        "--vae-steps",
+        "4",
+        "--vae-batch",
+        "4",
+        "--steps",
+        "8",
+        "--batch",
+        "4",
+        "--lr-schedule",
+        "constant",
+        "--seed",
+        "5",
+        "--resume",
+        "latest",
+    ]);
+    let err = crate::cli::stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("other settings (seed)"), "{err}");
     for f in [
         "unet/diffusion_pytorch_model.safetensors",
         "text_encoder/model.safetensors",
@@ -508,7 +536,7 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
 }
 
 /// Bad requests are named errors: no architecture and no model, a missing data folder, a
-/// checkpoint of another run.
+/// file that is no base-training checkpoint, a VAE phase of no steps.
 #[test]
 fn bad_base_training_requests_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -556,6 +584,25 @@ fn bad_base_training_requests_are_named_errors() {
     assert!(!o.status.success());
     assert!(
         crate::cli::stderr(&o).contains("not a Kiln base-training checkpoint"),
+        "{}",
+        crate::cli::stderr(&o)
+    );
+    // A VAE that trains for no steps would never get its scaling factor.
+    let o = train(&[
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+        "--resolution",
+        "16",
+        "--vae-steps",
+        "0",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        crate::cli::stderr(&o).contains("at least one step"),
         "{}",
         crate::cli::stderr(&o)
     );

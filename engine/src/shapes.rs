@@ -302,9 +302,7 @@ fn inside(s: &ShapeSpec, u: f32, v: f32) -> bool {
     match SHAPES[s.shape] {
         "circle" => dx * dx + dy * dy <= 1.0,
         "square" => dx.abs() <= 0.85 && dy.abs() <= 0.85,
-        "triangle" => {
-            dy <= 0.8 && dy >= -1.0 + 1.8 * dx.abs() * 1.0 / 1.0 - 0.0 && dy >= 2.0 * dx.abs() - 1.0
-        }
+        "triangle" => dy <= 0.8 && dy >= 2.0 * dx.abs() - 1.0,
         "ring" => {
             let d = dx * dx + dy * dy;
             (0.36..=1.0).contains(&d)
@@ -488,7 +486,8 @@ impl<'a> Pixels<'a> {
 /// Reads the colour, shape and position of the one shape in `image` (plain background): the
 /// background is the border's median colour, the shape every pixel far from it; the colour is
 /// the nearest named colour to the shape's mean, the position the cell of its centroid, and the
-/// shape comes from its fill of the bounding box, a hole at the centre, and its squareness.
+/// shape comes from its fill of the bounding box, a hole at the centre, and which of its rows
+/// is widest.
 /// None when nothing stands out from the background.
 pub fn detect(image: &RgbImage) -> Option<Detection> {
     let p = Pixels::new(image);
@@ -570,7 +569,7 @@ pub fn detect_striped(image: &RgbImage) -> Option<StripedDetection> {
     lumas.sort_by(f32::total_cmp);
     let threshold = (lumas[lumas.len() / 10] + lumas[lumas.len() * 9 / 10]) / 2.0;
     // Each tone's per-channel median (anti-aliased edges would pull a mean off the colour).
-    let mean_of = |light: bool| {
+    let median_of = |light: bool| {
         let mut group: Vec<[f32; 3]> = shape
             .iter()
             .filter(|(_, _, c)| (luma(*c) >= threshold) == light)
@@ -583,7 +582,7 @@ pub fn detect_striped(image: &RgbImage) -> Option<StripedDetection> {
         });
         (n, median)
     };
-    let ((n_light, light), (n_dark, dark)) = (mean_of(true), mean_of(false));
+    let ((n_light, light), (n_dark, dark)) = (median_of(true), median_of(false));
     let named = |c: [f32; 3]| {
         let k = nearest_colour(c);
         (k, dist(c, COLOURS[k].1.map(f32::from)))

@@ -1,7 +1,10 @@
 //! `kiln eval shapes`: how well a model follows the prompt, measured. It generates the
 //! held-out prompts of the shapes dataset (shape–colour pairs never trained on) and reads each
-//! image back with `kiln_engine::shapes::detect` — computed from the pixels, not the model —
-//! then prints the accuracy for colour, shape and position.
+//! image back with `kiln_engine::shapes::detect` (`detect_striped` for `--style striped`) —
+//! computed from the pixels, not the model — then prints the accuracy for colour, shape and
+//! position (and, for striped prompts, how many came out striped). Prompt `i` of the full list
+//! is always generated with seed `i`, so runs with different `--limit`s agree on the prompts
+//! they share. Images are 64×64, the dataset's size, which the detector reads.
 
 use std::path::PathBuf;
 
@@ -99,10 +102,13 @@ pub fn eval(command: EvalCommand) -> Result<()> {
     // so a short run still covers every held-out pair.
     let n = limit.unwrap_or(scenes.len()).clamp(1, scenes.len());
     let scenes: Vec<_> = (0..n)
-        .map(|i| scenes[i * scenes.len() / n].clone())
+        .map(|i| {
+            let at = i * scenes.len() / n;
+            (at, scenes[at].clone())
+        })
         .collect();
     let mut items = Vec::with_capacity(scenes.len());
-    for (k, scene) in scenes.iter().enumerate() {
+    for (at, scene) in &scenes {
         let prompt = scene.caption();
         let req = GenerationRequest {
             prompts: vec![prompt.clone()],
@@ -112,7 +118,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
             },
             steps,
             cfg,
-            seed: k as u64,
+            seed: *at as u64,
             width: 64,
             height: 64,
             batch: 1,

@@ -159,6 +159,11 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
     };
     let samples = config.output.join("samples");
     let vae_steps = config.vae_steps();
+    let diffusion_parts = match (config.trains(Part::Unet), config.trains(Part::TextEncoder)) {
+        (true, true) => "the UNet and text encoder",
+        (true, false) => "the UNet",
+        _ => "the text encoder",
+    };
     let mut failed = None;
     let out = run(
         &config,
@@ -171,7 +176,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
                     eprintln!("phase 1: the VAE ({vae_steps} steps)")
                 }
                 TrainingEvent::Step { step, .. } if *step == vae_steps + 1 => {
-                    eprintln!("phase 2: the UNet and text encoder")
+                    eprintln!("phase 2: {diffusion_parts}")
                 }
                 TrainingEvent::Samples { step, images } => {
                     if let Err(err) = save_samples(&samples, *step, images) {

@@ -232,7 +232,8 @@ impl Default for BaseTrainingConfig {
 }
 
 impl BaseTrainingConfig {
-    fn trains(&self, part: Part) -> bool {
+    /// Whether `part` trains in this run.
+    pub fn trains(&self, part: Part) -> bool {
         self.train.contains(&part)
     }
 
@@ -393,8 +394,52 @@ fn checkpoints(config: &BaseTrainingConfig) -> Vec<PathBuf> {
                 .is_some_and(|n| n.starts_with("base-step") && n.ends_with(".safetensors"))
         })
         .collect();
-    found.sort();
+    // By step number, not by name: the padding is six digits, a run may go further.
+    found.sort_by_key(|p| checkpoint_step(p));
     found
+}
+
+/// The step in a checkpoint's file name (`base-step000100.safetensors` → 100).
+fn checkpoint_step(path: &Path) -> Option<usize> {
+    path.file_name()?
+        .to_str()?
+        .strip_prefix("base-step")?
+        .strip_suffix(".safetensors")?
+        .parse()
+        .ok()
+}
+
+/// The settings a resumed run must share with the run that wrote its checkpoint (everything
+/// that changes the weights): `config` without its paths, checkpoint and sample options, and
+/// without the diffusion phase's length — a run may be resumed to train longer (with a
+/// decaying schedule the learning rate then follows the new total).
+fn run_settings(config: &BaseTrainingConfig) -> serde_json::Value {
+    let mut c = config.clone();
+    c.steps = 0;
+    c.architecture = None;
+    c.init = None;
+    c.data = PathBuf::new();
+    c.output = PathBuf::new();
+    c.train.sort();
+    c.train.dedup();
+    c.checkpoint_every = 0;
+    c.keep_checkpoints = 0;
+    c.sample_every = 0;
+    c.sample_prompts.clear();
+    c.half_precision = false;
+    serde_json::to_value(c).unwrap_or_default()
+}
+
+/// The settings (top-level option names) in which `a` and `b` differ.
+fn differing_settings(a: &BaseTrainingConfig, b: &BaseTrainingConfig) -> Vec<String> {
+    let (a, b) = (run_settings(a), run_settings(b));
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect()
 }
 
 fn save_checkpoint(
@@ -463,8 +508,11 @@ fn load_checkpoint(
     let state: BaseState = file
         .metadata()
         .get(STATE_KEY)
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| bad("it is not a Kiln base-training checkpoint".into()))?;
+        .ok_or_else(|| bad("it is not a Kiln base-training checkpoint".into()))
+        .and_then(|s| {
+            serde_json::from_str(s)
+                .map_err(|e| bad(format!("its training state cannot be read ({e})")))
+        })?;
     let read = |key: &str, numel: usize| -> Result<Tensor<1>> {
         let v = file
             .f32(key)
@@ -564,12 +612,23 @@ pub fn train_base(
             config.caption_dropout
         )));
     }
+    if config.trains(Part::Vae) && (config.vae.steps == 0 || config.vae.batch_size == 0) {
+        return Err(Error::InvalidRequest(
+            "the VAE trains: give it at least one step and a batch of at least one image".into(),
+        ));
+    }
+    if config.diffusion_steps() > 0 && config.batch_size == 0 {
+        return Err(Error::InvalidRequest(
+            "the batch must hold at least one image".into(),
+        ));
+    }
     let mut models = BaseModels::build(config, &device)?;
-    let factor = models.config.vae.scale_factor();
-    if config.resolution == 0 || !config.resolution.is_multiple_of(factor * 4) {
+    // Latents are the VAE's factor smaller; the UNet halves them once per block but the last.
+    let levels = models.config.unet.block_out_channels.len().max(1) - 1;
+    let multiple = models.config.vae.scale_factor() << levels;
+    if config.resolution == 0 || !config.resolution.is_multiple_of(multiple) {
         return Err(Error::InvalidRequest(format!(
-            "the resolution must be a multiple of {} for this VAE and UNet",
-            factor * 4
+            "the resolution must be a multiple of {multiple} for this VAE and UNet"
         )));
     }
     let tokenizer = ClipTokenizer::sd15()?;
@@ -610,10 +669,23 @@ pub fn train_base(
     let mut last_checkpoint = None;
     if let Some(path) = resume {
         let state = load_checkpoint(path, &mut models, &mut opt, &device)?;
-        if state.config.train != config.train {
+        let differ = differing_settings(&state.config, config);
+        if !differ.is_empty() {
             return Err(Error::BadCheckpoint {
                 path: path.to_owned(),
-                reason: "it trains other components".into(),
+                reason: format!(
+                    "it was made with other settings ({}): resume with the options it was \
+                     started with",
+                    differ.join(", ")
+                ),
+            });
+        }
+        if state.step > config.total_steps()
+            || (!state.vae_done && state.step >= config.vae_steps())
+        {
+            return Err(Error::BadCheckpoint {
+                path: path.to_owned(),
+                reason: format!("its step {} is past this run's end", state.step),
             });
         }
         (step, smoothed, vae_done) = (state.step, state.smoothed_loss, state.vae_done);
@@ -690,7 +762,8 @@ pub fn train_base(
             // The VAE is final: its EMA weights, and the scaling factor of its latents.
             models.vae = opt.with_ema(models.vae.clone(), Part::Vae.name());
             opt.forget(Part::Vae.name());
-            let scaling = latent_scaling(&models.vae, &images, &device)?;
+            let scaling = latent_scaling(&models.vae, &images, &device)
+                .map_err(|e| run.diverged(e, step - 1))?;
             models.vae.scaling_factor = scaling;
             models.config.vae.scaling_factor = scaling;
             vae_done = true;
@@ -698,7 +771,9 @@ pub fn train_base(
         }
         run.maybe_checkpoint(step, step == vae_steps, &models, &opt, smoothed, vae_done)?;
     }
-    debug_assert!(vae_done || step < vae_steps);
+    if !vae_done && config.trains(Part::Vae) {
+        return Err(Error::InvalidRequest("the VAE phase did not finish".into()));
+    }
 
     // Phase 2: the UNet and/or the text encoder on cached latents.
     let diffusion_steps = config.diffusion_steps();
