@@ -2,8 +2,9 @@
 //! encoder and the VAE. Between steps the weights live on the plain device; a step makes
 //! every parameter a gradient-tracked leaf ([`track`]), runs forward and backward, reads the
 //! gradients by parameter path ([`gradients`]), and [`FullOptimizer::step`] scales them by
-//! the clipping factor [`FullOptimizer::clip`] computed from their global norm, applies AdamW exactly as `torch.optim.AdamW` ([`AdamWConfig`]) and moves the
-//! exponential moving average of the weights (diffusers' `EMAModel`).
+//! the clipping factor [`FullOptimizer::clip`] computed from their global norm, applies AdamW
+//! exactly as `torch.optim.AdamW` ([`AdamWConfig`]) and moves the exponential moving average
+//! of the weights (diffusers' `EMAModel`).
 //!
 //! Parameters are addressed by `"<component>.<diffusers path>"` (`unet.conv_in.weight`), the
 //! names checkpoints store them under; optimiser state is kept flattened (`Tensor<1>`).
