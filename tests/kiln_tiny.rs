@@ -9,10 +9,9 @@
 //! 18%), so the two prompt-following tests are ignored until the longer run replaces it; they
 //! hold the goals of issue 8 and run with `cargo test -- --ignored kiln_tiny`.
 
-use kiln_engine::pipeline::LatentsData;
-use kiln_engine::pipeline::{CancelToken, GenerationRequest, Sampler, StableDiffusion};
+use kiln_engine::pipeline::{CancelToken, StableDiffusion};
 
-use crate::common::{assert_close, reference, reference_json};
+use crate::common::{assert_close, reference};
 
 fn shipped() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny")
@@ -62,27 +61,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// gives the same latents and image as Kiln's.
 #[test]
 fn diffusers_and_kiln_draw_the_same_from_the_shipped_model() {
-    let json = reference_json("kiln-tiny");
-    let d = &json["ddim"];
-    let (shape, noise) = reference("kiln-tiny", "ddim.latents_in");
-    let req = GenerationRequest {
-        prompts: serde_json::from_value(d["prompts"].clone()).unwrap(),
-        negatives: serde_json::from_value(d["negative_prompts"].clone()).unwrap(),
-        sampler: Sampler::Ddim { eta: 0.0 },
-        steps: d["num_inference_steps"].as_u64().unwrap() as usize,
-        cfg: d["guidance_scale"].as_f64().unwrap(),
-        seed: 0,
-        width: d["width"].as_u64().unwrap() as usize,
-        height: d["height"].as_u64().unwrap() as usize,
-        batch: 1,
-        latents: Some(LatentsData {
-            shape: shape.try_into().unwrap(),
-            values: noise,
-        }),
-        clip_skip: 1,
-        init_image: None,
-        preview: false,
-    };
+    let req = crate::parity::ddim_request("kiln-tiny");
     let device = kiln_engine::device::device("cpu").unwrap();
     let sd = StableDiffusion::load(&shipped(), None, &device).unwrap();
     let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
