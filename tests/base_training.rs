@@ -498,10 +498,15 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     let err = run(&b, "6", &["--resume", "latest"]);
     assert!(err.contains("resuming at step 6"), "{err}");
     // Resuming with a setting that changes the weights is refused, naming it.
-    let o = attempt(&b, "8", &["--seed", "5", "--resume", "latest"]);
-    let err = crate::cli::stderr(&o);
-    assert!(!o.status.success(), "{err}");
-    assert!(err.contains("other settings (seed)"), "{err}");
+    for (flag, value, name) in [
+        ("--seed", "5", "seed"),
+        ("--noise-offset", "0.5", "noise_offset"),
+    ] {
+        let o = attempt(&b, "8", &[flag, value, "--resume", "latest"]);
+        let err = crate::cli::stderr(&o);
+        assert!(!o.status.success(), "{err}");
+        assert!(err.contains(&format!("other settings ({name})")), "{err}");
+    }
     for f in [
         "unet/diffusion_pytorch_model.safetensors",
         "text_encoder/model.safetensors",

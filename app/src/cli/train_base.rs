@@ -75,6 +75,10 @@ pub struct BaseArgs {
     /// Probability of training on the empty caption (for classifier-free guidance).
     #[arg(long, default_value_t = 0.1)]
     caption_dropout: f64,
+    /// Noise offset: adds this × one normal value per image and channel to the noise, so the
+    /// model has to learn overall colours from the caption (0 = off).
+    #[arg(long, default_value_t = 0.0)]
+    noise_offset: f64,
     /// EMA decay of the saved weights (0 = no EMA).
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
@@ -139,6 +143,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         max_grad_norm: positive(a.max_grad_norm),
         snr_gamma: positive(a.snr_gamma),
         caption_dropout: a.caption_dropout,
+        noise_offset: a.noise_offset,
         ema_decay: positive(a.ema_decay),
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,

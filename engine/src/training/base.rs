@@ -13,9 +13,11 @@
 //!    weights replace the trained ones and the VAE's `scaling_factor` becomes 1 / std of the
 //!    training latents (how SD's 0.18215 was chosen).
 //! 2. **Diffusion** (when the UNet and/or the text encoder train): DDPM ε-prediction on the
-//!    latents (posterior means, computed once and cached) with min-SNR-γ weighting; each
-//!    caption is replaced by the empty caption with probability `caption_dropout` so the model
-//!    learns the unconditional prediction classifier-free guidance needs. Text embeddings are
+//!    latents (posterior means, computed once and cached) with min-SNR-γ weighting and an
+//!    optional noise offset (`noise_offset`; without it a model of flat-coloured images learns
+//!    their colours from the noise instead of the caption); each caption is replaced by the
+//!    empty caption with probability `caption_dropout` so the model learns the unconditional
+//!    prediction classifier-free guidance needs. Text embeddings are
 //!    cached too when the text encoder is frozen.
 //!
 //! Both use AdamW (torch-exact), the learning-rate schedules and global-norm clipping of the
@@ -35,7 +37,6 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -53,7 +54,7 @@ use crate::training::dataset::{DatasetOptions, Plan, image_files, prepare, rng_f
 use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track};
 use crate::training::lora::{Batch, StepStats, Text};
 use crate::training::lr_schedule::LrSchedule;
-use crate::training::trainer::{PauseToken, TrainingEvent, sample_images};
+use crate::training::trainer::{PauseToken, TrainingEvent, randn, sample_images, training_noise};
 use crate::training::{denoising_loss, host};
 use crate::weights::loader::Loader;
 use crate::weights::safetensors::{Dtype, SafeTensors, WriteTensor, write_f32};
@@ -185,6 +186,9 @@ pub struct BaseTrainingConfig {
     pub snr_gamma: Option<f64>,
     /// Probability that a caption is replaced by the empty caption.
     pub caption_dropout: f64,
+    /// Noise offset (0 = off): see [`training_noise`]. Needed for prompts that name a
+    /// background colour.
+    pub noise_offset: f64,
     /// EMA decay (None = save the raw weights).
     pub ema_decay: Option<f64>,
     /// Seed of the initial weights and every random choice.
@@ -220,6 +224,7 @@ impl Default for BaseTrainingConfig {
             max_grad_norm: Some(1.0),
             snr_gamma: Some(5.0),
             caption_dropout: 0.1,
+            noise_offset: 0.0,
             ema_decay: Some(0.999),
             seed: 0,
             checkpoint_every: 500,
@@ -571,10 +576,6 @@ fn load_checkpoint(
 }
 
 /// Standard normal values.
-fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| StandardNormal.sample(rng)).collect()
-}
-
 /// The items of step `k` of a phase: epochs are seeded shuffles of all `n` images (the last
 /// partial batch of an epoch is dropped, so every step has `batch` images).
 fn batch_items(n: usize, batch: usize, seed: u64, purpose: u64, k: usize) -> Vec<usize> {
@@ -812,10 +813,7 @@ pub fn train_base(
                 Tensor::from_data(TensorData::new(ids, [b, MAX_LENGTH]), &device);
             let lat = Tensor::cat(items.iter().map(|&i| latents[i].clone()).collect(), 0);
             let shape = lat.dims();
-            let noise = Tensor::<4>::from_data(
-                TensorData::new(randn(&mut rng, shape.iter().product()), shape),
-                &device,
-            );
+            let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
             let text = if train_te {
                 Text::Ids(ids)

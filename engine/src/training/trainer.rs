@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
@@ -358,8 +358,34 @@ fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState
 }
 
 /// Standard normal values from `rng`.
-fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
+/// `n` standard-normal samples.
+pub(crate) fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
+}
+
+/// The noise ε of a training step, `[B, C, H, W]` like `shape`: standard normal, plus
+/// `offset` × one standard-normal value per image and channel (kohya's "noise offset";
+/// nothing is added when it is 0). Without it the DDPM schedule never fully hides an
+/// image's mean colour (ᾱ at t = 999 is still 0.0047 and the mean over H×W latents averages
+/// the noise away), so a model never has to learn the overall colour from the caption and
+/// samples always take it from their starting noise.
+pub(crate) fn training_noise(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    shape: [usize; 4],
+    offset: f64,
+    device: &Device,
+) -> Tensor<4> {
+    let noise = Tensor::<4>::from_data(
+        TensorData::new(randn(rng, shape.iter().product()), shape),
+        device,
+    );
+    if offset == 0.0 {
+        return noise;
+    }
+    let [b, c, _, _] = shape;
+    let per_channel =
+        Tensor::<4>::from_data(TensorData::new(randn(rng, b * c), [b, c, 1, 1]), device);
+    noise + per_channel * offset
 }
 
 /// Trains a LoRA (or, with `config.textual_inversion`, an embedding); returns the file. `resume` continues from a checkpoint (its
@@ -529,16 +555,7 @@ pub fn train_lora(
             );
             // Noise (+ offset) and timesteps.
             let mut rng = rng_for(config.seed, 3, global as u64);
-            let per: usize = shape[1..].iter().product();
-            let mut noise =
-                Tensor::<4>::from_data(TensorData::new(randn(&mut rng, b * per), shape), &device);
-            if config.noise_offset != 0.0 {
-                let offset = Tensor::<4>::from_data(
-                    TensorData::new(randn(&mut rng, b * shape[1]), [b, shape[1], 1, 1]),
-                    &device,
-                );
-                noise = noise + offset * config.noise_offset;
-            }
+            let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
             let diverged = |e: Error| match e {
                 Error::NonFinite(_) => Error::TrainingDiverged {
@@ -782,6 +799,32 @@ pub fn sample_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The noise offset moves each image-and-channel's mean by `offset` × N(0, 1); without it
+    /// the mean over 16×16 latents varies by only 1/16.
+    #[test]
+    fn noise_offset_shifts_each_channel_mean() {
+        let device = crate::device::device("cpu").unwrap();
+        let channel_mean_std = |offset: f64| {
+            let mut rng = rng_for(3, 3, 0);
+            let noise = training_noise(&mut rng, [64, 4, 16, 16], offset, &device);
+            let means: Vec<f32> = noise.mean_dims(&[2, 3]).into_data().to_vec().unwrap();
+            let m = means.iter().sum::<f32>() / means.len() as f32;
+            (means.iter().map(|x| (x - m).powi(2)).sum::<f32>() / means.len() as f32).sqrt()
+        };
+        let plain = channel_mean_std(0.0);
+        assert!((0.04..0.09).contains(&plain), "{plain}");
+        let offset = channel_mean_std(0.5);
+        assert!((0.4..0.6).contains(&offset), "{offset}");
+        // Offset 0 is exactly the plain noise (the LoRA parity fixtures rely on it).
+        let mut a = rng_for(3, 3, 0);
+        let plain = training_noise(&mut a, [1, 4, 2, 2], 0.0, &device);
+        let mut b = rng_for(3, 3, 0);
+        assert_eq!(
+            plain.into_data().to_vec::<f32>().unwrap(),
+            randn(&mut b, 16)
+        );
+    }
 
     #[test]
     fn per_image_repeats_and_buckets_shape_each_epoch() {
