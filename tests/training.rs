@@ -894,7 +894,7 @@ fn kiln_eval_shapes_scores_generated_images_with_the_detector() {
     // The scores are what the items say (the random test model draws noise, so the numbers
     // are low; the shipped model's eval is where they matter).
     let share = |k: &str| items.iter().filter(|i| i[k] == true).count() as f64 / 3.0;
-    for k in ["colour", "shape", "position"] {
+    for k in ["colour", "shape", "position", "background"] {
         assert_eq!(
             report[format!("{k}_accuracy")].as_f64().unwrap(),
             share(k),

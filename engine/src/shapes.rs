@@ -483,6 +483,12 @@ impl<'a> Pixels<'a> {
     }
 }
 
+/// The named colour (index into [`COLOURS`]) nearest to the background of `image`: the
+/// per-channel median of its border, as [`detect`] takes it.
+pub fn detect_background(image: &RgbImage) -> usize {
+    nearest_colour(Pixels::new(image).bg)
+}
+
 /// Reads the colour, shape and position of the one shape in `image` (plain background): the
 /// background is the border's median colour, the shape every pixel far from it; the colour is
 /// the nearest named colour to the shape's mean, the position the cell of its centroid, and the
@@ -744,7 +750,9 @@ mod tests {
                             }],
                             background: Background::Plain(bg),
                         };
-                        let got = detect(&s.render(64));
+                        let img = s.render(64);
+                        assert_eq!(detect_background(&img), bg, "{}", s.caption());
+                        let got = detect(&img);
                         let want = Detection {
                             colour,
                             shape,

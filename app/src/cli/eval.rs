@@ -2,7 +2,9 @@
 //! held-out prompts of the shapes dataset (shape–colour pairs never trained on) and reads each
 //! image back with `kiln_engine::shapes::detect` (`detect_striped` for `--style striped`) —
 //! computed from the pixels, not the model — then prints the accuracy for colour, shape and
-//! position (and, for striped prompts, how many came out striped). Prompt `i` of the full list
+//! position, and for the background colour (`kiln_engine::shapes::detect_background`; the
+//! held-out scenes are on white, or blue for white shapes), and, for striped prompts, how many
+//! came out striped. Prompt `i` of the full list
 //! is always generated with seed `i`, so runs with different `--limit`s agree on the prompts
 //! they share. Images are 64×64, the dataset's size, which the detector reads.
 
@@ -11,7 +13,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use kiln_engine::pipeline::{CancelToken, GenerationRequest, Sampler, StableDiffusion};
 use kiln_engine::schedulers::Schedule;
-use kiln_engine::shapes::{Detection, Style, detect, detect_striped, eval_scenes};
+use kiln_engine::shapes::{
+    Background, COLOURS, Detection, Style, detect, detect_background, detect_striped, eval_scenes,
+};
 use serde::Serialize;
 
 /// What to evaluate.
@@ -50,6 +54,8 @@ struct Item {
     colour: bool,
     shape: bool,
     position: bool,
+    /// Whether the background came out in the colour the prompt names.
+    background: bool,
     /// With `--style striped`: whether the shape came out striped.
     #[serde(skip_serializing_if = "Option::is_none")]
     striped: Option<bool>,
@@ -62,6 +68,7 @@ struct Report {
     colour_accuracy: f64,
     shape_accuracy: f64,
     position_accuracy: f64,
+    background_accuracy: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
     striped_accuracy: Option<f64>,
     items: Vec<Item>,
@@ -141,11 +148,13 @@ pub fn eval(command: EvalCommand) -> Result<()> {
             colour: got.as_ref().is_some_and(|d| d.colour == want.colour),
             shape: got.as_ref().is_some_and(|d| d.shape == want.shape),
             position: got.as_ref().is_some_and(|d| d.position == want.position),
+            background: image
+                .is_some_and(|i| Background::Plain(detect_background(i)) == scene.background),
             striped,
             read: got.map(|d| {
                 format!(
                     "{} {} {}",
-                    kiln_engine::shapes::COLOURS[d.colour].0,
+                    COLOURS[d.colour].0,
                     kiln_engine::shapes::SHAPES[d.shape],
                     kiln_engine::shapes::POSITIONS[d.position]
                 )
@@ -160,6 +169,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         colour_accuracy: acc(&|i| i.colour),
         shape_accuracy: acc(&|i| i.shape),
         position_accuracy: acc(&|i| i.position),
+        background_accuracy: acc(&|i| i.background),
         striped_accuracy: (style == Style::Striped).then(|| acc(&|i| i.striped == Some(true))),
         items,
     };
@@ -167,11 +177,12 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "{} held-out prompts: colour {:.1}%, shape {:.1}%, position {:.1}%{}",
+            "{} held-out prompts: colour {:.1}%, shape {:.1}%, position {:.1}%, background {:.1}%{}",
             report.prompts,
             report.colour_accuracy * 100.0,
             report.shape_accuracy * 100.0,
             report.position_accuracy * 100.0,
+            report.background_accuracy * 100.0,
             report
                 .striped_accuracy
                 .map(|a| format!(", striped {:.1}%", a * 100.0))

@@ -808,7 +808,7 @@ mod tests {
         let channel_mean_std = |offset: f64| {
             let mut rng = rng_for(3, 3, 0);
             let noise = training_noise(&mut rng, [64, 4, 16, 16], offset, &device);
-            let means: Vec<f32> = noise.mean_dims(&[2, 3]).into_data().to_vec().unwrap();
+            let means: Vec<f32> = noise.mean_dims(&[2, 3]).into_data().try_to_vec().unwrap();
             let m = means.iter().sum::<f32>() / means.len() as f32;
             (means.iter().map(|x| (x - m).powi(2)).sum::<f32>() / means.len() as f32).sqrt()
         };
@@ -821,7 +821,7 @@ mod tests {
         let plain = training_noise(&mut a, [1, 4, 2, 2], 0.0, &device);
         let mut b = rng_for(3, 3, 0);
         assert_eq!(
-            plain.into_data().to_vec::<f32>().unwrap(),
+            plain.into_data().try_to_vec::<f32>().unwrap(),
             randn(&mut b, 16)
         );
     }
