@@ -12,6 +12,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::image::RgbImage;
+use crate::pipeline::{GenerationRequest, Sampler};
+use crate::schedulers::Schedule;
 
 /// The named colours and their RGB values.
 pub const COLOURS: [(&str, [u8; 3]); 8] = [
@@ -317,6 +319,28 @@ fn inside(s: &ShapeSpec, u: f32, v: f32) -> bool {
 /// The red circle of the studio's first prompt is a trained pair.
 pub fn is_held_out(shape: usize, colour: usize) -> bool {
     (shape * 3 + colour) % 8 == 1
+}
+
+/// How `kiln eval shapes` draws: `prompts` (one image each) at the dataset's 64×64 with DPM++
+/// 2M Karras, `steps` steps, CFG `cfg`, seed `seed`.
+pub fn eval_request(prompts: Vec<String>, seed: u64, steps: usize, cfg: f64) -> GenerationRequest {
+    GenerationRequest {
+        prompts,
+        negatives: vec![],
+        sampler: Sampler::DpmPp2m {
+            schedule: Schedule::Karras,
+        },
+        steps,
+        cfg,
+        seed,
+        width: 64,
+        height: 64,
+        batch: 1,
+        latents: None,
+        clip_skip: 1,
+        init_image: None,
+        preview: false,
+    }
 }
 
 /// The held-out evaluation scenes: every held-out (shape, colour) pair, large, at each of the

@@ -11,10 +11,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use kiln_engine::pipeline::{CancelToken, GenerationRequest, Sampler, StableDiffusion};
-use kiln_engine::schedulers::Schedule;
+use kiln_engine::pipeline::{CancelToken, StableDiffusion};
 use kiln_engine::shapes::{
-    Background, COLOURS, Detection, Style, detect, detect_background, detect_striped, eval_scenes,
+    Background, COLOURS, Detection, Style, detect, detect_background, detect_striped, eval_request,
+    eval_scenes,
 };
 use serde::Serialize;
 
@@ -117,23 +117,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
     let mut items = Vec::with_capacity(scenes.len());
     for (at, scene) in &scenes {
         let prompt = scene.caption();
-        let req = GenerationRequest {
-            prompts: vec![prompt.clone()],
-            negatives: vec![],
-            sampler: Sampler::DpmPp2m {
-                schedule: Schedule::Karras,
-            },
-            steps,
-            cfg,
-            seed: *at as u64,
-            width: 64,
-            height: 64,
-            batch: 1,
-            latents: None,
-            clip_skip: 1,
-            init_image: None,
-            preview: false,
-        };
+        let req = eval_request(vec![prompt.clone()], *at as u64, steps, cfg);
         let out = sd.generate(&req, &CancelToken::new(), &mut |_| {})?;
         let want = &scene.shapes[0];
         let image = out.images.first();
