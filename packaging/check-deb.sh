@@ -188,26 +188,28 @@ if run /usr/bin/kiln inspect "/$model" >"$tmp/inspect.json" 2>"$tmp/inspect.err"
 else
     fail "kiln inspect /$model: $(cat "$tmp/inspect.err" "$tmp/inspect.json" | head -5)"
 fi
+# generates_64 NAME MODEL ARGS…: `kiln generate ARGS…` (2 steps) writes a 64x64 PNG whose
+# recipe (`kiln info`) names MODEL; the output and logs are $tmp/NAME.*.
+generates_64() {
+    local name=$1 want=$2
+    shift 2
+    run /usr/bin/kiln generate "$@" --steps 2 --seed 1 --out "$tmp/$name.png" >"$tmp/$name.log" 2>&1 \
+        && [ "$(png_size "$tmp/$name.png")" = 0000004000000040 ] \
+        && run /usr/bin/kiln info --json "$tmp/$name.png" >"$tmp/$name.json" 2>&1 \
+        && grep -q "$want" "$tmp/$name.json"
+}
 t=$SECONDS
-if run /usr/bin/kiln generate --model "/$model" --prompt "a red circle" --width 64 --height 64 \
-        --steps 2 --seed 1 --out "$tmp/x.png" >"$tmp/gen.log" 2>&1 \
-        && [ "$(png_size "$tmp/x.png")" = 0000004000000040 ] \
-        && run /usr/bin/kiln info --json "$tmp/x.png" >"$tmp/info.json" 2>&1 \
-        && grep -q "/$model" "$tmp/info.json"; then
+if generates_64 x "/$model" --model "/$model" --prompt "a red circle" --width 64 --height 64; then
     ok "kiln generate with /$model: a 64x64 PNG whose recipe names the model ($((SECONDS - t)) s)"
 else
-    fail "kiln generate with /$model: $(tail -5 "$tmp/gen.log")"
+    fail "kiln generate with /$model: $(tail -5 "$tmp/x.log")"
 fi
 # Without --model the installed binary uses the installed model (found beside the executable,
-# before any source-tree fallback).
-if run /usr/bin/kiln generate --prompt "a red circle on a blue background" \
-        --steps 2 --seed 1 --out "$tmp/default.png" >"$tmp/gen-default.log" 2>&1 \
-        && [ "$(png_size "$tmp/default.png")" = 0000004000000040 ] \
-        && run /usr/bin/kiln info --json "$tmp/default.png" >"$tmp/info-default.json" 2>&1 \
-        && grep -q "/usr/share/kiln/models/kiln-tiny" "$tmp/info-default.json"; then
+# before any source-tree fallback), at its native size.
+if generates_64 default /usr/share/kiln/models/kiln-tiny --prompt "a red circle on a blue background"; then
     ok "kiln generate without --model: the installed kiln-tiny, at its native 64x64"
 else
-    fail "kiln generate without --model: $(tail -5 "$tmp/gen-default.log") $(head -c 400 "$tmp/info-default.json" 2>/dev/null)"
+    fail "kiln generate without --model: $(tail -5 "$tmp/default.log") $(head -c 400 "$tmp/default.json" 2>/dev/null)"
 fi
 
 # The window: the desktop entry's Exec under a virtual X server.

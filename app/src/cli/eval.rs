@@ -4,9 +4,9 @@
 //! computed from the pixels, not the model — then prints the accuracy for colour, shape and
 //! position, and for the background colour (`kiln_engine::shapes::detect_background`; the
 //! held-out scenes are on white, or blue for white shapes), and, for striped prompts, how many
-//! came out striped. Prompt `i` of the full list
-//! is always generated with seed `i`, so runs with different `--limit`s agree on the prompts
-//! they share. Images are 64×64, the dataset's size, which the detector reads.
+//! came out striped. Prompt `i` of the full list is always generated with seed `i`, so runs
+//! with different `--limit`s agree on the prompts they share. Images are 64×64, the dataset's
+//! size, which the detector reads (`kiln_engine::shapes::eval_request`).
 
 use std::path::PathBuf;
 

@@ -17,8 +17,8 @@
 //!    optional noise offset (`noise_offset`; without it a model of flat-coloured images learns
 //!    their colours from the noise instead of the caption); each caption is replaced by the
 //!    empty caption with probability `caption_dropout` so the model learns the unconditional
-//!    prediction classifier-free guidance needs. Text embeddings are
-//!    cached too when the text encoder is frozen.
+//!    prediction classifier-free guidance needs. Text embeddings are cached too when the text
+//!    encoder is frozen.
 //!
 //! Both use AdamW (torch-exact), the learning-rate schedules and global-norm clipping of the
 //! adapter trainer, and an EMA of the weights (diffusers' `EMAModel` warm-up); the EMA weights
@@ -575,7 +575,6 @@ fn load_checkpoint(
     Ok(state)
 }
 
-/// Standard normal values.
 /// The items of step `k` of a phase: epochs are seeded shuffles of all `n` images (the last
 /// partial batch of an epoch is dropped, so every step has `batch` images).
 fn batch_items(n: usize, batch: usize, seed: u64, purpose: u64, k: usize) -> Vec<usize> {

@@ -357,8 +357,7 @@ fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState
     Ok(state)
 }
 
-/// Standard normal values from `rng`.
-/// `n` standard-normal samples.
+/// `n` standard-normal samples from `rng`.
 pub(crate) fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
