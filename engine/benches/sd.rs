@@ -300,6 +300,7 @@ fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
         let weights = VaeLossWeights {
             kl: 1e-6,
             edge: 1.0,
+            detail: 0.0,
         };
         vae_step(
             &mut models,
