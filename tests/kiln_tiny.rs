@@ -25,10 +25,7 @@ fn the_shipped_model_is_found_small_and_sd1_shaped() {
         shipped().canonicalize().unwrap()
     );
     assert!(kiln_engine::bundled::is_bundled(&found));
-    let bytes: u64 = walk(&shipped())
-        .iter()
-        .map(|p| p.metadata().unwrap().len())
-        .sum();
+    let bytes = kiln::gui::models::size_on_disk(&shipped());
     assert!(
         bytes < 25 << 20,
         "{bytes} bytes: the shipped model stays under 25 MB"
@@ -42,19 +39,6 @@ fn the_shipped_model_is_found_small_and_sd1_shaped() {
         info.config.text_encoder.vocab_size, 49408,
         "SD's CLIP vocabulary"
     );
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// diffusers loads the folder `kiln train base` wrote and its DDIM txt2img from given noise

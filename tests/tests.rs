@@ -8,7 +8,8 @@
 //! - `samplers`, `prompts`, `lora`, `textual_inversion`: features against diffusers/PEFT;
 //! - `recipes`: PNG metadata, `kiln info`, `kiln generate --from`, img2img from the CLI;
 //! - `training`, `base_training`: adapter and whole-model training against diffusers/PEFT/torch;
-//! - `kiln_tiny`: the shipped model — found, small, the same images as diffusers, follows prompts.
+//! - `kiln_tiny`: the shipped model — found, small, the same images as diffusers, paints the
+//!   background the prompt names (and, ignored until it does, draws the shapes asked for).
 
 #![allow(missing_docs, clippy::unwrap_used)]
 

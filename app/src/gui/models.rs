@@ -135,7 +135,9 @@ pub fn format_bytes(bytes: u64) -> String {
     }
 }
 
-fn size_on_disk(path: &Path) -> u64 {
+/// The bytes of a file, or of every file under a folder (what the Models tab shows; unreadable
+/// entries count 0).
+pub fn size_on_disk(path: &Path) -> u64 {
     if path.is_dir() {
         std::fs::read_dir(path)
             .map(|d| {
