@@ -300,6 +300,17 @@ fn write_arch(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A diffusers scheduler config with DDPM's linear βs (0.0001…0.02).
+fn write_scheduler(dir: &Path, schedule: &str, prediction: &str) -> std::path::PathBuf {
+    let config = serde_json::json!({
+        "_class_name": "DDPMScheduler", "num_train_timesteps": 1000, "beta_start": 0.0001,
+        "beta_end": 0.02, "beta_schedule": schedule, "prediction_type": prediction
+    });
+    let path = dir.join(format!("scheduler-{schedule}-{prediction}.json"));
+    std::fs::write(&path, config.to_string()).unwrap();
+    path
+}
+
 fn shapes(dir: &Path, count: &str) {
     let o = crate::cli::kiln(&[
         "dataset",
@@ -498,9 +509,11 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     let err = run(&b, "6", &["--resume", "latest"]);
     assert!(err.contains("resuming at step 6"), "{err}");
     // Resuming with a setting that changes the weights is refused, naming it.
+    let linear = write_scheduler(dir.path(), "linear", "epsilon");
     for (flag, value, name) in [
         ("--seed", "5", "seed"),
         ("--noise-offset", "0.5", "noise_offset"),
+        ("--scheduler", linear.to_str().unwrap(), "scheduler"),
     ] {
         let o = attempt(&b, "8", &[flag, value, "--resume", "latest"]);
         let err = crate::cli::stderr(&o);
@@ -518,6 +531,85 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
             "{f}: resumed = uninterrupted"
         );
     }
+}
+
+/// `--scheduler` replaces the architecture's noise schedule: the run trains on it (the UNet
+/// comes out different from the same run on SD's schedule) and the saved model carries it.
+#[test]
+fn a_noise_schedule_given_with_scheduler_is_trained_on_and_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    shapes(&data, "8");
+    let arch = write_arch(dir.path());
+    let linear = write_scheduler(dir.path(), "linear", "epsilon");
+    let run = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            arch.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--vae-steps",
+            "2",
+            "--vae-batch",
+            "4",
+            "--steps",
+            "2",
+            "--batch",
+            "4",
+            "--warmup",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let o = train(&args);
+        assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    };
+    let (sd, lin) = (dir.path().join("sd"), dir.path().join("lin"));
+    run(&sd, &[]);
+    run(&lin, &["--scheduler", linear.to_str().unwrap()]);
+    let saved = |m: &Path| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(m.join("scheduler/scheduler_config.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(saved(&sd)["beta_schedule"], "scaled_linear");
+    assert_eq!(saved(&lin)["beta_schedule"], "linear");
+    assert_eq!(saved(&lin)["beta_end"], 0.02);
+    let unet = "unet/diffusion_pytorch_model.safetensors";
+    assert_eq!(
+        std::fs::read(sd.join("vae/diffusion_pytorch_model.safetensors")).unwrap(),
+        std::fs::read(lin.join("vae/diffusion_pytorch_model.safetensors")).unwrap(),
+        "the VAE phase does not use the noise schedule"
+    );
+    assert_ne!(
+        std::fs::read(sd.join(unet)).unwrap(),
+        std::fs::read(lin.join(unet)).unwrap(),
+        "the UNet trained on the given schedule"
+    );
+    // A schedule this trainer cannot learn is refused before any work.
+    let v = write_scheduler(dir.path(), "linear", "v_prediction");
+    let o = train(&[
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("v").to_str().unwrap(),
+        "--resolution",
+        "16",
+        "--scheduler",
+        v.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        crate::cli::stderr(&o).contains("prediction_type \"v_prediction\""),
+        "{}",
+        crate::cli::stderr(&o)
+    );
 }
 
 /// Bad requests are named errors: no architecture and no model, a missing data folder, a

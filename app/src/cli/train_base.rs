@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use kiln_engine::pipeline::CancelToken;
 use kiln_engine::training::base::{
     BaseTrainingConfig, Part, VaePhase, latest_base_checkpoint, train_base as run,
@@ -79,6 +79,10 @@ pub struct BaseArgs {
     /// model has to learn overall colours from the caption (0 = off).
     #[arg(long, default_value_t = 0.0)]
     noise_offset: f64,
+    /// Replace the noise schedule of --config or --init with this diffusers scheduler config
+    /// (a `scheduler_config.json`); the saved model carries it.
+    #[arg(long, value_name = "scheduler_config.json")]
+    scheduler: Option<PathBuf>,
     /// EMA decay of the saved weights (0 = no EMA).
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
@@ -116,6 +120,16 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         .map(|s| Part::parse(s))
         .collect::<kiln_engine::Result<Vec<_>>>()?;
     let positive = |v: f64| (v > 0.0).then_some(v);
+    let scheduler = match &a.scheduler {
+        Some(path) => Some(
+            serde_json::from_str(
+                &std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            )
+            .with_context(|| format!("{} is not a scheduler config", path.display()))?,
+        ),
+        None => None,
+    };
     let config = BaseTrainingConfig {
         architecture: a.config,
         init: a.init,
@@ -145,6 +159,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         caption_dropout: a.caption_dropout,
         noise_offset: a.noise_offset,
         ema_decay: positive(a.ema_decay),
+        scheduler,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints,

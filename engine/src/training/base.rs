@@ -191,6 +191,10 @@ pub struct BaseTrainingConfig {
     pub noise_offset: f64,
     /// EMA decay (None = save the raw weights).
     pub ema_decay: Option<f64>,
+    /// A noise schedule replacing the architecture's or the `init` model's (None = keep it);
+    /// the saved model carries the one it was trained with. kiln-tiny moves to DDPM's linear
+    /// schedule this way, whose noisiest step hides the image (ᾱ = 4·10⁻⁵) where SD's shows it.
+    pub scheduler: Option<SchedulerConfig>,
     /// Seed of the initial weights and every random choice.
     pub seed: u64,
     /// Save a checkpoint every N steps (0 = only at the ends of phases).
@@ -226,6 +230,7 @@ impl Default for BaseTrainingConfig {
             caption_dropout: 0.1,
             noise_offset: 0.0,
             ema_decay: Some(0.999),
+            scheduler: None,
             seed: 0,
             checkpoint_every: 500,
             keep_checkpoints: 2,
@@ -283,6 +288,31 @@ pub struct BaseModels {
 impl BaseModels {
     /// The starting models of `config`: random from its architecture file, or its `init` model.
     pub fn build(config: &BaseTrainingConfig, device: &Device) -> Result<BaseModels> {
+        let mut models = Self::starting(config, device)?;
+        if let Some(s) = &config.scheduler {
+            models.scheduler = s.clone();
+        }
+        let s = &models.scheduler;
+        if s.prediction_type != "epsilon" || s.rescale_betas_zero_snr {
+            // ε-prediction is what this trainer learns; at zero terminal SNR it cannot
+            // sample (x₀ = (x_T − ε̂)/0 at the first step).
+            return Err(Error::InvalidRequest(format!(
+                "kiln train base learns ε-prediction on a schedule whose last step keeps some \
+                 signal; this noise schedule has prediction_type {:?}{}",
+                s.prediction_type,
+                if s.rescale_betas_zero_snr {
+                    " and zero terminal SNR"
+                } else {
+                    ""
+                }
+            )));
+        }
+        s.alphas_cumprod()?;
+        Ok(models)
+    }
+
+    /// The starting models before any schedule override.
+    fn starting(config: &BaseTrainingConfig, device: &Device) -> Result<BaseModels> {
         match (&config.architecture, &config.init) {
             (Some(arch), None) => {
                 let arch = Architecture::read(arch)?;
