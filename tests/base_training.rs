@@ -139,7 +139,7 @@ fn a_full_diffusion_step_matches_diffusers_with_clipping_adamw_and_ema() {
                 text_encoder: true,
             },
             &alphas,
-            Some(meta["snr_gamma"].as_f64().unwrap()),
+            Some(meta["snr_gamma"].as_f64().unwrap()).into(),
             &adamw,
             s,
         )
@@ -514,6 +514,7 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
         ("--seed", "5", "seed"),
         ("--noise-offset", "0.5", "noise_offset"),
         ("--scheduler", linear.to_str().unwrap(), "scheduler"),
+        ("--snr-floor", "1", "snr_floor"),
     ] {
         let o = attempt(&b, "8", &[flag, value, "--resume", "latest"]);
         let err = crate::cli::stderr(&o);

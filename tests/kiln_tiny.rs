@@ -57,6 +57,26 @@ fn diffusers_and_kiln_draw_the_same_from_the_shipped_model() {
     assert!(diff <= 0.5, "image mean |Δ| {diff}");
 }
 
+/// DPM++ 2M Karras — what the studio and `kiln eval shapes` draw with — matches diffusers on
+/// the shipped model's own noise schedule (DDPM's linear βs, σ up to 157, not SD's 14.6).
+#[test]
+fn dpmpp_2m_karras_matches_diffusers_on_the_shipped_schedule() {
+    let mut req = crate::parity::ddim_request("kiln-tiny");
+    req.sampler = kiln_engine::pipeline::Sampler::DpmPp2m {
+        schedule: kiln_engine::schedulers::Schedule::Karras,
+    };
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let sd = StableDiffusion::load(&shipped(), None, &device).unwrap();
+    let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+    let (_, want) = reference("kiln-tiny", "dpmpp_2m_karras.latents_out");
+    assert_close(
+        "kiln-tiny DPM++ 2M Karras latents",
+        &out.latents.values,
+        &want,
+        2e-3,
+    );
+}
+
 /// The shipped model paints the background the prompt names, whatever the starting noise:
 /// what `--noise-offset` taught it (a model trained without it takes a flat background's
 /// colour from the noise, and the earlier kiln-tiny did).

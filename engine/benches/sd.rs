@@ -279,7 +279,7 @@ fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
             &batch,
             trained,
             &alphas,
-            Some(5.0),
+            Some(5.0).into(),
             &AdamWConfig::default(),
             settings(t),
         )

@@ -72,6 +72,11 @@ pub struct BaseArgs {
     /// min-SNR-γ (0 = plain MSE).
     #[arg(long, default_value_t = 5.0)]
     snr_gamma: f64,
+    /// Floor of the loss weighting in x₀ terms: steps noisier than this SNR count as much as
+    /// it does (1 = truncated-SNR weighting, like v-prediction's loss), so the noisy steps that
+    /// decide the layout are learned from the caption; 0 = off (plain min-SNR-γ).
+    #[arg(long, default_value_t = 0.0)]
+    snr_floor: f64,
     /// Probability of training on the empty caption (for classifier-free guidance).
     #[arg(long, default_value_t = 0.1)]
     caption_dropout: f64,
@@ -156,6 +161,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         },
         max_grad_norm: positive(a.max_grad_norm),
         snr_gamma: positive(a.snr_gamma),
+        snr_floor: a.snr_floor,
         caption_dropout: a.caption_dropout,
         noise_offset: a.noise_offset,
         ema_decay: positive(a.ema_decay),

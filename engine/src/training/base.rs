@@ -55,7 +55,7 @@ use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track
 use crate::training::lora::{Batch, StepStats, Text};
 use crate::training::lr_schedule::LrSchedule;
 use crate::training::trainer::{PauseToken, TrainingEvent, randn, sample_images, training_noise};
-use crate::training::{denoising_loss, host};
+use crate::training::{SnrWeighting, denoising_loss, host};
 use crate::weights::loader::Loader;
 use crate::weights::safetensors::{Dtype, SafeTensors, WriteTensor, write_f32};
 use crate::weights::{CheckpointInfo, Layout};
@@ -184,6 +184,8 @@ pub struct BaseTrainingConfig {
     pub max_grad_norm: Option<f64>,
     /// min-SNR-γ (None = plain MSE).
     pub snr_gamma: Option<f64>,
+    /// Floor of the loss weighting in x₀ terms ([`SnrWeighting::floor`]; 0 = off).
+    pub snr_floor: f64,
     /// Probability that a caption is replaced by the empty caption.
     pub caption_dropout: f64,
     /// Noise offset (0 = off): see [`training_noise`]. Needed for prompts that name a
@@ -227,6 +229,7 @@ impl Default for BaseTrainingConfig {
             adamw: AdamWConfig::default(),
             max_grad_norm: Some(1.0),
             snr_gamma: Some(5.0),
+            snr_floor: 0.0,
             caption_dropout: 0.1,
             noise_offset: 0.0,
             ema_decay: Some(0.999),
@@ -884,7 +887,10 @@ pub fn train_base(
                     text_encoder: train_te,
                 },
                 &alphas,
-                config.snr_gamma,
+                SnrWeighting {
+                    gamma: config.snr_gamma,
+                    floor: config.snr_floor,
+                },
                 &config.adamw,
                 settings,
             )
@@ -1048,7 +1054,7 @@ pub struct Trained {
 }
 
 /// One optimiser step of the UNet and/or the text encoder on `batch`: the ε-prediction loss
-/// ([`denoising_loss`], min-SNR-γ weighted when `snr_gamma` is set), gradients of every
+/// ([`denoising_loss`], weighted per timestep by `weighting`), gradients of every
 /// weight of the trained models, global-norm clipping over all of them, AdamW, EMA.
 #[allow(clippy::too_many_arguments)]
 pub fn diffusion_step(
@@ -1057,7 +1063,7 @@ pub fn diffusion_step(
     batch: &Batch,
     trained: Trained,
     alphas_cumprod: &[f64],
-    snr_gamma: Option<f64>,
+    weighting: SnrWeighting,
     adamw: &AdamWConfig,
     settings: StepSettings,
 ) -> Result<StepStats> {
@@ -1084,7 +1090,7 @@ pub fn diffusion_step(
         batch.noise.clone(),
         &batch.timesteps,
         alphas_cumprod,
-        snr_gamma,
+        weighting,
     )?;
     let backward = loss.backward();
     let mut grads = Grads::new();

@@ -510,7 +510,7 @@ pub fn loss_and_grads(
         batch.noise.clone(),
         &batch.timesteps,
         alphas_cumprod,
-        snr_gamma,
+        snr_gamma.into(),
     )?;
     let grads = loss.backward();
     // A layer the loss does not reach (a text-encoder layer past the one clip-skip uses) has a

@@ -32,9 +32,9 @@ pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// The ε-prediction training loss of `unet` on a batch: `latents` and `noise` `[B, C, h, w]`
-/// noised to `timesteps`, text `context` `[B, 77, D]`; the per-item MSE, min-SNR-γ weighted
-/// when `snr_gamma` is set, averaged over the batch. Returns the loss to differentiate and its
-/// value; a NaN or infinite value is [`Error::NonFinite`].
+/// noised to `timesteps`, text `context` `[B, 77, D]`; the per-item MSE, weighted per timestep
+/// by `weighting` ([`SnrWeighting`]), averaged over the batch. Returns the loss to differentiate
+/// and its value; a NaN or infinite value is [`Error::NonFinite`].
 pub fn denoising_loss(
     unet: &UNet2DConditionModel,
     context: &Tensor<3>,
@@ -42,7 +42,7 @@ pub fn denoising_loss(
     noise: Tensor<4>,
     timesteps: &[usize],
     alphas_cumprod: &[f64],
-    snr_gamma: Option<f64>,
+    weighting: SnrWeighting,
 ) -> Result<(Tensor<1>, f64)> {
     let b = timesteps.len();
     let device = noise.device();
@@ -54,12 +54,9 @@ pub fn denoising_loss(
         .reshape([b as i32, -1])
         .mean_dim(1)
         .reshape([b]);
-    let per_item = match snr_gamma {
-        Some(g) => {
-            let w: Vec<f32> = min_snr_weights(alphas_cumprod, timesteps, g)
-                .iter()
-                .map(|v| *v as f32)
-                .collect();
+    let per_item = match weighting.weights(alphas_cumprod, timesteps) {
+        Some(w) => {
+            let w: Vec<f32> = w.iter().map(|v| *v as f32).collect();
             per_item * Tensor::<1>::from_data(TensorData::new(w, [b]), &device)
         }
         None => per_item,
@@ -134,6 +131,50 @@ pub fn add_noise(
     latents * column(&|a| a.sqrt()) + noise * column(&|a| (1.0 - a).sqrt())
 }
 
+/// How [`denoising_loss`] weights each timestep's ε-prediction error. In terms of the error of
+/// the predicted x₀ (ε-MSE = SNR × x₀-MSE, SNR = ᾱ/(1 − ᾱ)), plain ε-MSE weights a timestep by
+/// its SNR; min-SNR-γ caps that at γ so the near-clean steps do not dominate; the floor keeps
+/// the noisy steps — where the picture's layout is decided, and only the caption can say
+/// where things go — from counting for almost nothing (SNR 0.015 at t = 700 on DDPM's linear
+/// schedule): with floor 1 every step noisier than SNR 1 weighs as much as SNR 1, like
+/// v-prediction's loss (Salimans & Ho 2022's "truncated SNR" weighting).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SnrWeighting {
+    /// min-SNR-γ: the cap of the x₀-space weight (None = no cap).
+    pub gamma: Option<f64>,
+    /// The floor of the x₀-space weight (0 = none).
+    pub floor: f64,
+}
+
+impl From<Option<f64>> for SnrWeighting {
+    /// min-SNR-γ alone (`None`: the plain MSE).
+    fn from(gamma: Option<f64>) -> Self {
+        SnrWeighting { gamma, floor: 0.0 }
+    }
+}
+
+impl SnrWeighting {
+    /// The ε-loss weight of each of `timesteps`, `max(min(SNR, γ), floor) / SNR`; None when
+    /// every weight is 1 (the plain MSE).
+    pub fn weights(&self, alphas_cumprod: &[f64], timesteps: &[usize]) -> Option<Vec<f64>> {
+        if self.floor <= 0.0 {
+            return self
+                .gamma
+                .map(|g| min_snr_weights(alphas_cumprod, timesteps, g));
+        }
+        Some(
+            timesteps
+                .iter()
+                .map(|t| {
+                    let a = alphas_cumprod[*t];
+                    let snr = a / (1.0 - a);
+                    snr.min(self.gamma.unwrap_or(f64::INFINITY)).max(self.floor) / snr
+                })
+                .collect(),
+        )
+    }
+}
+
 /// min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, as diffusers'
 /// `compute_snr`): `min(SNR_t, γ) / SNR_t` with `SNR_t = ᾱ_t / (1 − ᾱ_t)`.
 pub fn min_snr_weights(alphas_cumprod: &[f64], timesteps: &[usize], gamma: f64) -> Vec<f64> {
@@ -145,4 +186,39 @@ pub fn min_snr_weights(alphas_cumprod: &[f64], timesteps: &[usize], gamma: f64) 
             snr.min(gamma) / snr
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schedulers::SchedulerConfig;
+
+    /// On DDPM's linear schedule: without a floor the weights are min-SNR-γ's; with floor 1
+    /// a step noisier than SNR 1 weighs 1/SNR (its x₀ error counts fully), a step between
+    /// SNR 1 and γ weighs 1, and a cleaner one γ/SNR as before.
+    #[test]
+    fn the_snr_floor_lifts_only_the_noisy_steps() {
+        let mut s = SchedulerConfig::sd15();
+        (s.beta_schedule, s.beta_start, s.beta_end) = ("linear".into(), 1e-4, 0.02);
+        let ab = s.alphas_cumprod().unwrap();
+        let snr = |t: usize| ab[t] / (1.0 - ab[t]);
+        let ts = [999, 700, 150, 5];
+        assert!(snr(999) < 1e-4 && snr(700) < 0.02 && (1.0..5.0).contains(&snr(150)));
+        assert!(snr(5) > 5.0);
+        let plain = SnrWeighting::from(Some(5.0)).weights(&ab, &ts).unwrap();
+        assert_eq!(plain, min_snr_weights(&ab, &ts, 5.0));
+        assert_eq!(plain[..3], [1.0, 1.0, 1.0]);
+        assert_eq!(SnrWeighting::from(None).weights(&ab, &ts), None);
+        let floored = SnrWeighting {
+            gamma: Some(5.0),
+            floor: 1.0,
+        }
+        .weights(&ab, &ts)
+        .unwrap();
+        assert!((floored[0] - 1.0 / snr(999)).abs() < 1e-9 * floored[0]);
+        assert!(floored[0] > 1e4, "{floored:?}");
+        assert!((floored[1] - 1.0 / snr(700)).abs() < 1e-9 * floored[1]);
+        assert_eq!(floored[2], 1.0);
+        assert_eq!(floored[3], plain[3]);
+    }
 }

@@ -140,7 +140,7 @@ pub fn loss_and_grad(
         noise,
         timesteps,
         alphas_cumprod,
-        snr_gamma,
+        snr_gamma.into(),
     )?;
     let grads = loss.backward();
     let grad = rows
