@@ -58,7 +58,8 @@ fn diffusers_and_kiln_draw_the_same_from_the_shipped_model() {
 }
 
 /// DPM++ 2M Karras — what the studio and `kiln eval shapes` draw with — matches diffusers on
-/// the shipped model's own noise schedule (DDPM's linear βs, σ up to 157, not SD's 14.6).
+/// the shipped model with its own noise schedule (`kiln train base --scheduler` can give a
+/// model another than SD's).
 #[test]
 fn dpmpp_2m_karras_matches_diffusers_on_the_shipped_schedule() {
     let mut req = crate::parity::ddim_request("kiln-tiny");
