@@ -240,24 +240,11 @@ fn other_families_are_recognised_and_refused() {
     ));
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 #[test]
 fn incomplete_diffusers_folder() {
     let dir = tempfile::tempdir().unwrap();
     let m = dir.path().join("model");
-    copy_dir(&fixture("tiny-b"), &m);
+    crate::common::copy_dir(&fixture("tiny-b"), &m);
     std::fs::remove_file(m.join("vae/diffusion_pytorch_model.safetensors")).unwrap();
     let e = open(&m, None);
     assert!(

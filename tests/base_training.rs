@@ -515,6 +515,7 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
         ("--noise-offset", "0.5", "noise_offset"),
         ("--scheduler", linear.to_str().unwrap(), "scheduler"),
         ("--snr-floor", "1", "snr_floor"),
+        ("--tokenizer-max-length", "16", "tokenizer_max_length"),
     ] {
         let o = attempt(&b, "8", &[flag, value, "--resume", "latest"]);
         let err = crate::cli::stderr(&o);
@@ -534,10 +535,11 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     }
 }
 
-/// `--scheduler` replaces the architecture's noise schedule: the run trains on it (the UNet
-/// comes out different from the same run on SD's schedule) and the saved model carries it.
+/// `--scheduler` replaces the architecture's noise schedule and `--tokenizer-max-length` its
+/// 77-token captions: the run trains on them (the UNet comes out different from the same run
+/// on SD's schedule) and the saved model carries both, so Kiln reads it back with them.
 #[test]
-fn a_noise_schedule_given_with_scheduler_is_trained_on_and_saved() {
+fn a_noise_schedule_and_tokenizer_length_given_are_trained_on_and_saved() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     shapes(&data, "8");
@@ -570,7 +572,15 @@ fn a_noise_schedule_given_with_scheduler_is_trained_on_and_saved() {
     };
     let (sd, lin) = (dir.path().join("sd"), dir.path().join("lin"));
     run(&sd, &[]);
-    run(&lin, &["--scheduler", linear.to_str().unwrap()]);
+    run(
+        &lin,
+        &[
+            "--scheduler",
+            linear.to_str().unwrap(),
+            "--tokenizer-max-length",
+            "16",
+        ],
+    );
     let saved = |m: &Path| -> serde_json::Value {
         serde_json::from_str(
             &std::fs::read_to_string(m.join("scheduler/scheduler_config.json")).unwrap(),
@@ -580,6 +590,18 @@ fn a_noise_schedule_given_with_scheduler_is_trained_on_and_saved() {
     assert_eq!(saved(&sd)["beta_schedule"], "scaled_linear");
     assert_eq!(saved(&lin)["beta_schedule"], "linear");
     assert_eq!(saved(&lin)["beta_end"], 0.02);
+    let tokenizer = |m: &Path| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(m.join("tokenizer/tokenizer_config.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(tokenizer(&sd)["model_max_length"], 77);
+    assert_eq!(tokenizer(&lin)["model_max_length"], 16);
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let back = kiln_engine::pipeline::StableDiffusion::load(&lin, None, &device).unwrap();
+    assert_eq!(back.tokenizer.max_length(), 16);
+    assert_eq!(back.info.scheduler.beta_schedule, "linear");
     let unet = "unet/diffusion_pytorch_model.safetensors";
     assert_eq!(
         std::fs::read(sd.join("vae/diffusion_pytorch_model.safetensors")).unwrap(),

@@ -10,8 +10,6 @@ use crate::tokenizer::{BOS, ClipTokenizer, EOS};
 
 /// Token id of `,</w>`.
 pub const COMMA: u32 = 267;
-/// Tokens per chunk between BOS and EOS.
-pub const CHUNK: usize = 75;
 /// How far back A1111 looks for a comma to break a full chunk at.
 pub const COMMA_BACKTRACK: usize = 20;
 
@@ -152,7 +150,8 @@ fn find_break(s: &str) -> Option<(usize, usize)> {
     None
 }
 
-/// A 77-token chunk and the weight of each token.
+/// A 77-token chunk (the tokenizer's [`ClipTokenizer::max_length`]) and the weight of each
+/// token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Chunk {
     /// BOS, 75 tokens (EOS-padded), EOS.
@@ -161,13 +160,13 @@ pub struct Chunk {
     pub weights: Vec<f32>,
 }
 
-fn close(tokens: &mut Vec<u32>, weights: &mut Vec<f32>, chunks: &mut Vec<Chunk>) {
-    let pad = CHUNK.saturating_sub(tokens.len());
-    let mut ids = Vec::with_capacity(CHUNK + 2);
+fn close(tokens: &mut Vec<u32>, weights: &mut Vec<f32>, chunks: &mut Vec<Chunk>, size: usize) {
+    let pad = size.saturating_sub(tokens.len());
+    let mut ids = Vec::with_capacity(size + 2);
     ids.push(BOS);
     ids.append(tokens);
     ids.extend(std::iter::repeat_n(EOS, pad + 1));
-    let mut w = Vec::with_capacity(CHUNK + 2);
+    let mut w = Vec::with_capacity(size + 2);
     w.push(1.0);
     w.append(weights);
     w.extend(std::iter::repeat_n(1.0, pad + 1));
@@ -176,6 +175,8 @@ fn close(tokens: &mut Vec<u32>, weights: &mut Vec<f32>, chunks: &mut Vec<Chunk>)
 
 /// Tokenises a prompt into weighted 77-token chunks (A1111's `tokenize_line`).
 pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>> {
+    let size = tokenizer.max_length() - 2;
+    let close = |t: &mut Vec<u32>, w: &mut Vec<f32>, c: &mut Vec<Chunk>| close(t, w, c, size);
     let mut out = Vec::new();
     let (mut tokens, mut weights): (Vec<u32>, Vec<f32>) = (Vec::new(), Vec::new());
     let mut last_comma: Option<usize> = None;
@@ -188,7 +189,7 @@ pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>> {
         for id in tokenizer.tokens(&text)? {
             if id == COMMA {
                 last_comma = Some(tokens.len());
-            } else if tokens.len() == CHUNK
+            } else if tokens.len() == size
                 && let Some(c) = last_comma
                 && tokens.len() - c <= COMMA_BACKTRACK
             {
@@ -198,7 +199,7 @@ pub fn chunks(tokenizer: &ClipTokenizer, prompt: &str) -> Result<Vec<Chunk>> {
                 weights = rw;
                 last_comma = None;
             }
-            if tokens.len() == CHUNK {
+            if tokens.len() == size {
                 close(&mut tokens, &mut weights, &mut out);
                 last_comma = None;
             }

@@ -4,7 +4,8 @@
 //! compiled into the binary.
 //!
 //! A prompt becomes 77 ids: BOS 49406, at most 75 tokens (the rest is dropped), EOS 49407,
-//! then EOS as padding.
+//! then EOS as padding. A model whose tokenizer config says another `model_max_length` gets
+//! that many ids instead ([`ClipTokenizer::with_max_length`]), as transformers pads to it.
 //!
 //! Textual-inversion embeddings add tokens ([`ClipTokenizer::add_embedding_tokens`]) as
 //! diffusers' `load_textual_inversion` does: `tokenizer.add_tokens(token)` one name at a
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 pub const BOS: u32 = 49406;
 /// `<|endoftext|>`, also used as padding.
 pub const EOS: u32 = 49407;
-/// Sequence length of SD 1.x's text encoder.
+/// Sequence length of SD 1.x's text encoder (and the default of every model).
 pub const MAX_LENGTH: usize = 77;
 
 pub(crate) const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/tokenizer.json");
@@ -36,6 +37,8 @@ pub struct ClipTokenizer {
     /// Every name added by [`ClipTokenizer::add_embedding_tokens`] (`<t>`, `<t>_1`, …): the
     /// part of transformers' `added_tokens_encoder` that `maybe_convert_prompt` can expand.
     added: HashSet<String>,
+    /// Ids per encoded prompt (`model_max_length`).
+    max_length: usize,
 }
 
 impl std::fmt::Debug for ClipTokenizer {
@@ -72,7 +75,25 @@ impl ClipTokenizer {
         Ok(ClipTokenizer {
             inner,
             added: HashSet::new(),
+            max_length: MAX_LENGTH,
         })
+    }
+
+    /// The same tokenizer encoding prompts as `max_length` ids (BOS, at most `max_length` − 2
+    /// tokens, EOS, padding), transformers' `model_max_length`. At least 3.
+    pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
+        if max_length < 3 {
+            return Err(Error::InvalidRequest(format!(
+                "a tokenizer length of {max_length} leaves no room for a prompt"
+            )));
+        }
+        self.max_length = max_length;
+        Ok(self)
+    }
+
+    /// Ids per encoded prompt: 77 for SD 1.x.
+    pub fn max_length(&self) -> usize {
+        self.max_length
     }
 
     /// Number of ids, added tokens included (49408 for the bare SD 1.x vocabulary). The text
@@ -182,15 +203,16 @@ impl ClipTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
-    /// The 77 ids the text encoder sees: BOS, up to 75 tokens, EOS, EOS padding
-    /// (multi-vector embedding tokens expanded first).
+    /// The [`max_length`](Self::max_length) ids the text encoder sees (77: BOS, up to 75
+    /// tokens, EOS, EOS padding; multi-vector embedding tokens expanded first).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let tokens = self.tokens(text)?;
-        let mut ids = Vec::with_capacity(MAX_LENGTH);
+        let n = self.max_length;
+        let mut ids = Vec::with_capacity(n);
         ids.push(BOS);
-        ids.extend(tokens.iter().take(MAX_LENGTH - 2));
+        ids.extend(tokens.iter().take(n - 2));
         ids.push(EOS);
-        ids.resize(MAX_LENGTH, EOS);
+        ids.resize(n, EOS);
         Ok(ids)
     }
 }
@@ -206,6 +228,20 @@ mod tests {
         assert_eq!(&ids[..7], &[49406, 320, 1125, 539, 320, 2368, 49407]);
         assert!(ids[7..].iter().all(|&i| i == EOS));
         assert_eq!(ids.len(), 77);
+    }
+
+    /// A model with a shorter `model_max_length` gets that many ids, truncated the same way.
+    #[test]
+    fn a_shorter_max_length_pads_and_truncates_to_it() {
+        let t = ClipTokenizer::sd15()
+            .and_then(|t| t.with_max_length(8))
+            .expect("tokenizer");
+        assert_eq!(t.max_length(), 8);
+        let ids = t.encode("a photo of a cat").expect("encode");
+        assert_eq!(ids, [49406, 320, 1125, 539, 320, 2368, 49407, EOS]);
+        let ids = t.encode(&"cat ".repeat(10)).expect("encode");
+        assert_eq!(ids, [BOS, 2368, 2368, 2368, 2368, 2368, 2368, EOS]);
+        assert!(ClipTokenizer::sd15().unwrap().with_max_length(2).is_err());
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub struct BaseArgs {
     /// (a `scheduler_config.json`); the saved model carries it.
     #[arg(long, value_name = "scheduler_config.json")]
     scheduler: Option<PathBuf>,
+    /// Token ids per caption (the tokenizer's model_max_length, 77 for SD 1.x): fewer for
+    /// short captions, so the UNet's cross-attention is not spread over the padding. Default:
+    /// the --init model's, or 77.
+    #[arg(long, value_name = "N")]
+    tokenizer_max_length: Option<usize>,
     /// EMA decay of the saved weights (0 = no EMA).
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
@@ -166,6 +171,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         noise_offset: a.noise_offset,
         ema_decay: positive(a.ema_decay),
         scheduler,
+        tokenizer_max_length: a.tokenizer_max_length,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints,

@@ -349,7 +349,7 @@ impl ClipTextConfig {
     }
 }
 
-/// The three model configs of an SD 1.x pipeline.
+/// The three model configs of an SD 1.x pipeline, and its tokenizer's sequence length.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StableDiffusionConfig {
     /// The denoiser.
@@ -358,6 +358,11 @@ pub struct StableDiffusionConfig {
     pub vae: AutoencoderKLConfig,
     /// The text encoder.
     pub text_encoder: ClipTextConfig,
+    /// Token ids per prompt (chunk) the text encoder sees: the tokenizer's
+    /// `model_max_length`, 77 for SD 1.x. A small model trained on short captions can use
+    /// fewer, so its UNet's cross-attention is not spread over dozens of padding tokens.
+    #[serde(default = "default_positions")]
+    pub tokenizer_max_length: usize,
 }
 
 /// Stable Diffusion 1.5's configs, as in `runwayml/stable-diffusion-v1-5`.
@@ -421,5 +426,6 @@ pub fn sd15() -> StableDiffusionConfig {
             hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
         },
+        tokenizer_max_length: 77,
     }
 }

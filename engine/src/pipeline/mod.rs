@@ -199,6 +199,20 @@ pub struct StableDiffusion {
     model_hash: Option<String>,
 }
 
+/// The tokenizer length of `config`, which the text encoder must have positions for.
+fn text_length(config: &crate::models::config::StableDiffusionConfig) -> Result<usize> {
+    let (n, positions) = (
+        config.tokenizer_max_length,
+        config.text_encoder.max_position_embeddings,
+    );
+    if n > positions {
+        return Err(Error::InvalidRequest(format!(
+            "the tokenizer's length {n} is more than the text encoder's {positions} positions"
+        )));
+    }
+    Ok(n)
+}
+
 impl StableDiffusion {
     /// Loads a diffusers folder or single-file checkpoint (strictly) onto `device`.
     pub fn load(path: &Path, config_dir: Option<&Path>, device: &Device) -> Result<Self> {
@@ -234,7 +248,7 @@ impl StableDiffusion {
             text_encoder,
             unet,
             vae,
-            tokenizer: ClipTokenizer::sd15()?,
+            tokenizer: ClipTokenizer::sd15()?.with_max_length(text_length(&info.config)?)?,
             info,
             loras: LoraStack::default(),
             device: device.clone(),
@@ -464,14 +478,15 @@ impl StableDiffusion {
         self.info.config.vae.scale_factor()
     }
 
-    /// Token ids `[N, 77]` for `prompts`.
+    /// Token ids `[N, L]` for `prompts` (L = the tokenizer's length, 77 for SD 1.x).
     pub fn token_ids(&self, prompts: &[String]) -> Result<Tensor<2, Int>> {
-        let mut ids = Vec::with_capacity(prompts.len() * crate::tokenizer::MAX_LENGTH);
+        let len = self.tokenizer.max_length();
+        let mut ids = Vec::with_capacity(prompts.len() * len);
         for p in prompts {
             ids.extend(self.tokenizer.encode(p)?.into_iter().map(i64::from));
         }
         Ok(Tensor::from_data(
-            TensorData::new(ids, [prompts.len(), crate::tokenizer::MAX_LENGTH]),
+            TensorData::new(ids, [prompts.len(), len]),
             &self.device,
         ))
     }
@@ -489,7 +504,7 @@ impl StableDiffusion {
             per_prompt.push(crate::prompt::chunks(&self.tokenizer, p)?);
         }
         let k = per_prompt.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        let len = crate::tokenizer::MAX_LENGTH;
+        let len = self.tokenizer.max_length();
         let empty = crate::prompt::Chunk {
             ids: self.tokenizer.encode("")?,
             weights: vec![1.0; len],

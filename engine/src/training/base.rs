@@ -48,7 +48,7 @@ use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
 use crate::pipeline::{CancelToken, StableDiffusion};
 use crate::schedulers::SchedulerConfig;
-use crate::tokenizer::{ClipTokenizer, MAX_LENGTH};
+use crate::tokenizer::ClipTokenizer;
 use crate::training::adamw::{AdamWConfig, Moments};
 use crate::training::dataset::{DatasetOptions, Plan, image_files, prepare, rng_for, validate};
 use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track};
@@ -197,6 +197,9 @@ pub struct BaseTrainingConfig {
     /// the saved model carries the one it was trained with. kiln-tiny moves to DDPM's linear
     /// schedule this way, whose noisiest step hides the image (ᾱ = 4·10⁻⁵) where SD's shows it.
     pub scheduler: Option<SchedulerConfig>,
+    /// A tokenizer length replacing the architecture's or the `init` model's (None = keep it;
+    /// at most the text encoder's positions). The saved tokenizer config carries it.
+    pub tokenizer_max_length: Option<usize>,
     /// Seed of the initial weights and every random choice.
     pub seed: u64,
     /// Save a checkpoint every N steps (0 = only at the ends of phases).
@@ -234,6 +237,7 @@ impl Default for BaseTrainingConfig {
             noise_offset: 0.0,
             ema_decay: Some(0.999),
             scheduler: None,
+            tokenizer_max_length: None,
             seed: 0,
             checkpoint_every: 500,
             keep_checkpoints: 2,
@@ -294,6 +298,16 @@ impl BaseModels {
         let mut models = Self::starting(config, device)?;
         if let Some(s) = &config.scheduler {
             models.scheduler = s.clone();
+        }
+        if let Some(n) = config.tokenizer_max_length {
+            let positions = models.config.text_encoder.max_position_embeddings;
+            if !(3..=positions).contains(&n) {
+                return Err(Error::InvalidRequest(format!(
+                    "the tokenizer length must be 3 to {positions} (the text encoder's \
+                     positions), not {n}"
+                )));
+            }
+            models.config.tokenizer_max_length = n;
         }
         let s = &models.scheduler;
         if s.prediction_type != "epsilon" || s.rescale_betas_zero_snr {
@@ -664,7 +678,7 @@ pub fn train_base(
             "the resolution must be a multiple of {multiple} for this VAE and UNet"
         )));
     }
-    let tokenizer = ClipTokenizer::sd15()?;
+    let tokenizer = ClipTokenizer::sd15()?.with_max_length(models.config.tokenizer_max_length)?;
     let options = DatasetOptions {
         resolution: config.resolution,
         upscale_small: true,
@@ -833,7 +847,8 @@ pub fn train_base(
                     }
                 })
                 .collect();
-            let mut ids: Vec<i64> = Vec::with_capacity(b * MAX_LENGTH);
+            let len = tokenizer.max_length();
+            let mut ids: Vec<i64> = Vec::with_capacity(b * len);
             for c in &captions {
                 if !ids_cache.contains_key(c) {
                     let row = tokenizer.encode(c)?.into_iter().map(i64::from).collect();
@@ -841,8 +856,7 @@ pub fn train_base(
                 }
                 ids.extend_from_slice(&ids_cache[c]);
             }
-            let ids: Tensor<2, Int> =
-                Tensor::from_data(TensorData::new(ids, [b, MAX_LENGTH]), &device);
+            let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, len]), &device);
             let lat = Tensor::cat(items.iter().map(|&i| latents[i].clone()).collect(), 0);
             let shape = lat.dims();
             let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
@@ -853,7 +867,7 @@ pub fn train_base(
                 let mut rows = Vec::with_capacity(b);
                 for (j, c) in captions.iter().enumerate() {
                     if !context_cache.contains_key(c) {
-                        let row = ids.clone().slice([j..j + 1, 0..MAX_LENGTH]);
+                        let row = ids.clone().slice([j..j + 1, 0..len]);
                         context_cache.insert(c.clone(), models.text_encoder.forward(row, 1));
                     }
                     rows.push(context_cache[c].clone());

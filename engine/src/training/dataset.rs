@@ -41,7 +41,8 @@ pub enum Issue {
         /// The first copy.
         of: PathBuf,
     },
-    /// The caption has more than 75 tokens; the encoder sees only the first 75.
+    /// The caption has more tokens than the text encoder reads (75 for SD 1.x: the
+    /// tokenizer's length less BOS and EOS); it sees only the first ones.
     LongCaption {
         /// Its token count.
         tokens: usize,
@@ -170,7 +171,7 @@ impl DatasetReport {
             ),
             (
                 count(&|i| matches!(i, Issue::LongCaption { .. })),
-                "with captions over 75 tokens",
+                "with captions longer than the text encoder reads",
             ),
         ] {
             if n > 0 {
@@ -263,7 +264,7 @@ pub fn validate(
         };
         if let Some(c) = &caption {
             let (tokens, _) = crate::prompt::token_count(tokenizer, c)?;
-            if tokens > crate::tokenizer::MAX_LENGTH - 2 {
+            if tokens > tokenizer.max_length() - 2 {
                 issues.push(Issue::LongCaption { tokens });
             }
         }

@@ -544,14 +544,12 @@ pub fn train_lora(
                     }
                 })
                 .collect();
-            let mut ids: Vec<i64> = Vec::with_capacity(b * crate::tokenizer::MAX_LENGTH);
+            let len = sd.tokenizer.max_length();
+            let mut ids: Vec<i64> = Vec::with_capacity(b * len);
             for c in &captions {
                 ids.extend(sd.tokenizer.encode(c)?.into_iter().map(i64::from));
             }
-            let ids: Tensor<2, Int> = Tensor::from_data(
-                TensorData::new(ids, [b, crate::tokenizer::MAX_LENGTH]),
-                &device,
-            );
+            let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, len]), &device);
             // Noise (+ offset) and timesteps.
             let mut rng = rng_for(config.seed, 3, global as u64);
             let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
@@ -573,9 +571,7 @@ pub fn train_lora(
                         let mut contexts = Vec::with_capacity(b);
                         for (k, c) in captions.iter().enumerate() {
                             if !context_cache.contains_key(c) {
-                                let row = ids
-                                    .clone()
-                                    .slice([k..k + 1, 0..crate::tokenizer::MAX_LENGTH]);
+                                let row = ids.clone().slice([k..k + 1, 0..len]);
                                 context_cache.insert(c.clone(), sd.text_encoder.forward(row, 1));
                             }
                             contexts.push(context_cache[c].clone());

@@ -134,6 +134,9 @@ pub struct FolderConfigs {
     pub text_encoder: ClipTextConfig,
     /// `scheduler/scheduler_config.json`, or SD 1.5's when absent.
     pub scheduler: SchedulerConfig,
+    /// `model_max_length` of `tokenizer/tokenizer_config.json` (77 when absent), at most the
+    /// text encoder's positions (transformers writes a huge number when it is unset).
+    pub tokenizer_max_length: usize,
 }
 
 impl FolderConfigs {
@@ -151,15 +154,33 @@ impl FolderConfigs {
             }
         };
         let scheduler_path = dir.join("scheduler/scheduler_config.json");
+        let text_encoder: ClipTextConfig = read_json(&need("text_encoder/config.json")?)?;
+        let tokenizer_path = dir.join("tokenizer/tokenizer_config.json");
+        let tokenizer_max_length = if tokenizer_path.is_file() {
+            let t: serde_json::Value = read_json(&tokenizer_path)?;
+            match t.get("model_max_length").and_then(|v| v.as_f64()) {
+                Some(n) if n < 3.0 => {
+                    return Err(Error::format(
+                        &tokenizer_path,
+                        format!("model_max_length {n} leaves no room for a prompt"),
+                    ));
+                }
+                Some(n) => (n.min(text_encoder.max_position_embeddings as f64)) as usize,
+                None => crate::tokenizer::MAX_LENGTH,
+            }
+        } else {
+            crate::tokenizer::MAX_LENGTH
+        };
         Ok(FolderConfigs {
             unet: read_json(&need("unet/config.json")?)?,
             vae: read_json(&need("vae/config.json")?)?,
-            text_encoder: read_json(&need("text_encoder/config.json")?)?,
+            text_encoder,
             scheduler: if scheduler_path.is_file() {
                 read_json(&scheduler_path)?
             } else {
                 SchedulerConfig::sd15()
             },
+            tokenizer_max_length,
         })
     }
 }
@@ -311,6 +332,7 @@ impl Checkpoint {
                 unet: configs.unet,
                 vae: configs.vae,
                 text_encoder: configs.text_encoder,
+                tokenizer_max_length: configs.tokenizer_max_length,
             },
             scheduler: configs.scheduler,
             config_source: "the folder's config.json files".into(),
@@ -348,6 +370,7 @@ impl Checkpoint {
                     unet: c.unet,
                     vae: c.vae,
                     text_encoder: c.text_encoder,
+                    tokenizer_max_length: c.tokenizer_max_length,
                 },
                 c.scheduler,
                 format!(
@@ -363,6 +386,7 @@ impl Checkpoint {
                     unet: single_file::infer_unet(&file, &sd.unet)?,
                     vae: single_file::infer_vae(&file, &sd.vae)?,
                     text_encoder: single_file::infer_clip(&file, None)?,
+                    tokenizer_max_length: crate::tokenizer::MAX_LENGTH,
                 };
                 let mut scheduler = SchedulerConfig::sd15();
                 // A1111's convention: `model.yaml` beside `model.safetensors`.

@@ -122,7 +122,7 @@ pub fn save_diffusers(
             ("unk_token".into(), json!("<|endoftext|>")),
             (
                 "model_max_length".into(),
-                json!(crate::tokenizer::MAX_LENGTH),
+                json!(config.tokenizer_max_length),
             ),
             ("tokenizer_class".into(), json!("CLIPTokenizer")),
         ]),
