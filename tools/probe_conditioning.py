@@ -6,7 +6,7 @@
    collapsed cannot reach the UNet however it is trained.
 2. UNet cross-attention: the share of attention each layer gives the caption's word tokens
    (against the padding tokens after them), at three noise levels. With uniform attention the
-   words get (their count)/77.
+   words get (their count)/(the tokenizer's length, 77 for SD 1.x).
 
 Run by hand on a diffusers folder (never by CI):
     /root/.cache/kiln-py/bin/python tools/probe_conditioning.py assets/models/kiln-tiny
@@ -31,16 +31,16 @@ def main(model):
         model, dtype=torch.float32, safety_checker=None, local_files_only=True
     )
     prompts = [REFERENCE, *VARIANTS.values()]
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    length = pipe.tokenizer.model_max_length
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=length, return_tensors="pt").input_ids
     eos = pipe.tokenizer.eos_token_id
+    words = int((ids[0] != eos).sum()) - 1  # without BOS
     with torch.no_grad():
         h = pipe.text_encoder(ids)[0]
     print(f"text encoder: outputs of norm {h.norm(dim=-1).mean():.2f}; per-token distance to the reference")
     for i, what in enumerate(VARIANTS, 1):
         d = (h[0] - h[i]).norm(dim=-1)
-        print(f"  {what:<10} max {d.max():.2f}   mean over the padding {d[20:].mean():.2f}")
-
-    words = int((ids[0] != eos).sum()) - 1  # without BOS
+        print(f"  {what:<10} max {d.max():.2f}   mean over the padding {d[words + 3:].mean():.2f}")
     shares = {}
 
     class Recorder:
@@ -65,7 +65,7 @@ def main(model):
     with torch.no_grad():
         for t in steps:
             unet(torch.randn(1, c, s, s, generator=torch.Generator().manual_seed(0)), t, encoder_hidden_states=h[:1])
-    print(f"cross-attention on the {words} word tokens (uniform: {words / 77:.1%}), at t = {steps}")
+    print(f"cross-attention on the {words} word tokens of {length} (uniform: {words / length:.1%}), at t = {steps}")
     for name, v in shares.items():
         print(f"  {name:<55} " + "  ".join(f"{x:.1%}" for x in v))
 
