@@ -13,7 +13,8 @@
 //!    weights replace the trained ones and the VAE's `scaling_factor` becomes 1 / std of the
 //!    training latents (how SD's 0.18215 was chosen).
 //! 2. **Diffusion** (when the UNet and/or the text encoder train): DDPM ε-prediction on the
-//!    latents (posterior means, computed once and cached) with min-SNR-γ weighting and an
+//!    latents (posterior means, computed once and cached) with min-SNR-γ weighting (optionally
+//!    floored, `snr_floor`, see [`SnrWeighting`]) and an
 //!    optional noise offset (`noise_offset`; without it a model of flat-coloured images learns
 //!    their colours from the noise instead of the caption); each caption is replaced by the
 //!    empty caption with probability `caption_dropout` so the model learns the unconditional
@@ -194,8 +195,8 @@ pub struct BaseTrainingConfig {
     /// EMA decay (None = save the raw weights).
     pub ema_decay: Option<f64>,
     /// A noise schedule replacing the architecture's or the `init` model's (None = keep it);
-    /// the saved model carries the one it was trained with. kiln-tiny moves to DDPM's linear
-    /// schedule this way, whose noisiest step hides the image (ᾱ = 4·10⁻⁵) where SD's shows it.
+    /// the saved model carries the one it was trained with. DDPM's linear schedule, for one,
+    /// hides the image at its noisiest step (ᾱ = 4·10⁻⁵) where SD's leaves some (4.7·10⁻³).
     pub scheduler: Option<SchedulerConfig>,
     /// A tokenizer length replacing the architecture's or the `init` model's (None = keep it;
     /// at most the text encoder's positions). The saved tokenizer config carries it.
@@ -328,7 +329,7 @@ impl BaseModels {
         Ok(models)
     }
 
-    /// The starting models before any schedule override.
+    /// The starting models, before the noise schedule and tokenizer length are overridden.
     fn starting(config: &BaseTrainingConfig, device: &Device) -> Result<BaseModels> {
         match (&config.architecture, &config.init) {
             (Some(arch), None) => {
