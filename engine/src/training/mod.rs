@@ -32,9 +32,9 @@ pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// The ε-prediction training loss of `unet` on a batch: `latents` and `noise` `[B, C, h, w]`
-/// noised to `timesteps`, text `context` `[B, L, D]` (L = 77 for SD 1.x); the per-item MSE, weighted per timestep
-/// by `weighting` ([`SnrWeighting`]), averaged over the batch. Returns the loss to differentiate
-/// and its value; a NaN or infinite value is [`Error::NonFinite`].
+/// noised to `timesteps`, text `context` `[B, L, D]` (L = 77 for SD 1.x); the per-item MSE,
+/// weighted per timestep by `weighting` ([`SnrWeighting`]), averaged over the batch. Returns
+/// the loss to differentiate and its value; a NaN or infinite value is [`Error::NonFinite`].
 pub fn denoising_loss(
     unet: &UNet2DConditionModel,
     context: &Tensor<3>,
