@@ -14,20 +14,7 @@ use kiln::gui::state::Settings;
 use kiln_engine::download::{SD15_REPO, sd15_files};
 
 use super::{harness, harness_with_bundled, loaded, settings, wait};
-use crate::common::{HubOptions, closed_port, fixture};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let target = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).unwrap();
-        }
-    }
-}
+use crate::common::{HubOptions, closed_port, copy_dir, fixture};
 
 /// A models folder: a diffusers checkpoint, a single-file one, a LoRA, an SDXL LoRA, an
 /// embedding and a file that is none of them.
@@ -298,6 +285,36 @@ fn an_unreachable_hub_says_what_to_do() {
         !h.get_by_label("Get Stable Diffusion 1.5")
             .accesskit_node()
             .is_disabled()
+    );
+}
+
+/// The prompt's token counter counts against the loaded model's tokenizer length: 75 tokens
+/// per chunk for SD 1.x, 22 for a model whose tokenizer config says 24 (as kiln-tiny's is
+/// shorter than SD's).
+#[test]
+fn the_token_counter_follows_the_models_tokenizer_length() {
+    let out = tempfile::tempdir().unwrap();
+    let model = out.path().join("short");
+    copy_dir(&fixture("tiny-a"), &model);
+    let config = model.join("tokenizer/tokenizer_config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("\"model_max_length\": 77", "\"model_max_length\": 24"),
+    )
+    .unwrap();
+    let fresh = Settings {
+        output_dir: out.path().to_owned(),
+        models_dir: out.path().join("models"),
+        ..Settings::default()
+    };
+    let mut h = harness_with_bundled(fresh, Some(model));
+    wait(&mut h, "the shipped model", |a| loaded(a) && scanned(a));
+    h.step();
+    // The sample prompt is 11 tokens.
+    assert!(
+        h.query_by_label("11/22").is_some(),
+        "the counter shows 11/22"
     );
 }
 

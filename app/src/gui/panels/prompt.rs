@@ -1,18 +1,24 @@
-//! Prompt and negative prompt with A1111's token counter per 75-token chunk, and chips for
+//! Prompt and negative prompt with A1111's token counter per chunk (75 tokens for SD 1.x, the
+//! model's tokenizer length less BOS and EOS), and chips for
 //! loaded embedding tokens and LoRA trigger words that insert themselves at the cursor.
 
 use crate::gui::app::{EmbeddingStatus, KilnApp, LoraStatus};
 
-/// "tokens/limit" as A1111 shows it (limit = 75 × chunks).
+/// "tokens/limit" as A1111 shows it (limit = 75 × chunks for SD 1.x).
 fn counter(app: &KilnApp, text: &str) -> String {
     match app
         .tokenizer
         .as_ref()
         .map(|t| kiln_engine::prompt::token_count(t, text))
     {
-        Some(Ok((tokens, chunks))) => format!("{tokens}/{}", 75 * chunks),
+        Some(Ok((tokens, chunks))) => format!("{tokens}/{}", chunk_tokens(app) * chunks),
         _ => String::new(),
     }
+}
+
+/// Tokens per chunk of the counter's tokenizer.
+fn chunk_tokens(app: &KilnApp) -> usize {
+    app.tokenizer.as_ref().map_or(75, |t| t.max_length() - 2)
 }
 
 /// Inserts `word` at the cursor of the text edit `id` (or at the end), with a separating space.
