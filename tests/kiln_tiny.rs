@@ -1,7 +1,8 @@
 //! The shipped model, `assets/models/kiln-tiny` (trained by `kiln train base`, see its
 //! README): it is where the studio and the CLI look for it, small, an SD 1.x diffusers folder
-//! that diffusers runs with the same result as Kiln, with DDIM and with DPM++ 2M Karras
-//! (`fixtures/ref/kiln-tiny.*`, made by `fixtures/make_kiln_tiny_fixtures.py`), and it draws what the first-run prompt asks and
+//! that diffusers runs with the same result as Kiln, with DDIM and with DPM++ 2M Karras, on
+//! its own tokenizer length (32) and noise schedule (`fixtures/ref/kiln-tiny.*`, made by
+//! `fixtures/make_kiln_tiny_fixtures.py`), and it draws what the first-run prompt asks and
 //! follows held-out prompts (a short `kiln eval shapes`).
 //!
 //! The shipped model is provisional (see its README): it paints the background the prompt
