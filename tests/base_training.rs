@@ -333,6 +333,35 @@ fn train(args: &[&str]) -> std::process::Output {
     crate::cli::kiln(&all)
 }
 
+/// `kiln train base` of the `arch` model on `data` into `out` at 16×16, batches of 4 in both
+/// phases, `steps` diffusion steps, then `extra`.
+fn train_small(
+    arch: &Path,
+    data: &Path,
+    out: &Path,
+    steps: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "--config",
+        arch.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--resolution",
+        "16",
+        "--vae-batch",
+        "4",
+        "--steps",
+        steps,
+        "--batch",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    train(&args)
+}
+
 fn losses(stderr: &str) -> Vec<f64> {
     stderr
         .lines()
@@ -469,21 +498,7 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     let arch = write_arch(dir.path());
     let attempt = |out: &Path, steps: &str, extra: &[&str]| {
         let mut args = vec![
-            "--config",
-            arch.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--resolution",
-            "16",
             "--vae-steps",
-            "4",
-            "--vae-batch",
-            "4",
-            "--steps",
-            steps,
-            "--batch",
             "4",
             "--checkpoint-every",
             "2",
@@ -493,7 +508,7 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
             "constant",
         ];
         args.extend_from_slice(extra);
-        train(&args)
+        train_small(&arch, &data, out, steps, &args)
     };
     let run = |out: &Path, steps: &str, extra: &[&str]| {
         let o = attempt(out, steps, extra);
@@ -546,28 +561,9 @@ fn a_noise_schedule_and_tokenizer_length_given_are_trained_on_and_saved() {
     let arch = write_arch(dir.path());
     let linear = write_scheduler(dir.path(), "linear", "epsilon");
     let run = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "--config",
-            arch.to_str().unwrap(),
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--resolution",
-            "16",
-            "--vae-steps",
-            "2",
-            "--vae-batch",
-            "4",
-            "--steps",
-            "2",
-            "--batch",
-            "4",
-            "--warmup",
-            "0",
-        ];
+        let mut args = vec!["--vae-steps", "2", "--warmup", "0"];
         args.extend_from_slice(extra);
-        let o = train(&args);
+        let o = train_small(&arch, &data, out, "2", &args);
         assert!(o.status.success(), "{}", crate::cli::stderr(&o));
     };
     let (sd, lin) = (dir.path().join("sd"), dir.path().join("lin"));

@@ -365,6 +365,24 @@ pub struct StableDiffusionConfig {
     pub tokenizer_max_length: usize,
 }
 
+impl StableDiffusionConfig {
+    /// [`tokenizer_max_length`](Self::tokenizer_max_length), refused unless it is 3 or more
+    /// (BOS, a token, EOS) and at most the text encoder's positions.
+    pub fn checked_tokenizer_length(&self) -> Result<usize> {
+        let (n, positions) = (
+            self.tokenizer_max_length,
+            self.text_encoder.max_position_embeddings,
+        );
+        if !(3..=positions).contains(&n) {
+            return Err(Error::InvalidRequest(format!(
+                "the tokenizer length must be 3 to {positions} (the text encoder's positions), \
+                 not {n}"
+            )));
+        }
+        Ok(n)
+    }
+}
+
 /// Stable Diffusion 1.5's configs, as in `runwayml/stable-diffusion-v1-5`.
 pub fn sd15() -> StableDiffusionConfig {
     StableDiffusionConfig {

@@ -199,20 +199,6 @@ pub struct StableDiffusion {
     model_hash: Option<String>,
 }
 
-/// The tokenizer length of `config`, which the text encoder must have positions for.
-fn text_length(config: &crate::models::config::StableDiffusionConfig) -> Result<usize> {
-    let (n, positions) = (
-        config.tokenizer_max_length,
-        config.text_encoder.max_position_embeddings,
-    );
-    if n > positions {
-        return Err(Error::InvalidRequest(format!(
-            "the tokenizer's length {n} is more than the text encoder's {positions} positions"
-        )));
-    }
-    Ok(n)
-}
-
 impl StableDiffusion {
     /// Loads a diffusers folder or single-file checkpoint (strictly) onto `device`.
     pub fn load(path: &Path, config_dir: Option<&Path>, device: &Device) -> Result<Self> {
@@ -248,7 +234,8 @@ impl StableDiffusion {
             text_encoder,
             unet,
             vae,
-            tokenizer: ClipTokenizer::sd15()?.with_max_length(text_length(&info.config)?)?,
+            tokenizer: ClipTokenizer::sd15()?
+                .with_max_length(info.config.checked_tokenizer_length()?)?,
             info,
             loras: LoraStack::default(),
             device: device.clone(),

@@ -301,14 +301,8 @@ impl BaseModels {
             models.scheduler = s.clone();
         }
         if let Some(n) = config.tokenizer_max_length {
-            let positions = models.config.text_encoder.max_position_embeddings;
-            if !(3..=positions).contains(&n) {
-                return Err(Error::InvalidRequest(format!(
-                    "the tokenizer length must be 3 to {positions} (the text encoder's \
-                     positions), not {n}"
-                )));
-            }
             models.config.tokenizer_max_length = n;
+            models.config.checked_tokenizer_length()?;
         }
         let s = &models.scheduler;
         if s.prediction_type != "epsilon" || s.rescale_betas_zero_snr {
