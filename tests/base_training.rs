@@ -703,3 +703,95 @@ fn bad_base_training_requests_are_named_errors() {
         crate::cli::stderr(&o)
     );
 }
+
+/// `fresh` draws a component at random (from the seed) instead of taking the `init` model's,
+/// and `text_embedding_std` scales only a random text encoder's token and position
+/// embeddings. At 0.5 the encoder's outputs for two captions that differ in one word differ
+/// far more than at CLIP's 0.02, where its first attention layer averages the words away.
+#[test]
+fn a_fresh_text_encoder_is_drawn_at_the_embedding_scale_asked() {
+    use kiln_engine::training::base::{BaseTrainingConfig, Part};
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let base = BaseTrainingConfig {
+        init: Some(fixture("tiny-a")),
+        seed: 3,
+        ..Default::default()
+    };
+    let build = |fresh: Vec<Part>, std: f64| {
+        BaseModels::build(
+            &BaseTrainingConfig {
+                fresh,
+                text_embedding_std: std,
+                ..base.clone()
+            },
+            &device,
+        )
+        .unwrap()
+    };
+    let kept = build(vec![], 0.5);
+    let clip = build(vec![Part::TextEncoder], 0.02);
+    let wide = build(vec![Part::TextEncoder], 0.5);
+    let values = |m: &kiln_engine::models::clip_text::ClipTextModel| -> Vec<(String, Vec<f32>)> {
+        named_params(m)
+            .into_iter()
+            .map(|p| (p.path.clone(), torch_layout(p).unwrap().1))
+            .collect()
+    };
+    let original = tiny_a_models();
+    assert_eq!(
+        values(&kept.text_encoder),
+        values(&original.text_encoder),
+        "without fresh the text encoder is the init model's"
+    );
+    let unet_key = "conv_in.weight";
+    assert_eq!(param(&wide.unet, unet_key), param(&original.unet, unet_key));
+    assert_eq!(
+        param(&wide.vae, "encoder.conv_in.weight"),
+        param(&original.vae, "encoder.conv_in.weight")
+    );
+    let (w, c) = (values(&wide.text_encoder), values(&clip.text_encoder));
+    assert_ne!(w, values(&original.text_encoder), "fresh draws a new one");
+    let mut embeddings = 0;
+    for ((path, a), (_, b)) in w.iter().zip(&c) {
+        if path.contains("embedding") {
+            embeddings += 1;
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - 25.0 * y).abs() <= 1e-5 * x.abs().max(1.0), "{path}");
+            }
+            let std = (a.iter().map(|v| v * v).sum::<f32>() / a.len() as f32).sqrt();
+            assert!((std - 0.5).abs() < 0.02, "{path}: std {std}");
+        } else {
+            assert_eq!(a, b, "{path} does not depend on the embedding scale");
+        }
+    }
+    assert_eq!(embeddings, 2, "token and position embeddings");
+    // What the scale is for: the words stay apart.
+    let tokenizer = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
+    let encode = |m: &BaseModels, text: &str| {
+        let ids: Vec<i64> = tokenizer
+            .encode(text)
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let n = ids.len();
+        m.text_encoder
+            .forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device), 1)
+    };
+    let largest_gap = |m: &BaseModels| -> f32 {
+        let d = encode(m, "a red circle on a white background")
+            - encode(m, "a blue circle on a white background");
+        d.powf_scalar(2.0)
+            .sum_dim(2)
+            .sqrt()
+            .max()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()[0]
+    };
+    let (narrow_gap, wide_gap) = (largest_gap(&clip), largest_gap(&wide));
+    assert!(
+        wide_gap > 2.0 * narrow_gap,
+        "largest per-token distance {wide_gap} at std 0.5, {narrow_gap} at 0.02"
+    );
+}

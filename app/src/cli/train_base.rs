@@ -30,6 +30,15 @@ pub struct BaseArgs {
     /// Components to train, comma-separated: vae, unet, text_encoder.
     #[arg(long, value_delimiter = ',', default_value = "vae,unet,text_encoder")]
     train: Vec<String>,
+    /// With --init: components to draw at random from --seed instead of taking them from
+    /// the --init model, comma-separated (a new text encoder for a trained UNet, say).
+    #[arg(long, value_delimiter = ',', value_name = "PARTS")]
+    fresh: Vec<String>,
+    /// Standard deviation of a random text encoder's token and position embeddings. CLIP's
+    /// 0.02 leaves a small encoder's outputs nearly the same for every word; 0.5 keeps each
+    /// word and its place in the caption apart.
+    #[arg(long, default_value_t = 0.02)]
+    text_embedding_std: f64,
     /// Square training resolution.
     #[arg(long, default_value_t = 64)]
     resolution: usize,
@@ -124,11 +133,14 @@ pub struct BaseArgs {
 
 /// Runs `kiln train base`.
 pub fn train_base(a: BaseArgs) -> Result<()> {
-    let train = a
-        .train
-        .iter()
-        .map(|s| Part::parse(s))
-        .collect::<kiln_engine::Result<Vec<_>>>()?;
+    let parts = |names: &[String]| {
+        names
+            .iter()
+            .map(|s| Part::parse(s))
+            .collect::<kiln_engine::Result<Vec<_>>>()
+    };
+    let train = parts(&a.train)?;
+    let fresh = parts(&a.fresh)?;
     let positive = |v: f64| (v > 0.0).then_some(v);
     let scheduler = match &a.scheduler {
         Some(path) => Some(
@@ -172,6 +184,8 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         ema_decay: positive(a.ema_decay),
         scheduler,
         tokenizer_max_length: a.tokenizer_max_length,
+        fresh,
+        text_embedding_std: a.text_embedding_std,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints,

@@ -201,6 +201,15 @@ pub struct BaseTrainingConfig {
     /// A tokenizer length replacing the architecture's or the `init` model's (None = keep it;
     /// at most the text encoder's positions). The saved tokenizer config carries it.
     pub tokenizer_max_length: Option<usize>,
+    /// Components drawn at random (from `seed`, as with an architecture file) instead of
+    /// taken from `init`: a new text encoder for a trained UNet, say.
+    pub fresh: Vec<Part>,
+    /// Standard deviation of a random text encoder's token and position embeddings. CLIP
+    /// draws them at 0.02, which a small encoder's first attention layer then drowns: every
+    /// token's output becomes nearly the mean of the caption so far, and the words barely
+    /// differ. At 0.5 each output keeps its own word and its place in the caption (T5 draws
+    /// its embeddings at 1.0 for the same reason).
+    pub text_embedding_std: f64,
     /// Seed of the initial weights and every random choice.
     pub seed: u64,
     /// Save a checkpoint every N steps (0 = only at the ends of phases).
@@ -239,6 +248,8 @@ impl Default for BaseTrainingConfig {
             ema_decay: Some(0.999),
             scheduler: None,
             tokenizer_max_length: None,
+            fresh: Vec::new(),
+            text_embedding_std: 0.02,
             seed: 0,
             checkpoint_every: 500,
             keep_checkpoints: 2,
@@ -339,30 +350,36 @@ impl BaseModels {
                     }
                 }
                 let cfg = arch.config;
-                // One seed stream per component, so changing one component's size leaves
-                // the others' initial weights as they were.
-                let mut ld = Loader::random(rng_seed(config.seed, 10), device);
-                let text_encoder = ClipTextModel::load(&cfg.text_encoder, &mut ld)?;
-                let mut ld = Loader::random(rng_seed(config.seed, 11), device);
-                let unet = UNet2DConditionModel::load(&cfg.unet, &mut ld)?;
-                let mut ld = Loader::random(rng_seed(config.seed, 12), device);
-                let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
                 Ok(BaseModels {
-                    text_encoder,
-                    unet,
-                    vae,
+                    text_encoder: random_text_encoder(&cfg, config, device)?,
+                    unet: random_unet(&cfg, config, device)?,
+                    vae: random_vae(&cfg, config, device)?,
                     config: cfg,
                     scheduler: arch.scheduler.unwrap_or_else(SchedulerConfig::sd15),
                 })
             }
             (None, Some(init)) => {
                 let sd = StableDiffusion::load(init, None, device)?;
+                let cfg = sd.info.config.clone();
+                let fresh = |part: Part| config.fresh.contains(&part);
                 Ok(BaseModels {
-                    config: sd.info.config.clone(),
+                    text_encoder: if fresh(Part::TextEncoder) {
+                        random_text_encoder(&cfg, config, device)?
+                    } else {
+                        sd.text_encoder
+                    },
+                    unet: if fresh(Part::Unet) {
+                        random_unet(&cfg, config, device)?
+                    } else {
+                        sd.unet
+                    },
+                    vae: if fresh(Part::Vae) {
+                        random_vae(&cfg, config, device)?
+                    } else {
+                        sd.vae
+                    },
+                    config: cfg,
                     scheduler: sd.info.scheduler.clone(),
-                    text_encoder: sd.text_encoder,
-                    unet: sd.unet,
-                    vae: sd.vae,
                 })
             }
             _ => Err(Error::InvalidRequest(
@@ -456,6 +473,37 @@ fn checkpoint_step(path: &Path) -> Option<usize> {
         .ok()
 }
 
+// Random initial weights: one seed stream per component, so changing one component's size
+// (or drawing only one afresh) leaves the others' initial weights as they were.
+
+fn random_text_encoder(
+    cfg: &StableDiffusionConfig,
+    config: &BaseTrainingConfig,
+    device: &Device,
+) -> Result<ClipTextModel> {
+    let mut ld = Loader::random(rng_seed(config.seed, 10), device)
+        .with_embedding_std(config.text_embedding_std as f32);
+    ClipTextModel::load(&cfg.text_encoder, &mut ld)
+}
+
+fn random_unet(
+    cfg: &StableDiffusionConfig,
+    config: &BaseTrainingConfig,
+    device: &Device,
+) -> Result<UNet2DConditionModel> {
+    let mut ld = Loader::random(rng_seed(config.seed, 11), device);
+    UNet2DConditionModel::load(&cfg.unet, &mut ld)
+}
+
+fn random_vae(
+    cfg: &StableDiffusionConfig,
+    config: &BaseTrainingConfig,
+    device: &Device,
+) -> Result<AutoencoderKL> {
+    let mut ld = Loader::random(rng_seed(config.seed, 12), device);
+    AutoencoderKL::load(&cfg.vae, &mut ld)
+}
+
 /// The settings a resumed run must share with the run that wrote its checkpoint (everything
 /// that changes the weights): `config` without its paths, checkpoint and sample options, and
 /// without the diffusion phase's length — a run may be resumed to train longer (with a
@@ -469,6 +517,8 @@ fn run_settings(config: &BaseTrainingConfig) -> serde_json::Value {
     c.output = PathBuf::new();
     c.train.sort();
     c.train.dedup();
+    c.fresh.sort();
+    c.fresh.dedup();
     c.checkpoint_every = 0;
     c.keep_checkpoints = 0;
     c.sample_every = 0;

@@ -49,6 +49,8 @@ enum Fill<'a> {
 /// Hands out parameters by name and keeps a strict account of what was used.
 pub struct Loader<'a> {
     fill: Fill<'a>,
+    /// Replaces the standard deviation of [`Init::Normal`] when drawing at random.
+    embedding_std: Option<f32>,
     device: Device,
     used: BTreeSet<String>,
     missing: Vec<String>,
@@ -70,12 +72,21 @@ impl<'a> Loader<'a> {
     fn new(fill: Fill<'a>, device: &Device) -> Self {
         Loader {
             fill,
+            embedding_std: None,
             device: device.clone(),
             used: BTreeSet::new(),
             missing: Vec::new(),
             mismatched: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// Draws the [`Init::Normal`] parameters (the embeddings) with standard deviation `std`
+    /// instead of the layer's own (CLIP's 0.02); the same random numbers, scaled, so every
+    /// other parameter is as it would be without this. No effect when reading from a source.
+    pub fn with_embedding_std(mut self, std: f32) -> Self {
+        self.embedding_std = Some(std);
+        self
     }
 
     /// The device tensors are created on.
@@ -93,7 +104,14 @@ impl<'a> Loader<'a> {
         init: Init,
     ) -> Tensor<D> {
         let values = match &mut self.fill {
-            Fill::Random(rng) => Some(random_values(rng, &shape, init)),
+            Fill::Random(rng) => Some(random_values(
+                rng,
+                &shape,
+                match (init, self.embedding_std) {
+                    (Init::Normal(_), Some(std)) => Init::Normal(std),
+                    _ => init,
+                },
+            )),
             Fill::Source(source) => match source.shape(key) {
                 None => {
                     self.missing.push(key.to_owned());
