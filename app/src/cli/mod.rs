@@ -59,10 +59,14 @@ enum Command {
         /// File or folder to inspect.
         path: PathBuf,
     },
-    /// Print the 77 CLIP token ids of TEXT as JSON.
+    /// Print the CLIP token ids of TEXT as JSON: 77 (SD 1.x), or as many as --model's
+    /// tokenizer takes.
     Tokenize {
         /// The prompt.
         text: String,
+        /// A diffusers folder whose tokenizer length to use (kiln-tiny's is 32).
+        #[arg(long)]
+        model: Option<PathBuf>,
     },
 }
 
@@ -81,8 +85,13 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&what)?);
             Ok(())
         }
-        Some(Command::Tokenize { text }) => {
-            let ids = ClipTokenizer::sd15()?.encode(&text)?;
+        Some(Command::Tokenize { text, model }) => {
+            let mut tokenizer = ClipTokenizer::sd15()?;
+            if let Some(dir) = model {
+                let length = kiln_engine::weights::FolderConfigs::read(&dir)?.tokenizer_max_length;
+                tokenizer = tokenizer.with_max_length(length)?;
+            }
+            let ids = tokenizer.encode(&text)?;
             println!("{}", serde_json::to_string(&ids)?);
             Ok(())
         }

@@ -362,6 +362,16 @@ impl BaseModels {
                 let sd = StableDiffusion::load(init, None, device)?;
                 let cfg = sd.info.config.clone();
                 let fresh = |part: Part| config.fresh.contains(&part);
+                for &part in &config.fresh {
+                    if !config.trains(part) {
+                        // A frozen random text encoder is a choice (its features are fixed
+                        // and the UNet learns to read them), but worth saying.
+                        tracing::info!(
+                            component = part.name(),
+                            "drawn at random and not trained: it keeps its random weights"
+                        );
+                    }
+                }
                 Ok(BaseModels {
                     text_encoder: if fresh(Part::TextEncoder) {
                         random_text_encoder(&cfg, config, device)?
