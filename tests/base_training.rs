@@ -775,8 +775,10 @@ fn a_fresh_text_encoder_is_drawn_at_the_embedding_scale_asked() {
             .map(i64::from)
             .collect();
         let n = ids.len();
-        m.text_encoder
-            .forward(Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device), 1)
+        m.text_encoder.forward(
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device),
+            1,
+        )
     };
     let largest_gap = |m: &BaseModels| -> f32 {
         let d = encode(m, "a red circle on a white background")

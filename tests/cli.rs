@@ -155,7 +155,12 @@ fn tokenize_prints_77_ids_or_the_models_length() {
     assert_eq!(&ids[..7], &[49406, 320, 1125, 539, 320, 2368, 49407]);
     // With a model, as many as its tokenizer takes (the shipped model's: 32).
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny");
-    let o = kiln(&["tokenize", "a photo of a cat", "--model", shipped.to_str().unwrap()]);
+    let o = kiln(&[
+        "tokenize",
+        "a photo of a cat",
+        "--model",
+        shipped.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let short: Vec<u32> = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(short.len(), 32);
