@@ -93,6 +93,15 @@ pub struct BaseArgs {
     /// model has to learn overall colours from the caption (0 = off).
     #[arg(long, default_value_t = 0.0)]
     noise_offset: f64,
+    /// Levels of multi-resolution ("pyramid") noise added to the noise: normal values on grids
+    /// of ½, ¼, … the latent's height and width, upsampled, so the model has to take where
+    /// shapes go and what they are from the caption rather than from the noise (0 = off;
+    /// kohya's option).
+    #[arg(long, default_value_t = 0)]
+    multires_noise_iterations: usize,
+    /// Weight ratio between successive levels of multi-resolution noise.
+    #[arg(long, default_value_t = 0.3)]
+    multires_noise_discount: f64,
     /// Replace the noise schedule of --config or --init with this diffusers scheduler config
     /// (a `scheduler_config.json`); the saved model carries it.
     #[arg(long, value_name = "scheduler_config.json")]
@@ -181,6 +190,8 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         snr_floor: a.snr_floor,
         caption_dropout: a.caption_dropout,
         noise_offset: a.noise_offset,
+        multires_noise_iterations: a.multires_noise_iterations,
+        multires_noise_discount: a.multires_noise_discount,
         ema_decay: positive(a.ema_decay),
         scheduler,
         tokenizer_max_length: a.tokenizer_max_length,

@@ -55,7 +55,9 @@ use crate::training::dataset::{DatasetOptions, Plan, image_files, prepare, rng_f
 use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track};
 use crate::training::lora::{Batch, StepStats, Text};
 use crate::training::lr_schedule::LrSchedule;
-use crate::training::trainer::{PauseToken, TrainingEvent, randn, sample_images, training_noise};
+use crate::training::trainer::{
+    PauseToken, TrainingEvent, add_multires_noise, randn, sample_images, training_noise,
+};
 use crate::training::{SnrWeighting, denoising_loss, host};
 use crate::weights::loader::Loader;
 use crate::weights::safetensors::{Dtype, SafeTensors, WriteTensor, write_f32};
@@ -192,6 +194,11 @@ pub struct BaseTrainingConfig {
     /// Noise offset (0 = off): see [`training_noise`]. Needed for prompts that name a
     /// background colour.
     pub noise_offset: f64,
+    /// Levels of multi-resolution noise (0 = off): see [`add_multires_noise`]. Needed for
+    /// prompts that say where a shape goes and what it is.
+    pub multires_noise_iterations: usize,
+    /// Weight ratio between successive levels of multi-resolution noise.
+    pub multires_noise_discount: f64,
     /// EMA decay (None = save the raw weights).
     pub ema_decay: Option<f64>,
     /// A noise schedule replacing the architecture's or the `init` model's (None = keep it);
@@ -245,6 +252,8 @@ impl Default for BaseTrainingConfig {
             snr_floor: 0.0,
             caption_dropout: 0.1,
             noise_offset: 0.0,
+            multires_noise_iterations: 0,
+            multires_noise_discount: 0.3,
             ema_decay: Some(0.999),
             scheduler: None,
             tokenizer_max_length: None,
@@ -915,6 +924,19 @@ pub fn train_base(
             let lat = Tensor::cat(items.iter().map(|&i| latents[i].clone()).collect(), 0);
             let shape = lat.dims();
             let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
+            let noise = if config.multires_noise_iterations > 0 {
+                let mut v = host(noise)?;
+                add_multires_noise(
+                    &mut rng,
+                    &mut v,
+                    shape,
+                    config.multires_noise_iterations,
+                    config.multires_noise_discount,
+                );
+                Tensor::from_data(TensorData::new(v, shape), &device)
+            } else {
+                noise
+            };
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
             let text = if train_te {
                 Text::Ids(ids)
