@@ -553,8 +553,9 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
 /// `--scheduler` replaces the architecture's noise schedule and `--tokenizer-max-length` its
 /// 77-token captions: the run trains on them (the UNet comes out different from the same run
 /// on SD's schedule) and the saved model carries both, so Kiln reads it back with them.
+/// `--multires-noise-iterations` changes what the UNet learns, not the VAE.
 #[test]
-fn a_noise_schedule_and_tokenizer_length_given_are_trained_on_and_saved() {
+fn a_noise_schedule_tokenizer_length_and_multires_noise_given_are_trained_on() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     shapes(&data, "8");
@@ -608,6 +609,18 @@ fn a_noise_schedule_and_tokenizer_length_given_are_trained_on_and_saved() {
         std::fs::read(sd.join(unet)).unwrap(),
         std::fs::read(lin.join(unet)).unwrap(),
         "the UNet trained on the given schedule"
+    );
+    // Multi-resolution noise reaches the diffusion phase (and only it).
+    let pyramid = dir.path().join("pyramid");
+    run(&pyramid, &["--multires-noise-iterations", "2"]);
+    assert_eq!(
+        std::fs::read(sd.join("vae/diffusion_pytorch_model.safetensors")).unwrap(),
+        std::fs::read(pyramid.join("vae/diffusion_pytorch_model.safetensors")).unwrap(),
+    );
+    assert_ne!(
+        std::fs::read(sd.join(unet)).unwrap(),
+        std::fs::read(pyramid.join(unet)).unwrap(),
+        "the UNet trained on multi-resolution noise"
     );
     // A schedule this trainer cannot learn is refused before any work.
     let v = write_scheduler(dir.path(), "linear", "v_prediction");

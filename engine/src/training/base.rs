@@ -16,10 +16,17 @@
 //!    latents (posterior means, computed once and cached) with min-SNR-γ weighting (optionally
 //!    floored, `snr_floor`, see [`SnrWeighting`]) and an
 //!    optional noise offset (`noise_offset`; without it a model of flat-coloured images learns
-//!    their colours from the noise instead of the caption); each caption is replaced by the
+//!    their colours from the noise instead of the caption) and multi-resolution noise
+//!    (`multires_noise_iterations`, [`add_multires_noise`], the same for the layout); each
+//!    caption is replaced by the
 //!    empty caption with probability `caption_dropout` so the model learns the unconditional
 //!    prediction classifier-free guidance needs. Text embeddings are cached too when the text
 //!    encoder is frozen.
+//!
+//! A component can start from fresh random weights while the others come from `init`
+//! (`fresh`), and a random text encoder's embeddings can be drawn wider than CLIP's 0.02
+//! (`text_embedding_std`): in a small encoder trained from scratch, or not trained at all,
+//! they keep each word apart in its outputs.
 //!
 //! Both use AdamW (torch-exact), the learning-rate schedules and global-norm clipping of the
 //! adapter trainer, and an EMA of the weights (diffusers' `EMAModel` warm-up); the EMA weights

@@ -431,7 +431,11 @@ pub(crate) fn add_multires_noise(
     }
     let n = noise.len() as f64;
     let mean = noise.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = noise.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let var = noise
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     if var > 0.0 {
         let scale = (1.0 / var.sqrt()) as f32;
         noise.iter_mut().for_each(|v| *v *= scale);
@@ -915,11 +919,21 @@ mod tests {
         };
         let (white, pyramid) = (noise(0), noise(3));
         let mut rng = rng_for(4, 3, 0);
-        assert_eq!(white, randn(&mut rng, white.len()), "0 iterations: white noise");
+        assert_eq!(
+            white,
+            randn(&mut rng, white.len()),
+            "0 iterations: white noise"
+        );
         assert!((std(&pyramid) - 1.0).abs() < 1e-3, "{}", std(&pyramid));
         let (w, p) = (std(&block_means(&white)), std(&block_means(&pyramid)));
-        assert!((0.2..0.3).contains(&w), "white noise: 4×4 block means of std {w}");
-        assert!(p > 2.0 * w, "multires: 4×4 block means of std {p} (white: {w})");
+        assert!(
+            (0.2..0.3).contains(&w),
+            "white noise: 4×4 block means of std {w}"
+        );
+        assert!(
+            p > 2.0 * w,
+            "multires: 4×4 block means of std {p} (white: {w})"
+        );
     }
 
     #[test]
