@@ -94,9 +94,9 @@ pub struct BaseArgs {
     #[arg(long, default_value_t = 0.0)]
     noise_offset: f64,
     /// Levels of multi-resolution ("pyramid") noise added to the noise: normal values on grids
-    /// of ½, ¼, … the latent's height and width, upsampled, so the model has to take where
-    /// shapes go and what they are from the caption rather than from the noise (0 = off;
-    /// kohya's option).
+    /// of ½, ¼, … the latent's height and width, upsampled, meant to make the model take the
+    /// layout from the caption rather than from the noise (0 = off; kohya's option; strong
+    /// discounts change what sampling from white noise gives).
     #[arg(long, default_value_t = 0)]
     multires_noise_iterations: usize,
     /// Weight ratio between successive levels of multi-resolution noise.

@@ -17,10 +17,10 @@
 //!    floored, `snr_floor`, see [`SnrWeighting`]) and an
 //!    optional noise offset (`noise_offset`; without it a model of flat-coloured images learns
 //!    their colours from the noise instead of the caption) and multi-resolution noise
-//!    (`multires_noise_iterations`, [`add_multires_noise`], the same for the layout); each
-//!    caption is replaced by the
-//!    empty caption with probability `caption_dropout` so the model learns the unconditional
-//!    prediction classifier-free guidance needs. Text embeddings are cached too when the text
+//!    (`multires_noise_iterations`, [`add_multires_noise`], meant to do the same for the
+//!    layout); each caption is replaced by the empty caption with probability
+//!    `caption_dropout` so the model learns the unconditional prediction classifier-free
+//!    guidance needs. Text embeddings are cached too when the text
 //!    encoder is frozen.
 //!
 //! A component can start from fresh random weights while the others come from `init`
@@ -201,8 +201,7 @@ pub struct BaseTrainingConfig {
     /// Noise offset (0 = off): see [`training_noise`]. Needed for prompts that name a
     /// background colour.
     pub noise_offset: f64,
-    /// Levels of multi-resolution noise (0 = off): see [`add_multires_noise`]. Needed for
-    /// prompts that say where a shape goes and what it is.
+    /// Levels of multi-resolution noise (0 = off): see [`add_multires_noise`].
     pub multires_noise_iterations: usize,
     /// Weight ratio between successive levels of multi-resolution noise.
     pub multires_noise_discount: f64,

@@ -391,12 +391,12 @@ pub(crate) fn training_noise(
 /// `level` = 1, 2, … `iterations`, one standard-normal value per image, channel and cell of an
 /// (H/2^level)×(W/2^level) grid (at least 1×1), upsampled bilinearly to H×W and weighted
 /// `discount`^level; then the sum is divided by its standard deviation (over the batch) so it
-/// stays of unit variance. Like the noise offset (the 1×1 level) for the mean colour, it hides the coarse
-/// layout that SD's schedule leaves visible at the middle steps (a 4×4 block's mean keeps its
-/// signal long after the single latents are drowned), so a model has to take where the shapes
-/// go from the caption instead of from the noise. kohya's `--multires_noise_iterations` /
-/// `--multires_noise_discount`, with a fixed factor 2 between levels.
-/// Nothing changes (and no random number is drawn) when `iterations` is 0.
+/// stays of unit variance. It is meant to do for the coarse layout what the noise offset (the
+/// 1×1 level) does for the mean colour: SD's schedule leaves a 4×4 block's mean visible long
+/// after the single latents are drowned, so a model may take where the shapes go from the
+/// noise rather than from the caption. kohya's `--multires_noise_iterations` /
+/// `--multires_noise_discount` (same order: after the offset), with a fixed factor 2 between
+/// levels. Nothing changes (and no random number is drawn) when `iterations` is 0.
 pub(crate) fn add_multires_noise(
     rng: &mut rand_chacha::ChaCha8Rng,
     noise: &mut [f32],
