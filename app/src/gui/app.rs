@@ -903,9 +903,10 @@ impl KilnApp {
                 self.follow_native_size(&info);
                 // The counter counts against this model's tokenizer length (75 tokens for
                 // SD 1.x, fewer for a model trained on short captions).
-                self.tokenizer = ClipTokenizer::sd15()
-                    .and_then(|t| t.with_max_length(info.config.tokenizer_max_length))
-                    .ok();
+                self.tokenizer = self
+                    .tokenizer
+                    .take()
+                    .and_then(|t| t.with_max_length(info.config.tokenizer_max_length).ok());
                 if std::mem::take(&mut self.models.take_native_size) {
                     // First run: the shipped model at the size it was made for.
                     let native = Self::native_size(&info);

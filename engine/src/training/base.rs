@@ -17,7 +17,7 @@
 //!    floored, `snr_floor`, see [`SnrWeighting`]) and an
 //!    optional noise offset (`noise_offset`; without it a model of flat-coloured images learns
 //!    their colours from the noise instead of the caption) and multi-resolution noise
-//!    (`multires_noise_iterations`, [`add_multires_noise`], meant to do the same for the
+//!    (`multires_noise_iterations`, see [`training_noise`], meant to do the same for the
 //!    layout); each caption is replaced by the empty caption with probability
 //!    `caption_dropout` so the model learns the unconditional prediction classifier-free
 //!    guidance needs. Text embeddings are cached too when the text
@@ -63,7 +63,7 @@ use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track
 use crate::training::lora::{Batch, StepStats, Text};
 use crate::training::lr_schedule::LrSchedule;
 use crate::training::trainer::{
-    PauseToken, TrainingEvent, add_multires_noise, randn, sample_images, training_noise,
+    NoiseOptions, PauseToken, TrainingEvent, randn, sample_images, training_noise,
 };
 use crate::training::{SnrWeighting, denoising_loss, host};
 use crate::weights::loader::Loader;
@@ -201,7 +201,7 @@ pub struct BaseTrainingConfig {
     /// Noise offset (0 = off): see [`training_noise`]. Needed for prompts that name a
     /// background colour.
     pub noise_offset: f64,
-    /// Levels of multi-resolution noise (0 = off): see [`add_multires_noise`].
+    /// Levels of multi-resolution noise (0 = off): see [`training_noise`].
     pub multires_noise_iterations: usize,
     /// Weight ratio between successive levels of multi-resolution noise.
     pub multires_noise_discount: f64,
@@ -899,6 +899,11 @@ pub fn train_base(
         let alphas = models.scheduler.alphas_cumprod()?;
         let n_train = alphas.len();
         let (train_unet, train_te) = (config.trains(Part::Unet), config.trains(Part::TextEncoder));
+        let noise_options = NoiseOptions {
+            offset: config.noise_offset,
+            multires_iterations: config.multires_noise_iterations,
+            multires_discount: config.multires_noise_discount,
+        };
         let mut ids_cache: HashMap<String, Vec<i64>> = HashMap::new();
         let mut context_cache: HashMap<String, Tensor<3>> = HashMap::new();
         while step < total {
@@ -929,20 +934,7 @@ pub fn train_base(
             let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, len]), &device);
             let lat = Tensor::cat(items.iter().map(|&i| latents[i].clone()).collect(), 0);
             let shape = lat.dims();
-            let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
-            let noise = if config.multires_noise_iterations > 0 {
-                let mut v = host(noise)?;
-                add_multires_noise(
-                    &mut rng,
-                    &mut v,
-                    shape,
-                    config.multires_noise_iterations,
-                    config.multires_noise_discount,
-                );
-                Tensor::from_data(TensorData::new(v, shape), &device)
-            } else {
-                noise
-            };
+            let noise = training_noise(&mut rng, shape, &noise_options, &device);
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
             let text = if train_te {
                 Text::Ids(ids)

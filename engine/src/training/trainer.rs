@@ -362,29 +362,47 @@ pub(crate) fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| StandardNormal.sample(rng)).collect()
 }
 
+/// What a training step's noise adds to the standard normal.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct NoiseOptions {
+    /// kohya's "noise offset" (0 = off).
+    pub offset: f64,
+    /// Levels of multi-resolution noise (0 = off): [`add_multires_noise`].
+    pub multires_iterations: usize,
+    /// Weight ratio between successive levels of multi-resolution noise.
+    pub multires_discount: f64,
+}
+
 /// The noise ε of a training step, `[B, C, H, W]` like `shape`: standard normal, plus
 /// `offset` × one standard-normal value per image and channel (kohya's "noise offset";
-/// nothing is added when it is 0). Without it the DDPM schedule never fully hides an
+/// nothing is added when it is 0), then multi-resolution noise ([`add_multires_noise`]; none
+/// when its iterations are 0). Without the offset the DDPM schedule never fully hides an
 /// image's mean colour (ᾱ at t = 999 is still 0.0047 and the mean over H×W latents averages
 /// the noise away), so a model never has to learn the overall colour from the caption and
 /// samples always take it from their starting noise.
 pub(crate) fn training_noise(
     rng: &mut rand_chacha::ChaCha8Rng,
     shape: [usize; 4],
-    offset: f64,
+    options: &NoiseOptions,
     device: &Device,
 ) -> Tensor<4> {
-    let noise = Tensor::<4>::from_data(
-        TensorData::new(randn(rng, shape.iter().product()), shape),
-        device,
-    );
-    if offset == 0.0 {
-        return noise;
+    let mut noise = randn(rng, shape.iter().product());
+    if options.offset != 0.0 {
+        let [b, c, h, w] = shape;
+        let offset = options.offset as f32;
+        let per_channel = randn(rng, b * c);
+        for (plane, p) in noise.chunks_mut(h * w).zip(per_channel) {
+            plane.iter_mut().for_each(|v| *v += p * offset);
+        }
     }
-    let [b, c, _, _] = shape;
-    let per_channel =
-        Tensor::<4>::from_data(TensorData::new(randn(rng, b * c), [b, c, 1, 1]), device);
-    noise + per_channel * offset
+    add_multires_noise(
+        rng,
+        &mut noise,
+        shape,
+        options.multires_iterations,
+        options.multires_discount,
+    );
+    Tensor::from_data(TensorData::new(noise, shape), device)
 }
 
 /// Multi-resolution ("pyramid") noise, added to `noise` `[B, C, H, W]` in place: for
@@ -397,7 +415,7 @@ pub(crate) fn training_noise(
 /// noise rather than from the caption. kohya's `--multires_noise_iterations` /
 /// `--multires_noise_discount` (same order: after the offset), with a fixed factor 2 between
 /// levels. Nothing changes (and no random number is drawn) when `iterations` is 0.
-pub(crate) fn add_multires_noise(
+fn add_multires_noise(
     rng: &mut rand_chacha::ChaCha8Rng,
     noise: &mut [f32],
     shape: [usize; 4],
@@ -616,7 +634,15 @@ pub fn train_lora(
             let ids: Tensor<2, Int> = Tensor::from_data(TensorData::new(ids, [b, len]), &device);
             // Noise (+ offset) and timesteps.
             let mut rng = rng_for(config.seed, 3, global as u64);
-            let noise = training_noise(&mut rng, shape, config.noise_offset, &device);
+            let noise = training_noise(
+                &mut rng,
+                shape,
+                &NoiseOptions {
+                    offset: config.noise_offset,
+                    ..NoiseOptions::default()
+                },
+                &device,
+            );
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
             let diverged = |e: Error| match e {
                 Error::NonFinite(_) => Error::TrainingDiverged {
@@ -866,7 +892,11 @@ mod tests {
         let device = crate::device::device("cpu").unwrap();
         let channel_mean_std = |offset: f64| {
             let mut rng = rng_for(3, 3, 0);
-            let noise = training_noise(&mut rng, [64, 4, 16, 16], offset, &device);
+            let options = NoiseOptions {
+                offset,
+                ..NoiseOptions::default()
+            };
+            let noise = training_noise(&mut rng, [64, 4, 16, 16], &options, &device);
             let means: Vec<f32> = noise.mean_dims(&[2, 3]).into_data().try_to_vec().unwrap();
             let m = means.iter().sum::<f32>() / means.len() as f32;
             (means.iter().map(|x| (x - m).powi(2)).sum::<f32>() / means.len() as f32).sqrt()
@@ -877,7 +907,7 @@ mod tests {
         assert!((0.4..0.6).contains(&offset), "{offset}");
         // Offset 0 is exactly the plain noise (the LoRA parity fixtures rely on it).
         let mut a = rng_for(3, 3, 0);
-        let plain = training_noise(&mut a, [1, 4, 2, 2], 0.0, &device);
+        let plain = training_noise(&mut a, [1, 4, 2, 2], &NoiseOptions::default(), &device);
         let mut b = rng_for(3, 3, 0);
         assert_eq!(
             plain.into_data().try_to_vec::<f32>().unwrap(),
