@@ -1,11 +1,14 @@
 //! Getting a model from a Hub-like server: a local HTTP server serves a diffusers folder with
 //! the Hub's layout (no test touches the network); interrupted downloads resume, checksums are
-//! verified, and an unreachable server is a clear error.
+//! verified, a stalled connection and an unreachable server are clear errors, and a cancel
+//! takes effect while nothing arrives.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use kiln_engine::download::download;
+use kiln_engine::download::{DownloadOptions, download, download_with};
 use kiln_engine::pipeline::CancelToken;
 
 use crate::common::{HubOptions, closed_port, files_of, fixture};
@@ -86,6 +89,139 @@ fn an_interrupted_download_resumes_and_the_model_loads() {
     // The models folder lists it.
     let models = kiln_engine::download::scan_models(dest.path().parent().unwrap());
     assert!(models.is_ok());
+}
+
+/// tiny-b as "kiln/tiny" from a server that stops halfway through the UNet weights, sending
+/// nothing more (the connection stays open) until the returned flag is set.
+fn stalling_hub() -> (crate::common::Hub, Arc<AtomicBool>) {
+    let go = Arc::new(AtomicBool::new(false));
+    let hub = crate::common::hub(
+        fixture("tiny-b"),
+        "kiln/tiny",
+        HubOptions {
+            hold: Some(go.clone()),
+            ..HubOptions::default()
+        },
+    );
+    (hub, go)
+}
+
+/// Runs a download of every tiny-b file on a thread of its own; its result arrives on the
+/// returned channel (a test waits for it with a deadline instead of hanging).
+fn download_on_thread(
+    endpoint: String,
+    dest: PathBuf,
+    cancel: CancelToken,
+    options: DownloadOptions,
+    on_progress: impl FnMut(kiln_engine::download::DownloadProgress) + Send + 'static,
+) -> std::sync::mpsc::Receiver<kiln_engine::Result<PathBuf>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut on_progress = on_progress;
+        let files = all_files();
+        let _ = tx.send(download_with(
+            &endpoint,
+            "kiln/tiny",
+            "main",
+            &files,
+            &dest,
+            &cancel,
+            &options,
+            &mut on_progress,
+        ));
+    });
+    rx
+}
+
+#[test]
+fn a_stalled_connection_is_given_up_with_a_clear_error_and_resumes() {
+    let (hub, go) = stalling_hub();
+    let dest = tempfile::tempdir().unwrap();
+    let options = DownloadOptions {
+        stall_timeout: Duration::from_secs(1),
+    };
+    let result = download_on_thread(
+        hub.endpoint.clone(),
+        dest.path().to_owned(),
+        CancelToken::new(),
+        options,
+        |_| {},
+    );
+    // Without the stall timeout this never returns: the server keeps the connection open.
+    let err = result
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the stalled download returned")
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, kiln_engine::Error::Network { .. }), "{text}");
+    assert!(
+        text.contains("no data for 1 s after") && text.ends_with("run it again to resume"),
+        "{text}"
+    );
+    let unet = "unet/diffusion_pytorch_model.safetensors";
+    let size = std::fs::metadata(fixture("tiny-b").join(unet))
+        .unwrap()
+        .len();
+    let part = dest.path().join(format!("{unet}.part"));
+    assert_eq!(
+        std::fs::metadata(&part).unwrap().len(),
+        size / 2,
+        "what arrived before the stall is kept"
+    );
+    assert!(
+        !dest.path().join(unet).exists(),
+        "no half file under the real name"
+    );
+    // The network comes back; running it again resumes from the `.part` file.
+    go.store(true, Ordering::SeqCst);
+    fetch_all(&hub.endpoint, dest.path()).unwrap();
+    assert_eq!(
+        hub.ranges.load(Ordering::SeqCst),
+        1,
+        "resumed, not restarted"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join(unet)).unwrap(),
+        std::fs::read(fixture("tiny-b").join(unet)).unwrap()
+    );
+}
+
+#[test]
+fn a_cancel_takes_effect_while_the_connection_is_stalled() {
+    let (hub, go) = stalling_hub();
+    let dest = tempfile::tempdir().unwrap();
+    let cancel = CancelToken::new();
+    let unet_bytes = Arc::new(AtomicBool::new(false));
+    let seen = unet_bytes.clone();
+    let result = download_on_thread(
+        hub.endpoint.clone(),
+        dest.path().to_owned(),
+        cancel.clone(),
+        DownloadOptions::default(),
+        move |p| {
+            if p.file.starts_with("unet/") && p.done > 0 {
+                seen.store(true, Ordering::SeqCst);
+            }
+        },
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !unet_bytes.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no UNet bytes arrived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The server now sends nothing; the default stall timeout (a minute) is far off.
+    cancel.cancel();
+    let outcome = result
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the cancelled download returned while the connection was stalled");
+    assert!(
+        matches!(outcome, Err(kiln_engine::Error::Cancelled)),
+        "{outcome:?}"
+    );
+    go.store(true, Ordering::SeqCst);
 }
 
 #[test]

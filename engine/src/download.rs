@@ -5,9 +5,16 @@
 //! from there with an HTTP `Range` request after an interruption, is checked against the
 //! Hub's SHA-256 (LFS files) and only then renamed into place. Files already complete are
 //! skipped.
+//!
+//! A connection that stops delivering bytes mid-file — a dropped Wi-Fi link often leaves the
+//! socket open with nothing arriving — is given up after [`DownloadOptions::stall_timeout`]
+//! (a minute by default) with an error that says to run it again, which resumes. The body is
+//! read on a helper thread, so a cancel takes effect within a tenth of a second even while
+//! nothing arrives (the helper ends when its blocked read does).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -80,8 +87,28 @@ fn network(url: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// How a download treats a slow network.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// How long a file's body may go without a single byte before the download stops with
+    /// [`Error::Network`] (the `.part` file stays, so running it again resumes).
+    pub stall_timeout: Duration,
+}
+
+impl Default for DownloadOptions {
+    /// A minute: longer than any pause a working connection makes.
+    fn default() -> Self {
+        DownloadOptions {
+            stall_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How often a wait for body bytes looks at the cancel token.
+const CANCEL_POLL: Duration = Duration::from_millis(100);
+
 /// Downloads `files` of `repo` at `revision` from `endpoint` into `dest` (resuming partial
-/// files, verifying SHA-256s); returns `dest`.
+/// files, verifying SHA-256s) with the default [`DownloadOptions`]; returns `dest`.
 pub fn download(
     endpoint: &str,
     repo: &str,
@@ -91,11 +118,36 @@ pub fn download(
     cancel: &CancelToken,
     on_progress: &mut dyn FnMut(DownloadProgress),
 ) -> Result<PathBuf> {
+    download_with(
+        endpoint,
+        repo,
+        revision,
+        files,
+        dest,
+        cancel,
+        &DownloadOptions::default(),
+        on_progress,
+    )
+}
+
+/// [`download`] with `options`.
+#[allow(clippy::too_many_arguments)]
+pub fn download_with(
+    endpoint: &str,
+    repo: &str,
+    revision: &str,
+    files: &[String],
+    dest: &Path,
+    cancel: &CancelToken,
+    options: &DownloadOptions,
+    on_progress: &mut dyn FnMut(DownloadProgress),
+) -> Result<PathBuf> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(std::time::Duration::from_secs(15)))
+        .timeout_connect(Some(Duration::from_secs(15)))
         // A server that accepts the connection but never answers is an error, not a hang
-        // (a stalled body is not timed: a 3.4 GB file has no sensible total budget).
-        .timeout_recv_response(Some(std::time::Duration::from_secs(60)))
+        // (a body has no total budget — a 3.4 GB file takes what it takes — but a stall in it
+        // is timed by `fetch`).
+        .timeout_recv_response(Some(Duration::from_secs(60)))
         .build()
         .into();
     let tree_url = format!("{endpoint}/api/models/{repo}/tree/{revision}?recursive=1");
@@ -132,6 +184,7 @@ pub fn download(
                 entry.size,
                 sha.as_deref(),
                 cancel,
+                options,
                 &mut |done| {
                     on_progress(DownloadProgress {
                         file: file.clone(),
@@ -155,6 +208,7 @@ pub fn download(
 }
 
 /// One file into `target` via `<target>.part`, resuming, verified, renamed.
+#[allow(clippy::too_many_arguments)]
 fn fetch(
     agent: &ureq::Agent,
     url: &str,
@@ -162,6 +216,7 @@ fn fetch(
     size: u64,
     sha256: Option<&str>,
     cancel: &CancelToken,
+    options: &DownloadOptions,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<()> {
     let part = target.with_extension(format!(
@@ -176,7 +231,7 @@ fn fetch(
     if have > 0 {
         request = request.header("Range", &format!("bytes={have}-"));
     }
-    let mut response = request.call().map_err(|e| network(url, e))?;
+    let response = request.call().map_err(|e| network(url, e))?;
     // A server that ignores Range answers 200 with the whole file: start over.
     let resumed = have > 0 && response.status() == 206;
     let mut out = std::fs::OpenOptions::new()
@@ -187,23 +242,42 @@ fn fetch(
         .open(&part)
         .map_err(|e| Error::io(&part, e))?;
     let mut done = if resumed { have } else { 0 };
-    let mut reader = response.body_mut().as_reader();
-    let mut buf = vec![0u8; 1 << 16];
+    let chunks = body_chunks(response.into_body().into_reader());
+    let mut last_byte = Instant::now();
     loop {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let n = reader.read(&mut buf).map_err(|e| {
-            network(
-                url,
-                format!("{e} after {done} of {size} bytes; run it again to resume"),
-            )
-        })?;
-        if n == 0 {
+        let chunk = match chunks.recv_timeout(CANCEL_POLL) {
+            Ok(chunk) => chunk.map_err(|e| {
+                network(
+                    url,
+                    format!("{e} after {done} of {size} bytes; run it again to resume"),
+                )
+            })?,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if last_byte.elapsed() >= options.stall_timeout {
+                    return Err(network(
+                        url,
+                        format!(
+                            "no data for {} s after {done} of {size} bytes (the connection \
+                             stalled); run it again to resume",
+                            options.stall_timeout.as_secs_f32()
+                        ),
+                    ));
+                }
+                continue;
+            }
+            // The helper ends only after its last chunk; had it died, the size check below
+            // reports the short file.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Vec::new(),
+        };
+        if chunk.is_empty() {
             break;
         }
-        out.write_all(&buf[..n]).map_err(|e| Error::io(&part, e))?;
-        done += n as u64;
+        last_byte = Instant::now();
+        out.write_all(&chunk).map_err(|e| Error::io(&part, e))?;
+        done += chunk.len() as u64;
         on_bytes(done);
     }
     out.sync_all().map_err(|e| Error::io(&part, e))?;
@@ -226,6 +300,34 @@ fn fetch(
         }
     }
     std::fs::rename(&part, target).map_err(|e| Error::io(target, e))
+}
+
+/// Reads `body` on a helper thread, in chunks of up to 64 KiB, ending with an empty chunk (the
+/// end) or an error. The receiver waits with a timeout, so a stalled connection cannot block
+/// it; when it is dropped, the helper stops at its next chunk.
+fn body_chunks(
+    mut body: impl Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    let spawned = std::thread::Builder::new()
+        .name("kiln-download-body".into())
+        .spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let chunk = body.read(&mut buf).map(|n| buf[..n].to_vec());
+                let last = !matches!(&chunk, Ok(c) if !c.is_empty());
+                if tx.send(chunk).is_err() || last {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // No thread: the receiver reports it as a read error.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let _ = tx.send(Err(e));
+        return rx;
+    }
+    rx
 }
 
 /// What a models folder holds, classified by the engine.

@@ -209,8 +209,9 @@ fn get_stable_diffusion_shows_progress_cancels_resumes_and_lists_the_model() {
         !h.state().models.download_end.as_ref().unwrap().error,
         "cancelling is no failure"
     );
-    go.store(true, Ordering::SeqCst);
+    // The download thread ends too, with the server still stalled, so Get works again.
     wait(&mut h, "the stopped thread", |a| a.models.can_download());
+    go.store(true, Ordering::SeqCst);
     // Get again: it resumes the UNet weights where they stopped and finishes.
     h.get_by_label("Get Stable Diffusion 1.5").click();
     h.step();
