@@ -424,6 +424,14 @@ fn kiln_train_base_trains_a_model_that_loads_and_generates() {
         err.contains("phase 1: the VAE (30 steps)") && err.contains("phase 2"),
         "{err}"
     );
+    // The plan names both phases and adds them up.
+    let plan = err.lines().find(|l| l.starts_with("plan: ")).unwrap_or("");
+    assert!(
+        plan.starts_with("plan: the VAE 30 steps at batch 8 (≈ ")
+            && plan.contains("÷ batch 8 = ")
+            && plan.ends_with("; 60 steps in all"),
+        "{plan}"
+    );
     let l = losses(&err);
     assert_eq!(l.len(), 60, "{err}");
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;

@@ -809,10 +809,24 @@ pub fn train_base(
         last_checkpoint = Some(path.to_owned());
     }
     let total = config.total_steps();
-    let mut plan = Plan::new(n, 1, 1, config.batch_size);
-    plan.steps = total;
-    plan.steps_per_epoch = (n / config.batch_size.clamp(1, n)).max(1);
-    plan.epochs = config.diffusion_steps().div_ceil(plan.steps_per_epoch);
+    // The plan of the diffusion phase (of the VAE's when it trains alone), with a VAE phase
+    // before it named as such. Batches are drawn whole, so an epoch is ⌊images ÷ batch⌋.
+    let diffusion = config.diffusion_steps() > 0;
+    let batch = if diffusion {
+        config.batch_size
+    } else {
+        config.vae.batch_size
+    };
+    let mut plan = Plan::new(n, 1, 1, batch);
+    plan.steps_per_epoch = (n / batch.clamp(1, n)).max(1);
+    let mut plan = plan.with_steps(if diffusion {
+        config.diffusion_steps()
+    } else {
+        config.vae_steps()
+    });
+    if diffusion && config.vae_steps() > 0 {
+        plan.vae_phase = Some((config.vae_steps(), config.vae.batch_size));
+    }
     on_event(TrainingEvent::Started {
         report: Box::new(report.clone()),
         plan,

@@ -204,6 +204,9 @@ pub struct Plan {
     pub steps_per_epoch: usize,
     /// Total optimiser steps.
     pub steps: usize,
+    /// A VAE phase that runs before these steps (base training that trains the VAE and then
+    /// the UNet): its steps and batch size. Step numbers count both phases.
+    pub vae_phase: Option<(usize, usize)>,
 }
 
 impl Plan {
@@ -217,15 +220,48 @@ impl Plan {
             batch: batch.max(1),
             steps_per_epoch,
             steps: steps_per_epoch * epochs,
+            vae_phase: None,
         }
     }
 
-    /// "10 images × 2 repeats × 3 epochs ÷ batch 2 = 30 steps".
+    /// The plan cut to (or extended to) `steps` optimiser steps, as `--steps` / `max_steps`
+    /// do: `epochs` becomes the epochs it starts, ⌈steps ÷ steps per epoch⌉.
+    pub fn with_steps(mut self, steps: usize) -> Self {
+        self.steps = steps;
+        self.epochs = steps.div_ceil(self.steps_per_epoch.max(1));
+        self
+    }
+
+    /// "10 images × 2 repeats × 3 epochs ÷ batch 4 = 15 steps" when the run is whole epochs;
+    /// otherwise the steps per epoch and how many epochs the steps make: "10 images × 2
+    /// repeats ÷ batch 4 = 5 steps per epoch; 12 steps ≈ 2.4 epochs". A VAE phase comes
+    /// first: "the VAE 100 steps at batch 2 (≈ 20.0 epochs), then …; 112 steps in all".
     pub fn describe(&self) -> String {
-        format!(
-            "{} images × {} repeats × {} epochs ÷ batch {} = {} steps",
-            self.images, self.repeats, self.epochs, self.batch, self.steps
-        )
+        let per_epoch = self.steps_per_epoch.max(1) as f64;
+        let this = if self.steps == self.steps_per_epoch * self.epochs {
+            format!(
+                "{} images × {} repeats × {} epochs ÷ batch {} = {} steps",
+                self.images, self.repeats, self.epochs, self.batch, self.steps
+            )
+        } else {
+            format!(
+                "{} images × {} repeats ÷ batch {} = {} steps per epoch; {} steps ≈ {:.1} epochs",
+                self.images,
+                self.repeats,
+                self.batch,
+                self.steps_per_epoch,
+                self.steps,
+                self.steps as f64 / per_epoch
+            )
+        };
+        match self.vae_phase {
+            Some((steps, batch)) => format!(
+                "the VAE {steps} steps at batch {batch} (≈ {:.1} epochs), then {this}; {} steps in all",
+                (steps * batch) as f64 / (self.images * self.repeats).max(1) as f64,
+                steps + self.steps
+            ),
+            None => this,
+        }
     }
 }
 
@@ -396,6 +432,26 @@ mod tests {
         assert_eq!(
             p.describe(),
             "10 images × 2 repeats × 3 epochs ÷ batch 4 = 15 steps"
+        );
+        // A step count that is not whole epochs says so instead of a product that is wrong.
+        let cut = p.with_steps(12);
+        assert_eq!(cut.epochs, 3);
+        assert_eq!(
+            cut.describe(),
+            "10 images × 2 repeats ÷ batch 4 = 5 steps per epoch; 12 steps ≈ 2.4 epochs"
+        );
+        assert_eq!(
+            p.with_steps(10).describe(),
+            "10 images × 2 repeats × 2 epochs ÷ batch 4 = 10 steps"
+        );
+        let two_phases = Plan {
+            vae_phase: Some((100, 2)),
+            ..cut
+        };
+        assert_eq!(
+            two_phases.describe(),
+            "the VAE 100 steps at batch 2 (≈ 10.0 epochs), then 10 images × 2 repeats ÷ batch 4 \
+             = 5 steps per epoch; 12 steps ≈ 2.4 epochs; 112 steps in all"
         );
     }
 

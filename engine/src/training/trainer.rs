@@ -516,7 +516,7 @@ pub fn train_lora(
     plan.steps_per_epoch = per_epoch;
     plan.steps = total;
     if config.max_steps.is_some() {
-        plan.epochs = total.div_ceil(per_epoch.max(1));
+        plan = plan.with_steps(total);
     }
     let mut adapter = match &config.textual_inversion {
         Some(ti) => Adapter::Ti(TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?),

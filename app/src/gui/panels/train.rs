@@ -283,10 +283,9 @@ fn options(ui: &mut egui::Ui, app: &mut KilnApp) {
         .map(|r| r.usable().count())
         .unwrap_or(0);
     let t = &app.settings.train;
-    let plan = Plan::new(images, t.repeats, 1, t.batch);
     if images > 0 {
-        let epochs = (t.steps as f64 / plan.steps_per_epoch.max(1) as f64).ceil();
-        ui.label(format!("Plan: {images} images × {} repeats ÷ batch {} = {} steps per epoch; {} steps ≈ {epochs} epochs", t.repeats, t.batch, plan.steps_per_epoch, t.steps));
+        let plan = Plan::new(images, t.repeats, 1, t.batch).with_steps(t.steps);
+        ui.label(format!("Plan: {}", plan.describe()));
     }
     let running = app.train.run.as_ref().is_some_and(|r| r.running);
     ui.horizontal(|ui| {
