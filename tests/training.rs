@@ -871,6 +871,59 @@ fn kiln_dataset_shapes_is_deterministic_and_captions_match_the_pixels() {
 }
 
 #[test]
+fn kiln_dataset_shapes_can_draw_only_single_shapes_on_plain_backgrounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = crate::cli::kiln(&[
+        "dataset",
+        "shapes",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--count",
+        "30",
+        "--seed",
+        "3",
+        "--max-shapes",
+        "1",
+        "--backgrounds",
+        "plain",
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let files = kiln_engine::training::dataset::image_files(dir.path()).unwrap();
+    assert_eq!(files.len(), 30);
+    for f in &files {
+        let caption = std::fs::read_to_string(f.with_extension("txt")).unwrap();
+        assert!(
+            !caption.contains(" and ")
+                && !caption.contains("gradient")
+                && !caption.contains("half")
+                && caption.ends_with(" background"),
+            "{caption}"
+        );
+        // Every one is read back by the detector: one shape, plain background.
+        let d = kiln_engine::shapes::detect(&kiln_engine::image::read_image(f).unwrap()).unwrap();
+        let colour = kiln_engine::shapes::COLOURS[d.colour].0;
+        let shape = kiln_engine::shapes::SHAPES[d.shape];
+        assert!(caption.contains(&format!("{colour} {shape}")), "{caption}");
+    }
+    for bad in [["--max-shapes", "3"], ["--backgrounds", "plaid"]] {
+        let o = crate::cli::kiln(&[
+            "dataset",
+            "shapes",
+            "--out",
+            dir.path().to_str().unwrap(),
+            bad[0],
+            bad[1],
+        ]);
+        assert!(!o.status.success());
+        assert!(
+            crate::cli::stderr(&o).contains(bad[1]),
+            "{}",
+            crate::cli::stderr(&o)
+        );
+    }
+}
+
+#[test]
 fn kiln_eval_shapes_scores_generated_images_with_the_detector() {
     let o = crate::cli::kiln(&[
         "eval",

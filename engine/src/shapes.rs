@@ -5,7 +5,8 @@
 //! Each image (64×64 by default) holds one or two shapes (circle, square, triangle, star, ring)
 //! in a named colour, small or large, at one of nine positions, on a plain, gradient or two-tone
 //! background; the caption says exactly that: "a small red star at the top left on a blue
-//! background". Everything derives from the seed and the image's index.
+//! background". Everything derives from the seed and the image's index. [`SceneOptions`]
+//! narrow it (one shape only, some kinds of background only) for a simpler dataset.
 
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -110,6 +111,55 @@ pub enum Background {
     TwoTone(usize, usize),
 }
 
+/// A kind of background, for choosing which a dataset has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackgroundKind {
+    /// [`Background::Plain`].
+    Plain,
+    /// [`Background::Gradient`].
+    Gradient,
+    /// [`Background::TwoTone`].
+    TwoTone,
+}
+
+impl BackgroundKind {
+    /// "plain", "gradient" or "two-tone".
+    pub fn parse(s: &str) -> Option<BackgroundKind> {
+        match s {
+            "plain" => Some(BackgroundKind::Plain),
+            "gradient" => Some(BackgroundKind::Gradient),
+            "two-tone" => Some(BackgroundKind::TwoTone),
+            _ => None,
+        }
+    }
+}
+
+/// What scenes a dataset draws. The default is the full dataset: one or two shapes, every
+/// kind of background.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SceneOptions {
+    /// At most this many shapes per image (1 or 2).
+    pub max_shapes: usize,
+    /// The kinds of background drawn (all of them when empty).
+    pub backgrounds: Vec<BackgroundKind>,
+    /// How every shape is filled.
+    pub style: Style,
+}
+
+impl Default for SceneOptions {
+    fn default() -> Self {
+        SceneOptions {
+            max_shapes: 2,
+            backgrounds: vec![
+                BackgroundKind::Plain,
+                BackgroundKind::Gradient,
+                BackgroundKind::TwoTone,
+            ],
+            style: Style::Solid,
+        }
+    }
+}
+
 /// A scene: shapes on a background.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scene {
@@ -167,10 +217,23 @@ impl Scene {
         format!("{} {bg}", shapes.join(" and "))
     }
 
-    /// A random scene: 1–2 shapes at distinct positions, colours distinct from the background's.
-    /// A single shape's caption leaves out its size or its position a quarter of the time each.
-    pub fn random(rng: &mut ChaCha8Rng, allow_two: bool) -> Scene {
-        let bg_kind = rng.random_range(0..4);
+    /// A random scene: 1–2 shapes at distinct positions (at most `options.max_shapes`),
+    /// colours distinct from the background's, on one of `options.backgrounds`. A single
+    /// shape's caption leaves out its size or its position a quarter of the time each.
+    pub fn random(rng: &mut ChaCha8Rng, options: &SceneOptions) -> Scene {
+        // Plain backgrounds are half of all; a kind not allowed is drawn again (with every
+        // kind allowed nothing is redrawn, so the full dataset is what it always was).
+        let bg_kind = loop {
+            let k = rng.random_range(0..4);
+            let kind = match k {
+                0 | 1 => BackgroundKind::Plain,
+                2 => BackgroundKind::Gradient,
+                _ => BackgroundKind::TwoTone,
+            };
+            if options.backgrounds.contains(&kind) || options.backgrounds.is_empty() {
+                break k;
+            }
+        };
         let c1 = rng.random_range(0..COLOURS.len());
         let mut c2 = rng.random_range(0..COLOURS.len() - 1);
         if c2 >= c1 {
@@ -185,7 +248,7 @@ impl Scene {
             Background::Plain(a) => vec![a],
             Background::Gradient(a, b) | Background::TwoTone(a, b) => vec![a, b],
         };
-        let n = if allow_two && rng.random_bool(0.3) {
+        let n = if options.max_shapes >= 2 && rng.random_bool(0.3) {
             2
         } else {
             1
@@ -380,11 +443,24 @@ pub fn scene(seed: u64, i: u64) -> Scene {
 
 /// [`scene`] with every shape filled in `style` (the same layout and colours for a seed).
 pub fn scene_in_style(seed: u64, i: u64, style: Style) -> Scene {
+    scene_with(
+        seed,
+        i,
+        &SceneOptions {
+            style,
+            ..SceneOptions::default()
+        },
+    )
+}
+
+/// The `i`-th scene of a dataset with `seed` drawn with `options` (the default options give
+/// [`scene`]; a style changes only the fill).
+pub fn scene_with(seed: u64, i: u64, options: &SceneOptions) -> Scene {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(i);
-    let mut scene = Scene::random(&mut rng, true);
+    let mut scene = Scene::random(&mut rng, options);
     for s in &mut scene.shapes {
-        s.style = style;
+        s.style = options.style;
     }
     scene
 }
@@ -752,6 +828,52 @@ mod tests {
         let at = |x: usize, y: usize| &img.pixels[(y * 64 + x) * 3..(y * 64 + x) * 3 + 3];
         assert_eq!(at(13, 13), &COLOURS[0].1[..], "the star's centre is red");
         assert_eq!(at(50, 50), &COLOURS[2].1[..], "the background is blue");
+    }
+
+    #[test]
+    fn scene_options_narrow_the_dataset() {
+        let simple = SceneOptions {
+            max_shapes: 1,
+            backgrounds: vec![BackgroundKind::Plain],
+            ..SceneOptions::default()
+        };
+        let scenes: Vec<Scene> = (0..300).map(|i| scene_with(5, i, &simple)).collect();
+        assert!(
+            scenes
+                .iter()
+                .all(|s| s.shapes.len() == 1 && matches!(s.background, Background::Plain(_)))
+        );
+        let full: Vec<Scene> = (0..300).map(|i| scene(5, i)).collect();
+        assert!(full.iter().any(|s| s.shapes.len() == 2));
+        assert!(
+            full.iter()
+                .any(|s| matches!(s.background, Background::Gradient(..)))
+        );
+        assert!(
+            full.iter()
+                .any(|s| matches!(s.background, Background::TwoTone(..)))
+        );
+        // Every colour, shape and position still comes up, and held-out pairs never do.
+        for (n, of) in [(COLOURS.len(), 0), (SHAPES.len(), 1), (POSITIONS.len(), 2)] {
+            let seen: std::collections::BTreeSet<usize> = scenes
+                .iter()
+                .map(|s| [s.shapes[0].colour, s.shapes[0].shape, s.shapes[0].position][of])
+                .collect();
+            assert_eq!(seen.len(), n);
+        }
+        assert!(
+            scenes
+                .iter()
+                .all(|s| !is_held_out(s.shapes[0].shape, s.shapes[0].colour))
+        );
+        let gradients = SceneOptions {
+            backgrounds: vec![BackgroundKind::Gradient],
+            ..SceneOptions::default()
+        };
+        assert!((0..50).all(|i| matches!(
+            scene_with(5, i, &gradients).background,
+            Background::Gradient(..)
+        )));
     }
 
     #[test]

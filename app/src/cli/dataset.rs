@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use kiln_engine::image::write_png;
-use kiln_engine::shapes::{Style, scene_in_style};
+use kiln_engine::shapes::{BackgroundKind, SceneOptions, Style, scene_with};
 use kiln_engine::weights::safetensors::write_atomic;
 
 /// Which dataset.
@@ -29,6 +29,13 @@ pub enum DatasetCommand {
         /// "striped").
         #[arg(long, default_value = "solid")]
         style: String,
+        /// At most this many shapes per image: 2 (three in ten images have two), or 1.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=2))]
+        max_shapes: u8,
+        /// Kinds of background, comma-separated: plain, gradient, two-tone (half of all are
+        /// plain when all three are drawn).
+        #[arg(long, default_value = "plain,gradient,two-tone", value_delimiter = ',')]
+        backgrounds: Vec<String>,
     },
 }
 
@@ -40,12 +47,27 @@ pub fn dataset(command: DatasetCommand) -> Result<()> {
         seed,
         size,
         style,
+        max_shapes,
+        backgrounds,
     } = command;
     let style = Style::parse(&style)
         .ok_or_else(|| anyhow::anyhow!("unknown --style '{style}' (solid, striped)"))?;
+    let backgrounds = backgrounds
+        .iter()
+        .map(|b| {
+            BackgroundKind::parse(b.trim()).ok_or_else(|| {
+                anyhow::anyhow!("unknown background '{b}' (plain, gradient, two-tone)")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = SceneOptions {
+        max_shapes: max_shapes.into(),
+        backgrounds,
+        style,
+    };
     std::fs::create_dir_all(&out)?;
     for i in 0..count {
-        let s = scene_in_style(seed, i, style);
+        let s = scene_with(seed, i, &options);
         write_png(&out.join(format!("{i:05}.png")), &s.render(size), &[])?;
         write_atomic(&out.join(format!("{i:05}.txt")), s.caption().as_bytes())?;
     }
