@@ -5,10 +5,11 @@
 //! `fixtures/make_kiln_tiny_fixtures.py`), and it draws what the first-run prompt asks and
 //! follows held-out prompts (a short `kiln eval shapes`).
 //!
-//! The shipped model is provisional (see its README): it paints the background the prompt
-//! names — tested here — but its shapes are still blobs (`kiln eval shapes`: colour 51%,
-//! shape 22%), so the two tests that hold issue 8's goals for the shape are ignored until a
-//! retrained model replaces it (its README says what to change, measured); they run with
+//! The shipped model is provisional (see its README): it paints the background and the
+//! shape's colour the prompt names — tested here — but its shapes are still blobs, placed by
+//! the noise (`kiln eval shapes`: colour 96%, shape 16%, position 16%), so the two tests that
+//! hold issue 8's goals for the shape and its place are ignored until a retrained model
+//! replaces it (its README says what was tried, measured); they run with
 //! `cargo test -- --ignored kiln_tiny`.
 
 use kiln_engine::pipeline::{CancelToken, StableDiffusion};
@@ -108,13 +109,12 @@ fn kiln_tiny_paints_the_background_the_prompt_names() {
     assert!(wrong.len() <= 1, "{} of 12 wrong: {wrong:?}", wrong.len());
 }
 
-/// The studio's first prompt, from the command line without `--model`: the detector reads a
-/// red circle in the centre, on a blue background.
-#[test]
-#[ignore = "the provisional kiln-tiny draws blobs, not yet the shapes asked for (issue 8)"]
-fn the_first_run_prompt_draws_a_red_circle_on_blue() {
+/// Runs the studio's first prompt from the command line without `--model` (DPM++ 2M Karras,
+/// 20 steps, CFG 7) at seeds 1–3; returns each image's detection and whether its corner is
+/// the dataset's blue.
+fn first_run_images() -> Vec<(Option<kiln_engine::shapes::Detection>, bool)> {
     let dir = tempfile::tempdir().unwrap();
-    let mut hits = 0;
+    let mut out = Vec::new();
     for seed in ["1", "2", "3"] {
         let png = dir.path().join(format!("{seed}.png"));
         let o = crate::cli::kiln(&[
@@ -140,20 +140,43 @@ fn the_first_run_prompt_draws_a_red_circle_on_blue() {
         let corner = &img.pixels[..3];
         let blue = corner[2] > 150 && corner[0] < 110 && corner[1] < 140;
         eprintln!("seed {seed}: {d:?}, corner {corner:?}");
-        if blue && d.is_some_and(|d| (d.colour, d.shape, d.position) == (0, 0, 4)) {
-            hits += 1;
-        }
+        out.push((d, blue));
     }
+    out
+}
+
+/// The studio's first prompt draws a red shape on a blue background (the detector reads the
+/// colours; the shape's kind and place are the next test's).
+#[test]
+fn the_first_run_prompt_draws_red_on_blue() {
+    let hits = first_run_images()
+        .iter()
+        .filter(|(d, blue)| *blue && d.as_ref().is_some_and(|d| d.colour == 0))
+        .count();
+    assert!(hits >= 2, "red on blue in {hits} of 3 seeds");
+}
+
+/// The studio's first prompt: the detector reads a red circle in the centre, on blue.
+#[test]
+#[ignore = "kiln-tiny does not yet draw the shape and the place asked for (issue 8)"]
+fn the_first_run_prompt_draws_a_red_circle_in_the_centre_on_blue() {
+    let hits = first_run_images()
+        .iter()
+        .filter(|(d, blue)| {
+            *blue
+                && d.as_ref()
+                    .is_some_and(|d| (d.colour, d.shape, d.position) == (0, 0, 4))
+        })
+        .count();
     assert!(
         hits >= 2,
         "a red circle in the centre on blue in {hits} of 3 seeds"
     );
 }
 
-/// A short `kiln eval shapes` on held-out shape–colour pairs (never in the training data).
-#[test]
-#[ignore = "the provisional kiln-tiny draws blobs, not yet the shapes asked for (issue 8)"]
-fn kiln_tiny_follows_held_out_prompts() {
+/// A short `kiln eval shapes` on held-out shape–colour pairs (never in the training data):
+/// the accuracies of the drawn colour, shape and position.
+fn short_eval() -> (f64, f64, f64, serde_json::Value) {
     let o = crate::cli::kiln(&["eval", "shapes", "--limit", "10", "--json"]);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -164,6 +187,21 @@ fn kiln_tiny_follows_held_out_prompts() {
         acc("shape"),
         acc("position")
     );
-    assert!(acc("colour") >= 0.8, "{report}");
-    assert!(acc("shape") >= 0.6, "{report}");
+    (acc("colour"), acc("shape"), acc("position"), report)
+}
+
+/// Held-out pairs get the colour asked for (issue 8's goal is 90% on all 45 prompts).
+#[test]
+fn kiln_tiny_colours_held_out_prompts_as_asked() {
+    let (colour, _, _, report) = short_eval();
+    assert!(colour >= 0.8, "{report}");
+}
+
+/// Held-out pairs get the shape asked for (issue 8's goal: 70% on all 45 prompts).
+#[test]
+#[ignore = "kiln-tiny does not yet draw the shape asked for (issue 8)"]
+fn kiln_tiny_draws_the_held_out_shapes_asked_for() {
+    let (colour, shape, _, report) = short_eval();
+    assert!(colour >= 0.8, "{report}");
+    assert!(shape >= 0.6, "{report}");
 }
