@@ -312,19 +312,7 @@ fn write_scheduler(dir: &Path, schedule: &str, prediction: &str) -> std::path::P
 }
 
 fn shapes(dir: &Path, count: &str) {
-    let o = crate::cli::kiln(&[
-        "dataset",
-        "shapes",
-        "--out",
-        dir.to_str().unwrap(),
-        "--count",
-        count,
-        "--seed",
-        "5",
-        "--size",
-        "16",
-    ]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    crate::common::shapes_dataset(dir, &["--count", count, "--seed", "5", "--size", "16"]);
 }
 
 fn train(args: &[&str]) -> std::process::Output {

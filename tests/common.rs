@@ -246,6 +246,16 @@ pub fn hub(root: PathBuf, repo: &str, options: HubOptions) -> Hub {
     Hub { endpoint, ranges }
 }
 
+/// Runs `kiln dataset shapes --out dir` with `args`, checks it succeeded, and returns the
+/// images written (sorted).
+pub fn shapes_dataset(dir: &Path, args: &[&str]) -> Vec<PathBuf> {
+    let mut all = vec!["dataset", "shapes", "--out", dir.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = crate::cli::kiln(&all);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    kiln_engine::training::dataset::image_files(dir).unwrap()
+}
+
 /// A port on 127.0.0.1 that nothing listens on.
 pub fn closed_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -818,20 +818,8 @@ fn a_textual_inversion_run_resumes_identically_and_its_embedding_loads() {
 #[test]
 fn kiln_dataset_shapes_is_deterministic_and_captions_match_the_pixels() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    for dir in [&a, &b] {
-        let o = crate::cli::kiln(&[
-            "dataset",
-            "shapes",
-            "--out",
-            dir.path().to_str().unwrap(),
-            "--count",
-            "40",
-            "--seed",
-            "3",
-        ]);
-        assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-    }
-    let files = kiln_engine::training::dataset::image_files(a.path()).unwrap();
+    let files = crate::common::shapes_dataset(a.path(), &["--count", "40", "--seed", "3"]);
+    crate::common::shapes_dataset(b.path(), &["--count", "40", "--seed", "3"]);
     assert_eq!(files.len(), 40);
     for f in &files {
         let name = f.file_name().unwrap();
@@ -873,22 +861,19 @@ fn kiln_dataset_shapes_is_deterministic_and_captions_match_the_pixels() {
 #[test]
 fn kiln_dataset_shapes_can_draw_only_single_shapes_on_plain_backgrounds() {
     let dir = tempfile::tempdir().unwrap();
-    let o = crate::cli::kiln(&[
-        "dataset",
-        "shapes",
-        "--out",
-        dir.path().to_str().unwrap(),
-        "--count",
-        "30",
-        "--seed",
-        "3",
-        "--max-shapes",
-        "1",
-        "--backgrounds",
-        "plain",
-    ]);
-    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-    let files = kiln_engine::training::dataset::image_files(dir.path()).unwrap();
+    let files = crate::common::shapes_dataset(
+        dir.path(),
+        &[
+            "--count",
+            "30",
+            "--seed",
+            "3",
+            "--max-shapes",
+            "1",
+            "--backgrounds",
+            "plain",
+        ],
+    );
     assert_eq!(files.len(), 30);
     for f in &files {
         let caption = std::fs::read_to_string(f.with_extension("txt")).unwrap();

@@ -812,18 +812,16 @@ pub fn train_base(
     // The plan of the diffusion phase (of the VAE's when it trains alone), with a VAE phase
     // before it named as such. Batches are drawn whole, so an epoch is ⌊images ÷ batch⌋.
     let diffusion = config.diffusion_steps() > 0;
-    let batch = if diffusion {
-        config.batch_size
+    let (batch, steps) = if diffusion {
+        (config.batch_size, config.diffusion_steps())
     } else {
-        config.vae.batch_size
+        (config.vae.batch_size, config.vae_steps())
     };
-    let mut plan = Plan::new(n, 1, 1, batch);
-    plan.steps_per_epoch = (n / batch.clamp(1, n)).max(1);
-    let mut plan = plan.with_steps(if diffusion {
-        config.diffusion_steps()
-    } else {
-        config.vae_steps()
-    });
+    let mut plan = Plan {
+        steps_per_epoch: (n / batch.clamp(1, n)).max(1),
+        ..Plan::new(n, 1, 1, batch)
+    }
+    .with_steps(steps);
     if diffusion && config.vae_steps() > 0 {
         plan.vae_phase = Some((config.vae_steps(), config.vae.batch_size));
     }

@@ -507,17 +507,12 @@ pub fn train_lora(
         .len()
         .div_ceil(config.gradient_accumulation.max(1));
     let total = config.max_steps.unwrap_or(per_epoch * config.epochs);
-    let mut plan = Plan::new(
-        usable.len(),
-        config.dataset.repeats,
-        config.epochs,
-        config.batch_size,
-    );
-    plan.steps_per_epoch = per_epoch;
-    plan.steps = total;
-    if config.max_steps.is_some() {
-        plan = plan.with_steps(total);
+    // Epochs follow from the steps (a `max_steps` run may end mid-epoch).
+    let plan = Plan {
+        steps_per_epoch: per_epoch,
+        ..Plan::new(usable.len(), config.dataset.repeats, 1, config.batch_size)
     }
+    .with_steps(total);
     let mut adapter = match &config.textual_inversion {
         Some(ti) => Adapter::Ti(TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?),
         None => Adapter::Lora(LoraWeights::init(
