@@ -806,3 +806,103 @@ fn a_fresh_text_encoder_is_drawn_at_the_embedding_scale_asked() {
         "largest per-token distance {wide_gap} at std 0.5, {narrow_gap} at 0.02"
     );
 }
+
+/// `fresh_words` redraws only the token embeddings of the words named, at
+/// `text_embedding_std` and from the seed, and keeps the rest of the `init` text encoder: a
+/// frozen encoder whose words the UNet already reads keeps them, and the redrawn words move
+/// its outputs apart where before they barely differed.
+#[test]
+fn fresh_words_redraw_only_their_own_token_embeddings() {
+    use kiln_engine::training::base::BaseTrainingConfig;
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let tokenizer = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
+    let config = |words: &[&str]| BaseTrainingConfig {
+        init: Some(fixture("tiny-a")),
+        seed: 5,
+        text_embedding_std: 0.5,
+        fresh_words: words.iter().map(|w| w.to_string()).collect(),
+        ..Default::default()
+    };
+    let build = |words: &[&str]| BaseModels::build(&config(words), &device);
+    let table = |m: &BaseModels| -> (Vec<f32>, usize) {
+        let w = m.text_encoder.embeddings.token_embedding.weight.val();
+        let dim = w.dims()[1];
+        (w.into_data().try_to_vec::<f32>().unwrap(), dim)
+    };
+    let original = tiny_a_models();
+    let kept = build(&[]).unwrap();
+    let fresh = build(&["circle", "star", "star"]).unwrap();
+    let (before, dim) = table(&kept);
+    let (after, _) = table(&fresh);
+    assert_eq!(
+        table(&build(&["circle", "star"]).unwrap()).0,
+        after,
+        "drawn from the seed"
+    );
+    let ids: Vec<usize> = ["circle", "star"]
+        .iter()
+        .flat_map(|w| tokenizer.tokens(w).unwrap())
+        .map(|t| t as usize)
+        .collect();
+    assert_eq!(ids.len(), 2, "one token each");
+    for (row, (a, b)) in after.chunks(dim).zip(before.chunks(dim)).enumerate() {
+        if ids.contains(&row) {
+            let rms = (a.iter().map(|v| v * v).sum::<f32>() / dim as f32).sqrt();
+            assert!(
+                (0.3..0.7).contains(&rms),
+                "token {row}: rms {rms}, asked 0.5"
+            );
+            assert_ne!(a, b);
+        } else if a != b {
+            panic!("token {row} is not one of the words but changed");
+        }
+    }
+    // Everything else is the init model's.
+    let rest = |m: &kiln_engine::models::clip_text::ClipTextModel| -> Vec<(String, Vec<f32>)> {
+        named_params(m)
+            .into_iter()
+            .filter(|p| p.path != "embeddings.token_embedding.weight")
+            .map(|p| (p.path.clone(), torch_layout(p).unwrap().1))
+            .collect()
+    };
+    assert_eq!(rest(&fresh.text_encoder), rest(&original.text_encoder));
+    assert_eq!(
+        param(&fresh.unet, "conv_in.weight"),
+        param(&original.unet, "conv_in.weight")
+    );
+    // What it is for: captions that differ in a redrawn word now differ in the outputs.
+    let encode = |m: &BaseModels, text: &str| {
+        let ids: Vec<i64> = tokenizer
+            .encode(text)
+            .unwrap()
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        let n = ids.len();
+        m.text_encoder.forward(
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device),
+            1,
+        )
+    };
+    let largest_gap = |m: &BaseModels| -> f32 {
+        let d = encode(m, "a red circle on a white background")
+            - encode(m, "a red star on a white background");
+        d.powf_scalar(2.0)
+            .sum_dim(2)
+            .sqrt()
+            .max()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()[0]
+    };
+    let (kept_gap, fresh_gap) = (largest_gap(&kept), largest_gap(&fresh));
+    assert!(
+        fresh_gap > 2.0 * kept_gap,
+        "largest per-token distance circle/star: {fresh_gap} redrawn, {kept_gap} kept"
+    );
+    // A word with nothing to redraw is refused by name.
+    let Err(e) = build(&["circle", " "]) else {
+        panic!("a blank word was accepted")
+    };
+    assert!(e.to_string().contains("--fresh-words"), "{e}");
+}

@@ -39,6 +39,11 @@ pub struct BaseArgs {
     /// word and its place in the caption apart.
     #[arg(long, default_value_t = 0.02)]
     text_embedding_std: f64,
+    /// Words whose token embeddings are drawn anew at --text-embedding-std (from --seed),
+    /// the rest of the text encoder kept, comma-separated: gives words a frozen encoder
+    /// blurs together ("circle,square,star") a direction of their own.
+    #[arg(long, value_delimiter = ',', value_name = "WORDS")]
+    fresh_words: Vec<String>,
     /// Square training resolution.
     #[arg(long, default_value_t = 64)]
     resolution: usize,
@@ -197,6 +202,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         tokenizer_max_length: a.tokenizer_max_length,
         fresh,
         text_embedding_std: a.text_embedding_std,
+        fresh_words: a.fresh_words,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         keep_checkpoints: a.keep_checkpoints,

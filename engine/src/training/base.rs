@@ -44,7 +44,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::RngExt;
+use rand::{RngExt, SeedableRng};
+use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -223,6 +224,13 @@ pub struct BaseTrainingConfig {
     /// differ. At 0.5 each output keeps its own word and its place in the caption (T5 draws
     /// its embeddings at 1.0 for the same reason).
     pub text_embedding_std: f64,
+    /// Words whose token embeddings are drawn anew (from `seed`, at `text_embedding_std`)
+    /// while the rest of the text encoder is kept: for an encoder that blurs some words
+    /// together (a small one whose embeddings started at CLIP's 0.02 keeps little of a word
+    /// beyond its first layer), each gets a direction of its own in every output it
+    /// reaches, and the words the UNet already reads stay as they were. Every token of a
+    /// word is redrawn; each token once, however many words share it.
+    pub fresh_words: Vec<String>,
     /// Seed of the initial weights and every random choice.
     pub seed: u64,
     /// Save a checkpoint every N steps (0 = only at the ends of phases).
@@ -265,6 +273,7 @@ impl Default for BaseTrainingConfig {
             tokenizer_max_length: None,
             fresh: Vec::new(),
             text_embedding_std: 0.02,
+            fresh_words: Vec::new(),
             seed: 0,
             checkpoint_every: 500,
             keep_checkpoints: 2,
@@ -346,6 +355,11 @@ impl BaseModels {
             )));
         }
         s.alphas_cumprod()?;
+        if !config.fresh_words.is_empty() {
+            let tokenizer = ClipTokenizer::sd15()?;
+            models.text_encoder =
+                with_fresh_words(models.text_encoder, &config.fresh_words, &tokenizer, config)?;
+        }
         Ok(models)
     }
 
@@ -509,6 +523,54 @@ fn random_text_encoder(
     let mut ld = Loader::random(rng_seed(config.seed, 10), device)
         .with_embedding_std(config.text_embedding_std as f32);
     ClipTextModel::load(&cfg.text_encoder, &mut ld)
+}
+
+/// `text_encoder` with the token embeddings of `words` drawn anew at
+/// `config.text_embedding_std`, from their own seed stream (see
+/// [`BaseTrainingConfig::fresh_words`]).
+fn with_fresh_words(
+    mut text_encoder: ClipTextModel,
+    words: &[String],
+    tokenizer: &ClipTokenizer,
+    config: &BaseTrainingConfig,
+) -> Result<ClipTextModel> {
+    let mut ids: Vec<u32> = Vec::new();
+    for word in words {
+        let tokens = tokenizer.tokens(word)?;
+        if tokens.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "--fresh-words: {word:?} has no tokens to draw anew"
+            )));
+        }
+        for t in tokens {
+            if !ids.contains(&t) {
+                ids.push(t);
+            }
+        }
+    }
+    let weight = text_encoder.embeddings.token_embedding.weight.val();
+    let [vocab, dim] = weight.dims();
+    let device = weight.device();
+    let mut values = host(weight)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed(config.seed, 13));
+    let std = config.text_embedding_std as f32;
+    for &id in &ids {
+        let row = id as usize;
+        if row >= vocab {
+            return Err(Error::InvalidRequest(format!(
+                "--fresh-words: token {id} is outside the text encoder's {vocab}-token table"
+            )));
+        }
+        for v in &mut values[row * dim..(row + 1) * dim] {
+            let z: f32 = rand_distr::StandardNormal.sample(&mut rng);
+            *v = std * z;
+        }
+    }
+    tracing::info!(words = ?words, tokens = ids.len(), std, "token embeddings drawn anew");
+    text_encoder.embeddings.token_embedding.weight = burn::module::Param::from_tensor(
+        Tensor::<2>::from_data(TensorData::new(values, [vocab, dim]), &device),
+    );
+    Ok(text_encoder)
 }
 
 fn random_unet(
