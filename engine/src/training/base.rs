@@ -26,7 +26,8 @@
 //! A component can start from fresh random weights while the others come from `init`
 //! (`fresh`), and a random text encoder's embeddings can be drawn wider than CLIP's 0.02
 //! (`text_embedding_std`): in a small encoder trained from scratch, or not trained at all,
-//! they keep each word apart in its outputs.
+//! they keep each word apart in its outputs. `fresh_words` redraws just the token embeddings
+//! of chosen words that way, keeping the rest of an `init` model's encoder.
 //!
 //! Both use AdamW (torch-exact), the learning-rate schedules and global-norm clipping of the
 //! adapter trainer, and an EMA of the weights (diffusers' `EMAModel` warm-up); the EMA weights
