@@ -641,7 +641,8 @@ fn a_noise_schedule_tokenizer_length_and_multires_noise_given_are_trained_on() {
 }
 
 /// Bad requests are named errors: no architecture and no model, a missing data folder, a
-/// file that is no base-training checkpoint, a VAE phase of no steps.
+/// file that is no base-training checkpoint, a VAE phase of no steps, components or words
+/// to draw anew when everything is random.
 #[test]
 fn bad_base_training_requests_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -692,6 +693,25 @@ fn bad_base_training_requests_are_named_errors() {
         "{}",
         crate::cli::stderr(&o)
     );
+    // With an architecture file everything is random: --fresh would change nothing.
+    for fresh in [["--fresh", "unet"], ["--fresh-words", "circle"]] {
+        let o = train(&[
+            "--config",
+            arch.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+            fresh[0],
+            fresh[1],
+        ]);
+        assert!(!o.status.success());
+        assert!(
+            crate::cli::stderr(&o).contains("random already"),
+            "{}",
+            crate::cli::stderr(&o)
+        );
+    }
     // A VAE that trains for no steps would never get its scaling factor.
     let o = train(&[
         "--config",

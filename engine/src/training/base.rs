@@ -368,6 +368,16 @@ impl BaseModels {
     fn starting(config: &BaseTrainingConfig, device: &Device) -> Result<BaseModels> {
         match (&config.architecture, &config.init) {
             (Some(arch), None) => {
+                if !config.fresh.is_empty() || !config.fresh_words.is_empty() {
+                    // Every component is drawn at random already: saying which to draw
+                    // afresh would change nothing, which is worth telling the user.
+                    return Err(Error::InvalidRequest(
+                        "--fresh and --fresh-words choose what to draw anew in an --init \
+                         model; with an architecture file (--config) every weight is \
+                         random already"
+                            .into(),
+                    ));
+                }
                 let arch = Architecture::read(arch)?;
                 for part in [Part::Vae, Part::Unet, Part::TextEncoder] {
                     if !config.trains(part) {
