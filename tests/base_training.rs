@@ -795,30 +795,12 @@ fn a_fresh_text_encoder_is_drawn_at_the_embedding_scale_asked() {
     }
     assert_eq!(embeddings, 2, "token and position embeddings");
     // What the scale is for: the words stay apart.
-    let tokenizer = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
-    let encode = |m: &BaseModels, text: &str| {
-        let ids: Vec<i64> = tokenizer
-            .encode(text)
-            .unwrap()
-            .into_iter()
-            .map(i64::from)
-            .collect();
-        let n = ids.len();
-        m.text_encoder.forward(
-            Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device),
-            1,
+    let largest_gap = |m: &BaseModels| {
+        largest_token_gap(
+            m,
+            "a red circle on a white background",
+            "a blue circle on a white background",
         )
-    };
-    let largest_gap = |m: &BaseModels| -> f32 {
-        let d = encode(m, "a red circle on a white background")
-            - encode(m, "a blue circle on a white background");
-        d.powf_scalar(2.0)
-            .sum_dim(2)
-            .sqrt()
-            .max()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()[0]
     };
     let (narrow_gap, wide_gap) = (largest_gap(&clip), largest_gap(&wide));
     assert!(
@@ -891,7 +873,31 @@ fn fresh_words_redraw_only_their_own_token_embeddings() {
         param(&original.unet, "conv_in.weight")
     );
     // What it is for: captions that differ in a redrawn word now differ in the outputs.
-    let encode = |m: &BaseModels, text: &str| {
+    let largest_gap = |m: &BaseModels| {
+        largest_token_gap(
+            m,
+            "a red circle on a white background",
+            "a red star on a white background",
+        )
+    };
+    let (kept_gap, fresh_gap) = (largest_gap(&kept), largest_gap(&fresh));
+    assert!(
+        fresh_gap > 2.0 * kept_gap,
+        "largest per-token distance circle/star: {fresh_gap} redrawn, {kept_gap} kept"
+    );
+    // A word with nothing to redraw is refused by name.
+    let Err(e) = build(&["circle", " "]) else {
+        panic!("a blank word was accepted")
+    };
+    assert!(e.to_string().contains("--fresh-words"), "{e}");
+}
+
+/// The largest per-token distance between the text encoder's outputs for captions `a` and
+/// `b` (how far apart one changed word moves them).
+fn largest_token_gap(m: &BaseModels, a: &str, b: &str) -> f32 {
+    let device = kiln_engine::device::device("cpu").unwrap();
+    let tokenizer = kiln_engine::tokenizer::ClipTokenizer::sd15().unwrap();
+    let encode = |text: &str| {
         let ids: Vec<i64> = tokenizer
             .encode(text)
             .unwrap()
@@ -904,25 +910,12 @@ fn fresh_words_redraw_only_their_own_token_embeddings() {
             1,
         )
     };
-    let largest_gap = |m: &BaseModels| -> f32 {
-        let d = encode(m, "a red circle on a white background")
-            - encode(m, "a red star on a white background");
-        d.powf_scalar(2.0)
-            .sum_dim(2)
-            .sqrt()
-            .max()
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()[0]
-    };
-    let (kept_gap, fresh_gap) = (largest_gap(&kept), largest_gap(&fresh));
-    assert!(
-        fresh_gap > 2.0 * kept_gap,
-        "largest per-token distance circle/star: {fresh_gap} redrawn, {kept_gap} kept"
-    );
-    // A word with nothing to redraw is refused by name.
-    let Err(e) = build(&["circle", " "]) else {
-        panic!("a blank word was accepted")
-    };
-    assert!(e.to_string().contains("--fresh-words"), "{e}");
+    (encode(a) - encode(b))
+        .powf_scalar(2.0)
+        .sum_dim(2)
+        .sqrt()
+        .max()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()[0]
 }
