@@ -562,9 +562,26 @@ impl<'a> Pixels<'a> {
         let (bw, bh) = ((x1 - x0 + 1) as f32, (y1 - y0 + 1) as f32);
         let fill = n as f32 / (bw * bh);
         let centre = self.at((x0 + x1) / 2, (y0 + y1) / 2);
+        // Corners of the bounding box the shape reaches: a patch an eighth of its side wide at
+        // each corner, a third of it covered or more. A square reaches all four, even with its
+        // sides bowed in (as a model draws it: the fill then drops to a circle's); a circle,
+        // ring or star none (a circle stays ≥ 0.146 of the side away along the diagonal), a
+        // triangle its two at the base.
+        let k = ((bw.min(bh) / 8.0).round() as usize).max(1);
+        let reaches = |cx: usize, cy: usize| {
+            let covered = (cy..cy + k)
+                .flat_map(|y| (cx..cx + k).map(move |x| (x, y)))
+                .filter(|&(x, y)| in_shape(self.at(x, y)))
+                .count();
+            3 * covered >= k * k
+        };
+        let corners = [(x0, y0), (x1 + 1 - k, y0), (x0, y1 + 1 - k), (x1 + 1 - k, y1 + 1 - k)]
+            .into_iter()
+            .filter(|&(cx, cy)| reaches(cx, cy))
+            .count();
         let shape = if !in_shape(centre) && fill < 0.75 {
             4 // ring: a hole in the middle
-        } else if fill > 0.88 {
+        } else if fill > 0.88 || (fill > 0.66 && corners >= 3) {
             1 // square
         } else if fill > 0.66 {
             0 // circle (π/4 ≈ 0.785)
@@ -592,8 +609,9 @@ pub fn detect_background(image: &RgbImage) -> usize {
 /// Reads the colour, shape and position of the one shape in `image` (plain background): the
 /// background is the border's median colour, the shape every pixel far from it; the colour is
 /// the nearest named colour to the shape's mean, the position the cell of its centroid, and the
-/// shape comes from its fill of the bounding box, a hole at the centre, and which of its rows
-/// is widest.
+/// shape comes from its fill of the bounding box, a hole at the centre, how many of the box's
+/// corners it reaches (a square with bowed-in sides fills its box no more than a circle, but
+/// reaches all four), and which of its rows is widest.
 /// None when nothing stands out from the background.
 pub fn detect(image: &RgbImage) -> Option<Detection> {
     let p = Pixels::new(image);
@@ -917,6 +935,43 @@ mod tests {
             wrong.len(),
             &wrong[..wrong.len().min(5)]
         );
+    }
+
+    /// `size`×`size` white image with a blue shape of side 24 centred at (32, 32), every pixel
+    /// whose offset (dx, dy) in \[-1, 1\]² from the centre `inside` accepts.
+    fn drawn(inside: impl Fn(f32, f32) -> bool) -> RgbImage {
+        let size = 64;
+        let mut pixels = Vec::with_capacity(size * size * 3);
+        for y in 0..size {
+            for x in 0..size {
+                let (dx, dy) = ((x as f32 - 31.5) / 12.0, (y as f32 - 31.5) / 12.0);
+                let on = dx.abs() <= 1.0 && dy.abs() <= 1.0 && inside(dx, dy);
+                pixels.extend(if on { COLOURS[2].1 } else { COLOURS[6].1 });
+            }
+        }
+        RgbImage {
+            width: size,
+            height: size,
+            pixels,
+        }
+    }
+
+    #[test]
+    fn a_square_with_bowed_in_sides_is_a_square_and_a_lumpy_circle_a_circle() {
+        // Sides bowed in by a fifth at their middles, as the tiny model draws squares: the fill
+        // of the bounding box (≈ 0.73) is a circle's, the four corners are a square's.
+        let bow = |t: f32| 1.0 - 0.2 * (1.0 - t * t);
+        let bowed = drawn(|dx, dy| dx.abs() <= bow(dy) && dy.abs() <= bow(dx));
+        let filled = bowed.pixels.chunks(3).filter(|c| c[0] < 100).count() as f32;
+        let fill = filled / (24.0 * 24.0);
+        assert!((0.66..0.88).contains(&fill), "fill {fill}");
+        assert_eq!(detect(&bowed).map(|d| SHAPES[d.shape]), Some("square"));
+        // A circle with a bump on its rim still reaches no corner.
+        let lumpy = drawn(|dx, dy| {
+            let r = 1.0 + 0.08 * (5.0 * dy.atan2(dx)).sin();
+            dx * dx + dy * dy <= (r * r).min(1.0)
+        });
+        assert_eq!(detect(&lumpy).map(|d| SHAPES[d.shape]), Some("circle"));
     }
 
     #[test]
