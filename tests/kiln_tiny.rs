@@ -3,7 +3,8 @@
 //! that diffusers runs with the same result as Kiln, with DDIM and with DPM++ 2M Karras, on
 //! its own tokenizer length (32) and noise schedule (`fixtures/ref/kiln-tiny.*`, made by
 //! `fixtures/make_kiln_tiny_fixtures.py`), and it draws what the first-run prompt asks and
-//! follows held-out prompts (a short `kiln eval shapes`).
+//! follows held-out prompts (a short `kiln eval shapes`), and the README's striped-fill LoRA
+//! trained on it stripes held-out prompts (`kiln eval shapes --style striped --lora`).
 //!
 //! The shipped model (step 8 of its README) meets issue 8's goals on all 45 held-out prompts
 //! of `kiln eval shapes` (colour 91.1%, shape 80.0%; position 31.1%, which is not a goal, so
@@ -181,5 +182,32 @@ fn kiln_tiny_colours_held_out_prompts_as_asked() {
 fn kiln_tiny_draws_the_held_out_shapes_asked_for() {
     let (colour, shape, _, report) = short_eval();
     assert!(colour >= 0.8, "{report}");
+    assert!(shape >= 0.6, "{report}");
+}
+
+/// `kiln eval shapes --style striped --limit 10` with `extra` arguments: the share of shapes
+/// read as striped, and the share of shapes of the kind asked for.
+fn striped_eval(extra: &[&str]) -> (f64, f64, serde_json::Value) {
+    let mut args = vec!["eval", "shapes", "--style", "striped", "--limit", "10", "--json"];
+    args.extend_from_slice(extra);
+    let o = crate::cli::kiln(&args);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let acc = |k: &str| report[format!("{k}_accuracy")].as_f64().unwrap();
+    (acc("striped"), acc("shape"), report)
+}
+
+/// The README's style LoRA (`assets/loras/kiln-tiny-striped.safetensors`, trained on kiln-tiny
+/// with `kiln train lora`, commands in the model's README) stripes held-out striped prompts
+/// that kiln-tiny alone mostly fills solid, and keeps the shapes.
+#[test]
+fn the_striped_lora_stripes_held_out_shapes() {
+    let lora = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../assets/loras/kiln-tiny-striped.safetensors");
+    let (with, shape, report) = striped_eval(&["--lora", lora.to_str().unwrap()]);
+    let (without, _, _) = striped_eval(&[]);
+    eprintln!("striped {with} with the LoRA, {without} without");
+    assert!(with >= 0.7, "{report}");
+    assert!(with >= without + 0.2, "striped {with} with, {without} without");
     assert!(shape >= 0.6, "{report}");
 }
