@@ -188,7 +188,9 @@ fn kiln_tiny_draws_the_held_out_shapes_asked_for() {
 /// `kiln eval shapes --style striped --limit 10` with `extra` arguments: the share of shapes
 /// read as striped, and the share of shapes of the kind asked for.
 fn striped_eval(extra: &[&str]) -> (f64, f64, serde_json::Value) {
-    let mut args = vec!["eval", "shapes", "--style", "striped", "--limit", "10", "--json"];
+    let mut args = vec![
+        "eval", "shapes", "--style", "striped", "--limit", "10", "--json",
+    ];
     args.extend_from_slice(extra);
     let o = crate::cli::kiln(&args);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
@@ -208,6 +210,9 @@ fn the_striped_lora_stripes_held_out_shapes() {
     let (without, _, _) = striped_eval(&[]);
     eprintln!("striped {with} with the LoRA, {without} without");
     assert!(with >= 0.7, "{report}");
-    assert!(with >= without + 0.2, "striped {with} with, {without} without");
+    assert!(
+        with >= without + 0.2,
+        "striped {with} with, {without} without"
+    );
     assert!(shape >= 0.6, "{report}");
 }

@@ -575,10 +575,15 @@ impl<'a> Pixels<'a> {
                 .count();
             3 * covered >= k * k
         };
-        let corners = [(x0, y0), (x1 + 1 - k, y0), (x0, y1 + 1 - k), (x1 + 1 - k, y1 + 1 - k)]
-            .into_iter()
-            .filter(|&(cx, cy)| reaches(cx, cy))
-            .count();
+        let corners = [
+            (x0, y0),
+            (x1 + 1 - k, y0),
+            (x0, y1 + 1 - k),
+            (x1 + 1 - k, y1 + 1 - k),
+        ]
+        .into_iter()
+        .filter(|&(cx, cy)| reaches(cx, cy))
+        .count();
         let shape = if !in_shape(centre) && fill < 0.75 {
             4 // ring: a hole in the middle
         } else if fill > 0.88 || (fill > 0.66 && corners >= 3) {
@@ -937,8 +942,8 @@ mod tests {
         );
     }
 
-    /// `size`×`size` white image with a blue shape of side 24 centred at (32, 32), every pixel
-    /// whose offset (dx, dy) in \[-1, 1\]² from the centre `inside` accepts.
+    /// A 64×64 white image with a blue shape of side 24 at its centre: every pixel whose
+    /// offset (dx, dy) in \[-1, 1\]² from the centre `inside` accepts.
     fn drawn(inside: impl Fn(f32, f32) -> bool) -> RgbImage {
         let size = 64;
         let mut pixels = Vec::with_capacity(size * size * 3);
