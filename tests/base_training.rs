@@ -321,6 +321,15 @@ fn train(args: &[&str]) -> std::process::Output {
     crate::cli::kiln(&all)
 }
 
+/// Runs `kiln train base` with `args` and checks that it fails with a message containing
+/// `says`.
+fn assert_refused(args: &[&str], says: &str) {
+    let o = train(args);
+    assert!(!o.status.success(), "{args:?} succeeded");
+    let err = crate::cli::stderr(&o);
+    assert!(err.contains(says), "{err}");
+}
+
 /// `kiln train base` of the `arch` model on `data` into `out` at 16×16, batches of 4 in both
 /// phases, `steps` diffusion steps, then `extra`.
 fn train_small(
@@ -620,23 +629,20 @@ fn a_noise_schedule_tokenizer_length_and_multires_noise_given_are_trained_on() {
     );
     // A schedule this trainer cannot learn is refused before any work.
     let v = write_scheduler(dir.path(), "linear", "v_prediction");
-    let o = train(&[
-        "--config",
-        arch.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        dir.path().join("v").to_str().unwrap(),
-        "--resolution",
-        "16",
-        "--scheduler",
-        v.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        crate::cli::stderr(&o).contains("prediction_type \"v_prediction\""),
-        "{}",
-        crate::cli::stderr(&o)
+    assert_refused(
+        &[
+            "--config",
+            arch.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.path().join("v").to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--scheduler",
+            v.to_str().unwrap(),
+        ],
+        "prediction_type \"v_prediction\"",
     );
 }
 
@@ -648,88 +654,73 @@ fn bad_base_training_requests_are_named_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     shapes(&data, "4");
-    let o = train(&[
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        crate::cli::stderr(&o).contains("--config"),
-        "{}",
-        crate::cli::stderr(&o)
+    assert_refused(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ],
+        "--config",
     );
     let arch = write_arch(dir.path());
-    let o = train(&[
-        "--config",
-        arch.to_str().unwrap(),
-        "--data",
-        dir.path().join("nope").to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        crate::cli::stderr(&o).contains("nope"),
-        "{}",
-        crate::cli::stderr(&o)
+    assert_refused(
+        &[
+            "--config",
+            arch.to_str().unwrap(),
+            "--data",
+            dir.path().join("nope").to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+        ],
+        "nope",
     );
-    let o = train(&[
-        "--config",
-        arch.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-        "--resolution",
-        "16",
-        "--resume",
-        fixture("tiny-a.safetensors").to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        crate::cli::stderr(&o).contains("not a Kiln base-training checkpoint"),
-        "{}",
-        crate::cli::stderr(&o)
-    );
-    // With an architecture file everything is random: --fresh would change nothing.
-    for fresh in [["--fresh", "unet"], ["--fresh-words", "circle"]] {
-        let o = train(&[
+    assert_refused(
+        &[
             "--config",
             arch.to_str().unwrap(),
             "--data",
             data.to_str().unwrap(),
             "--out",
             dir.path().join("o").to_str().unwrap(),
-            fresh[0],
-            fresh[1],
-        ]);
-        assert!(!o.status.success());
-        assert!(
-            crate::cli::stderr(&o).contains("random already"),
-            "{}",
-            crate::cli::stderr(&o)
+            "--resolution",
+            "16",
+            "--resume",
+            fixture("tiny-a.safetensors").to_str().unwrap(),
+        ],
+        "not a Kiln base-training checkpoint",
+    );
+    // With an architecture file everything is random: --fresh would change nothing.
+    for fresh in [["--fresh", "unet"], ["--fresh-words", "circle"]] {
+        assert_refused(
+            &[
+                "--config",
+                arch.to_str().unwrap(),
+                "--data",
+                data.to_str().unwrap(),
+                "--out",
+                dir.path().join("o").to_str().unwrap(),
+                fresh[0],
+                fresh[1],
+            ],
+            "random already",
         );
     }
     // A VAE that trains for no steps would never get its scaling factor.
-    let o = train(&[
-        "--config",
-        arch.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        dir.path().join("o").to_str().unwrap(),
-        "--resolution",
-        "16",
-        "--vae-steps",
-        "0",
-    ]);
-    assert!(!o.status.success());
-    assert!(
-        crate::cli::stderr(&o).contains("at least one step"),
-        "{}",
-        crate::cli::stderr(&o)
+    assert_refused(
+        &[
+            "--config",
+            arch.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            dir.path().join("o").to_str().unwrap(),
+            "--resolution",
+            "16",
+            "--vae-steps",
+            "0",
+        ],
+        "at least one step",
     );
 }
 
