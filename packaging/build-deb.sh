@@ -36,7 +36,7 @@ done
 
 log() { echo "build-deb: $*" >&2; }
 
-# The shipped model must be there: a package without it is broken (engine/src/bundled.rs).
+# The shipped model must be there: a package without it is broken (hub/src/install.rs).
 for f in model_index.json unet/config.json vae/config.json text_encoder/config.json; do
     [ -f "$model/$f" ] || { log "the shipped model is missing: $model/$f not found"; exit 1; }
 done

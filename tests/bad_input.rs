@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use kiln_engine::Error;
+use kiln_engine::inspect::{Inspection, inspect};
 use kiln_engine::weights::Checkpoint;
-use kiln_engine::weights::inspect::{Inspection, inspect};
 use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
 
 use crate::common::fixture;
@@ -217,10 +217,10 @@ fn other_families_are_recognised_and_refused() {
     for (name, keys, family) in cases {
         let p = tiny_file(dir.path(), name, &keys);
         let e = open(&p, None);
-        assert!(matches!(&e, Error::UnsupportedModel { .. }), "{name}: {e}");
+        assert!(matches!(&e, Error::UnsupportedFamily { .. }), "{name}: {e}");
         assert!(e.to_string().contains(family), "{name}: {e}");
         match inspect(&p).unwrap() {
-            Inspection::UnsupportedCheckpoint { family: f } => assert!(f.contains(family)),
+            Inspection::UnsupportedCheckpoint { family: f } => assert!(f.name().contains(family)),
             other => panic!("{name}: {other:?}"),
         }
     }

@@ -603,7 +603,10 @@ fn a_noise_schedule_tokenizer_length_and_multires_noise_given_are_trained_on() {
     let device = kiln_engine::device::device("cpu").unwrap();
     let back = kiln_engine::pipeline::StableDiffusion::load(&lin, None, &device).unwrap();
     assert_eq!(back.tokenizer.max_length(), 16);
-    assert_eq!(back.info.scheduler.beta_schedule, "linear");
+    assert_eq!(
+        back.info.scheduler.beta_schedule,
+        kiln_engine::schedulers::BetaSchedule::Linear
+    );
     let unet = "unet/diffusion_pytorch_model.safetensors";
     assert_eq!(
         std::fs::read(sd.join("vae/diffusion_pytorch_model.safetensors")).unwrap(),

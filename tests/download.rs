@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use kiln_engine::download::{DownloadOptions, download, download_with};
-use kiln_engine::pipeline::CancelToken;
+use kiln_engine::job::CancelToken;
+use kiln_hub::download::{DownloadOptions, download, download_with};
 
 use crate::common::{HubOptions, closed_port, files_of, fixture};
 
@@ -35,7 +35,7 @@ fn all_files() -> Vec<String> {
 }
 
 /// Downloads every tiny-b file of "kiln/tiny" from `endpoint` into `dest`.
-fn fetch_all(endpoint: &str, dest: &Path) -> kiln_engine::Result<PathBuf> {
+fn fetch_all(endpoint: &str, dest: &Path) -> kiln_hub::Result<PathBuf> {
     download(
         endpoint,
         "kiln/tiny",
@@ -50,7 +50,8 @@ fn fetch_all(endpoint: &str, dest: &Path) -> kiln_engine::Result<PathBuf> {
 #[test]
 fn an_interrupted_download_resumes_and_the_model_loads() {
     let hub = hub(true, false);
-    let dest = tempfile::tempdir().unwrap();
+    let models_dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir_in(models_dir.path()).unwrap();
     let files = all_files();
     let mut progress = 0;
     let first = download(
@@ -85,10 +86,22 @@ fn an_interrupted_download_resumes_and_the_model_loads() {
         &kiln_engine::device::device("cpu").unwrap(),
     )
     .unwrap();
-    assert_eq!(sd.info.family, "Stable Diffusion 1.x");
-    // The models folder lists it.
-    let models = kiln_engine::download::scan_models(dest.path().parent().unwrap());
-    assert!(models.is_ok());
+    assert_eq!(sd.info.family, kiln_engine::family::ModelFamily::Sd1);
+    // The models folder lists it: one entry, the checkpoint, with its size on disk.
+    let models = kiln_hub::catalog::scan_models(models_dir.path()).unwrap();
+    assert_eq!(models.len(), 1, "{models:?}");
+    assert_eq!(models[0].path, dest.path());
+    match &models[0].kind {
+        kiln_engine::inspect::Inspection::Checkpoint(info) => {
+            assert_eq!(info.family, kiln_engine::family::ModelFamily::Sd1);
+        }
+        other => panic!("listed as {other:?}"),
+    }
+    let on_disk: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(dest.path().join(f)).unwrap().len())
+        .sum();
+    assert_eq!(models[0].bytes, on_disk);
 }
 
 /// tiny-b as "kiln/tiny" from a server that stops halfway through the UNet weights, sending
@@ -113,8 +126,8 @@ fn download_on_thread(
     dest: PathBuf,
     cancel: CancelToken,
     options: DownloadOptions,
-    on_progress: impl FnMut(kiln_engine::download::DownloadProgress) + Send + 'static,
-) -> std::sync::mpsc::Receiver<kiln_engine::Result<PathBuf>> {
+    on_progress: impl FnMut(kiln_hub::download::DownloadProgress) + Send + 'static,
+) -> std::sync::mpsc::Receiver<kiln_hub::Result<PathBuf>> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut on_progress = on_progress;
@@ -153,7 +166,7 @@ fn a_stalled_connection_is_given_up_with_a_clear_error_and_resumes() {
         .expect("the stalled download returned")
         .unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, kiln_engine::Error::Network { .. }), "{text}");
+    assert!(matches!(err, kiln_hub::Error::Network { .. }), "{text}");
     assert!(
         text.contains("no data for 1 s after") && text.ends_with("run it again to resume"),
         "{text}"
@@ -218,7 +231,7 @@ fn a_cancel_takes_effect_while_the_connection_is_stalled() {
         .recv_timeout(Duration::from_secs(30))
         .expect("the cancelled download returned while the connection was stalled");
     assert!(
-        matches!(outcome, Err(kiln_engine::Error::Cancelled)),
+        matches!(outcome, Err(kiln_hub::Error::Cancelled)),
         "{outcome:?}"
     );
     go.store(true, Ordering::SeqCst);
@@ -230,7 +243,7 @@ fn a_wrong_checksum_is_refused_and_nothing_half_written_stays() {
     let dest = tempfile::tempdir().unwrap();
     let err = fetch_all(&hub.endpoint, dest.path()).unwrap_err();
     assert!(
-        matches!(err, kiln_engine::Error::ChecksumMismatch { .. }),
+        matches!(err, kiln_hub::Error::ChecksumMismatch { .. }),
         "{err}"
     );
     let vae = dest.path().join("vae");
@@ -273,7 +286,7 @@ fn a_models_folder_is_classified() {
     .unwrap();
     std::fs::copy(fixture("adapters/ti_cat.pt"), dir.path().join("cat.pt")).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
-    let models = kiln_engine::download::scan_models(dir.path()).unwrap();
+    let models = kiln_hub::catalog::scan_models(dir.path()).unwrap();
     let kinds: Vec<(String, String)> = models
         .iter()
         .map(|m| {

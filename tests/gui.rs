@@ -1,14 +1,20 @@
 //! The desktop studio driven like a user drives it (`egui_kittest`: find widgets by label,
-//! click, type, drop files), with the real engine thread and the tiny test models on the CPU.
+//! click, type, drag, drop files), with the real engine thread and the tiny test models on the
+//! CPU.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use kiln::gui::KilnApp;
-use kiln::gui::app::{LoraStatus, ModelStatus};
+use kiln::gui::actions::Tab;
 use kiln::gui::state::{STORAGE_KEY, Settings};
+use kiln::gui::studio::ModelStatus;
+use kiln::gui::views::embeddings::EmbeddingStatus;
+use kiln::gui::views::lora_stack::LoraStatus;
+use kiln_engine::protocol::{Command, Operation};
+use kiln_engine::schedulers::{SamplerKind, Schedule};
 
 use crate::common::fixture;
 
@@ -20,9 +26,9 @@ mod models;
 pub(crate) fn settings(out: &Path) -> Settings {
     Settings {
         model_path: Some(fixture("tiny-b")),
-        device: "cpu".into(),
-        sampler: "ddim".into(),
-        schedule: kiln_engine::schedulers::Schedule::Default,
+        device: kiln_engine::device::DeviceSpec::Cpu,
+        sampler: SamplerKind::Ddim,
+        schedule: Schedule::Default,
         steps: 4,
         width: 48,
         height: 32,
@@ -56,7 +62,7 @@ pub(crate) fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(
         assert!(
             start.elapsed() < Duration::from_secs(120),
             "timed out waiting for {what}; notifications: {:?}",
-            h.state().notifications
+            h.state().views.notifications.items
         );
         h.step();
         std::thread::sleep(Duration::from_millis(5));
@@ -64,8 +70,35 @@ pub(crate) fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(
     h.step();
 }
 
+/// Steps the UI for `time` (to see that nothing more happens).
+pub(crate) fn idle(h: &mut Harness<'static, KilnApp>, time: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < time {
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 pub(crate) fn loaded(app: &KilnApp) -> bool {
-    matches!(app.model, ModelStatus::Loaded { .. })
+    matches!(app.studio.model, ModelStatus::Loaded { .. })
+}
+
+/// No job runs and the gallery holds `n` images.
+pub(crate) fn gallery_holds(n: usize) -> impl Fn(&KilnApp) -> bool {
+    move |a| a.studio.job.is_none() && a.views.gallery.items.len() == n
+}
+
+pub(crate) fn lora_statuses(app: &KilnApp) -> Vec<&LoraStatus> {
+    app.views.loras.rows().iter().map(|r| &r.status).collect()
+}
+
+pub(crate) fn notified(app: &KilnApp, title: &str) -> usize {
+    app.views
+        .notifications
+        .items
+        .iter()
+        .filter(|n| n.title.contains(title))
+        .count()
 }
 
 pub(crate) fn pngs(dir: &Path) -> Vec<PathBuf> {
@@ -77,6 +110,16 @@ pub(crate) fn pngs(dir: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The recipe of the image on the canvas.
+fn shown_recipe(h: &Harness<'static, KilnApp>) -> kiln_engine::metadata::Recipe {
+    h.state()
+        .views
+        .canvas
+        .recipe()
+        .cloned()
+        .expect("an image with its recipe on the canvas")
 }
 
 #[test]
@@ -96,10 +139,8 @@ fn type_a_prompt_generate_and_find_the_image_in_the_gallery() {
     );
     h.get_by_label("Generate").click();
     h.step();
-    assert!(h.state().job.is_some(), "Generate starts a job");
-    wait(&mut h, "the image", |a| {
-        a.job.is_none() && !a.gallery.is_empty()
-    });
+    assert!(h.state().studio.job.is_some(), "Generate starts a job");
+    wait(&mut h, "the image", gallery_holds(1));
     let files = pngs(out.path());
     assert_eq!(files.len(), 1, "one PNG in the output folder");
     let info = kiln_engine::metadata::read_image_info(&files[0]).unwrap();
@@ -113,15 +154,104 @@ fn type_a_prompt_generate_and_find_the_image_in_the_gallery() {
         ),
         ("a photo of a cat", 42, 4, 48)
     );
-    let shown = h.state().shown.as_ref().unwrap();
-    assert_eq!(shown.size, [48, 32]);
+    // The gallery's entry is the recipe it was made with, not read back from the file.
+    let item = &h.state().views.gallery.items[0];
+    assert_eq!(item.path, files[0]);
+    assert_eq!(item.info.as_ref().unwrap().recipe.as_ref(), Some(&recipe));
+    let shown = h.state().views.canvas.shown.as_ref().unwrap();
+    assert_eq!([shown.image.width, shown.image.height], [48, 32]);
     assert_eq!(shown.recipe.as_ref().unwrap().seed, 42);
-    // The gallery lists it again after a restart.
+    assert_eq!(shown.path.as_deref(), Some(files[0].as_path()));
+    // The gallery lists it again after a restart (read on the I/O thread).
     drop(h);
     let mut h = harness(settings(out.path()));
+    wait(&mut h, "the gallery", |a| a.views.gallery.items.len() == 1);
+    assert_eq!(h.state().views.gallery.items[0].path, files[0]);
+}
+
+/// The window turns a prompt into a job exactly as the command line does (the engine's one
+/// resolver): a `<lora:NAME:WEIGHT>` tag loads NAME from the LoRA folder and the CLIP skip
+/// setting is used; `kiln generate --from` the window's PNG gives the same pixels and recipe.
+#[test]
+fn the_window_and_the_cli_make_the_same_image_from_a_prompt_with_a_lora_tag() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    s.prompt = "a red circle on a blue background <lora:kohya_qkvo:0.8>".into();
+    s.negative = "blurry".into();
+    (s.width, s.height) = (40, 32);
+    s.clip_skip = 2;
+    s.lora_dir = Some(fixture("adapters"));
+    let mut h = harness(s);
+    wait(&mut h, "the model", loaded);
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the image", gallery_holds(1));
+    let recipe = shown_recipe(&h);
+    assert_eq!(
+        recipe.prompt,
+        h.state().settings.prompt,
+        "the prompt as typed"
+    );
+    assert_eq!(recipe.clip_skip, 2);
+    let loras: Vec<(&str, f32)> = recipe
+        .loras
+        .iter()
+        .map(|l| (l.name.as_str(), l.weight))
+        .collect();
+    assert_eq!(loras, [("kohya_qkvo", 0.8)], "the tag's LoRA was applied");
+    let window_png = pngs(out.path()).remove(0);
+    let cli_png = out.path().join("cli/from-window.png");
+    std::fs::create_dir_all(cli_png.parent().unwrap()).unwrap();
+    let o = crate::cli::kiln(&[
+        "generate",
+        "--from",
+        window_png.to_str().unwrap(),
+        "--out",
+        cli_png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let read = |p: &Path| kiln_engine::image::read_png(p).unwrap().pixels;
+    assert_eq!(read(&cli_png), read(&window_png), "bit-identical pixels");
+    let cli_recipe = kiln_engine::metadata::read_image_info(&cli_png)
+        .unwrap()
+        .recipe
+        .unwrap();
+    assert_eq!(cli_recipe, recipe);
+    // And the LoRA matters: the same prompt without the tag draws something else.
+    let plain = out.path().join("cli/plain.png");
+    let o = crate::cli::kiln(&[
+        "generate",
+        "--model",
+        fixture("tiny-a").to_str().unwrap(),
+        "--prompt",
+        "a red circle on a blue background",
+        "--negative",
+        "blurry",
+        "--sampler",
+        "ddim",
+        "--steps",
+        "4",
+        "--seed",
+        "42",
+        "--width",
+        "40",
+        "--height",
+        "32",
+        "--cfg",
+        "7",
+        "--clip-skip",
+        "2",
+        "--out",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    assert_ne!(read(&plain), read(&window_png));
+    // Reusing the window's image restores its CLIP skip.
+    h.state_mut().settings.clip_skip = 1;
+    h.state_mut()
+        .run_command(kiln::gui::commands::UiCommand::ReuseParameters);
     h.step();
-    assert_eq!(h.state().gallery.len(), 1);
-    assert_eq!(h.state().gallery[0].path, files[0]);
+    assert_eq!(h.state().settings.clip_skip, 2);
 }
 
 #[test]
@@ -140,12 +270,10 @@ fn loras_dropped_on_the_window_join_the_stack_or_say_why_not() {
     }
     h.step();
     wait(&mut h, "the LoRA answers", |a| {
-        a.lora_status.len() == 2
-            && a.lora_status
-                .iter()
-                .all(|s| !matches!(s, LoraStatus::Pending))
+        let s = lora_statuses(a);
+        s.len() == 2 && s.iter().all(|s| !matches!(s, LoraStatus::Pending))
     });
-    assert!(matches!(h.state().lora_status[0], LoraStatus::Loaded(_)));
+    assert!(matches!(lora_statuses(h.state())[0], LoraStatus::Loaded(_)));
     assert!(
         h.query_by_label_contains("matched").is_some(),
         "the badge says matched n/m"
@@ -156,9 +284,11 @@ fn loras_dropped_on_the_window_join_the_stack_or_say_why_not() {
         "the refused row says why"
     );
     wait(&mut h, "the embedding", |a| {
-        a.embedding_status
+        a.views
+            .embeddings
+            .rows()
             .iter()
-            .any(|s| matches!(s, kiln::gui::app::EmbeddingStatus::Loaded { .. }))
+            .any(|r| matches!(r.status, EmbeddingStatus::Loaded { .. }))
     });
     assert_eq!(
         h.query_all_by_label("ti_cat").count(),
@@ -166,9 +296,45 @@ fn loras_dropped_on_the_window_join_the_stack_or_say_why_not() {
         "the token is listed and offered as a prompt chip"
     );
     // Removing the refused row keeps the loaded one.
-    h.state_mut().remove_lora(1);
+    h.get_by_label("Remove sdxl_lora").click();
     h.step();
-    assert_eq!(h.state().settings.loras.len(), 1);
+    let names: Vec<String> = h
+        .state()
+        .views
+        .loras
+        .rows()
+        .iter()
+        .map(|r| r.name())
+        .collect();
+    assert_eq!(names, ["kohya_qkvo"]);
+}
+
+/// A row removed while its LoRA is still loading is removed from the engine too: the next
+/// image records no LoRA.
+#[test]
+fn a_lora_removed_before_the_engine_answers_is_not_applied() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    s.steps = 2;
+    let mut h = harness(s);
+    wait(&mut h, "the model", loaded);
+    h.state_mut()
+        .add_lora(fixture("adapters/kohya_qkvo.safetensors"), 1.0);
+    h.step();
+    assert!(matches!(
+        lora_statuses(h.state())[..],
+        [LoraStatus::Pending]
+    ));
+    h.get_by_label("Remove kohya_qkvo").click();
+    h.step();
+    assert!(h.state().views.loras.rows().is_empty());
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the image", gallery_holds(1));
+    assert!(
+        shown_recipe(&h).loras.is_empty(),
+        "no LoRA the window no longer shows"
+    );
 }
 
 #[test]
@@ -176,30 +342,24 @@ fn cancel_stops_the_job_and_saves_nothing() {
     let out = tempfile::tempdir().unwrap();
     let mut s = settings(out.path());
     s.steps = 400;
-    s.sampler = "euler".into();
+    s.sampler = SamplerKind::Euler;
     let mut h = harness(s);
     wait(&mut h, "the model", loaded);
     h.get_by_label("Generate").click();
     h.step();
     wait(&mut h, "progress", |a| {
-        a.job.as_ref().is_some_and(|j| j.step >= 1)
+        a.studio.job.as_ref().is_some_and(|j| j.step >= 1)
     });
     h.key_press(egui::Key::Escape);
-    wait(&mut h, "the cancellation", |a| a.job.is_none());
-    assert!(
-        h.state()
-            .notifications
-            .iter()
-            .any(|n| n.title == "Cancelled")
-    );
+    wait(&mut h, "the cancellation", |a| a.studio.job.is_none());
+    assert_eq!(notified(h.state(), "Cancelled"), 1);
+    idle(&mut h, Duration::from_millis(100));
     assert!(pngs(out.path()).is_empty(), "nothing saved");
-    assert!(h.state().gallery.is_empty());
+    assert!(h.state().views.gallery.items.is_empty());
     // The engine is free again.
     h.state_mut().settings.steps = 2;
     h.get_by_label("Generate").click();
-    wait(&mut h, "the next image", |a| {
-        a.job.is_none() && a.gallery.len() == 1
-    });
+    wait(&mut h, "the next image", gallery_holds(1));
 }
 
 #[test]
@@ -215,7 +375,7 @@ fn settings_and_stack_survive_a_restart() {
     }];
     let mut h = harness(s.clone());
     wait(&mut h, "the stack", |a| {
-        loaded(a) && matches!(a.lora_status.first(), Some(LoraStatus::Loaded(_)))
+        loaded(a) && matches!(lora_statuses(a)[..], [LoraStatus::Loaded(_)])
     });
     // What eframe stores on exit is what the next start reads.
     let mut storage = MemoryStorage::default();
@@ -224,12 +384,13 @@ fn settings_and_stack_survive_a_restart() {
     assert_eq!(restored, h.state().settings);
     assert_eq!(restored.prompt, "a lighthouse");
     assert_eq!(restored.recent_models, vec![fixture("tiny-a")]);
+    assert_eq!(restored.loras[0].weight, 0.6);
     drop(h);
     let mut h = harness(restored);
     wait(&mut h, "the restored stack", |a| {
-        loaded(a) && matches!(a.lora_status.first(), Some(LoraStatus::Loaded(_)))
+        loaded(a) && matches!(lora_statuses(a)[..], [LoraStatus::Loaded(_)])
     });
-    assert_eq!(h.state().settings.loras[0].weight, 0.6);
+    assert_eq!(h.state().views.loras.rows()[0].weight, 0.6);
 }
 
 #[test]
@@ -237,17 +398,42 @@ fn an_engine_crash_is_reported_and_the_engine_comes_back() {
     let out = tempfile::tempdir().unwrap();
     let mut h = harness(settings(out.path()));
     wait(&mut h, "the model", loaded);
-    h.state_mut()
-        .engine
-        .send(kiln_engine::protocol::Command::Crash);
-    wait(&mut h, "the crash report", |a| {
-        a.notifications.iter().any(|n| n.title.contains("crashed"))
+    h.state_mut().engine.send(Command::Crash {
+        at: Operation::Generate,
+        times: 1,
     });
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the crash report", |a| notified(a, "crashed") > 0);
     wait(&mut h, "the model again", loaded);
     h.get_by_label("Generate").click();
-    wait(&mut h, "an image after the crash", |a| {
-        a.job.is_none() && a.gallery.len() == 1
+    wait(&mut h, "an image after the crash", gallery_holds(1));
+}
+
+/// A model whose load makes the engine panic is reported once and not loaded again by
+/// itself (it would crash every time); the window stays usable.
+#[test]
+fn a_crash_while_loading_a_model_is_not_retried_in_a_loop() {
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(out.path()));
+    wait(&mut h, "the model", loaded);
+    h.state_mut().engine.send(Command::Crash {
+        at: Operation::LoadModel,
+        times: usize::MAX,
     });
+    h.state_mut().load_model(fixture("tiny-a"));
+    wait(&mut h, "the crash report", |a| notified(a, "crashed") > 0);
+    idle(&mut h, Duration::from_millis(500));
+    assert_eq!(
+        notified(h.state(), "crashed"),
+        1,
+        "{:?}",
+        h.state().views.notifications.items
+    );
+    assert!(matches!(h.state().studio.model, ModelStatus::Failed(_)));
+    assert!(
+        h.get_by_label("Generate").accesskit_node().is_disabled(),
+        "no model, no Generate"
+    );
 }
 
 #[test]
@@ -259,13 +445,15 @@ fn dropping_an_a1111_png_restores_its_parameters() {
         height: 2,
         pixels: vec![0; 12],
     };
-    kiln_engine::image::write_png(&png, &pixels, &[("parameters", "a red fox\nNegative prompt: blurry\nSteps: 30, Sampler: Euler a, Schedule type: Karras, CFG scale: 6, Seed: 77, Size: 512x768")]).unwrap();
+    kiln_engine::image::write_png(&png, &pixels, &[("parameters", "a red fox\nNegative prompt: blurry\nSteps: 30, Sampler: Euler a, Schedule type: Karras, CFG scale: 6, Seed: 77, Size: 512x768, Clip skip: 2")]).unwrap();
     let mut s = settings(out.path());
     s.model_path = None;
     let mut h = harness(s);
     h.input_mut().dropped_files.push(dropped(png));
     h.step();
-    h.step();
+    wait(&mut h, "the parameters", |a| {
+        a.settings.prompt == "a red fox"
+    });
     let s = &h.state().settings;
     assert_eq!(
         (
@@ -273,35 +461,22 @@ fn dropping_an_a1111_png_restores_its_parameters() {
             s.negative.as_str(),
             s.steps,
             s.cfg,
-            s.seed
+            s.seed,
+            s.clip_skip
         ),
-        ("a red fox", "blurry", 30, 6.0, 77)
+        ("a red fox", "blurry", 30, 6.0, 77, 2)
     );
     assert_eq!(
-        (
-            s.sampler.as_str(),
-            s.schedule,
-            s.width,
-            s.height,
-            s.random_seed
-        ),
-        (
-            "euler-a",
-            kiln_engine::schedulers::Schedule::Karras,
-            512,
-            768,
-            false
-        )
+        (s.sampler, s.schedule, s.width, s.height, s.random_seed),
+        (SamplerKind::EulerA, Schedule::Karras, 512, 768, false)
     );
-    // Generating without a model says so instead of failing silently.
-    h.get_by_label("Generate").click();
+    // Without a model Generate is disabled, saying why; asking anyway says so too.
+    let generate = h.get_by_label("Generate");
+    assert!(generate.accesskit_node().is_disabled());
+    h.state_mut()
+        .run_command(kiln::gui::commands::UiCommand::Generate);
     h.step();
-    assert!(
-        h.state()
-            .notifications
-            .iter()
-            .any(|n| n.title == "No model loaded")
-    );
+    assert_eq!(notified(h.state(), "Cannot generate now"), 1);
 }
 
 /// A file dropped on the window, as the windowing integration hands it to egui.
@@ -352,7 +527,9 @@ fn an_untouched_size_follows_the_model_and_a_chosen_one_stays() {
     );
     h.state_mut().settings.width = 48;
     h.state_mut().load_model(fixture("tiny-a"));
-    wait(&mut h, "the other model", loaded);
+    wait(&mut h, "the other model", |a| {
+        loaded(a) && a.settings.model_path == Some(fixture("tiny-a"))
+    });
     assert_eq!(
         (h.state().settings.width, h.state().settings.height),
         (48, 32),
@@ -377,18 +554,22 @@ fn the_stack_order_weights_and_switches_reach_the_engine() {
     let mut h = harness(s);
     wait(&mut h, "the stack", |a| {
         loaded(a)
-            && a.lora_status
+            && lora_statuses(a)
                 .iter()
                 .all(|s| matches!(s, LoraStatus::Loaded(_)))
     });
-    h.state_mut().move_lora(1, 0);
-    h.state_mut().set_lora_weight(0, -0.25);
-    h.state_mut().set_lora_enabled(1, false);
+    h.get_by_label("Move stack_attn up").click();
+    // One frame moves the row, the next draws (and labels) it in its new place.
+    h.step();
+    h.step();
+    h.get_by_label("stack_attn weight value")
+        .set_value_accesskit(-0.25);
+    h.step();
+    h.get_by_label("Apply kohya_qkvo").click();
+    h.step();
     h.get_by_label("Generate").click();
-    wait(&mut h, "the image", |a| {
-        a.job.is_none() && a.gallery.len() == 1
-    });
-    let recipe = h.state().shown.as_ref().unwrap().recipe.clone().unwrap();
+    wait(&mut h, "the image", gallery_holds(1));
+    let recipe = shown_recipe(&h);
     let stack: Vec<(&str, f32)> = recipe
         .loras
         .iter()
@@ -398,6 +579,61 @@ fn the_stack_order_weights_and_switches_reach_the_engine() {
         stack,
         [("stack_attn", -0.25)],
         "moved first, re-weighted; the disabled one is not applied"
+    );
+}
+
+/// Dragging a weight slider over a hundred frames re-merges the LoRA a few times, not a
+/// hundred, and ends at the weight where the drag stopped.
+#[test]
+fn a_weight_drag_re_merges_a_few_times_not_every_frame() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    s.loras = vec![kiln::gui::state::LoraSetting {
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: -2.0,
+        enabled: true,
+    }];
+    let mut h = harness(s);
+    wait(&mut h, "the stack", |a| {
+        loaded(a) && matches!(lora_statuses(a)[..], [LoraStatus::Loaded(_)])
+    });
+    let rect = h.get_by_label("kohya_qkvo weight").rect();
+    let y = rect.center().y;
+    let press = |pos, pressed| egui::Event::PointerButton {
+        pos,
+        button: egui::PointerButton::Primary,
+        pressed,
+        modifiers: egui::Modifiers::NONE,
+    };
+    let start = egui::pos2(rect.left() + 1.0, y);
+    h.input_mut().events.push(egui::Event::PointerMoved(start));
+    h.step();
+    h.input_mut().events.push(press(start, true));
+    h.step();
+    for k in 1..=100 {
+        let x = rect.left() + 1.0 + (rect.width() - 2.0) * k as f32 / 100.0;
+        h.input_mut()
+            .events
+            .push(egui::Event::PointerMoved(egui::pos2(x, y)));
+        h.step();
+    }
+    h.input_mut()
+        .events
+        .push(press(egui::pos2(rect.right() - 1.0, y), false));
+    h.step();
+    let weight = h.state().views.loras.rows()[0].weight;
+    assert!(
+        weight > 1.9,
+        "the drag moved the weight to the right end: {weight}"
+    );
+    wait(&mut h, "the last weight merged", |a| {
+        a.views.loras.rows()[0].applied == Some(weight)
+    });
+    let merges = h.state().views.loras.rows()[0].merges;
+    assert!(
+        (1..=5).contains(&merges),
+        "a 100-frame drag merged {merges} times"
     );
 }
 
@@ -414,14 +650,16 @@ fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
     }];
     let mut h = harness(s);
     wait(&mut h, "the stack", |a| {
-        loaded(a) && matches!(a.lora_status.first(), Some(LoraStatus::Loaded(_)))
+        loaded(a) && matches!(lora_statuses(a)[..], [LoraStatus::Loaded(_)])
     });
     h.get_by_label("Compare with baseline").click();
     wait(&mut h, "both images", |a| {
-        a.job.is_none() && a.compare.stats.is_some()
+        a.studio.job.is_none()
+            && a.views.compare.stats().is_some()
+            && a.views.gallery.items.len() == 2
     });
-    assert_eq!(h.state().view, kiln::gui::app::View::Compare);
-    let stats = h.state().compare.stats.unwrap();
+    assert_eq!(h.state().tab, Tab::Compare);
+    let stats = *h.state().views.compare.stats().unwrap();
     assert!(
         h.query_by_label(&format!("mean |Δ| {:.3}", stats.mean_abs))
             .is_some(),
@@ -430,8 +668,8 @@ fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
     // The two PNGs in the gallery (newest first: adapted, then baseline) give the same numbers
     // from the command line.
     let (adapted, baseline) = (
-        h.state().gallery[0].path.clone(),
-        h.state().gallery[1].path.clone(),
+        h.state().views.gallery.items[0].path.clone(),
+        h.state().views.gallery.items[1].path.clone(),
     );
     let o = crate::cli::kiln(&[
         "diff",
@@ -454,13 +692,19 @@ fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
     assert_eq!(recipe(&adapted).loras.len(), 1);
     // Every mode draws (heatmap with its legend, swipe).
     for mode in [
-        kiln::gui::app::CompareMode::Heatmap,
-        kiln::gui::app::CompareMode::Swipe,
+        kiln::gui::views::compare::CompareMode::Heatmap,
+        kiln::gui::views::compare::CompareMode::Swipe,
     ] {
-        h.state_mut().compare.mode = mode;
+        h.state_mut().views.compare.mode = mode;
         h.step();
     }
-    assert!(h.state().compare.heatmap.is_some());
+    assert!(
+        h.query_by_label("difference heatmap").is_none(),
+        "swipe shows no heatmap"
+    );
+    h.state_mut().views.compare.mode = kiln::gui::views::compare::CompareMode::Heatmap;
+    h.step();
+    assert!(h.query_by_label("difference heatmap").is_some());
 }
 
 /// Three images: a captioned one, an uncaptioned one, a corrupt one.
@@ -504,63 +748,64 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         .dropped_files
         .push(dropped(data.path().to_owned()));
     h.step();
-    wait(&mut h, "the dataset report", |a| a.train.report.is_some());
-    assert_eq!(h.state().view, kiln::gui::app::View::Train);
-    assert_eq!(
-        h.state().train.report.as_ref().unwrap().entries.len(),
-        3,
-        "three rows"
-    );
+    wait(&mut h, "the dataset report", |a| {
+        a.views.train.report.is_some()
+    });
+    assert_eq!(h.state().tab, Tab::Train);
+    let report = h.state().views.train.report.clone().unwrap();
+    assert_eq!(report.entries.len(), 3, "three rows");
     assert!(h.query_by_label("corrupt (skipped)").is_some());
     // The corrupt file's thumbnail failed once and is not decoded again every frame.
-    let broken = h
-        .state()
-        .train
-        .report
-        .as_ref()
-        .unwrap()
+    let broken = report
         .entries
         .iter()
         .position(|e| e.path.ends_with("broken.png"))
         .unwrap();
+    wait(&mut h, "the thumbnails", |a| {
+        a.views.train.thumbs.iter().all(|t| {
+            !matches!(
+                t,
+                kiln::gui::views::Thumb::NotLoaded | kiln::gui::views::Thumb::Loading
+            )
+        })
+    });
     assert!(matches!(
-        h.state().train.thumbs[broken],
-        kiln::gui::app::Thumb::Failed
+        h.state().views.train.thumbs[broken],
+        kiln::gui::views::Thumb::Failed
     ));
     assert!(h.query_by_label("no caption").is_some());
     assert!(
         h.query_by_label_contains("3 images: 2 usable, 1 unreadable")
             .is_some()
     );
-    // Edit the uncaptioned image's caption: it is saved to its .txt.
+    // Edit the uncaptioned image's caption: it is saved to its .txt (by the I/O thread).
     h.get_by_label("caption of img1.png").click();
     h.step();
     h.get_by_label("caption of img1.png")
         .type_text("a blue half");
     h.step();
     h.key_press(egui::Key::Enter);
-    h.step();
-    h.step();
-    assert_eq!(
-        std::fs::read_to_string(data.path().join("img1.txt")).unwrap(),
-        "a blue half"
-    );
+    let caption = data.path().join("img1.txt");
+    wait(&mut h, "the caption file", |_| {
+        std::fs::read_to_string(&caption).is_ok_and(|c| c == "a blue half")
+    });
     // Per-image repeats from the table reach the training configuration.
     h.get_by_label("repeats of img0.png")
         .set_value_accesskit(3.0);
     h.step();
     h.step();
-    let config = h.state().training_config().unwrap();
+    let config = kiln::gui::views::train::training_config(&h.state().settings).unwrap();
     assert_eq!(config.dataset.image_repeats.get("img0.png"), Some(&3));
     // The plan's time estimate comes from a measured warm-up.
     h.get_by_label("Estimate time").click();
-    wait(&mut h, "the estimate", |a| a.train.estimate.is_some());
-    assert!(h.state().train.estimate.unwrap() > 0.0);
+    wait(&mut h, "the estimate", |a| a.views.train.estimate.is_some());
+    assert!(h.state().views.train.estimate.unwrap() > 0.0);
     assert!(h.query_by_label_contains("s/step").is_some());
     // Train: the loss plot gains points and a sample appears.
     h.get_by_label("Start training").click();
     wait(&mut h, "a sample image", |a| {
-        a.train
+        a.views
+            .train
             .run
             .as_ref()
             .is_some_and(|r| r.loss.len() >= 2 && !r.samples.is_empty())
@@ -569,13 +814,33 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         h.query_by_label_contains("it/s").is_some(),
         "the monitor shows the rate"
     );
+    // While the run holds the engine, Generate is disabled and says why; asking anyway
+    // (the shortcut) starts nothing and says so.
+    assert!(h.get_by_label("Generate").accesskit_node().is_disabled());
+    h.get_by_label("Canvas").click();
+    h.step();
+    assert!(
+        h.query_by_label_contains("A training run is using the engine")
+            .is_some()
+    );
+    h.state_mut()
+        .run_command(kiln::gui::commands::UiCommand::Generate);
+    h.step();
+    assert!(
+        h.state().studio.job.is_none(),
+        "nothing was queued behind the run"
+    );
+    assert_eq!(notified(h.state(), "Cannot generate now"), 1);
+    h.get_by_label("Train").click();
+    h.step();
     // Cancel: the run stops, says where the last checkpoint is, and the engine is free again.
     h.get_by_label("Stop").click();
     wait(&mut h, "the run to stop", |a| {
-        a.train.run.as_ref().is_some_and(|r| !r.running)
+        a.views.train.run.as_ref().is_some_and(|r| !r.running)
     });
     let outcome = h
         .state()
+        .views
         .train
         .run
         .as_ref()
@@ -590,9 +855,10 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         "{outcome:?}"
     );
     assert!(h.query_by_label("Start training").is_some());
+    assert!(!h.get_by_label("Generate").accesskit_node().is_disabled());
     h.state_mut().settings.steps = 2;
     h.get_by_label("Generate").click();
     wait(&mut h, "an image after training", |a| {
-        a.job.is_none() && !a.gallery.is_empty()
+        a.studio.job.is_none() && !a.views.gallery.items.is_empty()
     });
 }

@@ -10,7 +10,8 @@
 //! of `kiln eval shapes` (colour 91.1%, shape 80.0%; position 31.1%, which is not a goal, so
 //! the first-run prompt names no position and the test of it asks for the red circle on blue).
 
-use kiln_engine::pipeline::{CancelToken, StableDiffusion};
+use kiln_engine::job::CancelToken;
+use kiln_engine::pipeline::StableDiffusion;
 
 use crate::common::{assert_close, reference};
 
@@ -20,13 +21,13 @@ fn shipped() -> std::path::PathBuf {
 
 #[test]
 fn the_shipped_model_is_found_small_and_sd1_shaped() {
-    let found = kiln_engine::bundled::bundled_model().expect("the shipped model is found");
+    let found = kiln_hub::install::bundled_model().expect("the shipped model is found");
     assert_eq!(
         found.canonicalize().unwrap(),
         shipped().canonicalize().unwrap()
     );
-    assert!(kiln_engine::bundled::is_bundled(&found));
-    let bytes = kiln::gui::models::size_on_disk(&shipped());
+    assert!(kiln_hub::install::is_bundled(&found));
+    let bytes = kiln_engine::fs::size_on_disk(&shipped());
     assert!(
         bytes < 25 << 20,
         "{bytes} bytes: the shipped model stays under 25 MB"
@@ -34,7 +35,7 @@ fn the_shipped_model_is_found_small_and_sd1_shaped() {
     let info = kiln_engine::weights::Checkpoint::open_header(&shipped(), None)
         .unwrap()
         .info;
-    assert_eq!(info.family, "Stable Diffusion 1.x");
+    assert_eq!(info.family, kiln_engine::family::ModelFamily::Sd1);
     assert_eq!(info.dtype, "F16");
     assert_eq!(
         info.config.text_encoder.vocab_size, 49408,
@@ -64,7 +65,7 @@ fn diffusers_and_kiln_draw_the_same_from_the_shipped_model() {
 #[test]
 fn dpmpp_2m_karras_matches_diffusers_on_the_shipped_schedule() {
     let mut req = crate::parity::ddim_request("kiln-tiny");
-    req.sampler = kiln_engine::pipeline::Sampler::DpmPp2m {
+    req.sampler = kiln_engine::schedulers::Sampler::DpmPp2m {
         schedule: kiln_engine::schedulers::Schedule::Karras,
     };
     let device = kiln_engine::device::device("cpu").unwrap();
@@ -84,7 +85,7 @@ fn dpmpp_2m_karras_matches_diffusers_on_the_shipped_schedule() {
 /// colour from the noise, and the earlier kiln-tiny did).
 #[test]
 fn kiln_tiny_paints_the_background_the_prompt_names() {
-    use kiln_engine::shapes::{COLOURS, detect_background, eval_request};
+    use kiln_shapes::{COLOURS, detect_background, eval_request};
     let device = kiln_engine::device::device("cpu").unwrap();
     let sd = StableDiffusion::load(&shipped(), None, &device).unwrap();
     let backgrounds = ["blue", "black", "yellow", "white"];
@@ -110,7 +111,7 @@ fn kiln_tiny_paints_the_background_the_prompt_names() {
 /// Runs the studio's first prompt from the command line without `--model` (DPM++ 2M Karras,
 /// 20 steps, CFG 7) at seeds 1–3; returns each image's detection and whether its corner is
 /// the dataset's blue.
-fn first_run_images() -> Vec<(Option<kiln_engine::shapes::Detection>, bool)> {
+fn first_run_images() -> Vec<(Option<kiln_shapes::Detection>, bool)> {
     let dir = tempfile::tempdir().unwrap();
     let mut out = Vec::new();
     for seed in ["1", "2", "3"] {
@@ -118,7 +119,7 @@ fn first_run_images() -> Vec<(Option<kiln_engine::shapes::Detection>, bool)> {
         let o = crate::cli::kiln(&[
             "generate",
             "--prompt",
-            kiln_engine::bundled::SAMPLE_PROMPT,
+            kiln_hub::install::SAMPLE_PROMPT,
             "--sampler",
             "dpmpp-2m",
             "--karras",
@@ -134,7 +135,7 @@ fn first_run_images() -> Vec<(Option<kiln_engine::shapes::Detection>, bool)> {
         assert!(o.status.success(), "{}", crate::cli::stderr(&o));
         let img = kiln_engine::image::read_png(&png).unwrap();
         assert_eq!((img.width, img.height), (64, 64), "the model's native size");
-        let d = kiln_engine::shapes::detect(&img);
+        let d = kiln_shapes::detect(&img);
         let corner = &img.pixels[..3];
         let blue = corner[2] > 150 && corner[0] < 110 && corner[1] < 140;
         eprintln!("seed {seed}: {d:?}, corner {corner:?}");

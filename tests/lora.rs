@@ -5,7 +5,11 @@
 use std::path::PathBuf;
 
 use kiln_engine::Error;
-use kiln_engine::pipeline::{CancelToken, StableDiffusion};
+use kiln_engine::adapters::AdapterId;
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::CancelToken;
+use kiln_engine::pipeline::StableDiffusion;
+use kiln_engine::session::Session;
 
 use crate::common::{assert_close, fixture, reference};
 use crate::parity::ddim_request;
@@ -22,6 +26,11 @@ pub fn tiny_a() -> StableDiffusion {
         &kiln_engine::device::device("cpu").unwrap(),
     )
     .unwrap()
+}
+
+/// tiny-a in a session of its own, to stack adapters on.
+pub fn session() -> Session {
+    Session::new(tiny_a(), DeviceSpec::Cpu)
 }
 
 /// Final DDIM latents of the reference request.
@@ -46,7 +55,7 @@ fn every_form_of_one_lora_matches_diffusers() {
         "kohya_ldm_qkvo.safetensors",
         "diffusers_old_qkvo.safetensors",
     ] {
-        let mut sd = tiny_a();
+        let mut sd = session();
         let lora = sd
             .open_lora(&adapter(form))
             .unwrap_or_else(|e| panic!("{form}: {e}"));
@@ -55,43 +64,49 @@ fn every_form_of_one_lora_matches_diffusers() {
             "{form}: every module matched"
         );
         assert!(lora.report.unmatched.is_empty());
-        sd.add_lora(lora, 0.7);
-        assert_close(&format!("LoRA {form} @0.7"), &latents(&sd), &expected, 1e-4);
+        sd.add_lora(AdapterId(1), lora, 0.7, true);
+        assert_close(
+            &format!("LoRA {form} @0.7"),
+            &latents(sd.model()),
+            &expected,
+            1e-4,
+        );
     }
 }
 
 #[test]
 fn reweighting_disabling_and_removing_restore_exactly() {
-    let mut sd = tiny_a();
-    let base = latents(&sd);
+    let mut sd = session();
+    let base = latents(sd.model());
     let lora = sd.open_lora(&adapter("kohya_qkvo.safetensors")).unwrap();
-    let i = sd.add_lora(lora, 0.2);
-    let at_02 = latents(&sd);
+    let i = AdapterId(2);
+    sd.add_lora(i, lora, 0.2, true);
+    let at_02 = latents(sd.model());
     assert_ne!(at_02, base);
     sd.set_lora_weight(i, 0.7);
     assert_close(
         "re-weighted to 0.7",
-        &latents(&sd),
+        &latents(sd.model()),
         &want("lora_qkvo"),
         1e-4,
     );
     sd.set_lora_weight(i, 0.2);
     assert_eq!(
-        latents(&sd),
+        latents(sd.model()),
         at_02,
         "going back to 0.2 is exact (merged from pristine weights)"
     );
     sd.set_lora_enabled(i, false);
-    assert_eq!(latents(&sd), base, "disabled = base model");
+    assert_eq!(latents(sd.model()), base, "disabled = base model");
     sd.set_lora_enabled(i, true);
     sd.remove_lora(i);
-    assert_eq!(latents(&sd), base, "removed = base model");
+    assert_eq!(latents(sd.model()), base, "removed = base model");
     assert!(sd.loras().is_empty());
 }
 
 #[test]
 fn stack_of_two_with_convs_and_feed_forward() {
-    let mut sd = tiny_a();
+    let mut sd = session();
     let a = sd.open_lora(&adapter("stack_attn.safetensors")).unwrap();
     let b = sd
         .open_lora(&adapter("stack_convff_kohya.safetensors"))
@@ -112,24 +127,29 @@ fn stack_of_two_with_convs_and_feed_forward() {
             .any(|m| m.target.path.ends_with("resnets.0.conv1")),
         "covers 3x3 resnet convs (LoCon)"
     );
-    sd.add_lora(a, 0.5);
-    sd.add_lora(b, -0.3);
-    assert_close("stack 0.5 / -0.3", &latents(&sd), &want("stack"), 1e-4);
+    sd.add_lora(AdapterId(3), a, 0.5, true);
+    sd.add_lora(AdapterId(4), b, -0.3, true);
+    assert_close(
+        "stack 0.5 / -0.3",
+        &latents(sd.model()),
+        &want("stack"),
+        1e-4,
+    );
 }
 
 #[test]
 fn text_encoder_loras_in_both_forms() {
     for form in ["te_kohya.safetensors", "te_peft.safetensors"] {
-        let mut sd = tiny_a();
+        let mut sd = session();
         let lora = sd.open_lora(&adapter(form)).unwrap();
         assert!(
             lora.report.text_encoder_layers > 0 && lora.report.unet_layers == 0,
             "{form}"
         );
-        sd.add_lora(lora, 1.0);
+        sd.add_lora(AdapterId(5), lora, 1.0, true);
         assert_close(
             &format!("text-encoder LoRA {form}"),
-            &latents(&sd),
+            &latents(sd.model()),
             &want("te"),
             1e-4,
         );
@@ -138,16 +158,16 @@ fn text_encoder_loras_in_both_forms() {
 
 #[test]
 fn rslora_with_an_alpha_pattern() {
-    let mut sd = tiny_a();
+    let mut sd = session();
     let lora = sd.open_lora(&adapter("peft_rslora")).unwrap();
     assert_eq!(lora.report.format, "peft_folder");
-    sd.add_lora(lora, 1.0);
-    assert_close("rsLoRA folder", &latents(&sd), &want("rslora"), 1e-4);
+    sd.add_lora(AdapterId(6), lora, 1.0, true);
+    assert_close("rsLoRA folder", &latents(sd.model()), &want("rslora"), 1e-4);
 }
 
 #[test]
 fn files_that_cannot_work_are_refused_by_name() {
-    let sd = tiny_a();
+    let sd = session();
     let e = sd.open_lora(&adapter("sdxl_lora.safetensors")).unwrap_err();
     assert!(matches!(e, Error::AdapterFamilyMismatch { .. }), "{e}");
     assert!(
@@ -311,18 +331,23 @@ fn embeddings_in_txt2img_match_diffusers() {
         ),
         ("ti_cat_diffusers.bin", "ti_style_diffusers.bin"),
     ] {
-        let mut sd = tiny_a();
+        let mut sd = session();
         assert_eq!(
-            sd.load_embedding(&adapter(cat), Some("<kiln-cat>"))
-                .unwrap(),
+            sd.load_embedding(AdapterId(1), &adapter(cat), Some("<kiln-cat>"))
+                .unwrap()
+                .ids,
             vec![49408]
         );
         assert_eq!(
-            sd.load_embedding(&adapter(style), Some("<kiln-style>"))
-                .unwrap(),
+            sd.load_embedding(AdapterId(2), &adapter(style), Some("<kiln-style>"))
+                .unwrap()
+                .ids,
             vec![49409, 49410]
         );
-        let out = sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+        let out = sd
+            .model()
+            .generate(&req, &CancelToken::new(), &mut |_| {})
+            .unwrap();
         assert_close(
             &format!("embeddings {cat} + {style}"),
             &out.latents.values,
@@ -422,13 +447,16 @@ fn trigger_words_and_family_come_from_kohya_metadata() {
     .into_iter()
     .collect();
     write_f32(&p, &list, &meta).unwrap();
-    let sd = tiny_a();
+    let sd = session();
     let lora = sd.open_lora(&p).unwrap();
     assert_eq!(
         lora.report.trigger_words,
         vec!["mystyle", "blue", "red circle", "mystyle_v2"]
     );
-    assert_eq!(lora.report.family.as_deref(), Some("Stable Diffusion 1.x"));
+    assert_eq!(
+        lora.report.family,
+        Some(kiln_engine::family::ModelFamily::Sd1)
+    );
     let mut meta2 = std::collections::BTreeMap::new();
     meta2.insert("ss_v2".to_owned(), "True".to_owned());
     write_f32(&p, &list, &meta2).unwrap();
@@ -443,28 +471,28 @@ fn trigger_words_and_family_come_from_kohya_metadata() {
 /// LoRA) stays close to diffusers' f32 result; merging accumulates in f32.
 #[test]
 fn loras_merge_into_f16_models() {
-    use kiln_engine::pipeline::Precision;
+    use kiln_engine::job::Precision;
     let expected = want("lora_qkvo");
     for lora_first in [false, true] {
-        let mut sd = tiny_a();
+        let mut sd = session();
         let lora = sd.open_lora(&adapter("kohya_qkvo.safetensors")).unwrap();
         if lora_first {
-            sd.add_lora(lora, 0.7);
+            sd.add_lora(AdapterId(7), lora, 0.7, true);
             sd.set_precision(Precision::F16);
         } else {
             sd.set_precision(Precision::F16);
-            sd.add_lora(lora, 0.7);
+            sd.add_lora(AdapterId(8), lora, 0.7, true);
         }
-        let err = crate::common::relative_max_error(&latents(&sd), &expected);
+        let err = crate::common::relative_max_error(&latents(sd.model()), &expected);
         assert!(err < 1e-2, "f16 LoRA (lora first: {lora_first}): {err}");
         // Re-weighting in f16 goes back to the base exactly when the weight is 0.
-        sd.set_lora_weight(0, 0.0);
-        let base = latents(&sd);
-        let mut plain = tiny_a();
+        sd.set_lora_weight(AdapterId(if lora_first { 7 } else { 8 }), 0.0);
+        let base = latents(sd.model());
+        let mut plain = session();
         plain.set_precision(Precision::F16);
         assert_eq!(
             base,
-            latents(&plain),
+            latents(plain.model()),
             "weight 0 restores the f16 base (lora first: {lora_first})"
         );
     }
@@ -473,10 +501,11 @@ fn loras_merge_into_f16_models() {
 /// An absurd LoRA weight overflows the weights; the result is a named error, not a black image.
 #[test]
 fn overflowing_weights_give_a_non_finite_error() {
-    let mut sd = tiny_a();
+    let mut sd = session();
     let lora = sd.open_lora(&adapter("kohya_qkvo.safetensors")).unwrap();
-    sd.add_lora(lora, 1e38);
+    sd.add_lora(AdapterId(9), lora, 1e38, true);
     let err = sd
+        .model()
         .generate(&ddim_request("tiny-a"), &CancelToken::new(), &mut |_| {})
         .unwrap_err();
     assert!(matches!(err, kiln_engine::Error::NonFinite(_)), "{err:?}");

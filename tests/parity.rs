@@ -1,7 +1,9 @@
 //! Numerical parity with diffusers on the tiny random-weight fixture models.
 //! Tolerances: tensors max|Δ| / max|ref| ≤ 1e-4; images mean |Δ| ≤ 0.3 on 0–255.
 
-use kiln_engine::pipeline::{CancelToken, GenerationRequest, LatentsData, Sampler};
+use kiln_engine::job::{CancelToken, LatentsData};
+use kiln_engine::pipeline::GenerationRequest;
+use kiln_engine::schedulers::Sampler;
 
 use crate::common::{
     Layout, MODELS, assert_close, model, reference, reference_json, tensor, values,
@@ -110,6 +112,27 @@ pub fn ddim_request(m: &str) -> GenerationRequest {
         clip_skip: 1,
         init_image: None,
         preview: false,
+        step_noise: None,
+    }
+}
+
+/// The request the engine thread resolves to [`ddim_request`]`(m)` (its seed fixed, its
+/// noise given).
+pub fn ddim_spec(m: &str) -> kiln_engine::resolve::GenerationSpec {
+    let r = ddim_request(m);
+    kiln_engine::resolve::GenerationSpec {
+        prompts: r.prompts,
+        negatives: r.negatives,
+        sampler: Some(r.sampler.kind()),
+        eta: Some(0.0),
+        steps: Some(r.steps),
+        cfg: Some(r.cfg),
+        seed: Some(r.seed),
+        width: Some(r.width),
+        height: Some(r.height),
+        batch_size: r.batch,
+        latents: r.latents,
+        ..Default::default()
     }
 }
 
@@ -313,7 +336,8 @@ fn parameter_paths_are_the_diffusers_keys() {
 /// default. f16 rounding keeps it close to, not equal to, the f32 reference.
 #[test]
 fn f16_precision_stays_close_to_diffusers_f32() {
-    use kiln_engine::pipeline::{Precision, StableDiffusion};
+    use kiln_engine::job::Precision;
+    use kiln_engine::pipeline::StableDiffusion;
     for m in MODELS {
         let device = kiln_engine::device::device("cpu").unwrap();
         let mut sd = StableDiffusion::load(&crate::common::fixture(m), None, &device).unwrap();

@@ -1,6 +1,6 @@
 //! AUTOMATIC1111 prompt syntax in generation: emphasis, chunking of long prompts.
 
-use kiln_engine::pipeline::CancelToken;
+use kiln_engine::job::CancelToken;
 
 use crate::common::{Layout, model, values};
 use crate::parity::ddim_request;

@@ -134,7 +134,7 @@ fn generate_writes_both_chunks_and_from_regenerates_bit_identically() {
         e.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(recipe(&e).precision, kiln_engine::pipeline::Precision::F16);
+    assert_eq!(recipe(&e).precision, kiln_engine::job::Precision::F16);
     let f = dir.path().join("f.png");
     let o = kiln(&[
         "generate",
@@ -248,7 +248,7 @@ fn cli_img2img_matches_diffusers_and_records_strength() {
     let dir = tempfile::tempdir().unwrap();
     let mut req = ddim_request("tiny-b");
     let (shape, noise) = reference("samplers", "tiny-b.img2img.noise");
-    req.latents = Some(kiln_engine::pipeline::LatentsData {
+    req.latents = Some(kiln_engine::job::LatentsData {
         shape: shape.try_into().unwrap(),
         values: noise,
     });

@@ -2,7 +2,8 @@
 //! `fixtures/make_sampler_fixtures.py`): the DDIM reference request (8 steps, two prompts and
 //! negatives, non-square) with each sampler, on both tiny models.
 
-use kiln_engine::pipeline::{CancelToken, Sampler};
+use kiln_engine::job::CancelToken;
+use kiln_engine::schedulers::Sampler;
 use kiln_engine::schedulers::Schedule;
 
 use crate::common::{Layout, MODELS, assert_close, model, reference};
@@ -281,12 +282,11 @@ fn img2img_matches_diffusers() {
         for (case, sampler, strength, calls) in cases {
             let mut req = ddim_request(m);
             req.sampler = sampler;
-            req.latents = Some(kiln_engine::pipeline::LatentsData {
+            req.latents = Some(kiln_engine::job::LatentsData {
                 shape: shape.clone().try_into().unwrap(),
                 values: noise.clone(),
             });
             req.init_image = Some(kiln_engine::pipeline::InitImage {
-                path: None,
                 image: image.clone(),
                 strength,
             });
@@ -324,7 +324,6 @@ fn img2img_refuses_strengths_that_run_nothing() {
     ] {
         let mut req = ddim_request("tiny-b");
         req.init_image = Some(kiln_engine::pipeline::InitImage {
-            path: None,
             image: image.clone(),
             strength,
         });

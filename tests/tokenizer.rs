@@ -77,11 +77,7 @@ fn a_model_with_a_shorter_tokenizer_length_encodes_that_many_tokens() {
     req.latents = None;
     req.steps = 2;
     let out = short
-        .generate(
-            &req,
-            &kiln_engine::pipeline::CancelToken::new(),
-            &mut |_| {},
-        )
+        .generate(&req, &kiln_engine::job::CancelToken::new(), &mut |_| {})
         .unwrap();
     assert_eq!(out.images.len(), req.prompts.len());
     // transformers writes a huge model_max_length when none is set: read as the positions.

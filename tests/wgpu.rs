@@ -2,7 +2,8 @@
 //! run. On a machine without a GPU it runs through Mesa's software Vulkan (lavapipe, Debian
 //! `mesa-vulkan-drivers`). Not part of the default CI run (Burn's wgpu build adds ~30 min).
 
-use kiln_engine::pipeline::{CancelToken, StableDiffusion};
+use kiln_engine::job::CancelToken;
+use kiln_engine::pipeline::StableDiffusion;
 
 use crate::common::{assert_close, fixture, reference, tensor_on, values};
 use crate::parity::{ddim_request, image_mean_abs_diff};

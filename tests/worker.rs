@@ -1,16 +1,22 @@
-//! The engine thread as the app drives it: commands in, events out, one repaint per event,
-//! cancellation, refusals, and recovery from a panic.
+//! The engine thread as a front end drives it: commands in, events out, one repaint per
+//! event, ids instead of positions, typed failures, busy replies while training, coalesced
+//! weight changes, cancellation, and recovery from a panic (also one while loading a model).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kiln_engine::pipeline::CancelToken;
-use kiln_engine::protocol::{Command, Event};
+use kiln_engine::ErrorKind;
+use kiln_engine::adapters::AdapterId;
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::{CancelToken, PauseToken, PrecisionChoice};
+use kiln_engine::protocol::{Command, Event, Failure, Operation};
+use kiln_engine::training::run::TrainingEvent;
+use kiln_engine::training::trainer::TrainingConfig;
 use kiln_engine::worker::EngineHandle;
 
 use crate::common::fixture;
-use crate::parity::ddim_request;
+use crate::parity::ddim_spec;
 
 fn engine() -> (EngineHandle, Arc<AtomicUsize>) {
     let repaints = Arc::new(AtomicUsize::new(0));
@@ -41,25 +47,66 @@ fn next(engine: &EngineHandle) -> Event {
     }
 }
 
-fn load(engine: &EngineHandle, model: &str) {
-    engine.send(Command::LoadModel {
+fn load_command(model: &str) -> Command {
+    Command::LoadModel {
         path: fixture(model),
-        device: "cpu".into(),
-        precision: None,
-    });
+        config: None,
+        device: DeviceSpec::Cpu,
+        precision: PrecisionChoice::Auto,
+    }
+}
+
+fn load(engine: &EngineHandle, model: &str) {
+    engine.send(load_command(model));
     assert!(matches!(next(engine), Event::ModelLoading { .. }));
     match next(engine) {
         Event::ModelLoaded {
-            info, precision, ..
+            info,
+            precision,
+            device,
         } => {
             assert_eq!(
                 precision,
-                kiln_engine::pipeline::Precision::F32,
+                kiln_engine::job::Precision::F32,
                 "f32 on the CPU"
             );
+            assert_eq!(device, DeviceSpec::Cpu);
             assert!(info.path.ends_with(model));
         }
         e => panic!("{e:?}"),
+    }
+}
+
+fn generate(engine: &EngineHandle, job: u64, spec: kiln_engine::resolve::GenerationSpec) {
+    engine.send(Command::Generate {
+        job,
+        spec: Box::new(spec),
+        cancel: CancelToken::new(),
+    });
+}
+
+/// The images of generation `job`, up to its `Done`.
+fn images(engine: &EngineHandle, job: u64) -> Vec<kiln_engine::protocol::GeneratedImage> {
+    let mut out = Vec::new();
+    loop {
+        match next(engine) {
+            Event::Generated { job: j, images } => {
+                assert_eq!(j, job);
+                out.extend(images);
+            }
+            Event::Done { job: j, .. } => {
+                assert_eq!(j, job);
+                return out;
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+}
+
+fn failure(engine: &EngineHandle) -> Failure {
+    match next(engine) {
+        Event::Failed(f) => f,
+        e => panic!("expected a failure, got {e:?}"),
     }
 }
 
@@ -67,13 +114,10 @@ fn load(engine: &EngineHandle, model: &str) {
 fn generates_with_progress_previews_and_recipes() {
     let (engine, repaints) = engine();
     load(&engine, "tiny-b");
-    let mut req = ddim_request("tiny-b");
-    req.preview = true;
-    engine.send(Command::Generate {
-        job: 7,
-        request: req.clone(),
-        cancel: CancelToken::new(),
-    });
+    let mut spec = ddim_spec("tiny-b");
+    spec.preview = true;
+    let calls = spec.steps.unwrap();
+    generate(&engine, 7, spec.clone());
     let mut steps = Vec::new();
     let images = loop {
         match engine
@@ -87,75 +131,128 @@ fn generates_with_progress_previews_and_recipes() {
                 total,
                 preview,
             } => {
-                assert_eq!((job, total), (7, req.steps));
+                assert_eq!((job, total), (7, calls));
                 assert!(preview.is_some());
                 steps.push(step);
             }
-            Event::Generated { job, images, .. } => {
+            Event::Generated { job, images } => {
                 assert_eq!(job, 7);
                 break images;
             }
             e => panic!("{e:?}"),
         }
     };
-    assert_eq!(steps, (1..=req.steps).collect::<Vec<_>>());
+    assert!(matches!(
+        next(&engine),
+        Event::Done {
+            job: 7,
+            random_seed: false,
+            ..
+        }
+    ));
+    assert_eq!(steps, (1..=calls).collect::<Vec<_>>());
     assert_eq!(images.len(), 2);
-    assert_eq!(images[1].recipe.prompt, req.prompts[1]);
+    assert_eq!(images[1].recipe.prompt, spec.prompts[1]);
     assert_eq!(
         images[1].recipe.model.hash.as_ref().map(String::len),
         Some(10)
     );
     // The repaint follows each send, so the last may land just after the event is read.
     let start = std::time::Instant::now();
-    while repaints.load(Ordering::SeqCst) < req.steps + 3
-        && start.elapsed() < Duration::from_secs(5)
-    {
+    while repaints.load(Ordering::SeqCst) < calls + 4 && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert!(
-        repaints.load(Ordering::SeqCst) >= req.steps + 3,
+        repaints.load(Ordering::SeqCst) >= calls + 4,
         "a repaint per event"
     );
 }
 
+/// A batch count of 2 runs two iterations, the second's seed advanced by the batch size; a
+/// prompt tag's LoRA is applied and recorded after the stack's.
 #[test]
-fn cancel_refusals_and_crash_recovery() {
+fn batch_counts_and_prompt_tags_are_resolved_by_the_engine() {
     let (engine, _) = engine();
-    // No model yet: a named error, not a panic.
-    engine.send(Command::Generate {
-        job: 1,
-        request: ddim_request("tiny-b"),
-        cancel: CancelToken::new(),
-    });
-    match next(&engine) {
-        Event::Error {
-            job: Some(1),
-            message,
-            ..
-        } => assert!(message.contains("no model is loaded"), "{message}"),
-        e => panic!("{e:?}"),
-    }
     load(&engine, "tiny-a");
-    // A LoRA for SDXL is refused with the reason; a good one is added with its report.
+    let mut spec = ddim_spec("tiny-a");
+    spec.latents = None;
+    spec.prompts = vec!["a photo of a cat <lora:kohya_qkvo:0.8>".into()];
+    spec.negatives = vec![];
+    spec.batch_count = 2;
+    spec.lora_dir = Some(fixture("adapters"));
+    generate(&engine, 3, spec.clone());
+    let out = images(&engine, 3);
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[0].recipe.seed, out[1].recipe.seed), (0, 1));
+    for g in &out {
+        assert_eq!(g.recipe.prompt, spec.prompts[0], "the prompt as typed");
+        assert_eq!(g.recipe.loras.len(), 1);
+        assert_eq!(
+            (g.recipe.loras[0].name.as_str(), g.recipe.loras[0].weight),
+            ("kohya_qkvo", 0.8)
+        );
+    }
+    // Without the LoRA folder the tag is a named error.
+    spec.lora_dir = None;
+    generate(&engine, 4, spec);
+    let f = failure(&engine);
+    assert_eq!(
+        (f.job, f.op, f.kind),
+        (Some(4), Operation::Generate, ErrorKind::NotFound)
+    );
+    assert!(
+        f.message().contains("<lora:kohya_qkvo:…>"),
+        "{}",
+        f.message()
+    );
+}
+
+#[test]
+fn failures_are_typed_cancel_works_and_a_crash_is_recovered() {
+    let (engine, _) = engine();
+    // No model yet: a typed failure, not a panic.
+    generate(&engine, 1, ddim_spec("tiny-b"));
+    let f = failure(&engine);
+    assert_eq!(
+        (f.job, f.op, f.kind),
+        (Some(1), Operation::Generate, ErrorKind::NoModel)
+    );
+    assert!(
+        f.message().contains("no model is loaded"),
+        "{}",
+        f.message()
+    );
+    load(&engine, "tiny-a");
+    // A LoRA for SDXL is refused with the reason, under its id; a good one is added.
     engine.send(Command::AddLora {
+        id: AdapterId(5),
         path: fixture("adapters/sdxl_lora.safetensors"),
         weight: 1.0,
         enabled: true,
     });
-    match next(&engine) {
-        Event::LoraRefused { reason, .. } => {
-            assert!(reason.contains("Stable Diffusion XL"), "{reason}")
-        }
-        e => panic!("{e:?}"),
-    }
+    let f = failure(&engine);
+    assert_eq!(
+        (f.adapter, f.op, f.kind),
+        (
+            Some(AdapterId(5)),
+            Operation::AddLora,
+            ErrorKind::Unsupported
+        )
+    );
+    assert!(
+        f.message().contains("Stable Diffusion XL"),
+        "{}",
+        f.message()
+    );
     engine.send(Command::AddLora {
+        id: AdapterId(6),
         path: fixture("adapters/kohya_qkvo.safetensors"),
         weight: 0.5,
         enabled: true,
     });
     match next(&engine) {
-        Event::LoraAdded { index, report, .. } => {
-            assert_eq!(index, 0);
+        Event::LoraAdded { id, report } => {
+            assert_eq!(id, AdapterId(6));
             assert_eq!(report.matched, report.modules);
         }
         e => panic!("{e:?}"),
@@ -165,80 +262,186 @@ fn cancel_refusals_and_crash_recovery() {
     cancel.cancel();
     engine.send(Command::Generate {
         job: 2,
-        request: ddim_request("tiny-a"),
+        spec: Box::new(ddim_spec("tiny-a")),
         cancel,
     });
     assert!(matches!(next(&engine), Event::Cancelled { job: 2 }));
-    // A panic inside the engine: reported, state dropped, engine still serving.
-    engine.send(Command::Crash);
+    // A panic inside the engine: reported with its operation, state dropped, engine serving.
+    engine.send(Command::Crash {
+        at: Operation::Generate,
+        times: 1,
+    });
+    generate(&engine, 3, ddim_spec("tiny-a"));
     match next(&engine) {
-        Event::Crashed { message } => assert!(message.contains("deliberate"), "{message}"),
+        Event::Crashed { op, job, message } => {
+            assert_eq!((op, job), (Operation::Generate, Some(3)));
+            assert!(message.contains("deliberate"), "{message}");
+        }
         e => panic!("{e:?}"),
     }
     assert!(engine.is_alive());
-    engine.send(Command::Generate {
-        job: 3,
-        request: ddim_request("tiny-a"),
-        cancel: CancelToken::new(),
-    });
-    assert!(
-        matches!(next(&engine), Event::Error { job: Some(3), .. }),
+    generate(&engine, 4, ddim_spec("tiny-a"));
+    assert_eq!(
+        failure(&engine).kind,
+        ErrorKind::NoModel,
         "the crashed engine dropped its model"
     );
     load(&engine, "tiny-b");
 }
 
+/// A file that makes the loader panic every time is reported every time, with the
+/// operation, and the engine goes on serving (it never retries by itself).
 #[test]
-fn embeddings_load_and_unload() {
+fn a_panic_while_loading_a_model_is_reported_not_retried() {
+    let (engine, _) = engine();
+    engine.send(Command::Crash {
+        at: Operation::LoadModel,
+        times: usize::MAX,
+    });
+    engine.send(load_command("tiny-b"));
+    match next(&engine) {
+        Event::Crashed { op, job, .. } => assert_eq!((op, job), (Operation::LoadModel, None)),
+        e => panic!("{e:?}"),
+    }
+    assert!(
+        engine
+            .events
+            .recv_timeout(Duration::from_millis(300))
+            .is_err(),
+        "nothing more happens by itself"
+    );
+    engine.send(load_command("tiny-b"));
+    assert!(matches!(
+        next(&engine),
+        Event::Crashed {
+            op: Operation::LoadModel,
+            ..
+        }
+    ));
+    assert!(engine.is_alive());
+}
+
+/// Commands run in order and name adapters by id: a LoRA removed while its add is still
+/// queued is removed, and the next image records no LoRA.
+#[test]
+fn a_lora_removed_while_its_add_is_pending_is_gone() {
     let (engine, _) = engine();
     load(&engine, "tiny-a");
-    for (file, token) in [
-        ("ti_cat.safetensors", "<cat>"),
-        ("ti_style.safetensors", "<style>"),
+    engine.send(Command::AddLora {
+        id: AdapterId(1),
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 1.0,
+        enabled: true,
+    });
+    engine.send(Command::RemoveLora { id: AdapterId(1) });
+    generate(&engine, 8, ddim_spec("tiny-a"));
+    assert!(matches!(
+        next(&engine),
+        Event::LoraAdded {
+            id: AdapterId(1),
+            ..
+        }
+    ));
+    let out = images(&engine, 8);
+    assert!(
+        out.iter().all(|g| g.recipe.loras.is_empty()),
+        "{:?}",
+        out[0].recipe.loras
+    );
+}
+
+/// A slider drag's hundred weights waiting in the queue are merged as one: the latest.
+#[test]
+fn a_run_of_weight_changes_is_applied_once_with_the_latest_weight() {
+    let (engine, _) = engine();
+    load(&engine, "tiny-a");
+    // Something slow first, so the weights pile up behind it.
+    generate(&engine, 1, ddim_spec("tiny-a"));
+    engine.send(Command::AddLora {
+        id: AdapterId(2),
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 0.0,
+        enabled: true,
+    });
+    for k in 1..=100 {
+        engine.send(Command::SetLoraWeight {
+            id: AdapterId(2),
+            weight: k as f32 / 100.0,
+        });
+    }
+    generate(&engine, 2, ddim_spec("tiny-a"));
+    let mut applied = Vec::new();
+    let recipe = loop {
+        match next(&engine) {
+            Event::LoraApplied {
+                id,
+                weight,
+                enabled,
+            } => {
+                assert_eq!((id, enabled), (AdapterId(2), true));
+                applied.push(weight);
+            }
+            Event::Generated { job: 2, images } => break images[0].recipe.clone(),
+            Event::Generated { job: 1, .. } | Event::Done { .. } | Event::LoraAdded { .. } => {}
+            e => panic!("{e:?}"),
+        }
+    };
+    assert!(
+        !applied.is_empty() && applied.len() <= 3,
+        "100 weights were merged {} times",
+        applied.len()
+    );
+    assert_eq!(applied.last(), Some(&1.0), "the latest weight wins");
+    assert_eq!(recipe.loras[0].weight, 1.0);
+}
+
+#[test]
+fn embeddings_load_and_unload_by_id() {
+    let (engine, _) = engine();
+    load(&engine, "tiny-a");
+    for (id, file, token) in [
+        (10, "ti_cat.safetensors", "<cat>"),
+        (11, "ti_style.safetensors", "<style>"),
     ] {
         engine.send(Command::LoadEmbedding {
+            id: AdapterId(id),
             path: fixture(&format!("adapters/{file}")),
             token: Some(token.into()),
         });
         match next(&engine) {
             Event::EmbeddingLoaded {
-                token: t, width, ..
-            } => assert_eq!((t.as_str(), width), (token, 32)),
+                id: got,
+                token: t,
+                width,
+                ..
+            } => assert_eq!((got, t.as_str(), width), (AdapterId(id), token, 32)),
             e => panic!("{e:?}"),
         }
     }
-    engine.send(Command::RemoveEmbedding { index: 0 });
-    let mut req = ddim_request("tiny-a");
-    req.prompts = vec!["a <style> painting".into()];
-    req.negatives = vec![String::new()];
-    req.latents = None;
-    engine.send(Command::Generate {
-        job: 4,
-        request: req,
-        cancel: CancelToken::new(),
-    });
-    match next(&engine) {
-        Event::Generated { images, .. } => {
-            let tokens: Vec<&str> = images[0]
-                .recipe
-                .embeddings
-                .iter()
-                .map(|e| e.token.as_str())
-                .collect();
-            assert_eq!(
-                tokens,
-                ["<style>"],
-                "the removed embedding is gone, the other still works"
-            );
-        }
-        e => panic!("{e:?}"),
-    }
+    engine.send(Command::RemoveEmbedding { id: AdapterId(10) });
+    let mut spec = ddim_spec("tiny-a");
+    spec.prompts = vec!["a <style> painting".into()];
+    spec.negatives = vec![String::new()];
+    spec.latents = None;
+    generate(&engine, 4, spec);
+    let out = images(&engine, 4);
+    let tokens: Vec<&str> = out[0]
+        .recipe
+        .embeddings
+        .iter()
+        .map(|e| e.token.as_str())
+        .collect();
+    assert_eq!(
+        tokens,
+        ["<style>"],
+        "the removed embedding is gone, the other still works"
+    );
 }
 
 #[test]
-fn training_through_the_engine_reports_plan_steps_checkpoints_and_pauses() {
-    use kiln_engine::training::trainer::{PauseToken, TrainingConfig, TrainingEvent};
+fn training_reports_plan_steps_checkpoints_and_pauses_and_holds_the_engine() {
     let (engine, _) = engine();
+    load(&engine, "tiny-a");
     let data = tempfile::tempdir().unwrap();
     for i in 0..2u8 {
         let pixels = (0..32 * 32)
@@ -286,7 +489,7 @@ fn training_through_the_engine_reports_plan_steps_checkpoints_and_pauses() {
     pause.set(true);
     engine.send(Command::StartTraining {
         job: 9,
-        config: Box::new(config),
+        config: Box::new(config.clone()),
         resume: None,
         cancel: CancelToken::new(),
         pause: pause.clone(),
@@ -298,6 +501,46 @@ fn training_through_the_engine_reports_plan_steps_checkpoints_and_pauses() {
         }
         e => panic!("{e:?}"),
     }
+    // While the run holds the engine, what needs its compute is refused, typed; the stack
+    // still answers.
+    generate(&engine, 20, ddim_spec("tiny-a"));
+    match next(&engine) {
+        Event::Busy { job, op, training } => {
+            assert_eq!((job, op, training), (Some(20), Operation::Generate, 9))
+        }
+        e => panic!("{e:?}"),
+    }
+    engine.send(load_command("tiny-b"));
+    assert!(matches!(
+        next(&engine),
+        Event::Busy {
+            op: Operation::LoadModel,
+            training: 9,
+            ..
+        }
+    ));
+    engine.send(Command::StartTraining {
+        job: 21,
+        config: Box::new(config),
+        resume: None,
+        cancel: CancelToken::new(),
+        pause: PauseToken::default(),
+    });
+    assert!(matches!(
+        next(&engine),
+        Event::Busy {
+            job: Some(21),
+            op: Operation::Train,
+            training: 9
+        }
+    ));
+    engine.send(Command::AddLora {
+        id: AdapterId(1),
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 1.0,
+        enabled: true,
+    });
+    assert!(matches!(next(&engine), Event::LoraAdded { .. }));
     assert!(
         engine
             .events
@@ -330,4 +573,7 @@ fn training_through_the_engine_reports_plan_steps_checkpoints_and_pauses() {
     };
     assert_eq!((steps, checkpoints, samples), (4, 2, 1));
     assert!(output.exists());
+    // The run is over: generating works again.
+    generate(&engine, 22, ddim_spec("tiny-a"));
+    assert_eq!(images(&engine, 22).len(), 2);
 }

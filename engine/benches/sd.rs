@@ -3,8 +3,10 @@
 //! LoRA training step, the two `kiln train base` steps, and the shipped model's txt2img. `benches/compare.sh` runs these and `benches/torch_side.py` (the same
 //! work in PyTorch/diffusers) in one go and prints the ratios.
 //!
-//! `cargo bench -p kiln-engine --bench sd --profile dev [-- DEVICE]` (DEVICE: cpu, ndarray,
-//! wgpu, … — what this build has). Prints one JSON object per measurement.
+//! `cargo bench -p kiln-engine --bench sd --profile dev [-- DEVICE] [--quick]` (DEVICE: cpu,
+//! ndarray, wgpu, … — what this build has). Prints one JSON object per measurement.
+//! `--quick` (or `KILN_BENCH_QUICK=1`) runs every benchmark once at its smallest size — what CI
+//! does so a benchmark that breaks fails the run; its timings mean nothing.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -12,10 +14,57 @@ use std::path::Path;
 use std::time::Instant;
 
 use kiln_engine::burn::tensor::{Device, Tensor, TensorData};
+use kiln_engine::job::CancelToken;
+use kiln_engine::loader::Loader;
 use kiln_engine::models::config::sd15;
 use kiln_engine::models::unet_2d_condition::UNet2DConditionModel;
-use kiln_engine::pipeline::{CancelToken, GenerationRequest, Sampler, StableDiffusion};
-use kiln_engine::weights::loader::Loader;
+use kiln_engine::pipeline::{GenerationRequest, StableDiffusion};
+use kiln_engine::schedulers::Sampler;
+
+/// How big and how often: the real measurements, or CI's one quick pass.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Timed runs after the warm-up.
+    runs: usize,
+    /// Latent side of the full-size SD 1.5 UNet forward.
+    unet_latent: usize,
+    /// Denoising steps of the txt2img benchmarks.
+    steps: usize,
+    /// Batch of the whole-model training steps.
+    base_batch: usize,
+    /// Warm-up steps of the LoRA training step.
+    train_warmup: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Sizes {
+                runs: 1,
+                unet_latent: 8,
+                steps: 2,
+                base_batch: 2,
+                train_warmup: 1,
+            }
+        } else {
+            Sizes {
+                runs: std::env::var("KILN_BENCH_RUNS")
+                    .ok()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(3),
+                unet_latent: 32,
+                steps: 0,
+                base_batch: 32,
+                train_warmup: 3,
+            }
+        }
+    }
+
+    /// `steps` in quick mode, else `full`.
+    fn steps_or(&self, full: usize) -> usize {
+        if self.steps > 0 { self.steps } else { full }
+    }
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -27,11 +76,13 @@ fn randn(shape: [usize; 4], device: &Device) -> Tensor<4> {
     noise.randn(shape, device)
 }
 
-fn bench_unet(device: &Device, device_name: &str, runs: usize) {
+fn bench_unet(device: &Device, device_name: &str, sizes: Sizes) {
+    let runs = sizes.runs;
+    let side = sizes.unet_latent;
     let config = sd15().unet;
     let mut ld = Loader::random(0, device);
     let unet = UNet2DConditionModel::load(&config, &mut ld).unwrap();
-    let sample = randn([2, 4, 32, 32], device);
+    let sample = randn([2, 4, side, side], device);
     let context: Tensor<3> = Tensor::from_data(
         TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]),
         device,
@@ -47,7 +98,7 @@ fn bench_unet(device: &Device, device_name: &str, runs: usize) {
         }
     }
     println!(
-        r#"{{"bench": "unet_sd15_32x32_b2", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        r#"{{"bench": "unet_sd15_{side}x{side}_b2", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
         median(times)
     );
 }
@@ -70,6 +121,7 @@ fn tiny_request() -> GenerationRequest {
         clip_skip: 1,
         init_image: None,
         preview: false,
+        step_noise: None,
     }
 }
 
@@ -78,9 +130,11 @@ fn tiny_model(device: &Device) -> StableDiffusion {
     StableDiffusion::load(&root, None, device).unwrap()
 }
 
-fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
+fn bench_tiny_txt2img(device: &Device, device_name: &str, sizes: Sizes, runs: usize) {
     let sd = tiny_model(device);
-    let req = tiny_request();
+    let mut req = tiny_request();
+    req.steps = sizes.steps_or(25);
+    let steps = req.steps;
     let mut times = Vec::new();
     for i in 0..runs + 1 {
         let t0 = Instant::now();
@@ -90,14 +144,15 @@ fn bench_tiny_txt2img(device: &Device, device_name: &str, runs: usize) {
         }
     }
     println!(
-        r#"{{"bench": "tiny_a_txt2img_64x64_b2_25steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        r#"{{"bench": "tiny_a_txt2img_64x64_b2_{steps}steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
         median(times)
     );
 }
 
 /// Seconds per step and per UNet call of every sampler (tiny-a, 64×64, 2 prompts, CFG, 20
 /// steps): samplers should differ only by their UNet calls per step.
-fn bench_samplers(device: &Device, device_name: &str, runs: usize) {
+fn bench_samplers(device: &Device, device_name: &str, sizes: Sizes) {
+    let runs = sizes.runs;
     use kiln_engine::schedulers::Schedule;
     let sd = tiny_model(device);
     for name in Sampler::NAMES {
@@ -108,7 +163,7 @@ fn bench_samplers(device: &Device, device_name: &str, runs: usize) {
         };
         let mut req = tiny_request();
         req.sampler = Sampler::from_name(name, schedule, 0.0).unwrap();
-        req.steps = 20;
+        req.steps = sizes.steps_or(20);
         let mut times = Vec::new();
         let mut calls = 0;
         for i in 0..runs + 1 {
@@ -121,7 +176,8 @@ fn bench_samplers(device: &Device, device_name: &str, runs: usize) {
         }
         let t = median(times);
         println!(
-            r#"{{"bench": "sampler_{name}_tiny_a_64x64_b2_20steps", "impl": "kiln-{device_name}", "seconds": {t:.4}, "unet_calls": {calls}, "seconds_per_step": {:.5}, "seconds_per_unet_call": {:.5}}}"#,
+            r#"{{"bench": "sampler_{name}_tiny_a_64x64_b2_{}steps", "impl": "kiln-{device_name}", "seconds": {t:.4}, "unet_calls": {calls}, "seconds_per_step": {:.5}, "seconds_per_unet_call": {:.5}}}"#,
+            req.steps,
             t / req.steps as f64,
             t / calls as f64
         );
@@ -130,7 +186,8 @@ fn bench_samplers(device: &Device, device_name: &str, runs: usize) {
 
 /// One LoRA training step (rank 4 on the attention projections, batch 2, 16×16 latents,
 /// AdamW, clipping) on tiny-a — compare `torch_train_step` in torch_side.py.
-fn bench_train_step(device: &Device, device_name: &str, runs: usize) {
+fn bench_train_step(device: &Device, device_name: &str, sizes: Sizes, runs: usize) {
+    let warmup = sizes.train_warmup;
     use kiln_engine::training::adamw::AdamWConfig;
     use kiln_engine::training::lora::{
         Batch, LoraConfig, LoraWeights, StepOptions, Text, train_step,
@@ -157,7 +214,7 @@ fn bench_train_step(device: &Device, device_name: &str, runs: usize) {
         text: Text::Context(context),
     };
     let mut times = Vec::new();
-    for t in 1..=runs + 3 {
+    for t in 1..=runs + warmup {
         let t0 = Instant::now();
         train_step(
             &sd.unet,
@@ -174,7 +231,7 @@ fn bench_train_step(device: &Device, device_name: &str, runs: usize) {
             },
         )
         .unwrap();
-        if t > 3 {
+        if t > warmup {
             times.push(t0.elapsed().as_secs_f64());
         }
     }
@@ -185,43 +242,46 @@ fn bench_train_step(device: &Device, device_name: &str, runs: usize) {
 }
 
 fn main() {
-    let name = std::env::args()
-        .skip(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let name = args
+        .iter()
         .find(|a| !a.starts_with('-'))
+        .cloned()
         .unwrap_or_else(|| "cpu".into());
+    let quick = args.iter().any(|a| a == "--quick")
+        || std::env::var("KILN_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let sizes = Sizes::new(quick);
     let device = kiln_engine::device::device(&name).unwrap();
     let only = std::env::var("KILN_BENCH").unwrap_or_default();
-    if only.is_empty() || only == "txt2img" {
-        bench_tiny_txt2img(&device, &name, 5);
+    let run = |what: &str| only.is_empty() || only == what;
+    if run("txt2img") {
+        bench_tiny_txt2img(&device, &name, sizes, if quick { 1 } else { 5 });
     }
-    let runs = std::env::var("KILN_BENCH_RUNS")
-        .ok()
-        .and_then(|r| r.parse().ok())
-        .unwrap_or(3);
-    if only.is_empty() || only == "unet" {
-        bench_unet(&device, &name, runs);
+    if run("unet") {
+        bench_unet(&device, &name, sizes);
     }
-    if only.is_empty() || only == "samplers" {
-        bench_samplers(&device, &name, runs);
+    if run("samplers") {
+        bench_samplers(&device, &name, sizes);
     }
-    if only.is_empty() || only == "train" {
-        bench_train_step(&device, &name, 30);
+    if run("train") {
+        bench_train_step(&device, &name, sizes, if quick { 1 } else { 30 });
     }
-    if only.is_empty() || only == "lora" {
-        bench_lora(&device, &name);
+    if run("lora") {
+        bench_lora(&device, &name, sizes);
     }
-    if only.is_empty() || only == "base" {
-        bench_base_steps(&device, &name, runs);
+    if run("base") {
+        bench_base_steps(&device, &name, sizes);
     }
-    if only.is_empty() || only == "kiln-tiny" {
-        bench_kiln_tiny(&device, &name, runs);
+    if run("kiln-tiny") {
+        bench_kiln_tiny(&device, &name, sizes);
     }
 }
 
 /// One `kiln train base` step of each phase on the kiln-tiny architecture with random weights
 /// (`assets/models/kiln-tiny.arch.json`): UNet + text encoder at batch 32 on 16×16 latents,
 /// and the VAE at batch 16 on 64×64 images — compare `base_steps` in torch_side.py.
-fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
+fn bench_base_steps(device: &Device, device_name: &str, sizes: Sizes) {
+    let (runs, b) = (sizes.runs, sizes.base_batch);
     use kiln_engine::burn::tensor::Int;
     use kiln_engine::training::adamw::AdamWConfig;
     use kiln_engine::training::base::{
@@ -249,13 +309,18 @@ fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
             .unwrap_or_else(kiln_engine::schedulers::SchedulerConfig::sd15),
     };
     let alphas = models.scheduler.alphas_cumprod().unwrap();
-    let ids: Vec<i64> = (0..32 * 77).map(|i| (i % 500) as i64).collect();
+    // kiln-tiny's shape: 64×64 images, latents of the VAE's channels at its factor, captions
+    // of its tokenizer's length.
+    let (channels, factor) = (models.vae.latent_channels, cfg.vae.scale_factor());
+    let side = 64 / factor;
+    let len = cfg.tokenizer_max_length;
+    let ids: Vec<i64> = (0..b * len).map(|i| (i % 500) as i64).collect();
     let batch = Batch {
-        latents: randn([32, 4, 16, 16], device),
-        noise: randn([32, 4, 16, 16], device),
-        timesteps: (0..32).map(|i| i * 31).collect(),
+        latents: randn([b, channels, side, side], device),
+        noise: randn([b, channels, side, side], device),
+        timesteps: (0..b).map(|i| i * 31 % 1000).collect(),
         text: Text::Ids(Tensor::<2, Int>::from_data(
-            TensorData::new(ids, [32, 77]),
+            TensorData::new(ids, [b, len]),
             device,
         )),
     };
@@ -289,11 +354,12 @@ fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
         }
     }
     println!(
-        r#"{{"bench": "base_diffusion_step_kiln_tiny_arch_b32", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        r#"{{"bench": "base_diffusion_step_kiln_tiny_arch_b{b}", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
         median(times)
     );
-    let images = randn([16, 3, 64, 64], device).clamp(-1.0, 1.0);
-    let eps = randn([16, 4, 16, 16], device);
+    let vb = b.min(16);
+    let images = randn([vb, 3, 64, 64], device).clamp(-1.0, 1.0);
+    let eps = randn([vb, channels, side, side], device);
     let mut times = Vec::new();
     for t in 1..=runs + 1 {
         let t0 = Instant::now();
@@ -317,26 +383,29 @@ fn bench_base_steps(device: &Device, device_name: &str, runs: usize) {
         }
     }
     println!(
-        r#"{{"bench": "base_vae_step_kiln_tiny_arch_b16_64x64", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        r#"{{"bench": "base_vae_step_kiln_tiny_arch_b{vb}_64x64", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
         median(times)
     );
 }
 
 /// The shipped model: one 64×64 image, 20 DPM++ 2M Karras steps with CFG (the studio's
 /// default kind of request) — compare `kiln_tiny` in torch_side.py.
-fn bench_kiln_tiny(device: &Device, device_name: &str, runs: usize) {
+fn bench_kiln_tiny(device: &Device, device_name: &str, sizes: Sizes) {
+    let runs = sizes.runs;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny");
     if !root.join("model_index.json").is_file() {
         return;
     }
     let sd = StableDiffusion::load(&root, None, device).unwrap();
     let mut req = tiny_request();
-    req.prompts = vec![kiln_engine::bundled::SAMPLE_PROMPT.into()];
+    // The studio's first prompt with the shipped model.
+    req.prompts = vec!["a large red circle on a blue background".into()];
     req.negatives = vec![String::new()];
     req.sampler = Sampler::DpmPp2m {
         schedule: kiln_engine::schedulers::Schedule::Karras,
     };
-    req.steps = 20;
+    req.steps = sizes.steps_or(20);
+    let steps = req.steps;
     let mut times = Vec::new();
     for i in 0..runs + 1 {
         let t0 = Instant::now();
@@ -346,7 +415,7 @@ fn bench_kiln_tiny(device: &Device, device_name: &str, runs: usize) {
         }
     }
     println!(
-        r#"{{"bench": "kiln_tiny_txt2img_64x64_b1_20steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
+        r#"{{"bench": "kiln_tiny_txt2img_64x64_b1_{steps}steps", "impl": "kiln-{device_name}", "seconds": {:.4}}}"#,
         median(times)
     );
 }
@@ -422,13 +491,15 @@ fn random_attention_lora(
 
 /// Re-weighting one LoRA in a stack of three on a full-size SD 1.5 UNet, and UNet speed with
 /// 0 and 3 merged LoRAs.
-pub fn bench_lora(device: &Device, device_name: &str) {
-    use kiln_engine::adapters::lora::stack::LoraStack;
+fn bench_lora(device: &Device, device_name: &str, sizes: Sizes) {
+    use kiln_engine::adapters::AdapterId;
+    use kiln_engine::adapters::lora::stack::{LoraStack, StackKey};
     use kiln_engine::adapters::lora::targets::Component;
+    let side = sizes.unet_latent;
     let config = sd15().unet;
     let mut ld = Loader::random(0, device);
     let mut unet = UNet2DConditionModel::load(&config, &mut ld).unwrap();
-    let sample = randn([2, 4, 32, 32], device);
+    let sample = randn([2, 4, side, side], device);
     let context: Tensor<3> = Tensor::from_data(
         TensorData::new(vec![0.1f32; 2 * 77 * 768], [2, 77, 768]),
         device,
@@ -440,26 +511,36 @@ pub fn bench_lora(device: &Device, device_name: &str) {
             .into_data();
         t0.elapsed().as_secs_f64()
     };
+    let runs = sizes.runs;
     let _ = forward(&unet);
-    let plain = median((0..3).map(|_| forward(&unet)).collect());
+    let plain = median((0..runs).map(|_| forward(&unet)).collect());
     let mut stack = LoraStack::default();
     let mut with1 = 0.0;
     for seed in 0..3 {
         let adapter = std::sync::Arc::new(random_attention_lora(&unet, 16, seed));
-        let dirty = stack.push(adapter, 0.8, device);
+        let dirty = stack.push(
+            StackKey::Adapter(AdapterId(seed)),
+            adapter,
+            0.8,
+            true,
+            device,
+        );
         unet = stack.merge_into(Component::Unet, unet, &dirty);
         if seed == 0 {
             let _ = forward(&unet);
-            with1 = median((0..3).map(|_| forward(&unet)).collect());
+            with1 = median((0..runs).map(|_| forward(&unet)).collect());
         }
     }
     let _ = forward(&unet);
-    let with3 = median((0..3).map(|_| forward(&unet)).collect());
+    let with3 = median((0..runs).map(|_| forward(&unet)).collect());
     let layers = stack.entries()[1].covers().len();
     let mut times = Vec::new();
-    for w in [0.5f32, 0.9, -0.3, 1.2, 0.0] {
+    for w in [0.5f32, 0.9, -0.3, 1.2, 0.0]
+        .into_iter()
+        .take(runs.max(1) + 2)
+    {
         let t0 = Instant::now();
-        let dirty = stack.set_weight(1, w);
+        let dirty = stack.set_weight(&StackKey::Adapter(AdapterId(1)), w);
         unet = stack.merge_into(Component::Unet, unet, &dirty);
         // Read one merged weight back so lazy backends finish the work.
         let _ = unet.mid_block.attentions[0].transformer_blocks[0]
@@ -475,12 +556,12 @@ pub fn bench_lora(device: &Device, device_name: &str) {
         median(times)
     );
     println!(
-        r#"{{"bench": "unet_sd15_32x32_b2_0_loras", "impl": "kiln-{device_name}", "seconds": {plain:.4}}}"#
+        r#"{{"bench": "unet_sd15_{side}x{side}_b2_0_loras", "impl": "kiln-{device_name}", "seconds": {plain:.4}}}"#
     );
     println!(
-        r#"{{"bench": "unet_sd15_32x32_b2_1_lora", "impl": "kiln-{device_name}", "seconds": {with1:.4}}}"#
+        r#"{{"bench": "unet_sd15_{side}x{side}_b2_1_lora", "impl": "kiln-{device_name}", "seconds": {with1:.4}}}"#
     );
     println!(
-        r#"{{"bench": "unet_sd15_32x32_b2_3_loras", "impl": "kiln-{device_name}", "seconds": {with3:.4}}}"#
+        r#"{{"bench": "unet_sd15_{side}x{side}_b2_3_loras", "impl": "kiln-{device_name}", "seconds": {with3:.4}}}"#
     );
 }

@@ -76,12 +76,22 @@ pub enum Error {
         path: PathBuf,
     },
     /// A model of a family Kiln recognises but does not run.
-    #[error("{what} is not supported: {family}")]
+    #[error(
+        "{what} is not supported: {family} checkpoints are recognised but Kiln runs only Stable Diffusion 1.x models for now"
+    )]
+    UnsupportedFamily {
+        /// What was being loaded (a path).
+        what: String,
+        /// What the model is.
+        family: crate::family::ModelFamily,
+    },
+    /// A model Kiln does not run, of no family it knows (another pipeline).
+    #[error("{what} is not supported: {kind}")]
     UnsupportedModel {
         /// What was being loaded (a path or component name).
         what: String,
-        /// What the model is, e.g. "Stable Diffusion XL".
-        family: String,
+        /// What the model is, e.g. "pipeline class 'KandinskyPipeline'".
+        kind: String,
     },
     /// Tensors the model needs are not in the file.
     #[error("{what}: {} tensor(s) missing, e.g. {}", keys.len(), preview(keys))]
@@ -153,9 +163,9 @@ pub enum Error {
         /// The file involved.
         path: PathBuf,
         /// The adapter's family.
-        adapter: String,
+        adapter: crate::family::ModelFamily,
         /// The loaded model's family.
-        model: String,
+        model: crate::family::ModelFamily,
     },
     /// LoRA modules that match no layer of the loaded model.
     #[error("{path}: {} of {total} LoRA modules match nothing in this model, e.g. {}", unmatched.len(), preview(unmatched))]
@@ -184,27 +194,6 @@ pub enum Error {
         path: std::path::PathBuf,
         /// Why.
         reason: String,
-    },
-    /// A download failed (no network, server error, interrupted transfer).
-    #[error("cannot download {url}: {reason}")]
-    Network {
-        /// What was asked for.
-        url: String,
-        /// Why it failed.
-        reason: String,
-    },
-    /// A downloaded file's SHA-256 is not the one the server announced (the partial file is
-    /// removed; the next run downloads it again).
-    #[error(
-        "{path}: checksum mismatch (expected sha256 {expected}, got {got}); the file was removed, download it again"
-    )]
-    ChecksumMismatch {
-        /// The file.
-        path: std::path::PathBuf,
-        /// Announced SHA-256.
-        expected: String,
-        /// Computed SHA-256.
-        got: String,
     },
     /// A computation produced NaN or infinite values.
     #[error("{0} produced NaN or infinite values (try f32 precision or another sampler)")]
@@ -249,6 +238,86 @@ pub enum Error {
         /// The token.
         token: String,
     },
+    /// A command needs a loaded model and there is none.
+    #[error("no model is loaded; open a checkpoint first")]
+    NoModel,
+    /// A `<lora:NAME:…>` prompt tag names a LoRA that is not in the LoRA folder.
+    #[error("{}", match dir {
+        Some(d) => format!("the prompt uses <lora:{name}:…> but {} has no {name}.safetensors", d.display()),
+        None => format!("the prompt uses <lora:{name}:…>; say where LoRAs are (--lora-dir DIR, or the LoRA folder in the window's settings)"),
+    })]
+    LoraTagNotFound {
+        /// NAME as written in the tag.
+        name: String,
+        /// The folder searched (None: no LoRA folder was given).
+        dir: Option<PathBuf>,
+    },
+    /// A recipe's init image is missing or has changed since the recipe was made.
+    #[error(
+        "{path}: the recipe's init image is missing or has changed since; choose the init image again"
+    )]
+    InitImageChanged {
+        /// The file the recipe names.
+        path: PathBuf,
+    },
+}
+
+/// What kind of failure an [`Error`] is, for front ends that act on it (the window's
+/// notifications, the HTTP API's status codes) without reading its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// A file could not be read or written.
+    Io,
+    /// A file is not what it should be (format, pointer, page, pickle, damaged checkpoint).
+    BadFile,
+    /// A model, adapter or device Kiln recognises but cannot use here.
+    Unsupported,
+    /// The request or a configuration is invalid.
+    InvalidRequest,
+    /// The job was cancelled.
+    Cancelled,
+    /// A computation or training run produced NaN or infinite values.
+    NonFinite,
+    /// No model is loaded.
+    NoModel,
+    /// A file the request names is missing or changed.
+    NotFound,
+}
+
+impl Error {
+    /// Its [`ErrorKind`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::Format { .. }
+            | Error::GitLfsPointer { .. }
+            | Error::HtmlPage { .. }
+            | Error::PickleCheckpoint { .. }
+            | Error::MissingTensors { .. }
+            | Error::UnusedTensors { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::NotAnAdapter { .. }
+            | Error::NotAnEmbedding { .. }
+            | Error::UnsafePickle { .. }
+            | Error::BadCheckpoint { .. } => ErrorKind::BadFile,
+            Error::UnsupportedModel { .. }
+            | Error::UnsupportedFamily { .. }
+            | Error::UnsupportedAdapter { .. }
+            | Error::AdapterFamilyMismatch { .. }
+            | Error::AdapterUnmatched { .. }
+            | Error::EmbeddingWidthMismatch { .. }
+            | Error::DeviceUnavailable { .. } => ErrorKind::Unsupported,
+            Error::Config(_)
+            | Error::InvalidRequest(_)
+            | Error::Tokenizer(_)
+            | Error::TokenInVocabulary { .. } => ErrorKind::InvalidRequest,
+            Error::Cancelled => ErrorKind::Cancelled,
+            Error::NonFinite(_) | Error::TrainingDiverged { .. } => ErrorKind::NonFinite,
+            Error::NoModel => ErrorKind::NoModel,
+            Error::LoraTagNotFound { .. } | Error::InitImageChanged { .. } => ErrorKind::NotFound,
+        }
+    }
 }
 
 fn preview(keys: &[String]) -> String {

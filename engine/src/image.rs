@@ -6,7 +6,7 @@ use std::path::Path;
 use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
-use crate::weights::safetensors::write_atomic;
+use crate::fs::write_atomic;
 
 /// An 8-bit RGB image.
 #[derive(Debug, Clone, PartialEq, Eq)]

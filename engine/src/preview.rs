@@ -7,7 +7,7 @@
 //! It costs well under a millisecond per 64×64 latent, against the VAE decoder's seconds.
 
 use crate::image::RgbImage;
-use crate::pipeline::LatentsData;
+use crate::job::LatentsData;
 
 /// Latent channel → RGB contribution for SD 1.x.
 const SD1_FACTORS: [[f32; 3]; 4] = [

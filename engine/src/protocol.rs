@@ -1,56 +1,121 @@
-//! The messages between the desktop app and the engine thread ([`crate::worker`]): plain
-//! data, `Send`, documented variant by variant. The app sends [`Command`]s and drains
-//! [`Event`]s each frame; the engine requests a repaint after every event it sends.
+//! The messages between a front end (the window, soon the HTTP API) and the engine thread
+//! ([`crate::worker`]): plain data, `Send`, documented variant by variant. The front end
+//! sends [`Command`]s and drains [`Event`]s; the engine requests a repaint after every event.
+//!
+//! Everything is addressed by ids the front end chooses — a job by its [`JobId`], an adapter
+//! by its [`AdapterId`] — never by positions. A failure is an [`Event::Failed`] carrying the
+//! job or adapter, the [`Operation`] and a typed [`ErrorKind`]; a command that cannot run
+//! while a training run holds the engine is answered [`Event::Busy`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::adapters::AdapterId;
 use crate::adapters::lora::LoraReport;
+use crate::device::DeviceSpec;
+use crate::error::{Error, ErrorKind};
 use crate::image::RgbImage;
-use crate::metadata::Recipe;
-use crate::pipeline::{CancelToken, GenerationRequest, Precision};
+use crate::job::{CancelToken, PauseToken, Precision, PrecisionChoice};
+use crate::resolve::GenerationSpec;
 use crate::training::dataset::{DatasetOptions, DatasetReport};
-use crate::training::trainer::{PauseToken, TrainingConfig, TrainingEvent};
+use crate::training::run::TrainingEvent;
+use crate::training::trainer::TrainingConfig;
 use crate::weights::CheckpointInfo;
 
-/// Identifies one job (a generation), chosen by the app.
+pub use crate::session::GeneratedImage;
+
+/// Identifies one job (a generation, a comparison, a training run), chosen by the front end.
 pub type JobId = u64;
 
-/// What the app asks the engine to do. Commands run one at a time, in order.
+/// What a command does, as failures and busy replies name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// [`Command::LoadModel`].
+    LoadModel,
+    /// [`Command::Generate`].
+    Generate,
+    /// [`Command::CompareWithBaseline`].
+    Compare,
+    /// [`Command::AddLora`].
+    AddLora,
+    /// [`Command::SetLoraWeight`], [`Command::SetLoraEnabled`], [`Command::ReorderLoras`],
+    /// [`Command::RemoveLora`].
+    ChangeLoras,
+    /// [`Command::LoadEmbedding`].
+    LoadEmbedding,
+    /// [`Command::RemoveEmbedding`].
+    RemoveEmbedding,
+    /// [`Command::ValidateDataset`].
+    ValidateDataset,
+    /// [`Command::StartTraining`].
+    Train,
+    /// [`Command::EstimateTraining`].
+    EstimateTraining,
+}
+
+impl Operation {
+    /// What it is doing, in words ("loading the model").
+    pub fn describe(self) -> &'static str {
+        match self {
+            Operation::LoadModel => "loading the model",
+            Operation::Generate => "generating",
+            Operation::Compare => "comparing with the baseline",
+            Operation::AddLora => "adding a LoRA",
+            Operation::ChangeLoras => "changing the LoRA stack",
+            Operation::LoadEmbedding => "loading an embedding",
+            Operation::RemoveEmbedding => "removing an embedding",
+            Operation::ValidateDataset => "validating the dataset",
+            Operation::Train => "training",
+            Operation::EstimateTraining => "estimating the training time",
+        }
+    }
+}
+
+/// What the front end asks the engine to do. Commands run one at a time, in order (a training
+/// run goes on beside them; see [`Event::Busy`]).
 #[derive(Debug, Clone)]
 pub enum Command {
     /// Load a checkpoint (file or diffusers folder), replacing the current model. The LoRA
-    /// stack and embeddings of the previous model are dropped (the app re-sends them).
+    /// stack and embeddings of the previous model are dropped (the front end re-sends them
+    /// after [`Event::ModelLoaded`]).
     LoadModel {
         /// File or folder.
         path: PathBuf,
-        /// Device name (see [`crate::device::device`]).
-        device: String,
-        /// Precision; None = [`Precision::default_for`] the device.
-        precision: Option<Precision>,
+        /// Configs for a single-file checkpoint (like `--config`).
+        config: Option<PathBuf>,
+        /// The device.
+        device: DeviceSpec,
+        /// Precision.
+        precision: PrecisionChoice,
     },
-    /// Generate images; answered by [`Event::Progress`]… then [`Event::Generated`] (or
-    /// [`Event::Cancelled`] / [`Event::Error`]).
+    /// Generate images: `spec` is resolved against the loaded model
+    /// ([`crate::resolve::resolve`]) and run by the session with its stack; answered by
+    /// [`Event::Progress`]…, one [`Event::Generated`] per iteration, then [`Event::Done`] (or
+    /// [`Event::Cancelled`] / [`Event::Failed`]).
     Generate {
         /// The job's id.
         job: JobId,
-        /// What to generate (set `preview` for live previews).
-        request: GenerationRequest,
-        /// Set by the app to stop the job within one UNet call.
+        /// What the user asked for (set `preview` for live previews).
+        spec: Box<GenerationSpec>,
+        /// Set by the front end to stop the job within one UNet call.
         cancel: CancelToken,
     },
-    /// Run `request` twice at the same seed — every LoRA off, then the stack as it is — for
-    /// the compare view ([`Event::Compared`]).
+    /// Run `spec`'s first image twice at the same seed — every LoRA off, then the stack as it
+    /// is — for the compare view ([`Event::Compared`]).
     CompareWithBaseline {
         /// The job's id.
         job: JobId,
-        /// What to generate (its first image is compared).
-        request: GenerationRequest,
+        /// What to generate.
+        spec: Box<GenerationSpec>,
         /// Stops the job.
         cancel: CancelToken,
     },
-    /// Open a LoRA and add it at the end of the stack ([`Event::LoraAdded`] or
-    /// [`Event::LoraRefused`]).
+    /// Open a LoRA and add it to the stack under `id`, after the others ([`Event::LoraAdded`]
+    /// or a failure of [`Operation::AddLora`] for `id`).
     AddLora {
+        /// The front end's name for it.
+        id: AdapterId,
         /// File or PEFT folder.
         path: PathBuf,
         /// Initial weight.
@@ -58,43 +123,46 @@ pub enum Command {
         /// Whether it starts enabled.
         enabled: bool,
     },
-    /// Change a LoRA's weight (only the layers it covers are recomputed).
+    /// Change a LoRA's weight (only the layers it covers are recomputed). A run of these
+    /// waiting in the queue is applied as one: the latest weight of each LoRA.
     SetLoraWeight {
-        /// Stack index.
-        index: usize,
+        /// Which LoRA.
+        id: AdapterId,
         /// New weight.
         weight: f32,
     },
     /// Turn a LoRA on or off.
     SetLoraEnabled {
-        /// Stack index.
-        index: usize,
+        /// Which LoRA.
+        id: AdapterId,
         /// On or off.
         enabled: bool,
     },
-    /// Move a LoRA within the stack.
-    MoveLora {
-        /// From index.
-        from: usize,
-        /// To index.
-        to: usize,
+    /// Put the stack in this order (ids the engine does not have are ignored).
+    ReorderLoras {
+        /// Every LoRA, first to last.
+        order: Vec<AdapterId>,
     },
-    /// Remove a LoRA from the stack.
+    /// Remove a LoRA from the stack (also one whose [`Command::AddLora`] is still queued:
+    /// commands run in order).
     RemoveLora {
-        /// Stack index.
-        index: usize,
+        /// Which LoRA.
+        id: AdapterId,
     },
-    /// Load a textual-inversion embedding ([`Event::EmbeddingLoaded`] or [`Event::Error`]).
+    /// Load a textual-inversion embedding under `id` ([`Event::EmbeddingLoaded`] or a failure
+    /// of [`Operation::LoadEmbedding`]).
     LoadEmbedding {
+        /// The front end's name for it.
+        id: AdapterId,
         /// The file.
         path: PathBuf,
         /// Token; None = the file stem.
         token: Option<String>,
     },
-    /// Unload embedding `index` (load order).
+    /// Unload an embedding.
     RemoveEmbedding {
-        /// Index among the loaded embeddings.
-        index: usize,
+        /// Which embedding.
+        id: AdapterId,
     },
     /// Validate a training dataset ([`Event::DatasetValidated`]).
     ValidateDataset {
@@ -103,8 +171,9 @@ pub enum Command {
         /// Resolution and the other options that decide what trains.
         options: DatasetOptions,
     },
-    /// Train a LoRA ([`Event::Training`]… then [`Event::TrainingFinished`], or
-    /// [`Event::Cancelled`] / [`Event::Error`]). The engine runs nothing else meanwhile.
+    /// Train a LoRA or an embedding on a thread of its own ([`Event::Training`]… then
+    /// [`Event::TrainingFinished`], or [`Event::Cancelled`] / [`Event::Failed`]). While it
+    /// runs, commands that need the engine's compute are answered [`Event::Busy`].
     StartTraining {
         /// The job's id.
         job: JobId,
@@ -120,23 +189,68 @@ pub enum Command {
     /// Measure seconds per step of a training configuration with a short warm-up
     /// ([`Event::TrainingEstimate`]).
     EstimateTraining {
+        /// The job's id.
+        job: JobId,
         /// The run to estimate.
         config: Box<TrainingConfig>,
     },
-    /// A deliberate panic inside the engine, to exercise the app's recovery (tests, and the
-    /// app's Help ▸ Diagnostics).
-    Crash,
-    /// Stop the engine thread.
+    /// Tests only (feature `fault-injection`): a deliberate panic inside the engine at the
+    /// start of the next `times` commands of operation `at` (`usize::MAX`: every one, like a
+    /// file that always makes the loader panic), to exercise a front end's recovery.
+    #[cfg(feature = "fault-injection")]
+    Crash {
+        /// The operation to panic in.
+        at: Operation,
+        /// How many of its commands panic.
+        times: usize,
+    },
+    /// Stop the engine thread (a running training run is cancelled first).
     Shutdown,
 }
 
-/// One image of a finished job.
+/// A command that failed.
 #[derive(Debug, Clone)]
-pub struct GeneratedImage {
-    /// Pixels.
-    pub image: RgbImage,
-    /// Its recipe (for the PNG and "reuse parameters").
-    pub recipe: Recipe,
+pub struct Failure {
+    /// The job, for generations, comparisons and training runs.
+    pub job: Option<JobId>,
+    /// The adapter, for adapter commands.
+    pub adapter: Option<AdapterId>,
+    /// What was being done.
+    pub op: Operation,
+    /// What kind of failure it is.
+    pub kind: ErrorKind,
+    /// The error itself (its message is for the user).
+    pub error: Arc<Error>,
+}
+
+impl Failure {
+    /// A failure of `op` with `error`.
+    pub fn new(op: Operation, error: Error) -> Self {
+        Failure {
+            job: None,
+            adapter: None,
+            op,
+            kind: error.kind(),
+            error: Arc::new(error),
+        }
+    }
+
+    /// The same, about `job`.
+    pub fn for_job(mut self, job: JobId) -> Self {
+        self.job = Some(job);
+        self
+    }
+
+    /// The same, about adapter `id`.
+    pub fn for_adapter(mut self, id: AdapterId) -> Self {
+        self.adapter = Some(id);
+        self
+    }
+
+    /// The error's message, for the user.
+    pub fn message(&self) -> String {
+        self.error.to_string()
+    }
 }
 
 /// What the engine reports.
@@ -151,8 +265,8 @@ pub enum Event {
     ModelLoaded {
         /// What was loaded (family, layout, dtype, configs).
         info: Box<CheckpointInfo>,
-        /// The device it runs on.
-        device: String,
+        /// The device it runs on (never `auto`).
+        device: DeviceSpec,
         /// Its precision.
         precision: Precision,
     },
@@ -160,19 +274,26 @@ pub enum Event {
     Progress {
         /// The job.
         job: JobId,
-        /// UNet calls done.
+        /// UNet calls done (over every iteration of the job).
         step: usize,
         /// UNet calls in all.
         total: usize,
         /// The image forming (first image of the batch), when asked for.
         preview: Option<RgbImage>,
     },
-    /// A job finished.
+    /// An iteration of a generation finished (a job of batch count n sends n of these).
     Generated {
         /// The job.
         job: JobId,
-        /// Every image, prompt-major.
+        /// Every image of the iteration, prompt-major.
         images: Vec<GeneratedImage>,
+    },
+    /// A generation finished (after its last [`Event::Generated`]).
+    Done {
+        /// The job.
+        job: JobId,
+        /// Whether its seed was drawn at random.
+        random_seed: bool,
         /// Wall time in seconds.
         seconds: f64,
     },
@@ -192,24 +313,25 @@ pub enum Event {
     },
     /// A LoRA joined the stack.
     LoraAdded {
-        /// The file.
-        path: PathBuf,
-        /// Its stack index.
-        index: usize,
+        /// Its id.
+        id: AdapterId,
         /// The load report.
         report: Box<LoraReport>,
     },
-    /// A LoRA was refused (wrong family, unmatched modules, not a LoRA, …).
-    LoraRefused {
-        /// The file.
-        path: PathBuf,
-        /// Why, for the user.
-        reason: String,
+    /// A LoRA's weight or switch is in the model now ([`Command::SetLoraWeight`] /
+    /// [`Command::SetLoraEnabled`], after coalescing).
+    LoraApplied {
+        /// Its id.
+        id: AdapterId,
+        /// The weight merged.
+        weight: f32,
+        /// Whether it is on.
+        enabled: bool,
     },
     /// An embedding was loaded.
     EmbeddingLoaded {
-        /// The file.
-        path: PathBuf,
+        /// Its id.
+        id: AdapterId,
         /// Its token.
         token: String,
         /// Vectors.
@@ -231,6 +353,8 @@ pub enum Event {
     },
     /// Seconds per step of a [`Command::EstimateTraining`].
     TrainingEstimate {
+        /// The job.
+        job: JobId,
         /// Measured seconds per optimiser step.
         seconds_per_step: f64,
         /// Steps the configuration runs.
@@ -240,21 +364,28 @@ pub enum Event {
     TrainingFinished {
         /// The job.
         job: JobId,
-        /// The trained LoRA file.
+        /// The trained adapter file.
         output: PathBuf,
     },
-    /// A command failed; `job` is set for generations and training runs.
-    Error {
-        /// The job, if any.
+    /// A command failed.
+    Failed(Failure),
+    /// A command that cannot run while a training run holds the engine; nothing was done.
+    Busy {
+        /// The refused command's job, if it had one.
         job: Option<JobId>,
-        /// What was being done ("loading model", "generating", …).
-        context: String,
-        /// The error, for the user.
-        message: String,
+        /// What it would have done.
+        op: Operation,
+        /// The training run in the way.
+        training: JobId,
     },
-    /// The engine panicked while running a command; its state (model, stack, embeddings) was
-    /// dropped and it is ready for new commands.
+    /// The engine panicked while running a command of `op`; its state (model, stack,
+    /// embeddings) was dropped and it is ready for new commands. After a panic while loading
+    /// a model, a front end must not load the same model again by itself.
     Crashed {
+        /// What it was doing.
+        op: Operation,
+        /// The job, if the command had one.
+        job: Option<JobId>,
         /// The panic message.
         message: String,
     },

@@ -1,7 +1,16 @@
-//! The engine thread: owns the loaded model, runs [`Command`]s one at a time and sends
-//! [`Event`]s, calling a repaint callback after each. A panic inside a command is caught: the
-//! engine drops its state (a fresh engine), reports [`Event::Crashed`] and goes on.
+//! The engine thread: owns the loaded [`Session`], runs [`Command`]s one at a time and sends
+//! [`Event`]s, calling a repaint callback after each.
+//!
+//! - A training run goes on a thread of its own (it loads its own copy of the model), so the
+//!   engine keeps answering: commands that need its compute meanwhile — generating,
+//!   comparing, loading a model, estimating or starting another run — are answered
+//!   [`Event::Busy`]; the stack, embeddings and dataset validation still work.
+//! - A run of [`Command::SetLoraWeight`]s waiting in the queue (a slider being dragged) is
+//!   applied as one: the latest weight of each LoRA, one re-merge each.
+//! - A panic inside a command is caught: the engine drops its state (a fresh engine), reports
+//!   [`Event::Crashed`] with the operation, and goes on.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,13 +19,17 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, unbounded};
 
-use crate::pipeline::{Precision, StableDiffusion};
-use crate::protocol::{Command, Event, GeneratedImage};
+use crate::adapters::AdapterId;
+use crate::error::Error;
+use crate::job::CancelToken;
+use crate::protocol::{Command, Event, Failure, JobId, Operation};
+use crate::resolve::{ModelChoice, resolve};
+use crate::session::Session;
 
 /// Called after every event (the app passes its `egui::Context::request_repaint`).
 pub type Repaint = Arc<dyn Fn() + Send + Sync>;
 
-/// The app's side of the engine: a command sender, an event receiver and the thread.
+/// The front end's side of the engine: a command sender, an event receiver and the thread.
 pub struct EngineHandle {
     /// Commands to the engine.
     pub commands: Sender<Command>,
@@ -40,12 +53,16 @@ impl EngineHandle {
             .name("kiln-engine".into())
             .spawn(move || {
                 Worker {
-                    sd: None,
-                    tx,
-                    repaint,
+                    session: None,
+                    commands: rx,
+                    queue: VecDeque::new(),
+                    events: Events { tx, repaint },
                     cache_dir,
+                    training: None,
+                    #[cfg(feature = "fault-injection")]
+                    faults: Vec::new(),
                 }
-                .run(rx)
+                .run()
             })
             .ok();
         EngineHandle {
@@ -76,276 +93,346 @@ impl Drop for EngineHandle {
     }
 }
 
-/// A step callback that reports `job`'s progress (with the first image's preview) as events.
-fn progress_reporter(
+/// The event channel and the repaint that follows every send.
+#[derive(Clone)]
+struct Events {
     tx: Sender<Event>,
     repaint: Repaint,
-    job: u64,
-) -> impl FnMut(crate::pipeline::StepProgress) {
-    move |p| {
-        let preview = p.preview.and_then(|v| v.into_iter().next());
-        let _ = tx.send(Event::Progress {
-            job,
-            step: p.step,
-            total: p.total,
-            preview,
-        });
-        repaint();
-    }
 }
 
-struct Worker {
-    sd: Option<StableDiffusion>,
-    tx: Sender<Event>,
-    repaint: Repaint,
-    cache_dir: Option<PathBuf>,
-}
-
-impl Worker {
+impl Events {
     fn send(&self, event: Event) {
         let _ = self.tx.send(event);
         (self.repaint)();
     }
 
-    fn run(mut self, rx: Receiver<Command>) {
-        while let Ok(command) = rx.recv() {
-            if matches!(command, Command::Shutdown) {
-                break;
-            }
-            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.handle(command))) {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                tracing::error!(%message, "engine panicked; starting fresh");
-                self.sd = None;
-                self.send(Event::Crashed { message });
-            }
+    fn failed(&self, failure: Failure) {
+        self.send(Event::Failed(failure));
+    }
+}
+
+/// A training run on its own thread.
+struct TrainingRun {
+    job: JobId,
+    cancel: CancelToken,
+    thread: JoinHandle<()>,
+}
+
+struct Worker {
+    session: Option<Session>,
+    commands: Receiver<Command>,
+    /// Commands taken from the channel ahead of time (to coalesce weight changes).
+    queue: VecDeque<Command>,
+    events: Events,
+    cache_dir: Option<PathBuf>,
+    training: Option<TrainingRun>,
+    /// Armed faults: (operation, panics left).
+    #[cfg(feature = "fault-injection")]
+    faults: Vec<(Operation, usize)>,
+}
+
+/// The panic payload as text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+impl Command {
+    /// What the command does (None for the engine's own control commands).
+    pub fn operation(&self) -> Option<Operation> {
+        Some(match self {
+            Command::LoadModel { .. } => Operation::LoadModel,
+            Command::Generate { .. } => Operation::Generate,
+            Command::CompareWithBaseline { .. } => Operation::Compare,
+            Command::AddLora { .. } => Operation::AddLora,
+            Command::SetLoraWeight { .. }
+            | Command::SetLoraEnabled { .. }
+            | Command::ReorderLoras { .. }
+            | Command::RemoveLora { .. } => Operation::ChangeLoras,
+            Command::LoadEmbedding { .. } => Operation::LoadEmbedding,
+            Command::RemoveEmbedding { .. } => Operation::RemoveEmbedding,
+            Command::ValidateDataset { .. } => Operation::ValidateDataset,
+            Command::StartTraining { .. } => Operation::Train,
+            Command::EstimateTraining { .. } => Operation::EstimateTraining,
+            #[cfg(feature = "fault-injection")]
+            Command::Crash { .. } => return None,
+            Command::Shutdown => return None,
+        })
+    }
+
+    /// The job it belongs to, if any.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Command::Generate { job, .. }
+            | Command::CompareWithBaseline { job, .. }
+            | Command::StartTraining { job, .. }
+            | Command::EstimateTraining { job, .. } => Some(*job),
+            _ => None,
         }
     }
 
-    fn error(&self, job: Option<u64>, context: &str, e: impl std::fmt::Display) {
-        self.send(Event::Error {
-            job,
-            context: context.into(),
-            message: e.to_string(),
-        });
+    /// Whether it needs the engine's compute, so it waits for no training run but is
+    /// answered [`Event::Busy`] while one goes on.
+    fn needs_compute(&self) -> bool {
+        matches!(
+            self,
+            Command::LoadModel { .. }
+                | Command::Generate { .. }
+                | Command::CompareWithBaseline { .. }
+                | Command::StartTraining { .. }
+                | Command::EstimateTraining { .. }
+        )
+    }
+}
+
+impl Worker {
+    fn run(mut self) {
+        loop {
+            let command = match self.queue.pop_front() {
+                Some(c) => c,
+                None => match self.commands.recv() {
+                    Ok(c) => c,
+                    Err(_) => break,
+                },
+            };
+            if matches!(command, Command::Shutdown) {
+                break;
+            }
+            let (op, job) = (command.operation(), command.job());
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.handle(command))) {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(%message, "engine panicked; starting fresh");
+                self.session = None;
+                if let Some(op) = op {
+                    self.events.send(Event::Crashed { op, job, message });
+                }
+            }
+        }
+        if let Some(run) = self.training.take() {
+            run.cancel.cancel();
+            let _ = run.thread.join();
+        }
     }
 
-    fn no_model(&self, job: Option<u64>, context: &str) {
-        self.error(job, context, "no model is loaded; open a checkpoint first");
+    /// The training run in the way of `command`, if one is running.
+    fn busy_with(&mut self, command: &Command) -> Option<JobId> {
+        if self
+            .training
+            .as_ref()
+            .is_some_and(|t| t.thread.is_finished())
+        {
+            self.training = None;
+        }
+        match &self.training {
+            Some(t) if command.needs_compute() => Some(t.job),
+            _ => None,
+        }
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn inject_faults(&mut self, op: Option<Operation>) {
+        if let Some(op) = op
+            && let Some((_, left)) = self.faults.iter_mut().find(|(o, n)| *o == op && *n > 0)
+        {
+            *left -= 1;
+            panic!(
+                "deliberate engine crash (fault injection) while {}",
+                op.describe()
+            );
+        }
     }
 
     fn handle(&mut self, command: Command) {
+        #[cfg(feature = "fault-injection")]
+        self.inject_faults(command.operation());
+        if let Some(training) = self.busy_with(&command)
+            && let Some(op) = command.operation()
+        {
+            return self.events.send(Event::Busy {
+                job: command.job(),
+                op,
+                training,
+            });
+        }
+        let events = self.events.clone();
         match command {
             Command::LoadModel {
                 path,
+                config,
                 device,
                 precision,
             } => {
-                self.send(Event::ModelLoading { path: path.clone() });
-                self.sd = None;
-                let dev = match crate::device::device(&device) {
-                    Ok(d) => d,
-                    Err(e) => return self.error(None, "loading model", e),
+                events.send(Event::ModelLoading { path: path.clone() });
+                self.session = None;
+                let choice = ModelChoice {
+                    path,
+                    config,
+                    device,
+                    precision,
                 };
-                match StableDiffusion::load(&path, None, &dev) {
-                    Ok(mut sd) => {
-                        sd.set_precision(precision.unwrap_or_else(|| Precision::default_for(&dev)));
-                        sd.set_model_hash(
-                            crate::weights::hash::model_hash(&path, self.cache_dir.as_deref()).ok(),
-                        );
-                        let info = Box::new(sd.info.clone());
-                        let precision = sd.precision();
-                        self.sd = Some(sd);
-                        // Report the backend actually chosen, not "auto".
-                        let device = if device.trim().eq_ignore_ascii_case("auto") {
-                            crate::device::available()
-                                .first()
-                                .map(|d| (*d).to_owned())
-                                .unwrap_or(device)
-                        } else {
-                            device
-                        };
-                        self.send(Event::ModelLoaded {
-                            info,
-                            device,
-                            precision,
+                match Session::load(&choice, self.cache_dir.as_deref()) {
+                    Ok(session) => {
+                        events.send(Event::ModelLoaded {
+                            info: Box::new(session.info().clone()),
+                            device: session.device().clone(),
+                            precision: session.precision(),
                         });
+                        self.session = Some(session);
                     }
-                    Err(e) => self.error(None, "loading model", e),
+                    Err(e) => events.failed(Failure::new(Operation::LoadModel, e)),
                 }
             }
-            Command::Generate {
-                job,
-                request,
-                cancel,
-            } => {
-                let Some(sd) = &self.sd else {
-                    return self.no_model(Some(job), "generating");
+            Command::Generate { job, spec, cancel } => {
+                let Some(session) = self.session.as_mut() else {
+                    return events
+                        .failed(Failure::new(Operation::Generate, Error::NoModel).for_job(job));
                 };
                 let started = Instant::now();
-                let mut progress = progress_reporter(self.tx.clone(), self.repaint.clone(), job);
-                let result = sd.generate(&request, &cancel, &mut progress);
+                let mut progress = progress_reporter(&events, job);
+                let native = session.info().native_size();
+                let result = resolve(&spec, None, || Ok(native)).and_then(|resolved| {
+                    session
+                        .run(&resolved, &cancel, &mut progress, &mut |g| {
+                            events.send(Event::Generated {
+                                job,
+                                images: g.images,
+                            })
+                        })
+                        .map(|()| resolved.random_seed)
+                });
                 match result {
-                    Ok(out) => {
-                        let recipes = sd.recipes(&request, &out.seeds);
-                        let images = out
-                            .images
-                            .into_iter()
-                            .zip(recipes)
-                            .map(|(image, recipe)| GeneratedImage { image, recipe })
-                            .collect();
-                        self.send(Event::Generated {
-                            job,
-                            images,
-                            seconds: started.elapsed().as_secs_f64(),
-                        });
-                    }
-                    Err(crate::Error::Cancelled) => self.send(Event::Cancelled { job }),
-                    Err(e) => self.error(Some(job), "generating", e),
+                    Ok(random_seed) => events.send(Event::Done {
+                        job,
+                        random_seed,
+                        seconds: started.elapsed().as_secs_f64(),
+                    }),
+                    Err(Error::Cancelled) => events.send(Event::Cancelled { job }),
+                    Err(e) => events.failed(Failure::new(Operation::Generate, e).for_job(job)),
                 }
             }
-            Command::CompareWithBaseline {
-                job,
-                request,
-                cancel,
-            } => {
-                let Some(sd) = &mut self.sd else {
-                    return self.no_model(Some(job), "comparing");
+            Command::CompareWithBaseline { job, spec, cancel } => {
+                let Some(session) = self.session.as_mut() else {
+                    return events
+                        .failed(Failure::new(Operation::Compare, Error::NoModel).for_job(job));
                 };
-                let mut progress = progress_reporter(self.tx.clone(), self.repaint.clone(), job);
-                // Baseline: every adapter off (re-merging only their layers), then restored.
-                let enabled: Vec<bool> = sd.loras().iter().map(|e| e.enabled).collect();
-                for (i, on) in enabled.iter().enumerate() {
-                    if *on {
-                        sd.set_lora_enabled(i, false);
-                    }
-                }
-                let baseline = sd.generate(&request, &cancel, &mut progress).map(|o| {
-                    let recipe = sd.recipes(&request, &o.seeds[..1]).remove(0);
-                    (o, recipe)
-                });
-                for (i, on) in enabled.iter().enumerate() {
-                    if *on {
-                        sd.set_lora_enabled(i, true);
-                    }
-                }
-                let result = baseline.and_then(|b| {
-                    sd.generate(&request, &cancel, &mut progress)
-                        .map(|a| (b, a))
+                let mut progress = progress_reporter(&events, job);
+                let native = session.info().native_size();
+                let result = resolve(&spec, None, || Ok(native)).and_then(|resolved| {
+                    session.compare_with_baseline(&resolved, &cancel, &mut progress)
                 });
                 match result {
-                    Ok(((b, b_recipe), a)) => {
-                        let a_recipe = sd.recipes(&request, &a.seeds[..1]).remove(0);
-                        let first =
-                            |o: crate::pipeline::GenerationOutput| o.images.into_iter().next();
-                        match (first(b), first(a)) {
-                            (Some(bi), Some(ai)) => self.send(Event::Compared {
-                                job,
-                                baseline: Box::new(GeneratedImage {
-                                    image: bi,
-                                    recipe: b_recipe,
-                                }),
-                                adapted: Box::new(GeneratedImage {
-                                    image: ai,
-                                    recipe: a_recipe,
-                                }),
-                            }),
-                            _ => self.error(Some(job), "comparing", "the request made no image"),
-                        }
-                    }
-                    Err(crate::Error::Cancelled) => self.send(Event::Cancelled { job }),
-                    Err(e) => self.error(Some(job), "comparing", e),
+                    Ok((baseline, adapted)) => events.send(Event::Compared {
+                        job,
+                        baseline: Box::new(baseline),
+                        adapted: Box::new(adapted),
+                    }),
+                    Err(Error::Cancelled) => events.send(Event::Cancelled { job }),
+                    Err(e) => events.failed(Failure::new(Operation::Compare, e).for_job(job)),
                 }
             }
             Command::AddLora {
+                id,
                 path,
                 weight,
                 enabled,
             } => {
-                let Some(sd) = &mut self.sd else {
-                    return self.no_model(None, "adding a LoRA");
+                let Some(session) = self.session.as_mut() else {
+                    return events
+                        .failed(Failure::new(Operation::AddLora, Error::NoModel).for_adapter(id));
                 };
-                match sd.open_lora(&path) {
+                match session.open_lora(&path) {
                     Ok(adapter) => {
                         let report = Box::new(adapter.report.clone());
-                        let index = sd.add_lora(adapter, weight);
-                        if !enabled {
-                            sd.set_lora_enabled(index, false);
+                        session.add_lora(id, adapter, weight, enabled);
+                        events.send(Event::LoraAdded { id, report });
+                    }
+                    Err(e) => events.failed(Failure::new(Operation::AddLora, e).for_adapter(id)),
+                }
+            }
+            Command::SetLoraWeight { id, weight } => {
+                let latest = self.weight_run(id, weight);
+                if let Some(session) = self.session.as_mut() {
+                    for (id, weight) in latest {
+                        if session.set_lora_weight(id, weight) {
+                            let enabled = session.loras().iter().any(|e| {
+                                e.key == crate::adapters::lora::stack::StackKey::Adapter(id)
+                                    && e.enabled
+                            });
+                            events.send(Event::LoraApplied {
+                                id,
+                                weight,
+                                enabled,
+                            });
                         }
-                        self.send(Event::LoraAdded {
-                            path,
-                            index,
-                            report,
-                        });
                     }
-                    Err(e) => self.send(Event::LoraRefused {
-                        path,
-                        reason: e.to_string(),
-                    }),
                 }
             }
-            Command::SetLoraWeight { index, weight } => {
-                if let Some(sd) = &mut self.sd {
-                    sd.set_lora_weight(index, weight);
-                }
-            }
-            Command::SetLoraEnabled { index, enabled } => {
-                if let Some(sd) = &mut self.sd {
-                    sd.set_lora_enabled(index, enabled);
-                }
-            }
-            Command::MoveLora { from, to } => {
-                if let Some(sd) = &mut self.sd {
-                    sd.move_lora(from, to);
-                }
-            }
-            Command::RemoveLora { index } => {
-                if let Some(sd) = &mut self.sd {
-                    sd.remove_lora(index);
-                }
-            }
-            Command::LoadEmbedding { path, token } => {
-                let Some(sd) = &mut self.sd else {
-                    return self.no_model(None, "loading an embedding");
-                };
-                match sd.load_embedding(&path, token.as_deref()) {
-                    Ok(_) => {
-                        let Some(e) = sd.embeddings().last() else {
-                            return;
-                        };
-                        let event = Event::EmbeddingLoaded {
-                            path,
-                            token: e.ti.token.clone(),
-                            vectors: e.ti.vectors.len(),
-                            width: e.ti.width,
-                        };
-                        self.send(event);
-                    }
-                    Err(e) => self.error(None, &format!("loading embedding {}", path.display()), e),
-                }
-            }
-            Command::RemoveEmbedding { index } => {
-                if let Some(sd) = &mut self.sd
-                    && let Err(e) = sd.remove_embedding(index)
+            Command::SetLoraEnabled { id, enabled } => {
+                if let Some(session) = self.session.as_mut()
+                    && session.set_lora_enabled(id, enabled)
                 {
-                    self.error(None, "removing an embedding", e);
+                    let weight = session
+                        .loras()
+                        .iter()
+                        .find(|e| e.key == crate::adapters::lora::stack::StackKey::Adapter(id))
+                        .map_or(0.0, |e| e.weight);
+                    events.send(Event::LoraApplied {
+                        id,
+                        weight,
+                        enabled,
+                    });
+                }
+            }
+            Command::ReorderLoras { order } => {
+                if let Some(session) = self.session.as_mut() {
+                    session.reorder_loras(&order);
+                }
+            }
+            Command::RemoveLora { id } => {
+                if let Some(session) = self.session.as_mut() {
+                    session.remove_lora(id);
+                }
+            }
+            Command::LoadEmbedding { id, path, token } => {
+                let Some(session) = self.session.as_mut() else {
+                    return events.failed(
+                        Failure::new(Operation::LoadEmbedding, Error::NoModel).for_adapter(id),
+                    );
+                };
+                match session.load_embedding(id, &path, token.as_deref()) {
+                    Ok(e) => events.send(Event::EmbeddingLoaded {
+                        id,
+                        token: e.ti.token.clone(),
+                        vectors: e.ti.vectors.len(),
+                        width: e.ti.width,
+                    }),
+                    Err(e) => {
+                        events.failed(Failure::new(Operation::LoadEmbedding, e).for_adapter(id))
+                    }
+                }
+            }
+            Command::RemoveEmbedding { id } => {
+                if let Some(session) = self.session.as_mut()
+                    && let Err(e) = session.remove_embedding(id)
+                {
+                    events.failed(Failure::new(Operation::RemoveEmbedding, e).for_adapter(id));
                 }
             }
             Command::ValidateDataset { files, options } => {
-                let tokenizer = match &self.sd {
-                    Some(sd) => Ok(sd.tokenizer.clone()),
+                let tokenizer = match &self.session {
+                    Some(s) => Ok(s.model().tokenizer.clone()),
                     None => crate::tokenizer::ClipTokenizer::sd15(),
                 };
                 match tokenizer
                     .and_then(|t| crate::training::dataset::validate(&files, &options, &t))
                 {
-                    Ok(report) => self.send(Event::DatasetValidated {
+                    Ok(report) => events.send(Event::DatasetValidated {
                         report: Box::new(report),
                     }),
-                    Err(e) => self.error(None, "validating the dataset", e),
+                    Err(e) => events.failed(Failure::new(Operation::ValidateDataset, e)),
                 }
             }
             Command::StartTraining {
@@ -355,41 +442,119 @@ impl Worker {
                 cancel,
                 pause,
             } => {
-                let tx = self.tx.clone();
-                let repaint = self.repaint.clone();
-                let result = crate::training::trainer::train_lora(
-                    &config,
-                    resume.as_deref(),
-                    &cancel,
-                    &pause,
-                    &mut |event| {
-                        let _ = tx.send(Event::Training {
+                let thread_events = events.clone();
+                let thread_cancel = cancel.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("kiln-training".into())
+                    .spawn(move || {
+                        train_on_this_thread(
+                            &thread_events,
                             job,
-                            event: Box::new(event),
-                        });
-                        repaint();
-                    },
-                );
-                match result {
-                    Ok(output) => self.send(Event::TrainingFinished { job, output }),
-                    Err(crate::Error::Cancelled) => self.send(Event::Cancelled { job }),
-                    Err(e) => self.error(Some(job), "training", e),
+                            &config,
+                            resume,
+                            &thread_cancel,
+                            &pause,
+                        )
+                    });
+                match spawned {
+                    Ok(thread) => {
+                        self.training = Some(TrainingRun {
+                            job,
+                            cancel,
+                            thread,
+                        })
+                    }
+                    Err(e) => events.failed(
+                        Failure::new(Operation::Train, Error::io("(training thread)", e))
+                            .for_job(job),
+                    ),
                 }
             }
-            Command::EstimateTraining { config } => {
+            Command::EstimateTraining { job, config } => {
                 match crate::training::trainer::measure_seconds_per_step(
                     &config,
-                    &crate::pipeline::CancelToken::new(),
+                    &CancelToken::new(),
                 ) {
-                    Ok(seconds_per_step) => self.send(Event::TrainingEstimate {
+                    Ok(seconds_per_step) => events.send(Event::TrainingEstimate {
+                        job,
                         seconds_per_step,
                         steps: config.max_steps.unwrap_or(0),
                     }),
-                    Err(e) => self.error(None, "estimating the training time", e),
+                    Err(e) => {
+                        events.failed(Failure::new(Operation::EstimateTraining, e).for_job(job))
+                    }
                 }
             }
-            Command::Crash => panic!("deliberate engine crash (Command::Crash)"),
+            #[cfg(feature = "fault-injection")]
+            Command::Crash { at, times } => self.faults.push((at, times)),
             Command::Shutdown => {}
+        }
+    }
+
+    /// The latest weight of every LoRA in a run of [`Command::SetLoraWeight`]s: this one and
+    /// those waiting right behind it in the queue (in order of first appearance).
+    fn weight_run(&mut self, id: AdapterId, weight: f32) -> Vec<(AdapterId, f32)> {
+        self.queue.extend(self.commands.try_iter());
+        let mut latest = vec![(id, weight)];
+        while let Some(Command::SetLoraWeight { id, weight }) = self.queue.front() {
+            let (id, weight) = (*id, *weight);
+            self.queue.pop_front();
+            match latest.iter_mut().find(|(i, _)| *i == id) {
+                Some(entry) => entry.1 = weight,
+                None => latest.push((id, weight)),
+            }
+        }
+        latest
+    }
+}
+
+/// A step callback that reports `job`'s progress (with the first image's preview) as events.
+fn progress_reporter(
+    events: &Events,
+    job: JobId,
+) -> impl FnMut(crate::pipeline::StepProgress) + use<> {
+    let events = events.clone();
+    move |p| {
+        let preview = p.preview.and_then(|v| v.into_iter().next());
+        events.send(Event::Progress {
+            job,
+            step: p.step,
+            total: p.total,
+            preview,
+        });
+    }
+}
+
+/// Runs a training run on the calling thread, reporting everything as events (a panic is
+/// reported as [`Event::Crashed`] and ends only this run).
+fn train_on_this_thread(
+    events: &Events,
+    job: JobId,
+    config: &crate::training::trainer::TrainingConfig,
+    resume: Option<PathBuf>,
+    cancel: &CancelToken,
+    pause: &crate::job::PauseToken,
+) {
+    let run = catch_unwind(AssertUnwindSafe(|| {
+        crate::training::trainer::train(config, resume.as_deref(), cancel, pause, &mut |event| {
+            events.send(Event::Training {
+                job,
+                event: Box::new(event),
+            })
+        })
+    }));
+    match run {
+        Ok(Ok(output)) => events.send(Event::TrainingFinished { job, output }),
+        Ok(Err(Error::Cancelled)) => events.send(Event::Cancelled { job }),
+        Ok(Err(e)) => events.failed(Failure::new(Operation::Train, e).for_job(job)),
+        Err(panic) => {
+            let message = panic_message(panic.as_ref());
+            tracing::error!(%message, "a training run panicked");
+            events.send(Event::Crashed {
+                op: Operation::Train,
+                job: Some(job),
+                message,
+            });
         }
     }
 }

@@ -10,7 +10,7 @@
 #   Kiln.app/Contents/MacOS/kiln                      the binary
 #   Kiln.app/Contents/Resources/kiln.icns             packaging/icons/kiln.icns
 #   Kiln.app/Contents/Resources/models/kiln-tiny/     assets/models/kiln-tiny (the shipped model;
-#                                                     engine/src/bundled.rs: <exe>/../Resources/models)
+#                                                     hub/src/install.rs: <exe>/../Resources/models)
 #
 # It goes to $CARGO_TARGET_DIR/macos/ (./target/macos/ without it). On macOS the bundle is
 # signed ad hoc (codesign -s -) and the plist checked with plutil; elsewhere --binary lets

@@ -1,12 +1,12 @@
 //! `kiln dataset shapes`: writes the procedural captioned shapes dataset
-//! (`kiln_engine::shapes`): `00000.png` + `00000.txt`, … — deterministic for a seed.
+//! (`kiln_shapes`): `00000.png` + `00000.txt`, … — deterministic for a seed.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
+use kiln_engine::fs::write_atomic;
 use kiln_engine::image::write_png;
-use kiln_engine::shapes::{BackgroundKind, SceneOptions, Style, scene_with};
-use kiln_engine::weights::safetensors::write_atomic;
+use kiln_shapes::{BackgroundKind, SceneOptions, Style, scene_with};
 
 /// Which dataset.
 #[derive(Debug, clap::Subcommand)]

@@ -1,20 +1,24 @@
 //! `kiln eval shapes`: how well a model follows the prompt, measured. It generates the
 //! held-out prompts of the shapes dataset (shape–colour pairs never trained on) and reads each
-//! image back with `kiln_engine::shapes::detect` (`detect_striped` for `--style striped`) —
+//! image back with `kiln_shapes::detect` (`detect_striped` for `--style striped`) —
 //! computed from the pixels, not the model — then prints the accuracy for colour, shape and
-//! position, and for the background colour (`kiln_engine::shapes::detect_background`; the
+//! position, and for the background colour (`kiln_shapes::detect_background`; the
 //! held-out scenes are on white, or blue for white shapes), and, for striped prompts, how many
 //! came out striped. Prompt `i` of the full list is always generated with seed `i`, so runs
 //! with different `--limit`s agree on the prompts they share. Images are 64×64, the dataset's
-//! size, which the detector reads (`kiln_engine::shapes::eval_request`).
+//! size, which the detector reads (`kiln_shapes::eval_request`).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use kiln_engine::pipeline::{CancelToken, StableDiffusion};
-use kiln_engine::shapes::{
-    Background, COLOURS, Detection, Style, detect, detect_background, detect_striped, eval_request,
-    eval_scenes,
+use kiln_engine::adapters::AdapterId;
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::{CancelToken, PrecisionChoice};
+use kiln_engine::resolve::ModelChoice;
+use kiln_engine::session::Session;
+use kiln_shapes::{
+    Background, COLOURS, Detection, POSITIONS, SHAPES, Style, detect, detect_background,
+    detect_striped, eval_request, eval_scenes,
 };
 use serde::Serialize;
 
@@ -87,22 +91,20 @@ pub fn eval(command: EvalCommand) -> Result<()> {
     } = command;
     let style = Style::parse(&style)
         .ok_or_else(|| anyhow::anyhow!("unknown --style '{style}' (solid, striped)"))?;
-    let device = kiln_engine::device::device("cpu")?;
-    let model = match model {
-        Some(m) => m,
-        None => super::generate::bundled_or_error()?,
+    let model = ModelChoice {
+        path: match model {
+            Some(m) => m,
+            None => crate::paths::bundled_or_error()?,
+        },
+        config: None,
+        device: DeviceSpec::Cpu,
+        precision: PrecisionChoice::F32,
     };
-    let mut sd = StableDiffusion::load(&model, None, &device)?;
+    let mut session = Session::load(&model, None)?;
     if let Some(spec) = lora {
-        let (file, weight) = match spec
-            .rsplit_once(':')
-            .and_then(|(f, w)| Some((f.to_owned(), w.parse::<f32>().ok()?)))
-        {
-            Some(x) => x,
-            None => (spec.clone(), 1.0),
-        };
-        let adapter = sd.open_lora(std::path::Path::new(&file))?;
-        sd.add_lora(adapter, weight);
+        let (file, weight) = super::generate::split_suffix(&spec, |w| w.parse::<f32>().ok())?;
+        let adapter = session.open_lora(std::path::Path::new(&file))?;
+        session.add_lora(AdapterId(0), adapter, weight.unwrap_or(1.0), true);
     }
     let scenes = eval_scenes(style);
     // N prompts spread evenly over the list (it is ordered pair by pair, position by position),
@@ -118,7 +120,9 @@ pub fn eval(command: EvalCommand) -> Result<()> {
     for (at, scene) in &scenes {
         let prompt = scene.caption();
         let req = eval_request(vec![prompt.clone()], *at as u64, steps, cfg);
-        let out = sd.generate(&req, &CancelToken::new(), &mut |_| {})?;
+        let out = session
+            .model()
+            .generate(&req, &CancelToken::new(), &mut |_| {})?;
         let want = &scene.shapes[0];
         let image = out.images.first();
         let (got, striped): (Option<Detection>, Option<bool>) = match style {
@@ -138,9 +142,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
             read: got.map(|d| {
                 format!(
                     "{} {} {}",
-                    COLOURS[d.colour].0,
-                    kiln_engine::shapes::SHAPES[d.shape],
-                    kiln_engine::shapes::POSITIONS[d.position]
+                    COLOURS[d.colour].0, SHAPES[d.shape], POSITIONS[d.position]
                 )
             }),
             prompt,

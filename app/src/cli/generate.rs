@@ -1,6 +1,8 @@
 //! `kiln generate`: txt2img and img2img from the command line, writing PNGs that carry
 //! A1111's `parameters` and Kiln's exact recipe; `--from IMAGE.png` starts from an image's
-//! recipe (Kiln's, or A1111/ComfyUI/InvokeAI settings) and applies the flags given as overrides.
+//! recipe (Kiln's, or A1111/ComfyUI/InvokeAI settings) and applies the flags given as
+//! overrides. The flags become a [`GenerationSpec`]; the engine's resolver
+//! ([`kiln_engine::resolve`]) makes the job, as it does for the window.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -8,13 +10,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use kiln_engine::adapters::AdapterId;
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::{CancelToken, LatentsData, PrecisionChoice};
 use kiln_engine::metadata::{read_image_info, write_png_with_recipe};
-use kiln_engine::pipeline::{
-    CancelToken, GenerationRequest, InitImage, LatentsData, Precision, Sampler, StableDiffusion,
-    StepProgress,
+use kiln_engine::pipeline::StepProgress;
+use kiln_engine::resolve::{
+    EmbeddingChoice, GenerationSpec, InitImageChoice, LoraChoice, ModelChoice, resolve,
+    resolve_model,
 };
-use kiln_engine::schedulers::Schedule;
-use kiln_engine::weights::hash::{model_hash, sha256_file};
+use kiln_engine::schedulers::{SamplerKind, Schedule};
+use kiln_engine::session::{Generated, Session};
+use kiln_engine::weights::Checkpoint;
 use kiln_engine::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
 
 /// Options of `kiln generate`. Settings left out come from `--from`, else the defaults shown.
@@ -38,7 +45,7 @@ pub struct GenerateArgs {
     negatives: Vec<String>,
     /// Sampler: ddim, ddpm, euler, euler-a, heun, lms, dpmpp-2m, dpmpp-2m-sde, dpmpp-2s-a, unipc, lcm [default: ddim].
     #[arg(long)]
-    sampler: Option<String>,
+    sampler: Option<SamplerKind>,
     /// Sigma schedule: default (the model's spacing), karras or exponential (not for ddim, ddpm, lcm).
     #[arg(long)]
     schedule: Option<String>,
@@ -89,32 +96,18 @@ pub struct GenerateArgs {
     /// Textual-inversion embedding: FILE or FILE:TOKEN (repeatable; token = file stem by default).
     #[arg(long = "embedding", value_name = "FILE[:TOKEN]")]
     embeddings: Vec<String>,
-    /// Compute device: cpu, wgpu, metal, vulkan, cuda, or auto.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// CLIP skip: 1 uses the text encoder's last layer, 2 the one before [default: the recipe's, else 1].
+    #[arg(long)]
+    clip_skip: Option<usize>,
+    /// Compute device: auto, cpu, cuda[:N], metal, vulkan or wgpu (what this build has).
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
     /// UNet/text-encoder precision: auto (f16 on GPUs, f32 on the CPU), f32 or f16 [default: auto, or the recipe's].
     #[arg(long)]
-    precision: Option<String>,
+    precision: Option<PrecisionChoice>,
     /// Output PNG; with several images, a-0.png, a-1.png, …
     #[arg(long)]
     out: PathBuf,
-}
-
-/// A recipe's settings merged with the flags, before the model is loaded.
-struct Plan {
-    model: PathBuf,
-    prompts: Vec<String>,
-    negatives: Vec<String>,
-    sampler: Sampler,
-    steps: usize,
-    cfg: f64,
-    seed: Option<u64>,
-    size: Option<(usize, usize)>,
-    clip_skip: usize,
-    loras: Vec<(PathBuf, f32)>,
-    embeddings: Vec<(PathBuf, Option<String>)>,
-    init_image: Option<(PathBuf, f64)>,
-    precision: Option<Precision>,
 }
 
 fn parse_schedule(karras: bool, schedule: Option<&str>) -> Result<Option<Schedule>> {
@@ -129,151 +122,62 @@ fn parse_schedule(karras: bool, schedule: Option<&str>) -> Result<Option<Schedul
     })
 }
 
-/// Merges `--from` (if any) with the flags; flags win.
-fn plan(args: &GenerateArgs) -> Result<Plan> {
-    let from = args.from.as_deref().map(read_image_info).transpose()?;
-    let recipe = from.as_ref().and_then(|i| i.recipe.clone());
-    let params = from
-        .as_ref()
-        .map(|i| i.parameters.clone())
-        .unwrap_or_default();
-    let schedule = parse_schedule(args.karras, args.schedule.as_deref())?;
-    let from_sampler = recipe
-        .as_ref()
-        .map(|r| r.sampler)
-        .or_else(|| params.kiln_sampler());
-    if from.is_some() && from_sampler.is_none() && args.sampler.is_none() {
-        bail!(
-            "the image's sampler '{}' is not one Kiln has; choose one with --sampler",
-            params.sampler.as_deref().unwrap_or("?")
-        );
-    }
-    let sampler = match (&args.sampler, from_sampler) {
-        (Some(name), _) => {
-            Sampler::from_name(name, schedule.unwrap_or_default(), args.eta.unwrap_or(0.0))?
-        }
-        (None, Some(s)) if schedule.is_some() || args.eta.is_some() => Sampler::from_name(
-            s.name(),
-            schedule.unwrap_or(s.schedule()),
-            args.eta
-                .or(match s {
-                    Sampler::Ddim { eta } => Some(eta),
-                    _ => None,
-                })
-                .unwrap_or(0.0),
-        )?,
-        (None, Some(s)) => s,
-        (None, None) => Sampler::from_name(
-            "ddim",
-            schedule.unwrap_or_default(),
-            args.eta.unwrap_or(0.0),
-        )?,
-    };
-    let model = match (&args.model, &recipe) {
-        (Some(m), _) => m.clone(),
-        (None, Some(r)) => PathBuf::from(&r.model.path),
-        (None, None) if from.is_some() => bail!(
-            "give --model (a diffusers folder or .safetensors checkpoint); only Kiln images record the model's path"
-        ),
-        (None, None) => bundled_or_error()?,
-    };
-    let prompts = if !args.prompts.is_empty() {
-        args.prompts.clone()
-    } else if let Some(p) = &params.prompt {
-        vec![p.clone()]
-    } else {
-        bail!("give at least one --prompt");
-    };
-    let negatives = if !args.negatives.is_empty() || from.is_none() {
-        args.negatives.clone()
-    } else {
-        params.negative_prompt.clone().into_iter().collect()
-    };
-    let loras = if !args.loras.is_empty() || recipe.is_none() {
-        args.loras
+impl GenerateArgs {
+    /// What the flags ask for (the rest comes from `--from` or the defaults, in the resolver).
+    fn spec(&self) -> Result<GenerationSpec> {
+        let loras = self
+            .loras
             .iter()
             .map(|s| {
-                split_suffix(s, |w| w.parse::<f32>().ok())
-                    .map(|(p, w)| (PathBuf::from(p), w.unwrap_or(1.0)))
+                split_suffix(s, |w| w.parse::<f32>().ok()).map(|(p, w)| LoraChoice {
+                    path: PathBuf::from(p),
+                    weight: w.unwrap_or(1.0),
+                })
             })
-            .collect::<Result<_>>()?
-    } else {
-        recipe
-            .iter()
-            .flat_map(|r| &r.loras)
-            .map(|l| (PathBuf::from(&l.path), l.weight))
-            .collect()
-    };
-    let embeddings = if !args.embeddings.is_empty() || recipe.is_none() {
-        args.embeddings
+            .collect::<Result<_>>()?;
+        let embeddings = self
+            .embeddings
             .iter()
             .map(|s| {
                 split_suffix(s, |t| {
                     (!t.is_empty() && !t.contains(['/', '\\'])).then(|| t.to_owned())
                 })
-                .map(|(f, t)| (PathBuf::from(f), t))
+                .map(|(f, token)| EmbeddingChoice {
+                    path: PathBuf::from(f),
+                    token,
+                })
             })
-            .collect::<Result<_>>()?
-    } else {
-        recipe
-            .iter()
-            .flat_map(|r| &r.embeddings)
-            .map(|e| (PathBuf::from(&e.path), Some(e.token.clone())))
-            .collect()
-    };
-    let recipe_init = recipe.as_ref().and_then(|r| r.init_image.as_ref());
-    if let Some(i) = recipe_init
-        && args.init_image.is_none()
-        && sha256_file(Path::new(&i.path)).ok().as_deref() != Some(i.sha256.as_str())
-    {
-        bail!(
-            "the recipe's init image {} is missing or has changed since; give --init-image",
-            i.path
-        );
+            .collect::<Result<_>>()?;
+        Ok(GenerationSpec {
+            model: self.model.clone(),
+            config: self.config.clone(),
+            prompts: self.prompts.clone(),
+            negatives: self.negatives.clone(),
+            sampler: self.sampler,
+            schedule: parse_schedule(self.karras, self.schedule.as_deref())?,
+            eta: self.eta,
+            steps: self.steps,
+            cfg: self.cfg,
+            seed: self.seed,
+            width: self.width,
+            height: self.height,
+            batch_size: self.batch,
+            batch_count: 1,
+            clip_skip: self.clip_skip,
+            loras,
+            lora_dir: self.lora_dir.clone(),
+            embeddings,
+            init_image: self.init_image.clone().map(|path| InitImageChoice {
+                path,
+                expected_sha256: None,
+            }),
+            strength: self.strength,
+            latents: self.latents.as_deref().map(read_latents).transpose()?,
+            device: Some(self.device.clone()),
+            precision: self.precision,
+            preview: false,
+        })
     }
-    let init_image = match (&args.init_image, recipe_init) {
-        (Some(p), _) => Some((p.clone(), args.strength.or(params.strength).unwrap_or(0.75))),
-        (None, Some(i)) => Some((PathBuf::from(&i.path), args.strength.unwrap_or(i.strength))),
-        (None, None) => None,
-    };
-    if args.strength.is_some() && init_image.is_none() {
-        bail!("--strength needs --init-image");
-    }
-    let size = match (
-        args.width.or(params.size.map(|s| s.0)),
-        args.height.or(params.size.map(|s| s.1)),
-    ) {
-        (Some(w), Some(h)) => Some((w, h)),
-        (Some(w), None) => Some((w, w)),
-        (None, Some(h)) => Some((h, h)),
-        (None, None) => None,
-    };
-    let precision = match args.precision.as_deref() {
-        Some("f32") => Some(Precision::F32),
-        Some("f16") => Some(Precision::F16),
-        Some("auto") => None,
-        Some(other) => bail!("unknown precision '{other}' (available: auto, f32, f16)"),
-        None => recipe.as_ref().map(|r| r.precision),
-    };
-    Ok(Plan {
-        precision,
-        model,
-        prompts,
-        negatives,
-        sampler,
-        steps: args.steps.or(params.steps).unwrap_or(25),
-        cfg: args.cfg.or(params.cfg).unwrap_or(7.5),
-        seed: args.seed.or(params.seed),
-        size,
-        clip_skip: recipe
-            .as_ref()
-            .map(|r| r.clip_skip)
-            .or(params.clip_skip)
-            .unwrap_or(1),
-        loras,
-        embeddings,
-        init_image,
-    })
 }
 
 /// Progress on stderr: a bar with it/s and ETA on a terminal, plain lines otherwise.
@@ -324,103 +228,43 @@ impl Progress {
 
 /// Runs `kiln generate`.
 pub fn generate(args: GenerateArgs) -> Result<()> {
-    let plan = plan(&args)?;
-    let device = kiln_engine::device::device(&args.device)?;
-    let latents = args.latents.as_deref().map(read_latents).transpose()?;
-    let random_seed = plan.seed.is_none();
-    let seed = plan.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            % 4_294_967_296
-    });
-    let mut sd = StableDiffusion::load(&plan.model, args.config.as_deref(), &device)?;
-    sd.set_precision(
-        plan.precision
-            .unwrap_or_else(|| Precision::default_for(&device)),
-    );
-    // `<lora:NAME:WEIGHT>` tags are removed from the prompts and added to the stack (unless a
-    // LoRA of that name is already in it, as when regenerating from a recipe).
-    let mut loras = plan.loras.clone();
-    let mut prompts = Vec::with_capacity(plan.prompts.len());
-    for p in &plan.prompts {
-        let (text, tags) = kiln_engine::prompt::lora_tags(p);
-        for (name, weight) in tags {
-            if loras
-                .iter()
-                .any(|(f, _)| f.file_stem().is_some_and(|s| s.to_string_lossy() == name))
-            {
-                continue;
-            }
-            let dir = args.lora_dir.as_deref().with_context(|| {
-                format!(
-                    "the prompt uses <lora:{name}:…>; give --lora-dir DIR to say where LoRAs are"
-                )
-            })?;
-            let file = dir.join(format!("{name}.safetensors"));
-            if !file.exists() {
-                bail!("<lora:{name}:…>: {} does not exist", file.display());
-            }
-            loras.push((file, weight));
-        }
-        prompts.push(text);
-    }
-    let negatives: Vec<String> = plan
-        .negatives
-        .iter()
-        .map(|n| kiln_engine::prompt::lora_tags(n).0)
-        .collect();
-    for (file, weight) in &loras {
-        let adapter = sd.open_lora(file)?;
-        sd.add_lora(adapter, *weight);
-    }
-    for (file, token) in &plan.embeddings {
-        sd.load_embedding(file, token.as_deref())?;
-    }
-    let init = match &plan.init_image {
-        Some((path, strength)) => {
-            let image = kiln_engine::image::read_image(path)?;
-            Some((image, *strength, path))
-        }
-        None => None,
+    let base = args.from.as_deref().map(read_image_info).transpose()?;
+    let spec = args.spec()?;
+    let model = match resolve_model(&spec, base.as_ref())? {
+        Some(m) => m,
+        None => ModelChoice {
+            path: crate::paths::bundled_or_error()?,
+            config: spec.config.clone(),
+            device: spec.device.clone().unwrap_or_default(),
+            precision: spec.precision.unwrap_or_default(),
+        },
     };
-    let native = sd
-        .info
-        .config
-        .unet
-        .sample_size
-        .map(|s| s * sd.vae_scale_factor())
-        .unwrap_or(512);
-    let (width, height) = match (plan.size, &init) {
-        (Some(s), _) => s,
-        (None, Some((image, _, _))) => (image.width / 8 * 8, image.height / 8 * 8),
-        (None, None) => (native, native),
-    };
-    let request = GenerationRequest {
-        prompts,
-        negatives,
-        sampler: plan.sampler,
-        steps: plan.steps,
-        cfg: plan.cfg,
-        seed,
-        width,
-        height,
-        batch: args.batch,
-        latents,
-        clip_skip: plan.clip_skip,
-        init_image: init.as_ref().map(|(image, strength, path)| InitImage {
-            path: Some((*path).clone()),
-            image: image.clone(),
-            strength: *strength,
-        }),
-        preview: false,
-    };
+    let job = resolve(&spec, base.as_ref(), || {
+        Ok(
+            Checkpoint::open_header(&model.path, model.config.as_deref())?
+                .info
+                .native_size(),
+        )
+    })?;
+    let mut session = Session::load(&model, crate::paths::cache_dir().as_deref())?;
+    for (k, l) in job.loras.iter().enumerate() {
+        let adapter = session.open_lora(&l.path)?;
+        session.add_lora(AdapterId(k as u64), adapter, l.weight, true);
+    }
+    for (k, e) in job.embeddings.iter().enumerate() {
+        session.load_embedding(AdapterId(k as u64), &e.path, e.token.as_deref())?;
+    }
     let progress = Progress::new();
-    let output = sd.generate(&request, &CancelToken::new(), &mut |p| progress.step(&p))?;
+    let mut generated: Vec<Generated> = Vec::new();
+    session.run(
+        &job,
+        &CancelToken::new(),
+        &mut |p| progress.step(&p),
+        &mut |g| generated.push(g),
+    )?;
     progress.finish();
-    if let Some(path) = &args.save_latents {
-        let l = &output.latents;
+    if let (Some(path), Some(g)) = (&args.save_latents, generated.last()) {
+        let l = &g.latents;
         write_f32(
             path,
             &[WriteTensor {
@@ -431,27 +275,12 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             &BTreeMap::new(),
         )?;
     }
-    if random_seed {
-        eprintln!("seed: {seed}");
+    if job.random_seed {
+        eprintln!("seed: {}", job.request.seed);
     }
-    sd.set_model_hash(model_hash(&plan.model, super::cache_dir().as_deref()).ok());
-    let recipes = sd.recipes(&request, &output.seeds);
-    for (k, ((path, image), mut recipe)) in output_paths(&args.out, output.images.len())
-        .iter()
-        .zip(&output.images)
-        .zip(recipes)
-        .enumerate()
-    {
-        // The recipe keeps the prompts as typed (with their <lora:…> tags, as A1111 does).
-        let p = k / request.batch;
-        recipe.prompt = plan.prompts[p].clone();
-        recipe.negative_prompt = plan
-            .negatives
-            .get(p)
-            .or(plan.negatives.first())
-            .cloned()
-            .unwrap_or_default();
-        write_png_with_recipe(path, image, &recipe)?;
+    let images: Vec<_> = generated.into_iter().flat_map(|g| g.images).collect();
+    for (path, g) in output_paths(&args.out, images.len()).iter().zip(&images) {
+        write_png_with_recipe(path, &g.image, &g.recipe)?;
         println!("{}", path.display());
     }
     Ok(())
@@ -493,7 +322,10 @@ fn output_paths(out: &Path, n: usize) -> Vec<PathBuf> {
 
 /// Splits `FILE:SUFFIX` when the part after the last `:` parses with `parse` (so paths with
 /// drive letters or colons still work).
-fn split_suffix<T>(spec: &str, parse: impl Fn(&str) -> Option<T>) -> Result<(String, Option<T>)> {
+pub(super) fn split_suffix<T>(
+    spec: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<(String, Option<T>)> {
     if let Some((file, suffix)) = spec.rsplit_once(':')
         && let Some(v) = parse(suffix)
         && !file.is_empty()
@@ -504,19 +336,4 @@ fn split_suffix<T>(spec: &str, parse: impl Fn(&str) -> Option<T>) -> Result<(Str
         bail!("empty file name");
     }
     Ok((spec.to_owned(), None))
-}
-
-/// The built-in model (kiln-tiny), or an error that says where it was looked for.
-pub(super) fn bundled_or_error() -> Result<PathBuf> {
-    kiln_engine::bundled::bundled_model().ok_or_else(|| {
-        anyhow::anyhow!(
-            "no --model given and the built-in model ({}) is not installed; looked in: {}",
-            kiln_engine::bundled::NAME,
-            kiln_engine::bundled::candidates()
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })
 }

@@ -9,13 +9,14 @@ mod info;
 mod models;
 mod train;
 mod train_base;
+mod training_events;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use kiln_engine::inspect::inspect;
 use kiln_engine::tokenizer::ClipTokenizer;
-use kiln_engine::weights::inspect::inspect;
 
 /// Kiln: a desktop Stable Diffusion studio.
 #[derive(Debug, Parser)]
@@ -97,13 +98,4 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         None => crate::gui::run(cli.model),
     }
-}
-
-/// Kiln's cache folder: `$XDG_CACHE_HOME/kiln` or `~/.cache/kiln` (None without a home).
-pub fn cache_dir() -> Option<PathBuf> {
-    std::env::var_os("XDG_CACHE_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .map(|d| d.join("kiln"))
 }

@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use kiln_engine::download::{HUB, SD15_REPO, download, scan_models, sd15_files};
-use kiln_engine::pipeline::CancelToken;
+use kiln_engine::job::CancelToken;
+use kiln_hub::catalog::{SD15_REPO, scan_models, sd15_files};
+use kiln_hub::download::{HUB, download};
 
 /// What to do with models.
 #[derive(Debug, clap::Subcommand)]

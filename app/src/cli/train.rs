@@ -1,16 +1,18 @@
 //! `kiln train lora|ti`: train a LoRA or an embedding from a folder of images (and `.txt`
-//! captions) on the CPU,
-//! printing the dataset report, the plan and one line per step; checkpoints and `--resume`.
+//! captions) on the CPU, reporting the dataset, the plan and every step (as text, or as JSON
+//! lines with `--json`: [`super::training_events`]); checkpoints and `--resume`.
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
-use kiln_engine::pipeline::CancelToken;
+use anyhow::Result;
+use kiln_engine::job::{CancelToken, PauseToken};
 use kiln_engine::training::lora::LoraConfig;
 use kiln_engine::training::lr_schedule::LrSchedule;
 use kiln_engine::training::trainer::{
-    PauseToken, TrainingConfig, TrainingEvent, latest_checkpoint, train_lora,
+    Method, TrainingConfig, latest_checkpoint, train_lora, train_textual_inversion,
 };
+
+use super::training_events::Report;
 
 /// What to train.
 #[derive(Debug, clap::Subcommand)]
@@ -104,7 +106,7 @@ pub struct CommonArgs {
     lr: Option<f64>,
     /// constant, constant-with-warmup, cosine or linear.
     #[arg(long, default_value = "constant-with-warmup")]
-    lr_schedule: String,
+    lr_schedule: LrSchedule,
     /// Warm-up steps.
     #[arg(long, default_value_t = 0)]
     warmup: usize,
@@ -141,11 +143,15 @@ pub struct CommonArgs {
     /// Continue from a checkpoint (a file, or "latest" for the newest in OUT/checkpoints).
     #[arg(long)]
     resume: Option<String>,
+    /// Report the run as JSON lines on stdout (started, step, checkpoint, samples, finished)
+    /// instead of text on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `kiln train …`.
 pub fn train(command: TrainCommand) -> Result<()> {
-    let (a, lora, ti, default_lr, export_peft) = match command {
+    let (a, method, default_lr, export_peft) = match command {
         TrainCommand::Lora(l) => {
             let lora = LoraConfig {
                 rank: l.rank,
@@ -153,7 +159,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 targets: l.targets.clone(),
                 text_encoder_targets: l.text_encoder_targets.clone(),
             };
-            (l.common, lora, None, 1e-4, l.export_peft)
+            (l.common, Method::Lora(lora), 1e-4, l.export_peft)
         }
         TrainCommand::Base(b) => return super::train_base::train_base(*b),
         TrainCommand::Ti(t) => {
@@ -162,10 +168,10 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 vectors: t.vectors,
                 init_word: t.init_word,
             };
-            (t.common, LoraConfig::default(), Some(ti), 5e-3, false)
+            (t.common, Method::TextualInversion(ti), 5e-3, false)
         }
     };
-    let lr_schedule = parse_lr_schedule(&a.lr_schedule)?;
+    let report = Report::from_flag(a.json);
     let name = a.name.clone().unwrap_or_else(|| {
         a.data
             .file_name()
@@ -177,8 +183,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         data: a.data.clone(),
         output: a.out.clone(),
         name,
-        lora,
-        textual_inversion: ti,
+        method,
         dataset: kiln_engine::training::dataset::DatasetOptions {
             resolution: a.resolution,
             upscale_small: !a.skip_small,
@@ -209,7 +214,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         gradient_accumulation: a.accumulate,
         learning_rate: a.lr.unwrap_or(default_lr),
         export_peft,
-        lr_schedule,
+        lr_schedule: a.lr_schedule,
         warmup_steps: a.warmup,
         max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),
         snr_gamma: (a.snr_gamma > 0.0).then_some(a.snr_gamma),
@@ -228,72 +233,17 @@ pub fn train(command: TrainCommand) -> Result<()> {
         Some(p) => Some(PathBuf::from(p)),
         None => None,
     };
-    let out = train_lora(
+    let train = match config.method {
+        Method::Lora(_) => train_lora,
+        Method::TextualInversion(_) => train_textual_inversion,
+    };
+    let out = train(
         &config,
         resume.as_deref(),
         &CancelToken::new(),
         &PauseToken::default(),
-        &mut |e| print_event(&e),
+        &mut |e| report.event(&e, &[]),
     )?;
-    println!("{}", out.display());
+    report.finished(&out);
     Ok(())
-}
-
-/// Parses `--lr-schedule`.
-pub(super) fn parse_lr_schedule(name: &str) -> Result<LrSchedule> {
-    Ok(match name {
-        "constant" => LrSchedule::Constant,
-        "constant-with-warmup" => LrSchedule::ConstantWithWarmup,
-        "cosine" => LrSchedule::Cosine,
-        "linear" => LrSchedule::Linear,
-        other => bail!(
-            "unknown --lr-schedule '{other}' (constant, constant-with-warmup, cosine, linear)"
-        ),
-    })
-}
-
-/// Prints a training event to stderr: the data report and plan, one line per step, checkpoints.
-pub(super) fn print_event(e: &TrainingEvent) {
-    match e {
-        TrainingEvent::Started {
-            report,
-            plan,
-            from_step,
-        } => {
-            eprintln!("data: {}", report.summary());
-            for entry in &report.entries {
-                for issue in &entry.issues {
-                    eprintln!("  {}: {issue:?}", entry.path.display());
-                }
-            }
-            eprintln!(
-                "plan: {}{}",
-                plan.describe(),
-                if *from_step > 0 {
-                    format!(" (resuming at step {from_step})")
-                } else {
-                    String::new()
-                }
-            );
-        }
-        TrainingEvent::Step {
-            step,
-            total,
-            epoch,
-            loss,
-            smoothed_loss,
-            lr,
-            grad_norm,
-            it_per_s,
-            eta_s,
-        } => {
-            eprintln!(
-                "step {step}/{total} epoch {epoch} loss {loss:.5} (smoothed {smoothed_loss:.5}) lr {lr:.3e} grad-norm {grad_norm:.4} {it_per_s:.2} it/s ETA {eta_s:.0}s"
-            );
-        }
-        TrainingEvent::Checkpoint { path, .. } => eprintln!("checkpoint: {}", path.display()),
-        TrainingEvent::Samples { step, images } => {
-            eprintln!("samples at step {step}: {}", images.len())
-        }
-    }
 }

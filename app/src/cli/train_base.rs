@@ -5,11 +5,14 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
-use kiln_engine::pipeline::CancelToken;
+use kiln_engine::job::{CancelToken, PauseToken};
 use kiln_engine::training::base::{
     BaseTrainingConfig, Part, VaePhase, latest_base_checkpoint, train_base as run,
 };
-use kiln_engine::training::trainer::{PauseToken, TrainingEvent};
+use kiln_engine::training::lr_schedule::LrSchedule;
+use kiln_engine::training::run::TrainingEvent;
+
+use super::training_events::Report;
 
 /// Options of `kiln train base`.
 #[derive(Debug, clap::Args)]
@@ -76,7 +79,7 @@ pub struct BaseArgs {
     lr: f64,
     /// constant, constant-with-warmup, cosine or linear (each phase runs its own).
     #[arg(long, default_value = "cosine")]
-    lr_schedule: String,
+    lr_schedule: LrSchedule,
     /// Warm-up steps (each phase).
     #[arg(long, default_value_t = 100)]
     warmup: usize,
@@ -143,6 +146,10 @@ pub struct BaseArgs {
     /// Continue from a checkpoint (a file, or "latest" for the newest in OUT/checkpoints).
     #[arg(long)]
     resume: Option<String>,
+    /// Report the run as JSON lines on stdout (started, phase, step, checkpoint, samples,
+    /// finished) instead of text on stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `kiln train base`.
@@ -184,7 +191,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         steps: a.steps,
         batch_size: a.batch,
         learning_rate: a.lr,
-        lr_schedule: super::train::parse_lr_schedule(&a.lr_schedule)?,
+        lr_schedule: a.lr_schedule,
         warmup_steps: a.warmup,
         adamw: kiln_engine::training::adamw::AdamWConfig {
             weight_decay: a.weight_decay,
@@ -227,6 +234,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         (true, false) => "the UNet",
         _ => "the text encoder",
     };
+    let report = Report::from_flag(a.json);
     let mut failed = None;
     let out = run(
         &config,
@@ -234,38 +242,46 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         &CancelToken::new(),
         &PauseToken::default(),
         &mut |e| {
+            let mut files = Vec::new();
             match &e {
                 TrainingEvent::Step { step: 1, .. } if vae_steps > 0 => {
-                    eprintln!("phase 1: the VAE ({vae_steps} steps)")
+                    report.phase("vae", &format!("the VAE ({vae_steps} steps)"), vae_steps)
                 }
-                TrainingEvent::Step { step, .. } if *step == vae_steps + 1 => {
-                    eprintln!("phase 2: {diffusion_parts}")
+                TrainingEvent::Step { step, total, .. } if *step == vae_steps + 1 => {
+                    report.phase("diffusion", diffusion_parts, total - vae_steps)
                 }
                 TrainingEvent::Samples { step, images } => {
-                    if let Err(err) = save_samples(&samples, *step, images) {
-                        failed.get_or_insert(err);
+                    match save_samples(&samples, *step, images) {
+                        Ok(saved) => files = saved,
+                        Err(err) => {
+                            failed.get_or_insert(err);
+                        }
                     }
                 }
                 _ => {}
             }
-            super::train::print_event(&e);
+            report.event(&e, &files);
         },
     )?;
     if let Some(err) = failed {
         eprintln!("warning: could not save sample images: {err}");
     }
-    println!("{}", out.display());
+    report.finished(&out);
     Ok(())
 }
 
+/// Writes sample images as `DIR/stepNNNNNN-K.png`; returns the files.
 fn save_samples(
     dir: &std::path::Path,
     step: usize,
     images: &[kiln_engine::image::RgbImage],
-) -> Result<()> {
+) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
+    let mut files = Vec::with_capacity(images.len());
     for (k, img) in images.iter().enumerate() {
-        kiln_engine::image::write_png(&dir.join(format!("step{step:06}-{k}.png")), img, &[])?;
+        let path = dir.join(format!("step{step:06}-{k}.png"));
+        kiln_engine::image::write_png(&path, img, &[])?;
+        files.push(path);
     }
-    Ok(())
+    Ok(files)
 }

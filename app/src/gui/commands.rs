@@ -129,13 +129,23 @@ impl UiCommand {
 
     /// A button for this command (label, tooltip with the shortcut), enabled or not.
     pub fn button(self, ui: &mut egui::Ui, enabled: bool) -> bool {
+        self.button_unless(ui, (!enabled).then_some(""))
+    }
+
+    /// A button for this command, disabled when there is a reason it cannot run now (shown
+    /// when the pointer rests on it).
+    pub fn button_unless(self, ui: &mut egui::Ui, why_not: Option<&str>) -> bool {
         let info = self.info();
         let tip = match info.shortcut {
             Some(s) => format!("{} ({})", info.tooltip, ui.ctx().format_shortcut(&s)),
             None => info.tooltip.to_owned(),
         };
-        ui.add_enabled(enabled, egui::Button::new(info.label))
-            .on_hover_text(tip)
-            .clicked()
+        let r = ui
+            .add_enabled(why_not.is_none(), egui::Button::new(info.label))
+            .on_hover_text(tip);
+        match why_not {
+            Some(why) if !why.is_empty() => r.on_disabled_hover_text(why).clicked(),
+            _ => r.clicked(),
+        }
     }
 }

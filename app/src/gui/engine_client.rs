@@ -3,8 +3,9 @@
 
 use std::sync::Arc;
 
-use kiln_engine::pipeline::CancelToken;
+use kiln_engine::job::{CancelToken, PauseToken};
 use kiln_engine::protocol::{Command, Event, JobId};
+use kiln_engine::resolve::GenerationSpec;
 use kiln_engine::worker::{EngineHandle, Repaint};
 
 /// Owns the engine thread.
@@ -28,7 +29,7 @@ impl EngineClient {
     /// Starts the engine; `repaint` is called after every event.
     pub fn new(repaint: Repaint) -> Self {
         EngineClient {
-            handle: EngineHandle::spawn(repaint.clone(), crate::cli::cache_dir()),
+            handle: EngineHandle::spawn(repaint.clone(), crate::paths::cache_dir()),
             repaint,
             next_job: 1,
             running: None,
@@ -41,7 +42,7 @@ impl EngineClient {
         let alive = self.handle.is_alive();
         if !alive {
             tracing::error!("the engine thread is gone; starting a new one");
-            self.handle = EngineHandle::spawn(self.repaint.clone(), crate::cli::cache_dir());
+            self.handle = EngineHandle::spawn(self.repaint.clone(), crate::paths::cache_dir());
         }
         self.handle.send(command);
         alive
@@ -60,25 +61,22 @@ impl EngineClient {
     }
 
     /// Starts a generation job; returns its id.
-    pub fn generate(&mut self, request: kiln_engine::pipeline::GenerationRequest) -> JobId {
+    pub fn generate(&mut self, spec: GenerationSpec) -> JobId {
         let (job, cancel) = self.new_job(true);
         self.send(Command::Generate {
             job,
-            request,
+            spec: Box::new(spec),
             cancel,
         });
         job
     }
 
     /// Starts a baseline-vs-adapted comparison; returns its id.
-    pub fn compare_with_baseline(
-        &mut self,
-        request: kiln_engine::pipeline::GenerationRequest,
-    ) -> JobId {
+    pub fn compare_with_baseline(&mut self, spec: GenerationSpec) -> JobId {
         let (job, cancel) = self.new_job(true);
         self.send(Command::CompareWithBaseline {
             job,
-            request,
+            spec: Box::new(spec),
             cancel,
         });
         job
@@ -89,13 +87,9 @@ impl EngineClient {
         &mut self,
         config: kiln_engine::training::trainer::TrainingConfig,
         resume: Option<std::path::PathBuf>,
-    ) -> (
-        JobId,
-        CancelToken,
-        kiln_engine::training::trainer::PauseToken,
-    ) {
+    ) -> (JobId, CancelToken, PauseToken) {
         let (job, cancel) = self.new_job(false);
-        let pause = kiln_engine::training::trainer::PauseToken::default();
+        let pause = PauseToken::default();
         self.send(Command::StartTraining {
             job,
             config: Box::new(config),
@@ -104,6 +98,19 @@ impl EngineClient {
             pause: pause.clone(),
         });
         (job, cancel, pause)
+    }
+
+    /// Starts measuring a training configuration's speed; returns the job's id.
+    pub fn estimate_training(
+        &mut self,
+        config: kiln_engine::training::trainer::TrainingConfig,
+    ) -> JobId {
+        let (job, _) = self.new_job(false);
+        self.send(Command::EstimateTraining {
+            job,
+            config: Box::new(config),
+        });
+        job
     }
 
     /// Cancels the running job (it stops within one UNet call).

@@ -1,17 +1,22 @@
 //! The desktop studio: one eframe window whose panels drive the engine thread.
 //!
 //! Layout: a top bar (model, device, status), a left panel (prompt, sampler settings, LoRA
-//! stack, embeddings), the middle view (canvas, compare, train, models), the gallery on the
-//! right, notifications at the bottom. Every panel lives in its own file under `panels/`; user
-//! actions go through [`commands::UiCommand`]; the persisted [`state::Settings`] are apart from
-//! runtime handles.
+//! stack, embeddings), the middle tab (canvas, compare, train, models), the gallery on the
+//! right, notifications at the bottom. Every view lives in its own file under [`views`] and
+//! owns its state; views queue [`actions::Action`]s that [`controller`] carries out after the
+//! frame; [`app`] is the frame loop and routes the engine's events and the [`io`] thread's
+//! answers to the views. The persisted [`state::Settings`] are apart from runtime state
+//! ([`studio::Studio`], the views). No file is read or written on the UI thread.
 
+pub mod actions;
 pub mod app;
 pub mod commands;
+pub mod controller;
 pub mod engine_client;
-pub mod models;
-pub mod panels;
+pub mod io;
 pub mod state;
+pub mod studio;
+pub mod views;
 
 pub use app::KilnApp;
 

@@ -1,12 +1,17 @@
 //! What the studio remembers between runs (eframe storage, key [`STORAGE_KEY`]): the model,
 //! device, prompt, sampler settings, LoRA stack and embeddings, output folder, models folder
-//! and download source. Runtime handles (engine, textures, jobs) live in [`super::KilnApp`],
-//! never here.
+//! and download source. Runtime state (the engine, textures, jobs) lives in the views and
+//! [`super::studio::Studio`], never here.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use kiln_engine::schedulers::Schedule;
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::PrecisionChoice;
+use kiln_engine::resolve::{GenerationSpec, InitImageChoice};
+use kiln_engine::schedulers::{SamplerKind, Schedule};
 use serde::{Deserialize, Serialize};
+
+pub use crate::paths::{default_models_dir, default_output_dir};
 
 /// Storage key of [`Settings`].
 pub const STORAGE_KEY: &str = "kiln-settings";
@@ -135,16 +140,16 @@ pub struct Settings {
     pub model_path: Option<PathBuf>,
     /// Recently opened models, newest first.
     pub recent_models: Vec<PathBuf>,
-    /// Device name (`cpu`, `wgpu`, …, `auto`).
-    pub device: String,
-    /// `auto`, `f32` or `f16`.
-    pub precision: String,
+    /// The compute device (`auto`, `cpu`, `wgpu`, …).
+    pub device: DeviceSpec,
+    /// UNet/text-encoder precision.
+    pub precision: PrecisionChoice,
     /// Prompt.
     pub prompt: String,
     /// Negative prompt.
     pub negative: String,
-    /// Sampler's CLI name (see `Sampler::NAMES`).
-    pub sampler: String,
+    /// The sampler (stored by its CLI name).
+    pub sampler: SamplerKind,
     /// Schedule.
     pub schedule: Schedule,
     /// Steps.
@@ -167,6 +172,13 @@ pub struct Settings {
     pub batch_size: usize,
     /// img2img source.
     pub init_image: Option<PathBuf>,
+    /// The SHA-256 the init image must still have (set when it came from a recipe).
+    pub init_image_sha256: Option<String>,
+    /// CLIP skip (1 = the text encoder's last layer).
+    pub clip_skip: usize,
+    /// Where `<lora:NAME:…>` prompt tags look for `NAME.safetensors` (None: the models
+    /// folder).
+    pub lora_dir: Option<PathBuf>,
     /// img2img strength.
     pub strength: f64,
     /// The LoRA stack.
@@ -195,11 +207,11 @@ impl Default for Settings {
         Settings {
             model_path: None,
             recent_models: Vec::new(),
-            device: "auto".into(),
-            precision: "auto".into(),
+            device: DeviceSpec::Auto,
+            precision: PrecisionChoice::Auto,
             prompt: String::new(),
             negative: String::new(),
-            sampler: "dpmpp-2m".into(),
+            sampler: SamplerKind::DpmPp2m,
             schedule: Schedule::Karras,
             steps: 25,
             cfg: 7.0,
@@ -211,6 +223,9 @@ impl Default for Settings {
             batch_count: 1,
             batch_size: 1,
             init_image: None,
+            init_image_sha256: None,
+            clip_skip: 1,
+            lora_dir: None,
             strength: 0.75,
             loras: Vec::new(),
             embeddings: Vec::new(),
@@ -225,38 +240,6 @@ impl Default for Settings {
     }
 }
 
-/// `~/Pictures/Kiln` when there is a home folder, else `./kiln-output`.
-pub fn default_output_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(|h| PathBuf::from(h).join("Pictures").join("Kiln"))
-        .unwrap_or_else(|| PathBuf::from("kiln-output"))
-}
-
-/// The default models folder: `$XDG_DATA_HOME/kiln/models` (`~/.local/share/kiln/models`) on
-/// Linux, `~/Library/Application Support/Kiln/models` on macOS, `%APPDATA%\Kiln\models` on
-/// Windows; `./kiln-models` when there is no home folder.
-pub fn default_models_dir() -> PathBuf {
-    let var = |name: &str| {
-        std::env::var_os(name)
-            .map(PathBuf::from)
-            .filter(|p| p.is_absolute())
-    };
-    if cfg!(target_os = "windows") {
-        return var("APPDATA")
-            .map(|d| d.join("Kiln").join("models"))
-            .unwrap_or_else(|| PathBuf::from("kiln-models"));
-    }
-    if cfg!(target_os = "macos") {
-        return var("HOME")
-            .map(|h| h.join("Library/Application Support/Kiln/models"))
-            .unwrap_or_else(|| PathBuf::from("kiln-models"));
-    }
-    var("XDG_DATA_HOME")
-        .or_else(|| var("HOME").map(|h| h.join(".local").join("share")))
-        .map(|d| d.join("kiln").join("models"))
-        .unwrap_or_else(|| PathBuf::from("kiln-models"))
-}
-
 /// `$HF_ENDPOINT` when set (the variable Hugging Face's own tools read for a mirror), else the
 /// public Hub.
 pub fn default_hub_endpoint() -> String {
@@ -264,10 +247,95 @@ pub fn default_hub_endpoint() -> String {
         .ok()
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| kiln_engine::download::HUB.into())
+        .unwrap_or_else(|| kiln_hub::download::HUB.into())
 }
 
 impl Settings {
+    /// The folder `<lora:NAME:…>` tags look in.
+    pub fn lora_folder(&self) -> &Path {
+        self.lora_dir.as_deref().unwrap_or(&self.models_dir)
+    }
+
+    /// What Generate asks the engine for (the stack and embeddings are the engine's already;
+    /// a random seed is drawn by the engine's resolver).
+    pub fn spec(&self) -> GenerationSpec {
+        GenerationSpec {
+            prompts: vec![self.prompt.clone()],
+            negatives: vec![self.negative.clone()],
+            sampler: Some(self.sampler),
+            schedule: Some(if self.sampler.fixed_schedule() {
+                Schedule::Default
+            } else {
+                self.schedule
+            }),
+            eta: Some(self.eta),
+            steps: Some(self.steps),
+            cfg: Some(self.cfg),
+            seed: (!self.random_seed).then_some(self.seed),
+            width: Some(self.width),
+            height: Some(self.height),
+            batch_size: self.batch_size.max(1),
+            batch_count: self.batch_count.max(1),
+            clip_skip: Some(self.clip_skip.max(1)),
+            lora_dir: Some(self.lora_folder().to_owned()),
+            init_image: self.init_image.clone().map(|path| InitImageChoice {
+                path,
+                expected_sha256: self.init_image_sha256.clone(),
+            }),
+            strength: self.init_image.is_some().then_some(self.strength),
+            preview: self.live_preview,
+            ..GenerationSpec::default()
+        }
+    }
+
+    /// Puts the settings `spec` gives in place ("Reuse parameters"): prompt, negative
+    /// prompt, sampler, steps, CFG, seed (fixed), size, CLIP skip, init image (with the hash
+    /// it must still have) and strength. `exact` (a Kiln recipe, which records everything):
+    /// an init image it does not name is cleared. The stack, embeddings and model are the
+    /// caller's.
+    pub fn reuse(&mut self, spec: &GenerationSpec, exact: bool) {
+        if let Some(p) = spec.prompts.first() {
+            self.prompt = p.clone();
+        }
+        self.negative = spec.negatives.first().cloned().unwrap_or_default();
+        if let Some(kind) = spec.sampler {
+            self.sampler = kind;
+            self.schedule = spec.schedule.unwrap_or_default();
+            self.eta = spec.eta.unwrap_or(0.0);
+        }
+        if let Some(v) = spec.steps {
+            self.steps = v;
+        }
+        if let Some(v) = spec.cfg {
+            self.cfg = v;
+        }
+        if let Some(v) = spec.seed {
+            self.seed = v;
+            self.random_seed = false;
+        }
+        if let (Some(w), Some(h)) = (spec.width, spec.height) {
+            self.width = w;
+            self.height = h;
+        }
+        self.clip_skip = spec.clip_skip.unwrap_or(1);
+        if let Some(v) = spec.strength {
+            self.strength = v;
+        }
+        if spec.init_image.is_some() || exact {
+            self.init_image = spec.init_image.as_ref().map(|i| i.path.clone());
+            self.init_image_sha256 = spec
+                .init_image
+                .as_ref()
+                .and_then(|i| i.expected_sha256.clone());
+        }
+    }
+
+    /// Uses `path` as the img2img source (a file the user chose: no hash to check).
+    pub fn set_init_image(&mut self, path: Option<PathBuf>) {
+        self.init_image = path;
+        self.init_image_sha256 = None;
+    }
+
     /// Remembers `path` as the current model and first recent one.
     pub fn remember_model(&mut self, path: PathBuf) {
         self.recent_models.retain(|p| p != &path);

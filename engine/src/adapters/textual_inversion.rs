@@ -207,7 +207,7 @@ fn refuse_sdxl(path: &Path, keys: &[&str]) -> Result<()> {
     if keys.iter().any(|k| *k == "clip_l" || *k == "clip_g") {
         return Err(Error::UnsupportedModel {
             what: path.display().to_string(),
-            family: "this is a Stable Diffusion XL textual-inversion embedding (it has clip_l/clip_g vectors); \
+            kind: "this is a Stable Diffusion XL textual-inversion embedding (it has clip_l/clip_g vectors); \
                      Kiln runs SD 1.x, whose embeddings have one set of 768-wide vectors"
                 .into(),
         });

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::pipeline::Precision;
+use crate::job::Precision;
 use crate::schedulers::Schedule;
 use crate::schedulers::sampler::Sampler;
 

@@ -9,8 +9,8 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use burn::nn::{Dropout, DropoutConfig};
 
+use crate::loader::Loader;
 use crate::models::layers::{Conv2d, GroupNorm, LayerNorm, Linear};
-use crate::weights::loader::Loader;
 
 /// Diffusers' `Attention` (scaled dot-product, `heads` heads of `dim / heads` each). With a
 /// `group_norm` it is the VAE's spatial self-attention (see [`Attention::forward_spatial`]).

@@ -7,9 +7,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::Result;
+use crate::loader::Loader;
 use crate::models::config::ClipTextConfig;
 use crate::models::layers::{Activation, Embedding, LayerNorm, Linear};
-use crate::weights::loader::Loader;
 
 /// `CLIPTextEmbeddings`.
 #[derive(Module, Debug)]

@@ -366,6 +366,15 @@ pub struct StableDiffusionConfig {
 }
 
 impl StableDiffusionConfig {
+    /// The image size the model was made for, in pixels: the UNet's `sample_size` × the VAE's
+    /// factor (512 for SD 1.5; 512 when the config does not say).
+    pub fn native_size(&self) -> usize {
+        self.unet
+            .sample_size
+            .map(|s| s * self.vae.scale_factor())
+            .unwrap_or(512)
+    }
+
     /// [`tokenizer_max_length`](Self::tokenizer_max_length), refused unless it is 3 or more
     /// (BOS, a token, EOS) and at most the text encoder's positions.
     pub fn checked_tokenizer_length(&self) -> Result<usize> {

@@ -4,8 +4,8 @@ use burn::module::Module;
 use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::loader::Loader;
 use crate::models::layers::Linear;
-use crate::weights::loader::Loader;
 
 /// Sinusoidal timestep features, as diffusers' `get_timestep_embedding`.
 ///

@@ -10,7 +10,7 @@ use burn::tensor::module::{conv2d, embedding, layer_norm, linear};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Int, Tensor};
 
-use crate::weights::loader::{Init, Loader};
+use crate::loader::{Init, Loader};
 
 /// A trainable low-rank update beside a frozen weight, as PEFT's LoRA layer:
 /// `y += (x · down · up) · scale`.

@@ -6,8 +6,8 @@ use burn::tensor::activation::silu;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions, PadMode};
 
+use crate::loader::Loader;
 use crate::models::layers::{Conv2d, GroupNorm, Linear};
-use crate::weights::loader::Loader;
 
 /// `ResnetBlock2D` (time-scale-shift "default", output scale 1).
 #[derive(Module, Debug)]

@@ -4,9 +4,9 @@
 use burn::module::Module;
 use burn::tensor::Tensor;
 
+use crate::loader::Loader;
 use crate::models::attention::Transformer2DModel;
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
-use crate::weights::loader::Loader;
 
 /// Settings shared by every block of one UNet.
 #[derive(Debug, Clone, Copy)]

@@ -5,13 +5,13 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use crate::error::Result;
+use crate::loader::Loader;
 use crate::models::config::UNet2DConditionConfig;
 use crate::models::embeddings::{TimestepEmbedding, timestep_features};
 use crate::models::layers::{Conv2d, GroupNorm};
 use crate::models::unet_2d_blocks::{
     BlockAttention, BlockSettings, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D, UpChannels,
 };
-use crate::weights::loader::Loader;
 
 /// The denoising UNet.
 #[derive(Module, Debug)]

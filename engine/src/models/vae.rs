@@ -5,11 +5,11 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 
 use crate::error::Result;
+use crate::loader::Loader;
 use crate::models::attention::Attention;
 use crate::models::config::AutoencoderKLConfig;
 use crate::models::layers::{Conv2d, GroupNorm};
 use crate::models::resnet::{Downsample2D, ResnetBlock2D, Upsample2D};
-use crate::weights::loader::Loader;
 
 const VAE_EPS: f64 = 1e-6;
 

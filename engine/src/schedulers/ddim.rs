@@ -4,7 +4,8 @@ use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
 use crate::schedulers::{
-    Noise, Scheduler, SchedulerConfig, add_noise_vp, predict_x0, spaced_timesteps,
+    Noise, PredictionType, Scheduler, SchedulerConfig, TimestepSpacing, add_noise_vp, predict_x0,
+    spaced_timesteps,
 };
 
 /// DDIM with η (0 = deterministic DDIM, 1 = DDPM-like variance).
@@ -30,11 +31,8 @@ impl DdimScheduler {
             )));
         }
         let alphas_cumprod = config.alphas_cumprod()?;
-        let spacing = config
-            .timestep_spacing
-            .clone()
-            .unwrap_or_else(|| "leading".into());
-        let timesteps = spaced_timesteps(config, &spacing, steps)?;
+        let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Leading);
+        let timesteps = spaced_timesteps(config, spacing, steps)?;
         let final_alpha_cumprod = if config.set_alpha_to_one {
             1.0
         } else {
@@ -81,12 +79,12 @@ impl Scheduler for DdimScheduler {
         let a_t = self.alpha(t);
         let a_prev = self.alpha(prev_t);
         let b_t = 1.0 - a_t;
-        let kind = self.config.prediction_type.as_str();
+        let kind = self.config.prediction_type;
         let pred_x0 = predict_x0(kind, &sample, model_output.clone(), a_t);
         let pred_eps = match kind {
-            "v_prediction" => model_output * a_t.sqrt() + sample * b_t.sqrt(),
-            "sample" => (sample - pred_x0.clone() * a_t.sqrt()) / b_t.sqrt(),
-            _ => model_output,
+            PredictionType::VPrediction => model_output * a_t.sqrt() + sample * b_t.sqrt(),
+            PredictionType::Sample => (sample - pred_x0.clone() * a_t.sqrt()) / b_t.sqrt(),
+            PredictionType::Epsilon => model_output,
         };
         let pred_x0 = if self.config.clip_sample {
             let r = self.config.clip_sample_range;

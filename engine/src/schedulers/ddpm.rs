@@ -6,7 +6,8 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::schedulers::{
-    Noise, Scheduler, SchedulerConfig, add_noise_vp, predict_x0, spaced_timesteps,
+    Noise, PredictionType, Scheduler, SchedulerConfig, TimestepSpacing, add_noise_vp, predict_x0,
+    spaced_timesteps,
 };
 
 /// DDPM.
@@ -17,25 +18,22 @@ pub struct DdpmScheduler {
     timesteps_f: Vec<f64>,
     step_ratio: i64,
     clip: Option<f64>,
-    prediction_type: String,
+    prediction_type: PredictionType,
 }
 
 impl DdpmScheduler {
     /// Sets up `steps` steps.
     pub fn new(config: &SchedulerConfig, steps: usize) -> Result<Self> {
         config.validate()?;
-        let spacing = config
-            .timestep_spacing
-            .clone()
-            .unwrap_or_else(|| "leading".into());
-        let timesteps = spaced_timesteps(config, &spacing, steps)?;
+        let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Leading);
+        let timesteps = spaced_timesteps(config, spacing, steps)?;
         Ok(DdpmScheduler {
             alphas_cumprod: config.alphas_cumprod()?,
             timesteps_f: timesteps.iter().map(|t| *t as f64).collect(),
             timesteps,
             step_ratio: (config.num_train_timesteps / steps) as i64,
             clip: config.clip_sample.then_some(config.clip_sample_range),
-            prediction_type: config.prediction_type.clone(),
+            prediction_type: config.prediction_type,
         })
     }
 }
@@ -71,7 +69,7 @@ impl Scheduler for DdpmScheduler {
         let (b_t, b_prev) = (1.0 - a_t, 1.0 - a_prev);
         let current_alpha = a_t / a_prev;
         let current_beta = 1.0 - current_alpha;
-        let pred_x0 = predict_x0(&self.prediction_type, &sample, model_output, a_t);
+        let pred_x0 = predict_x0(self.prediction_type, &sample, model_output, a_t);
         let pred_x0 = match self.clip {
             Some(r) => pred_x0.clamp(-r, r),
             None => pred_x0,

@@ -7,7 +7,8 @@ use burn::tensor::Tensor;
 
 use crate::error::{Error, Result};
 use crate::schedulers::{
-    Noise, Schedule, Scheduler, SchedulerConfig, interp, predict_x0, sigma_to_t, train_sigmas,
+    Noise, PredictionType, Schedule, Scheduler, SchedulerConfig, TimestepSpacing, interp,
+    predict_x0, sigma_to_t, train_sigmas,
 };
 
 /// Timesteps and sigmas of diffusers' multistep solvers (DPM-Solver, UniPC): `steps + 1`
@@ -27,32 +28,29 @@ impl MultistepSigmas {
         config.validate()?;
         let train = train_sigmas(&config.alphas_cumprod()?);
         let n = config.num_train_timesteps;
-        let spacing = config
-            .timestep_spacing
-            .clone()
-            .unwrap_or_else(|| "linspace".into());
+        let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
         if steps == 0 || steps > n {
             return Err(Error::InvalidRequest(format!(
                 "steps must be between 1 and {n}, got {steps}"
             )));
         }
         // diffusers spaces steps + 1 points and drops the last.
-        let mut timesteps: Vec<f64> = match spacing.as_str() {
-            "leading" => {
+        let mut timesteps: Vec<f64> = match spacing {
+            TimestepSpacing::Leading => {
                 let ratio = n / (steps + 1);
                 (1..=steps)
                     .rev()
                     .map(|i| (i * ratio + config.steps_offset) as f64)
                     .collect()
             }
-            "trailing" => {
+            TimestepSpacing::Trailing => {
                 let ratio = n as f64 / steps as f64;
                 (1..=steps)
                     .rev()
                     .map(|i| (i as f64 * ratio).round() - 1.0)
                     .collect()
             }
-            _ => (1..=steps)
+            TimestepSpacing::Linspace => (1..=steps)
                 .rev()
                 .map(|i| (i as f64 * (n - 1) as f64 / steps as f64).round())
                 .collect(),
@@ -92,7 +90,7 @@ impl MultistepSigmas {
     /// The data prediction x̂₀ at step `i` from the UNet output.
     pub fn data_prediction(
         &self,
-        prediction_type: &str,
+        prediction_type: PredictionType,
         sample: &Tensor<4>,
         model_output: Tensor<4>,
         i: usize,
@@ -122,7 +120,7 @@ pub enum DpmAlgorithm {
 pub struct DpmSolverMultistepScheduler {
     s: MultistepSigmas,
     algorithm: DpmAlgorithm,
-    prediction_type: String,
+    prediction_type: PredictionType,
     /// The last two data predictions (x̂₀) and their step indices.
     outputs: Vec<(usize, Tensor<4>)>,
 }
@@ -138,7 +136,7 @@ impl DpmSolverMultistepScheduler {
         Ok(DpmSolverMultistepScheduler {
             s: MultistepSigmas::new(config, steps, schedule)?,
             algorithm,
-            prediction_type: config.prediction_type.clone(),
+            prediction_type: config.prediction_type,
             outputs: Vec::new(),
         })
     }
@@ -163,7 +161,7 @@ impl Scheduler for DpmSolverMultistepScheduler {
         let n = self.s.timesteps.len();
         let x0 = self
             .s
-            .data_prediction(&self.prediction_type, &sample, model_output, i);
+            .data_prediction(self.prediction_type, &sample, model_output, i);
         self.outputs.push((i, x0.clone()));
         if self.outputs.len() > 2 {
             self.outputs.remove(0);
@@ -222,7 +220,7 @@ mod tests {
     #[test]
     fn exponential_and_karras_timesteps_match_diffusers() {
         let mut config = SchedulerConfig::sd15();
-        config.timestep_spacing = Some("leading".into());
+        config.timestep_spacing = Some(TimestepSpacing::Leading);
         let e = MultistepSigmas::new(&config, 8, Schedule::Exponential).expect("scheduler");
         // diffusers: [998, 834, …] — only the first differs (its float32 t(σ_max) is 998.99…).
         assert_eq!(

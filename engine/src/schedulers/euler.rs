@@ -7,7 +7,8 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::schedulers::{
-    Noise, Schedule, Scheduler, SchedulerConfig, interp, sigma_to_t, spaced_timesteps, train_sigmas,
+    Noise, Schedule, Scheduler, SchedulerConfig, TimestepSpacing, interp, sigma_to_t,
+    spaced_timesteps, train_sigmas,
 };
 
 /// Timesteps, their sigmas and the input scaling of the sigma-parameterised samplers.
@@ -26,19 +27,16 @@ impl DiscreteSigmas {
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
         config.validate()?;
         let train = train_sigmas(&config.alphas_cumprod()?);
-        let spacing = config
-            .timestep_spacing
-            .clone()
-            .unwrap_or_else(|| "linspace".into());
+        let spacing = config.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
         let n = config.num_train_timesteps;
-        let mut timesteps: Vec<f64> = if spacing == "linspace" {
+        let mut timesteps: Vec<f64> = if spacing == TimestepSpacing::Linspace {
             // Not rounded for this family.
             (0..steps)
                 .rev()
                 .map(|i| i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64)
                 .collect()
         } else {
-            spaced_timesteps(config, &spacing, steps)?
+            spaced_timesteps(config, spacing, steps)?
                 .into_iter()
                 .map(|t| t as f64)
                 .collect()
@@ -50,7 +48,10 @@ impl DiscreteSigmas {
             timesteps = sigmas.iter().map(|s| sigma_to_t(*s, &log_sigmas)).collect();
         }
         let max_sigma = sigmas.iter().cloned().fold(0.0, f64::max);
-        let init_noise_sigma = if spacing == "linspace" || spacing == "trailing" {
+        let init_noise_sigma = if matches!(
+            spacing,
+            TimestepSpacing::Linspace | TimestepSpacing::Trailing
+        ) {
             max_sigma
         } else {
             (max_sigma * max_sigma + 1.0).sqrt()

@@ -82,7 +82,7 @@ impl Scheduler for LcmScheduler {
         let scaled = t * TIMESTEP_SCALING;
         let c_skip = SIGMA_DATA * SIGMA_DATA / (scaled * scaled + SIGMA_DATA * SIGMA_DATA);
         let c_out = scaled / (scaled * scaled + SIGMA_DATA * SIGMA_DATA).sqrt();
-        let mut x0 = predict_x0(&self.config.prediction_type, &sample, model_output, a_t);
+        let mut x0 = predict_x0(self.config.prediction_type, &sample, model_output, a_t);
         if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             x0 = x0.clamp(-r, r);

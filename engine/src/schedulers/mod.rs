@@ -15,6 +15,8 @@ pub mod lms;
 pub mod sampler;
 pub mod unipc_multistep;
 
+pub use sampler::{Sampler, SamplerKind};
+
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +24,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::job::LatentsData;
 
 fn default_train_steps() -> usize {
     1000
@@ -32,14 +35,59 @@ fn default_beta_start() -> f64 {
 fn default_beta_end() -> f64 {
     0.012
 }
-fn default_beta_schedule() -> String {
-    "scaled_linear".into()
-}
-fn default_prediction() -> String {
-    "epsilon".into()
-}
 fn default_one() -> f64 {
     1.0
+}
+
+/// diffusers' `beta_schedule`: how the training βs run from `beta_start` to `beta_end`. An
+/// unknown name in a `scheduler_config.json` is an error naming the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BetaSchedule {
+    /// Evenly spaced βs.
+    Linear,
+    /// Evenly spaced √β (Stable Diffusion's).
+    #[default]
+    ScaledLinear,
+    /// The cosine schedule of Nichol & Dhariwal (2021), capped at 0.999.
+    #[serde(rename = "squaredcos_cap_v2")]
+    SquaredcosCapV2,
+}
+
+/// diffusers' `prediction_type`: what the UNet predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PredictionType {
+    /// The noise ε (SD 1.x).
+    #[default]
+    Epsilon,
+    /// v = √ᾱ·ε − √(1 − ᾱ)·x₀ (SD 2.x 768-v models).
+    VPrediction,
+    /// The clean sample x₀.
+    Sample,
+}
+
+impl PredictionType {
+    /// diffusers' name (`epsilon`, `v_prediction`, `sample`).
+    pub fn name(self) -> &'static str {
+        match self {
+            PredictionType::Epsilon => "epsilon",
+            PredictionType::VPrediction => "v_prediction",
+            PredictionType::Sample => "sample",
+        }
+    }
+}
+
+/// diffusers' `timestep_spacing`: how inference timesteps are picked among the training ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    /// `i · (N / steps) + steps_offset` (DDIM's default; SD 1.5's configs with offset 1).
+    Leading,
+    /// Counting down from N in steps of N / steps.
+    Trailing,
+    /// Evenly spaced from N − 1 down to 0.
+    Linspace,
 }
 
 /// Diffusers' scheduler config (`scheduler/scheduler_config.json`), SD 1.5 values by default.
@@ -54,15 +102,15 @@ pub struct SchedulerConfig {
     /// Last β.
     #[serde(default = "default_beta_end")]
     pub beta_end: f64,
-    /// `scaled_linear` (SD), `linear`, or `squaredcos_cap_v2`.
-    #[serde(default = "default_beta_schedule")]
-    pub beta_schedule: String,
+    /// How the βs run from `beta_start` to `beta_end`.
+    #[serde(default)]
+    pub beta_schedule: BetaSchedule,
     /// Explicit βs, overriding the schedule.
     #[serde(default)]
     pub trained_betas: Option<Vec<f64>>,
-    /// `epsilon` (SD 1.x), `v_prediction` or `sample`.
-    #[serde(default = "default_prediction")]
-    pub prediction_type: String,
+    /// What the UNet predicts.
+    #[serde(default)]
+    pub prediction_type: PredictionType,
     /// Clip the predicted x₀ to ±`clip_sample_range`.
     #[serde(default)]
     pub clip_sample: bool,
@@ -75,9 +123,9 @@ pub struct SchedulerConfig {
     /// Added to every inference timestep ("leading" spacing).
     #[serde(default)]
     pub steps_offset: usize,
-    /// `leading`, `trailing` or `linspace`; None = the scheduler class's own default.
+    /// How inference timesteps are spaced; None = the scheduler class's own default.
     #[serde(default)]
-    pub timestep_spacing: Option<String>,
+    pub timestep_spacing: Option<TimestepSpacing>,
     /// Rescale βs to zero terminal SNR.
     #[serde(default)]
     pub rescale_betas_zero_snr: bool,
@@ -90,9 +138,9 @@ impl SchedulerConfig {
             num_train_timesteps: 1000,
             beta_start: 0.00085,
             beta_end: 0.012,
-            beta_schedule: "scaled_linear".into(),
+            beta_schedule: BetaSchedule::ScaledLinear,
             trained_betas: None,
-            prediction_type: "epsilon".into(),
+            prediction_type: PredictionType::Epsilon,
             clip_sample: false,
             clip_sample_range: 1.0,
             set_alpha_to_one: false,
@@ -110,12 +158,12 @@ impl SchedulerConfig {
         }
         let lin =
             |a: f64, b: f64| (0..n).map(move |i| a + (b - a) * i as f64 / (n.max(2) - 1) as f64);
-        let betas: Vec<f64> = match self.beta_schedule.as_str() {
-            "linear" => lin(self.beta_start, self.beta_end).collect(),
-            "scaled_linear" => lin(self.beta_start.sqrt(), self.beta_end.sqrt())
+        let betas: Vec<f64> = match self.beta_schedule {
+            BetaSchedule::Linear => lin(self.beta_start, self.beta_end).collect(),
+            BetaSchedule::ScaledLinear => lin(self.beta_start.sqrt(), self.beta_end.sqrt())
                 .map(|b| b * b)
                 .collect(),
-            "squaredcos_cap_v2" => {
+            BetaSchedule::SquaredcosCapV2 => {
                 let f = |t: f64| {
                     ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
                         .cos()
@@ -126,11 +174,6 @@ impl SchedulerConfig {
                         (1.0 - f((i + 1) as f64 / n as f64) / f(i as f64 / n as f64)).min(0.999)
                     })
                     .collect()
-            }
-            other => {
-                return Err(Error::Config(format!(
-                    "beta_schedule '{other}' is not supported"
-                )));
             }
         };
         Ok(betas)
@@ -161,22 +204,20 @@ impl SchedulerConfig {
         Ok(out)
     }
 
-    /// Checks prediction type and spacing.
+    /// Checks what the enums cannot: a schedule that has a timestep for every step.
     pub fn validate(&self) -> Result<()> {
-        if !matches!(
-            self.prediction_type.as_str(),
-            "epsilon" | "v_prediction" | "sample"
-        ) {
-            return Err(Error::Config(format!(
-                "prediction_type '{}' is not supported",
-                self.prediction_type
-            )));
+        if self.num_train_timesteps == 0 {
+            return Err(Error::Config(
+                "num_train_timesteps must be at least 1".into(),
+            ));
         }
-        if let Some(s) = &self.timestep_spacing
-            && !matches!(s.as_str(), "leading" | "trailing" | "linspace")
+        if let Some(b) = &self.trained_betas
+            && b.len() != self.num_train_timesteps
         {
             return Err(Error::Config(format!(
-                "timestep_spacing '{s}' is not supported"
+                "trained_betas has {} values for {} training timesteps",
+                b.len(),
+                self.num_train_timesteps
             )));
         }
         Ok(())
@@ -185,7 +226,11 @@ impl SchedulerConfig {
 
 /// Inference timesteps for `steps` steps with diffusers' `timestep_spacing` rules
 /// (descending; fractional only for `linspace` before rounding by the caller).
-pub fn spaced_timesteps(config: &SchedulerConfig, spacing: &str, steps: usize) -> Result<Vec<i64>> {
+pub fn spaced_timesteps(
+    config: &SchedulerConfig,
+    spacing: TimestepSpacing,
+    steps: usize,
+) -> Result<Vec<i64>> {
     let n = config.num_train_timesteps;
     if steps == 0 || steps > n {
         return Err(Error::InvalidRequest(format!(
@@ -193,14 +238,14 @@ pub fn spaced_timesteps(config: &SchedulerConfig, spacing: &str, steps: usize) -
         )));
     }
     let t: Vec<i64> = match spacing {
-        "leading" => {
+        TimestepSpacing::Leading => {
             let ratio = n / steps;
             (0..steps)
                 .rev()
                 .map(|i| (i * ratio) as i64 + config.steps_offset as i64)
                 .collect()
         }
-        "trailing" => {
+        TimestepSpacing::Trailing => {
             let ratio = n as f64 / steps as f64;
             let mut v: Vec<i64> = Vec::with_capacity(steps);
             let mut x = n as f64;
@@ -210,24 +255,29 @@ pub fn spaced_timesteps(config: &SchedulerConfig, spacing: &str, steps: usize) -
             }
             v
         }
-        "linspace" => (0..steps)
+        TimestepSpacing::Linspace => (0..steps)
             .rev()
             .map(|i| (i as f64 * (n - 1) as f64 / (steps.max(2) - 1) as f64).round() as i64)
             .collect(),
-        other => {
-            return Err(Error::Config(format!(
-                "timestep_spacing '{other}' is not supported"
-            )));
-        }
     };
     Ok(t)
 }
 
-/// Seeded Gaussian noise with one independent stream per image, so an image's noise does
-/// not depend on which batch it is generated in.
+/// The Gaussian noise of a run: one independent seeded stream per image, so an image's noise
+/// does not depend on which batch it is generated in — or, to reproduce another tool's run
+/// exactly, noise recorded there, replayed draw by draw ([`Noise::replay`]).
 #[derive(Debug, Clone)]
 pub struct Noise {
     streams: Vec<ChaCha8Rng>,
+    replay: Option<Replay>,
+}
+
+/// Recorded draws and what went wrong replaying them.
+#[derive(Debug, Clone)]
+struct Replay {
+    draws: std::collections::VecDeque<LatentsData>,
+    taken: usize,
+    problem: Option<String>,
 }
 
 impl Noise {
@@ -238,6 +288,22 @@ impl Noise {
                 .iter()
                 .map(|s| ChaCha8Rng::seed_from_u64(*s))
                 .collect(),
+            replay: None,
+        }
+    }
+
+    /// Noise that hands out `draws` in order, each `[B, C, H, W]` for the whole batch (B =
+    /// the number of seeds), as another implementation drew them. A draw of another shape, one
+    /// too many or one left over is reported by [`Noise::finish`] (the seeded streams stand in
+    /// meanwhile, so the run ends).
+    pub fn replay(seeds: &[u64], draws: Vec<LatentsData>) -> Self {
+        Noise {
+            replay: Some(Replay {
+                draws: draws.into(),
+                taken: 0,
+                problem: None,
+            }),
+            ..Noise::new(seeds)
         }
     }
 
@@ -251,33 +317,72 @@ impl Noise {
         self.streams.is_empty()
     }
 
-    /// Standard normal noise `[B, C, H, W]`; item b comes from stream b (B = number of streams).
+    /// Standard normal noise `[B, C, H, W]`; item b comes from stream b (B = number of
+    /// streams), or the next recorded draw when replaying.
     pub fn randn(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let shape = [self.streams.len(), shape[1], shape[2], shape[3]];
+        if let Some(r) = &mut self.replay {
+            let k = r.taken;
+            r.taken += 1;
+            match r.draws.pop_front() {
+                Some(d) if d.shape == shape => {
+                    return Tensor::from_data(TensorData::new(d.values, shape), device);
+                }
+                Some(d) => {
+                    r.problem.get_or_insert(format!(
+                        "recorded noise draw {k} has shape {:?}; the sampler drew {shape:?}",
+                        d.shape
+                    ));
+                }
+                None => {
+                    r.problem.get_or_insert(format!(
+                        "the sampler drew noise {} times; {k} draws were recorded",
+                        k + 1
+                    ));
+                }
+            }
+        }
         let per: usize = shape[1..].iter().product();
         let mut values = Vec::with_capacity(per * self.streams.len());
         for rng in &mut self.streams {
             values.extend((0..per).map(|_| -> f32 { StandardNormal.sample(rng) }));
         }
-        Tensor::from_data(
-            TensorData::new(values, [self.streams.len(), shape[1], shape[2], shape[3]]),
-            device,
-        )
+        Tensor::from_data(TensorData::new(values, shape), device)
+    }
+
+    /// After a run: whether replayed noise fitted it exactly (every draw taken, each of the
+    /// shape the sampler drew). Always Ok for seeded noise.
+    pub fn finish(&self) -> Result<()> {
+        let Some(r) = &self.replay else {
+            return Ok(());
+        };
+        if let Some(p) = &r.problem {
+            return Err(Error::InvalidRequest(format!("replayed noise: {p}")));
+        }
+        if !r.draws.is_empty() {
+            return Err(Error::InvalidRequest(format!(
+                "replayed noise: the sampler drew {} times; {} draws were recorded",
+                r.taken,
+                r.taken + r.draws.len()
+            )));
+        }
+        Ok(())
     }
 }
 
-/// x̂₀ from the UNet output for diffusers' `prediction_type` (`epsilon`, `v_prediction`,
-/// `sample`) at cumulative alpha `alpha_cumprod`.
+/// x̂₀ from the UNet output for diffusers' `prediction_type` at cumulative alpha
+/// `alpha_cumprod`.
 pub fn predict_x0(
-    prediction_type: &str,
+    prediction_type: PredictionType,
     sample: &Tensor<4>,
     model_output: Tensor<4>,
     alpha_cumprod: f64,
 ) -> Tensor<4> {
     let (a, b) = (alpha_cumprod, 1.0 - alpha_cumprod);
     match prediction_type {
-        "v_prediction" => sample.clone() * a.sqrt() - model_output * b.sqrt(),
-        "sample" => model_output,
-        _ => (sample.clone() - model_output * b.sqrt()) / a.sqrt(),
+        PredictionType::VPrediction => sample.clone() * a.sqrt() - model_output * b.sqrt(),
+        PredictionType::Sample => model_output,
+        PredictionType::Epsilon => (sample.clone() - model_output * b.sqrt()) / a.sqrt(),
     }
 }
 
@@ -411,4 +516,65 @@ pub fn sigma_to_t(sigma: f64, log_sigmas: &[f64]) -> f64 {
     let (lo, hi) = (log_sigmas[low], log_sigmas[low + 1]);
     let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
     (1.0 - w) * low as f64 + w * (low + 1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn draw(shape: [usize; 4], start: f32) -> LatentsData {
+        let n = shape.iter().product();
+        LatentsData {
+            shape,
+            values: (0..n).map(|i| start + i as f32).collect(),
+        }
+    }
+
+    #[test]
+    fn replayed_noise_hands_out_the_recorded_draws_and_checks_they_fit() {
+        let device = crate::device::device("cpu").expect("cpu");
+        let shape = [2, 1, 1, 2];
+        let mut noise = Noise::replay(&[7, 8], vec![draw(shape, 0.0), draw(shape, 10.0)]);
+        let got = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().expect("f32");
+        assert_eq!(got(noise.randn(shape, &device)), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(
+            got(noise.randn(shape, &device)),
+            vec![10.0, 11.0, 12.0, 13.0]
+        );
+        assert!(noise.finish().is_ok());
+        // One draw too many: the seeded stream stands in, and the run is refused.
+        let seeded = got(Noise::new(&[7, 8]).randn(shape, &device));
+        assert_eq!(got(noise.randn(shape, &device)), seeded);
+        let err = noise.finish().expect_err("one too many").to_string();
+        assert!(
+            err.contains("drew noise 3 times; 2 draws were recorded"),
+            "{err}"
+        );
+        // A draw of another shape, and draws left over.
+        let mut noise = Noise::replay(&[7, 8], vec![draw([2, 1, 2, 2], 0.0)]);
+        noise.randn(shape, &device);
+        let err = noise.finish().expect_err("shape").to_string();
+        assert!(err.contains("draw 0 has shape [2, 1, 2, 2]"), "{err}");
+        let noise = Noise::replay(&[7], vec![draw([1, 1, 1, 1], 0.0)]);
+        let err = noise.finish().expect_err("left over").to_string();
+        assert!(err.contains("drew 0 times; 1 draws were recorded"), "{err}");
+    }
+
+    #[test]
+    fn unknown_names_in_a_scheduler_config_are_refused() {
+        let parse = |json: &str| serde_json::from_str::<SchedulerConfig>(json);
+        let ok = parse(r#"{"prediction_type": "v_prediction", "timestep_spacing": "trailing"}"#)
+            .expect("known names");
+        assert_eq!(ok.prediction_type, PredictionType::VPrediction);
+        assert_eq!(ok.timestep_spacing, Some(TimestepSpacing::Trailing));
+        assert_eq!(ok.beta_schedule, BetaSchedule::ScaledLinear);
+        for bad in [
+            r#"{"prediction_type": "flow"}"#,
+            r#"{"beta_schedule": "sigmoid"}"#,
+            r#"{"timestep_spacing": "karras"}"#,
+        ] {
+            let err = parse(bad).expect_err(bad).to_string();
+            assert!(err.contains("unknown variant"), "{bad}: {err}");
+        }
+    }
 }

@@ -76,7 +76,108 @@ pub enum Sampler {
     Lcm,
 }
 
+/// Which sampler, without its options: what a menu lists and a settings file stores (by its
+/// CLI name, `dpmpp-2m`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    /// DDIM.
+    Ddim,
+    /// DDPM.
+    Ddpm,
+    /// Euler.
+    Euler,
+    /// Euler a.
+    EulerA,
+    /// Heun.
+    Heun,
+    /// LMS.
+    Lms,
+    /// DPM++ 2M.
+    #[serde(rename = "dpmpp-2m")]
+    DpmPp2m,
+    /// DPM++ 2M SDE.
+    #[serde(rename = "dpmpp-2m-sde")]
+    DpmPp2mSde,
+    /// DPM++ 2S a.
+    #[serde(rename = "dpmpp-2s-a")]
+    DpmPp2sA,
+    /// UniPC.
+    #[serde(rename = "unipc")]
+    UniPc,
+    /// LCM.
+    Lcm,
+}
+
+impl SamplerKind {
+    /// Every sampler, in menu order.
+    pub const ALL: [SamplerKind; 11] = [
+        SamplerKind::Ddim,
+        SamplerKind::Ddpm,
+        SamplerKind::Euler,
+        SamplerKind::EulerA,
+        SamplerKind::Heun,
+        SamplerKind::Lms,
+        SamplerKind::DpmPp2m,
+        SamplerKind::DpmPp2mSde,
+        SamplerKind::DpmPp2sA,
+        SamplerKind::UniPc,
+        SamplerKind::Lcm,
+    ];
+
+    /// The CLI name (`dpmpp-2m`).
+    pub fn name(self) -> &'static str {
+        Sampler::NAMES[SamplerKind::ALL
+            .iter()
+            .position(|k| *k == self)
+            .unwrap_or(0)]
+    }
+
+    /// Whether it keeps its own timestep rules (DDIM, DDPM, LCM: no Karras or exponential
+    /// schedule).
+    pub fn fixed_schedule(self) -> bool {
+        matches!(
+            self,
+            SamplerKind::Ddim | SamplerKind::Ddpm | SamplerKind::Lcm
+        )
+    }
+
+    /// The sampler with `schedule` and (DDIM's) `eta`; see [`Sampler::from_name`].
+    pub fn with(self, schedule: Schedule, eta: f64) -> Result<Sampler> {
+        Sampler::from_name(self.name(), schedule, eta)
+    }
+
+    /// AUTOMATIC1111's name (`DPM++ 2M`).
+    pub fn a1111_name(self) -> &'static str {
+        self.with(Schedule::Default, 0.0)
+            .map(|s| s.a1111_name())
+            .unwrap_or("?")
+    }
+}
+
+impl std::str::FromStr for SamplerKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Sampler::NAMES
+            .iter()
+            .position(|n| *n == s.trim())
+            .map(|i| SamplerKind::ALL[i])
+            .ok_or_else(|| {
+                Error::InvalidRequest(format!(
+                    "unknown sampler '{s}' (available: {})",
+                    Sampler::NAMES.join(", ")
+                ))
+            })
+    }
+}
+
 impl Sampler {
+    /// Which sampler this is, without its options.
+    pub fn kind(&self) -> SamplerKind {
+        self.name().parse().unwrap_or(SamplerKind::Ddim)
+    }
+
     /// Every sampler's CLI name, in menu order.
     pub const NAMES: [&'static str; 11] = [
         "ddim",
@@ -260,6 +361,16 @@ mod tests {
             })
         );
         assert!(Sampler::from_name("ddim", Schedule::Karras, 0.0).is_err());
+        for kind in SamplerKind::ALL {
+            let s = kind.with(Schedule::Default, 0.0).expect("default schedule");
+            assert_eq!(
+                (s.kind(), kind.name().parse::<SamplerKind>().ok()),
+                (kind, Some(kind))
+            );
+            let json = serde_json::to_string(&kind).expect("serialise");
+            assert_eq!(json, format!("\"{}\"", kind.name()));
+        }
+        assert!("plms".parse::<SamplerKind>().is_err());
         assert!(Sampler::from_name("plms", Schedule::Default, 0.0).is_err());
     }
 }

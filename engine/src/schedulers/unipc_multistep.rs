@@ -8,13 +8,13 @@ use burn::tensor::Tensor;
 
 use crate::error::Result;
 use crate::schedulers::dpm_solver_multistep::MultistepSigmas;
-use crate::schedulers::{Noise, Schedule, Scheduler, SchedulerConfig};
+use crate::schedulers::{Noise, PredictionType, Schedule, Scheduler, SchedulerConfig};
 
 /// UniPC (order 2, bh2).
 #[derive(Debug, Clone)]
 pub struct UniPcMultistepScheduler {
     s: MultistepSigmas,
-    prediction_type: String,
+    prediction_type: PredictionType,
     /// The last two data predictions (x̂₀), oldest first.
     outputs: Vec<Tensor<4>>,
     /// The sample the last prediction started from.
@@ -28,7 +28,7 @@ impl UniPcMultistepScheduler {
     pub fn new(config: &SchedulerConfig, steps: usize, schedule: Schedule) -> Result<Self> {
         Ok(UniPcMultistepScheduler {
             s: MultistepSigmas::new(config, steps, schedule)?,
-            prediction_type: config.prediction_type.clone(),
+            prediction_type: config.prediction_type,
             outputs: Vec::new(),
             last_sample: None,
             last_order: 0,
@@ -78,7 +78,7 @@ impl Scheduler for UniPcMultistepScheduler {
         let n = self.s.timesteps.len();
         let m_t = self
             .s
-            .data_prediction(&self.prediction_type, &sample, model_output, i);
+            .data_prediction(self.prediction_type, &sample, model_output, i);
 
         // UniC: correct the sample predicted last step, now that m_t is known.
         let sample = match self.last_sample.take() {

@@ -42,7 +42,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::{RngExt, SeedableRng};
@@ -51,24 +50,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
+use crate::job::{CancelToken, PauseToken};
+use crate::loader::Loader;
 use crate::models::clip_text::ClipTextModel;
 use crate::models::config::StableDiffusionConfig;
 use crate::models::paths::{map_params, named_params};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
 use crate::models::vae::AutoencoderKL;
-use crate::pipeline::{CancelToken, StableDiffusion};
-use crate::schedulers::SchedulerConfig;
+use crate::pipeline::StableDiffusion;
+use crate::schedulers::{PredictionType, SchedulerConfig};
+use crate::tensors::host;
 use crate::tokenizer::ClipTokenizer;
 use crate::training::adamw::{AdamWConfig, Moments};
 use crate::training::dataset::{DatasetOptions, Plan, image_files, prepare, rng_for, validate};
 use crate::training::full::{FullOptimizer, Grads, StepSettings, gradients, track};
 use crate::training::lora::{Batch, StepStats, Text};
 use crate::training::lr_schedule::LrSchedule;
-use crate::training::trainer::{
-    NoiseOptions, PauseToken, TrainingEvent, randn, sample_images, training_noise,
-};
-use crate::training::{SnrWeighting, denoising_loss, host};
-use crate::weights::loader::Loader;
+use crate::training::noise::{NoiseOptions, randn, training_noise};
+use crate::training::run::{RunControl, TrainingEvent};
+use crate::training::trainer::sample_images;
+use crate::training::{SnrWeighting, denoising_loss};
 use crate::weights::safetensors::{Dtype, SafeTensors, WriteTensor, write_f32};
 use crate::weights::{CheckpointInfo, Layout};
 
@@ -341,13 +342,13 @@ impl BaseModels {
             models.config.checked_tokenizer_length()?;
         }
         let s = &models.scheduler;
-        if s.prediction_type != "epsilon" || s.rescale_betas_zero_snr {
+        if s.prediction_type != PredictionType::Epsilon || s.rescale_betas_zero_snr {
             // ε-prediction is what this trainer learns; at zero terminal SNR it cannot
             // sample (x₀ = (x_T − ε̂)/0 at the first step).
             return Err(Error::InvalidRequest(format!(
                 "kiln train base learns ε-prediction on a schedule whose last step keeps some \
-                 signal; this noise schedule has prediction_type {:?}{}",
-                s.prediction_type,
+                 signal; this noise schedule has prediction_type \"{}\"{}",
+                s.prediction_type.name(),
                 if s.rescale_betas_zero_snr {
                     " and zero terminal SNR"
                 } else {
@@ -454,9 +455,7 @@ impl BaseModels {
     fn info(&self, output: &Path) -> CheckpointInfo {
         CheckpointInfo {
             path: output.to_owned(),
-            family: crate::weights::single_file::CheckpointFamily::Sd1
-                .name()
-                .into(),
+            family: crate::family::ModelFamily::Sd1,
             layout: Layout::Diffusers,
             dtype: "F32".into(),
             config: self.config.clone(),
@@ -904,17 +903,16 @@ pub fn train_base(
         from_step: step,
     });
 
-    let mut run = Run {
-        config,
+    let mut run = RunControl::new(
         cancel,
         pause,
         on_event,
-        started: Instant::now(),
-        first_step: step,
+        step,
         total,
-        images: n,
+        smoothed,
         last_checkpoint,
-    };
+    );
+    let epochs = Epochs { config, images: n };
 
     // Phase 1: the VAE.
     let vae_steps = config.vae_steps();
@@ -959,7 +957,7 @@ pub fn train_base(
         .map_err(|e| run.diverged(e, step))?;
         let (value, norm) = (stats.loss, stats.grad_norm);
         step += 1;
-        smoothed = run.report_step(step, value, smoothed, lr, norm);
+        run.step_done(step, epochs.of(step), value, lr, norm);
         if step == vae_steps {
             // The VAE is final: its EMA weights, and the scaling factor of its latents.
             models.vae = opt.with_ema(models.vae.clone(), Part::Vae.name());
@@ -971,7 +969,15 @@ pub fn train_base(
             vae_done = true;
             tracing::info!(scaling, "VAE trained");
         }
-        run.maybe_checkpoint(step, step == vae_steps, &models, &opt, smoothed, vae_done)?;
+        maybe_checkpoint(
+            &mut run,
+            config,
+            step,
+            step == vae_steps,
+            &models,
+            &opt,
+            vae_done,
+        )?;
     }
     if !vae_done && config.trains(Part::Vae) {
         return Err(Error::InvalidRequest("the VAE phase did not finish".into()));
@@ -1071,8 +1077,8 @@ pub fn train_base(
             .map_err(|e| run.diverged(e, step))?;
             let (value, norm) = (stats.loss, stats.grad_norm);
             step += 1;
-            smoothed = run.report_step(step, value, smoothed, lr, norm);
-            run.maybe_checkpoint(step, step == total, &models, &opt, smoothed, vae_done)?;
+            run.step_done(step, epochs.of(step), value, lr, norm);
+            maybe_checkpoint(&mut run, config, step, false, &models, &opt, vae_done)?;
             if config.sample_every > 0
                 && !config.sample_prompts.is_empty()
                 && (k + 1).is_multiple_of(config.sample_every)
@@ -1086,7 +1092,7 @@ pub fn train_base(
                     &device,
                 )?;
                 let images = sample_images(&mut sd, &config.sample_prompts, config.resolution)?;
-                (run.on_event)(TrainingEvent::Samples { step, images });
+                run.report(TrainingEvent::Samples { step, images });
             }
         }
     }
@@ -1323,61 +1329,14 @@ fn save_model(config: &BaseTrainingConfig, models: &BaseModels, opt: &FullOptimi
     )
 }
 
-/// What every step of a run shares: cancel/pause, events, timing and checkpoints.
-struct Run<'a> {
+/// The epoch (1-based) of a step within its phase: the VAE's batches, then the diffusion's.
+struct Epochs<'a> {
     config: &'a BaseTrainingConfig,
-    cancel: &'a CancelToken,
-    pause: &'a PauseToken,
-    on_event: &'a mut dyn FnMut(TrainingEvent),
-    started: Instant,
-    first_step: usize,
-    total: usize,
     images: usize,
-    last_checkpoint: Option<PathBuf>,
 }
 
-impl Run<'_> {
-    /// Returns when not paused; [`Error::Cancelled`] when cancelled.
-    fn wait(&self) -> Result<()> {
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            if !self.pause.is_paused() {
-                return Ok(());
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    }
-
-    /// A NaN or infinite value becomes [`Error::TrainingDiverged`] naming the last checkpoint.
-    fn diverged(&self, e: Error, step: usize) -> Error {
-        match e {
-            Error::NonFinite(what) => Error::TrainingDiverged {
-                step: step + 1,
-                what,
-                last_checkpoint: self.last_checkpoint.clone(),
-            },
-            e => e,
-        }
-    }
-
-    /// Sends the step event; returns the new smoothed loss.
-    fn report_step(
-        &mut self,
-        step: usize,
-        loss: f64,
-        smoothed: f64,
-        lr: f64,
-        grad_norm: f64,
-    ) -> f64 {
-        let smoothed = if smoothed.is_nan() {
-            loss
-        } else {
-            0.9 * smoothed + 0.1 * loss
-        };
-        let rate = (step - self.first_step) as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
-        // The epoch (1-based) of this step within its phase.
+impl Epochs<'_> {
+    fn of(&self, step: usize) -> usize {
         let vae_steps = self.config.vae_steps();
         let (k, batch) = if step <= vae_steps {
             (step - 1, self.config.vae.batch_size)
@@ -1385,64 +1344,52 @@ impl Run<'_> {
             (step - vae_steps - 1, self.config.batch_size)
         };
         let per_epoch = (self.images / batch.clamp(1, self.images.max(1))).max(1);
-        (self.on_event)(TrainingEvent::Step {
-            step,
-            total: self.total,
-            epoch: k / per_epoch + 1,
-            loss,
-            smoothed_loss: smoothed,
-            lr,
-            grad_norm,
-            it_per_s: rate,
-            eta_s: (self.total - step) as f64 / rate.max(1e-9),
-        });
-        smoothed
+        k / per_epoch + 1
     }
+}
 
-    /// Writes a checkpoint when one is due (every `checkpoint_every` steps, or `force`), then
-    /// removes the oldest beyond `keep_checkpoints`.
-    fn maybe_checkpoint(
-        &mut self,
-        step: usize,
-        force: bool,
-        models: &BaseModels,
-        opt: &FullOptimizer,
-        smoothed: f64,
-        vae_done: bool,
-    ) -> Result<()> {
-        let every = self.config.checkpoint_every;
-        if !(force || (every > 0 && step.is_multiple_of(every))) {
-            return Ok(());
-        }
-        let path = base_checkpoint_path(self.config, step);
-        save_checkpoint(
-            &path,
-            models,
-            opt,
-            &BaseState {
-                step,
-                smoothed_loss: smoothed,
-                vae_done,
-                scaling_factor: models.vae.scaling_factor,
-                config: self.config.clone(),
-            },
-        )?;
-        // The output folder always holds the model as of the newest checkpoint, so it can be
-        // tried while the run goes on.
-        save_model(self.config, models, opt)?;
-        self.last_checkpoint = Some(path.clone());
-        (self.on_event)(TrainingEvent::Checkpoint { step, path });
-        let keep = self.config.keep_checkpoints;
-        if keep > 0 {
-            let all = checkpoints(self.config);
-            for old in &all[..all.len().saturating_sub(keep)] {
-                if let Err(e) = std::fs::remove_file(old) {
-                    tracing::warn!(path = %old.display(), error = %e, "could not remove an old checkpoint");
-                }
+/// Writes a checkpoint when one is due (every `checkpoint_every` steps, at the end, or
+/// `force`d), with the model in the output folder as of it, then removes the oldest beyond
+/// `keep_checkpoints`.
+fn maybe_checkpoint(
+    run: &mut RunControl<'_>,
+    config: &BaseTrainingConfig,
+    step: usize,
+    force: bool,
+    models: &BaseModels,
+    opt: &FullOptimizer,
+    vae_done: bool,
+) -> Result<()> {
+    if !run.checkpoint_due(step, config.checkpoint_every, force) {
+        return Ok(());
+    }
+    let path = base_checkpoint_path(config, step);
+    save_checkpoint(
+        &path,
+        models,
+        opt,
+        &BaseState {
+            step,
+            smoothed_loss: run.smoothed_loss(),
+            vae_done,
+            scaling_factor: models.vae.scaling_factor,
+            config: config.clone(),
+        },
+    )?;
+    // The output folder always holds the model as of the newest checkpoint, so it can be
+    // tried while the run goes on.
+    save_model(config, models, opt)?;
+    run.checkpoint_written(step, path);
+    let keep = config.keep_checkpoints;
+    if keep > 0 {
+        let all = checkpoints(config);
+        for old in &all[..all.len().saturating_sub(keep)] {
+            if let Err(e) = std::fs::remove_file(old) {
+                tracing::warn!(path = %old.display(), error = %e, "could not remove an old checkpoint");
             }
         }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Posterior means of every image (unscaled), one `[1, L, h, w]` tensor each.

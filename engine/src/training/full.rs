@@ -16,8 +16,8 @@ use burn::tensor::{Gradients, Tensor};
 
 use crate::error::{Error, Result};
 use crate::models::paths::map_params;
+use crate::tensors::host;
 use crate::training::adamw::{AdamWConfig, Moments};
-use crate::training::host;
 
 /// Flattened gradients by full parameter name (`"unet.conv_in.weight"`).
 pub type Grads = BTreeMap<String, Tensor<1>>;

@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::models::clip_text::ClipTextModel;
 use crate::models::layers::{Conv2d, ConvLoraBranch, Linear, LoraBranch};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::tensors::host;
 use crate::training::adamw::{AdamWConfig, Moments};
-use crate::training::{clipped_update, denoising_loss, host};
+use crate::training::{clipped_update, denoising_loss};
 
 /// UNet layers that get a LoRA by default (attention projections, as most trainers).
 pub const DEFAULT_TARGETS: [&str; 4] = ["to_q", "to_k", "to_v", "to_out.0"];

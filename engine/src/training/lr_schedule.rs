@@ -17,6 +17,23 @@ pub enum LrSchedule {
     Linear,
 }
 
+impl std::str::FromStr for LrSchedule {
+    type Err = crate::error::Error;
+
+    /// `constant`, `constant-with-warmup` (or `constant_with_warmup`), `cosine`, `linear`.
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        match s.trim().replace('_', "-").as_str() {
+            "constant" => Ok(LrSchedule::Constant),
+            "constant-with-warmup" => Ok(LrSchedule::ConstantWithWarmup),
+            "cosine" => Ok(LrSchedule::Cosine),
+            "linear" => Ok(LrSchedule::Linear),
+            other => Err(crate::error::Error::InvalidRequest(format!(
+                "unknown learning-rate schedule '{other}' (constant, constant-with-warmup, cosine, linear)"
+            ))),
+        }
+    }
+}
+
 impl LrSchedule {
     /// The rate at optimiser step `step` (0-based) of `total`.
     pub fn lr(self, base: f64, step: usize, warmup: usize, total: usize) -> f64 {

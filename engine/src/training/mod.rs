@@ -6,6 +6,8 @@
 //!   epsilon-prediction MSE with optional min-SNR-γ weighting, gradient clipping by global norm.
 //! - [`lr_schedule`]: constant, constant with warmup, cosine with warmup, linear.
 //! - [`adamw`]: the optimiser and its state (saved in checkpoints).
+//! - [`trainer`]: a LoRA or embedding run (dataset, plan, steps, checkpoints, the file);
+//!   [`run`]: the loop control every run shares; [`noise`]: the noise a step adds.
 //! - [`base`] and [`full`]: training a whole model (every weight of the VAE, UNet and text
 //!   encoder, from scratch or from a model) — how `kiln-tiny` is made.
 
@@ -15,6 +17,8 @@ pub mod dataset;
 pub mod full;
 pub mod lora;
 pub mod lr_schedule;
+pub mod noise;
+pub mod run;
 pub mod textual_inversion;
 pub mod trainer;
 
@@ -22,14 +26,8 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::error::{Error, Result};
 use crate::models::unet_2d_condition::UNet2DConditionModel;
+use crate::tensors::host;
 use crate::training::adamw::{AdamWConfig, Moments};
-
-/// A tensor's values on the host.
-pub(crate) fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .try_into_vec::<f32>()
-        .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
-}
 
 /// The ε-prediction training loss of `unet` on a batch: `latents` and `noise` `[B, C, h, w]`
 /// noised to `timesteps`, text `context` `[B, L, D]` (L = 77 for SD 1.x); the per-item MSE,
@@ -199,7 +197,8 @@ mod tests {
     #[test]
     fn the_snr_floor_lifts_only_the_noisy_steps() {
         let mut s = SchedulerConfig::sd15();
-        (s.beta_schedule, s.beta_start, s.beta_end) = ("linear".into(), 1e-4, 0.02);
+        (s.beta_schedule, s.beta_start, s.beta_end) =
+            (crate::schedulers::BetaSchedule::Linear, 1e-4, 0.02);
         let ab = s.alphas_cumprod().unwrap();
         let snr = |t: usize| ab[t] / (1.0 - ab[t]);
         let ts = [999, 700, 150, 5];

@@ -1,38 +1,59 @@
-//! A whole training run (LoRA or textual inversion): dataset → plan → steps with events → checkpoints → the adapter
-//! file. Every random choice (epoch order, crops, flips, noise, timesteps) derives from the
-//! seed and the step it serves ([`rng_for`]), so a run resumed from a checkpoint makes the
-//! same choices as one that never stopped, and its weights come out identical.
+//! A whole adapter training run — a LoRA ([`train_lora`]) or a textual-inversion embedding
+//! ([`train_textual_inversion`]): dataset → plan → steps with events → checkpoints → the
+//! adapter file. Both share one loop (the [`Trainee`] says what differs) and its control
+//! ([`RunControl`]: pause, cancel, divergence, smoothing, ETA, checkpoint cadence). Every
+//! random choice (epoch order, crops, flips, noise, timesteps) derives from the seed and the
+//! step it serves ([`rng_for`]), so a run resumed from a checkpoint makes the same choices as
+//! one that never stopped, and its weights come out identical.
 //!
-//! Checkpoints (`<output>/checkpoints/<name>-step000010.safetensors`) hold the LoRA matrices,
-//! their AdamW moments, and in the header the step, smoothed loss and full configuration;
-//! they are written to a temporary file and renamed, so a crash mid-save leaves the previous
-//! one intact. The result (`<output>/<name>.safetensors`) is a kohya-format LoRA.
+//! Checkpoints (`<output>/checkpoints/<name>-step000010.safetensors`) hold the trained
+//! matrices, their AdamW moments, and in the header the step, smoothed loss and full
+//! configuration; they are written to a temporary file and renamed, so a crash mid-save leaves
+//! the previous one intact. The result (`<output>/<name>.safetensors`) is a kohya-format LoRA
+//! or an A1111 `emb_params` embedding.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
-use crate::pipeline::{CancelToken, StableDiffusion};
+use crate::job::{CancelToken, PauseToken};
+use crate::pipeline::StableDiffusion;
+use crate::tensors::host;
 use crate::training::adamw::{AdamWConfig, Moments};
+use crate::training::clipped_update;
 use crate::training::dataset::{
-    DatasetOptions, DatasetReport, Plan, bucket, image_files, prepare, rng_for, validate,
+    DatasetOptions, Plan, bucket, image_files, prepare, rng_for, validate,
 };
-use crate::training::lora::{Batch, LoraConfig, LoraWeights, StepStats, Text, loss_and_grads};
+use crate::training::lora::{Batch, LoraConfig, LoraWeights, Text, loss_and_grads};
 use crate::training::lr_schedule::LrSchedule;
+use crate::training::noise::{NoiseOptions, training_noise};
+use crate::training::run::{RunControl, TrainingEvent};
 use crate::training::textual_inversion::{TiConfig, TiWeights};
-use crate::training::{clipped_update, host};
 use crate::weights::safetensors::{SafeTensors, WriteTensor, write_f32};
 
-/// Everything that defines a LoRA training run (stored in every checkpoint).
+/// What a run trains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Method {
+    /// A LoRA (rank, alpha, targets).
+    Lora(LoraConfig),
+    /// A textual-inversion embedding (token, vectors, init word).
+    TextualInversion(TiConfig),
+}
+
+impl Default for Method {
+    fn default() -> Self {
+        Method::Lora(LoraConfig::default())
+    }
+}
+
+/// Everything that defines an adapter training run (stored in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainingConfig {
@@ -44,10 +65,8 @@ pub struct TrainingConfig {
     pub output: PathBuf,
     /// Output file stem.
     pub name: String,
-    /// Rank, alpha, targets (LoRA runs).
-    pub lora: LoraConfig,
-    /// Train a textual-inversion embedding instead of a LoRA.
-    pub textual_inversion: Option<TiConfig>,
+    /// A LoRA or an embedding, and its options.
+    pub method: Method,
     /// Resolution, crops, flips, buckets, repeats, default caption.
     pub dataset: DatasetOptions,
     /// Epochs (ignored when `max_steps` is set).
@@ -80,7 +99,7 @@ pub struct TrainingConfig {
     pub sample_every: usize,
     /// Sample prompts (one image each, fixed seeds).
     pub sample_prompts: Vec<String>,
-    /// Also write the LoRA in diffusers/PEFT format (`<name>.peft.safetensors`).
+    /// Also write a LoRA in diffusers/PEFT format (`<name>.peft.safetensors`).
     pub export_peft: bool,
 }
 
@@ -91,8 +110,7 @@ impl Default for TrainingConfig {
             data: PathBuf::new(),
             output: PathBuf::from("lora-output"),
             name: "lora".into(),
-            lora: LoraConfig::default(),
-            textual_inversion: None,
+            method: Method::default(),
             dataset: DatasetOptions::default(),
             epochs: 10,
             max_steps: None,
@@ -111,70 +129,6 @@ impl Default for TrainingConfig {
             sample_prompts: Vec::new(),
             export_peft: false,
         }
-    }
-}
-
-/// What a run reports as it goes (the monitor's data).
-#[derive(Debug, Clone)]
-pub enum TrainingEvent {
-    /// Validated data and the plan, before the first step.
-    Started {
-        /// The dataset report.
-        report: Box<DatasetReport>,
-        /// The plan.
-        plan: Plan,
-        /// The step it starts from (0, or the checkpoint's).
-        from_step: usize,
-    },
-    /// An optimiser step finished.
-    Step {
-        /// Steps done (1-based).
-        step: usize,
-        /// Steps in all.
-        total: usize,
-        /// Epoch (1-based).
-        epoch: usize,
-        /// This step's loss.
-        loss: f64,
-        /// Exponential moving average of the loss (0.9).
-        smoothed_loss: f64,
-        /// Learning rate used.
-        lr: f64,
-        /// Global gradient norm before clipping.
-        grad_norm: f64,
-        /// Steps per second (this session).
-        it_per_s: f64,
-        /// Seconds left at that rate.
-        eta_s: f64,
-    },
-    /// Sample images at fixed prompts and seeds with the current adapter.
-    Samples {
-        /// The step they show.
-        step: usize,
-        /// One per sample prompt.
-        images: Vec<RgbImage>,
-    },
-    /// A checkpoint was written.
-    Checkpoint {
-        /// Its step.
-        step: usize,
-        /// The file.
-        path: PathBuf,
-    },
-}
-
-/// Pauses a run between steps while set.
-#[derive(Debug, Clone, Default)]
-pub struct PauseToken(Arc<AtomicBool>);
-
-impl PauseToken {
-    /// Pauses or resumes.
-    pub fn set(&self, paused: bool) {
-        self.0.store(paused, Ordering::SeqCst);
-    }
-    /// Whether paused.
-    pub fn is_paused(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -252,42 +206,186 @@ pub fn latest_checkpoint(config: &TrainingConfig) -> Option<PathBuf> {
     found.pop()
 }
 
-/// The adapter a run trains.
-enum Adapter {
-    Lora(LoraWeights),
-    Ti(TiWeights),
+/// The text side of one micro-batch, as [`Trainee::loss_and_grads`] takes it.
+struct BatchText<'a> {
+    /// Token ids `[B, L]` of the captions.
+    ids: Tensor<2, Int>,
+    /// The captions (with a textual-inversion token where it belongs).
+    captions: &'a [String],
+    /// Text embeddings of captions seen before (a frozen text encoder's are cached).
+    cache: &'a mut HashMap<String, Tensor<3>>,
 }
 
-impl Adapter {
+/// What differs between training a LoRA and an embedding.
+trait Trainee {
     /// Every trained matrix with its moments, by a stable name.
+    fn params_mut(&mut self) -> Vec<(String, &mut Tensor<2>, &mut Moments<2>)>;
+    /// Whether a checkpoint's configuration fits this adapter.
+    fn fits(&self, method: &Method) -> bool;
+    /// The caption the model is trained on for an image's `caption`.
+    fn caption(&self, caption: &str) -> String {
+        caption.to_owned()
+    }
+    /// Loss value and gradients (in [`Trainee::params_mut`] order) on one micro-batch.
+    fn loss_and_grads(
+        &self,
+        sd: &StableDiffusion,
+        text: BatchText<'_>,
+        latents: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: Vec<usize>,
+        alphas: &[f64],
+        snr_gamma: Option<f64>,
+    ) -> Result<(f64, Vec<Tensor<2>>)>;
+    /// `sd` with the adapter as trained so far in place (for sample images).
+    fn install(&self, sd: &mut StableDiffusion);
+    /// Writes the result.
+    fn save(
+        &self,
+        config: &TrainingConfig,
+        out: &Path,
+        meta: &BTreeMap<String, String>,
+    ) -> Result<()>;
+}
+
+impl Trainee for LoraWeights {
     fn params_mut(&mut self) -> Vec<(String, &mut Tensor<2>, &mut Moments<2>)> {
-        match self {
-            Adapter::Lora(w) => w
-                .layers
-                .iter_mut()
-                .flat_map(|l| {
-                    [
-                        (format!("{}.down", l.path), &mut l.down, &mut l.down_moments),
-                        (format!("{}.up", l.path), &mut l.up, &mut l.up_moments),
-                    ]
-                })
-                .collect(),
-            Adapter::Ti(t) => vec![("embedding".to_owned(), &mut t.rows, &mut t.moments)],
-        }
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [
+                    (format!("{}.down", l.path), &mut l.down, &mut l.down_moments),
+                    (format!("{}.up", l.path), &mut l.up, &mut l.up_moments),
+                ]
+            })
+            .collect()
     }
 
-    /// Whether a checkpoint's configuration fits this adapter.
-    fn fits(&self, config: &TrainingConfig) -> bool {
-        match self {
-            Adapter::Lora(w) => config.textual_inversion.is_none() && config.lora == w.config,
-            Adapter::Ti(t) => config.textual_inversion.as_ref() == Some(&t.config),
+    fn fits(&self, method: &Method) -> bool {
+        matches!(method, Method::Lora(c) if *c == self.config)
+    }
+
+    fn loss_and_grads(
+        &self,
+        sd: &StableDiffusion,
+        text: BatchText<'_>,
+        latents: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: Vec<usize>,
+        alphas: &[f64],
+        snr_gamma: Option<f64>,
+    ) -> Result<(f64, Vec<Tensor<2>>)> {
+        // Without a text-encoder LoRA the embeddings are fixed: cache them.
+        let text = if self.trains_text_encoder() {
+            Text::Ids(text.ids)
+        } else {
+            let len = text.ids.dims()[1];
+            let mut contexts = Vec::with_capacity(text.captions.len());
+            for (k, c) in text.captions.iter().enumerate() {
+                if !text.cache.contains_key(c) {
+                    let row = text.ids.clone().slice([k..k + 1, 0..len]);
+                    text.cache
+                        .insert(c.clone(), sd.text_encoder.forward(row, 1));
+                }
+                contexts.push(text.cache[c].clone());
+            }
+            Text::Context(Tensor::cat(contexts, 0))
+        };
+        let batch = Batch {
+            latents,
+            noise,
+            timesteps,
+            text,
+        };
+        let (loss, g) =
+            loss_and_grads(&sd.unet, &sd.text_encoder, self, &batch, alphas, snr_gamma)?;
+        Ok((loss, g.into_iter().flat_map(|(d, u)| [d, u]).collect()))
+    }
+
+    fn install(&self, sd: &mut StableDiffusion) {
+        crate::training::lora::install(&mut sd.unet, &mut sd.text_encoder, self, false);
+    }
+
+    fn save(
+        &self,
+        config: &TrainingConfig,
+        out: &Path,
+        meta: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        self.save_kohya(out, meta)?;
+        if config.export_peft {
+            self.save_peft(
+                &config
+                    .output
+                    .join(format!("{}.peft.safetensors", config.name)),
+            )?;
         }
+        Ok(())
     }
 }
 
-fn save_checkpoint(path: &Path, adapter: &mut Adapter, state: &CheckpointState) -> Result<()> {
+impl Trainee for TiWeights {
+    fn params_mut(&mut self) -> Vec<(String, &mut Tensor<2>, &mut Moments<2>)> {
+        vec![("embedding".to_owned(), &mut self.rows, &mut self.moments)]
+    }
+
+    fn fits(&self, method: &Method) -> bool {
+        matches!(method, Method::TextualInversion(c) if *c == self.config)
+    }
+
+    /// A caption without the token gets it in front.
+    fn caption(&self, caption: &str) -> String {
+        let token = &self.config.token;
+        if caption.contains(token.as_str()) {
+            caption.to_owned()
+        } else if caption.is_empty() {
+            token.clone()
+        } else {
+            format!("{token}, {caption}")
+        }
+    }
+
+    fn loss_and_grads(
+        &self,
+        sd: &StableDiffusion,
+        text: BatchText<'_>,
+        latents: Tensor<4>,
+        noise: Tensor<4>,
+        timesteps: Vec<usize>,
+        alphas: &[f64],
+        snr_gamma: Option<f64>,
+    ) -> Result<(f64, Vec<Tensor<2>>)> {
+        let (loss, g) = crate::training::textual_inversion::loss_and_grad(
+            &sd.unet,
+            &sd.text_encoder,
+            self,
+            text.ids,
+            latents,
+            noise,
+            &timesteps,
+            alphas,
+            snr_gamma,
+        )?;
+        Ok((loss, vec![g]))
+    }
+
+    fn install(&self, sd: &mut StableDiffusion) {
+        sd.text_encoder = TiWeights::install(self, &sd.text_encoder);
+    }
+
+    fn save(
+        &self,
+        _config: &TrainingConfig,
+        out: &Path,
+        meta: &BTreeMap<String, String>,
+    ) -> Result<()> {
+        TiWeights::save(self, out, meta)
+    }
+}
+
+fn save_checkpoint(path: &Path, trainee: &mut dyn Trainee, state: &CheckpointState) -> Result<()> {
     let mut data: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    for (name, t, m) in adapter.params_mut() {
+    for (name, t, m) in trainee.params_mut() {
         for (suffix, x) in [("", &*t), (".m", &m.m), (".v", &m.v)] {
             data.push((
                 format!("{name}{suffix}"),
@@ -315,7 +413,7 @@ fn save_checkpoint(path: &Path, adapter: &mut Adapter, state: &CheckpointState) 
     write_f32(path, &writes, &meta)
 }
 
-fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState> {
+fn load_checkpoint(path: &Path, trainee: &mut dyn Trainee) -> Result<CheckpointState> {
     let bad = |reason: String| Error::BadCheckpoint {
         path: path.to_owned(),
         reason,
@@ -326,12 +424,12 @@ fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState
         .get(STATE_KEY)
         .and_then(|s| serde_json::from_str(s).ok())
         .ok_or_else(|| bad("it is not a Kiln training checkpoint".into()))?;
-    if !adapter.fits(&state.config) {
+    if !trainee.fits(&state.config.method) {
         return Err(bad(
             "it was made for another adapter (method, rank, alpha, targets or token differ)".into(),
         ));
     }
-    for (name, t, m) in adapter.params_mut() {
+    for (name, t, m) in trainee.params_mut() {
         let device = t.device();
         let dims = t.dims();
         let get = |key: String| -> Result<Tensor<2>> {
@@ -357,120 +455,25 @@ fn load_checkpoint(path: &Path, adapter: &mut Adapter) -> Result<CheckpointState
     Ok(state)
 }
 
-/// `n` standard-normal samples from `rng`.
-pub(crate) fn randn(rng: &mut rand_chacha::ChaCha8Rng, n: usize) -> Vec<f32> {
-    (0..n).map(|_| StandardNormal.sample(rng)).collect()
-}
-
-/// What a training step's noise adds to the standard normal.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct NoiseOptions {
-    /// kohya's "noise offset" (0 = off).
-    pub offset: f64,
-    /// Levels of multi-resolution noise (0 = off): [`add_multires_noise`].
-    pub multires_iterations: usize,
-    /// Weight ratio between successive levels of multi-resolution noise.
-    pub multires_discount: f64,
-}
-
-/// The noise ε of a training step, `[B, C, H, W]` like `shape`: standard normal, plus
-/// `offset` × one standard-normal value per image and channel (kohya's "noise offset";
-/// nothing is added when it is 0), then multi-resolution noise ([`add_multires_noise`]; none
-/// when its iterations are 0). Without the offset the DDPM schedule never fully hides an
-/// image's mean colour (ᾱ at t = 999 is still 0.0047 and the mean over H×W latents averages
-/// the noise away), so a model never has to learn the overall colour from the caption and
-/// samples always take it from their starting noise.
-pub(crate) fn training_noise(
-    rng: &mut rand_chacha::ChaCha8Rng,
-    shape: [usize; 4],
-    options: &NoiseOptions,
-    device: &Device,
-) -> Tensor<4> {
-    let mut noise = randn(rng, shape.iter().product());
-    if options.offset != 0.0 {
-        let [b, c, h, w] = shape;
-        let offset = options.offset as f32;
-        let per_channel = randn(rng, b * c);
-        for (plane, p) in noise.chunks_mut(h * w).zip(per_channel) {
-            plane.iter_mut().for_each(|v| *v += p * offset);
+/// Trains what `config.method` says; returns the file.
+pub fn train(
+    config: &TrainingConfig,
+    resume: Option<&Path>,
+    cancel: &CancelToken,
+    pause: &PauseToken,
+    on_event: &mut dyn FnMut(TrainingEvent),
+) -> Result<PathBuf> {
+    match &config.method {
+        Method::Lora(_) => train_lora(config, resume, cancel, pause, on_event),
+        Method::TextualInversion(_) => {
+            train_textual_inversion(config, resume, cancel, pause, on_event)
         }
     }
-    add_multires_noise(
-        rng,
-        &mut noise,
-        shape,
-        options.multires_iterations,
-        options.multires_discount,
-    );
-    Tensor::from_data(TensorData::new(noise, shape), device)
 }
 
-/// Multi-resolution ("pyramid") noise, added to `noise` `[B, C, H, W]` in place: for
-/// `level` = 1, 2, … `iterations`, one standard-normal value per image, channel and cell of an
-/// (H/2^level)×(W/2^level) grid (at least 1×1), upsampled bilinearly to H×W and weighted
-/// `discount`^level; then the sum is divided by its standard deviation (over the batch) so it
-/// stays of unit variance. It is meant to do for the coarse layout what the noise offset (the
-/// 1×1 level) does for the mean colour: SD's schedule leaves a 4×4 block's mean visible long
-/// after the single latents are drowned, so a model may take where the shapes go from the
-/// noise rather than from the caption. kohya's `--multires_noise_iterations` /
-/// `--multires_noise_discount` (same order: after the offset), with a fixed factor 2 between
-/// levels. Nothing changes (and no random number is drawn) when `iterations` is 0.
-fn add_multires_noise(
-    rng: &mut rand_chacha::ChaCha8Rng,
-    noise: &mut [f32],
-    shape: [usize; 4],
-    iterations: usize,
-    discount: f64,
-) {
-    if iterations == 0 {
-        return;
-    }
-    let [b, c, h, w] = shape;
-    for level in 1..=iterations {
-        let (gh, gw) = ((h >> level).max(1), (w >> level).max(1));
-        let weight = discount.powi(level as i32);
-        let grid = randn(rng, b * c * gh * gw);
-        let ys: Vec<(usize, usize, f32)> = (0..h).map(|y| bilinear_source(y, h, gh)).collect();
-        let xs: Vec<(usize, usize, f32)> = (0..w).map(|x| bilinear_source(x, w, gw)).collect();
-        for plane in 0..b * c {
-            let g = &grid[plane * gh * gw..(plane + 1) * gh * gw];
-            let out = &mut noise[plane * h * w..(plane + 1) * h * w];
-            for (y, &(y0, y1, fy)) in ys.iter().enumerate() {
-                for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
-                    let top = g[y0 * gw + x0] * (1.0 - fx) + g[y0 * gw + x1] * fx;
-                    let bottom = g[y1 * gw + x0] * (1.0 - fx) + g[y1 * gw + x1] * fx;
-                    out[y * w + x] += weight as f32 * (top * (1.0 - fy) + bottom * fy);
-                }
-            }
-        }
-        if gh == 1 && gw == 1 {
-            break;
-        }
-    }
-    let n = noise.len() as f64;
-    let mean = noise.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = noise
-        .iter()
-        .map(|&v| (v as f64 - mean).powi(2))
-        .sum::<f64>()
-        / n;
-    if var > 0.0 {
-        let scale = (1.0 / var.sqrt()) as f32;
-        noise.iter_mut().for_each(|v| *v *= scale);
-    }
-}
-
-/// Where output pixel `i` of `n` reads from a grid of `m` cells (PyTorch's bilinear
-/// upsampling, `align_corners=False`): the two cells and the weight of the second.
-fn bilinear_source(i: usize, n: usize, m: usize) -> (usize, usize, f32) {
-    let src = ((i as f32 + 0.5) * m as f32 / n as f32 - 0.5).max(0.0);
-    let i0 = (src.floor() as usize).min(m - 1);
-    let i1 = (i0 + 1).min(m - 1);
-    (i0, i1, src - i0 as f32)
-}
-
-/// Trains a LoRA (or, with `config.textual_inversion`, an embedding); returns the file. `resume` continues from a checkpoint (its
-/// configuration must match `config` in the LoRA shape; the rest is taken from `config`).
+/// Trains a LoRA (`config.method` must be [`Method::Lora`]); returns the file. `resume`
+/// continues from a checkpoint (its configuration must match `config` in the LoRA shape; the
+/// rest is taken from `config`).
 pub fn train_lora(
     config: &TrainingConfig,
     resume: Option<&Path>,
@@ -478,8 +481,54 @@ pub fn train_lora(
     pause: &PauseToken,
     on_event: &mut dyn FnMut(TrainingEvent),
 ) -> Result<PathBuf> {
+    let Method::Lora(lora) = &config.method else {
+        return Err(Error::InvalidRequest(
+            "train_lora needs a LoRA configuration".into(),
+        ));
+    };
     let device = crate::device::device("cpu")?;
     let mut sd = StableDiffusion::load(&config.model, None, &device)?;
+    let weights = LoraWeights::init(
+        &mut sd.unet,
+        &mut sd.text_encoder,
+        lora,
+        config.seed,
+        &device,
+    )?;
+    run(config, sd, weights, resume, cancel, pause, on_event)
+}
+
+/// Trains a textual-inversion embedding (`config.method` must be
+/// [`Method::TextualInversion`]); returns the file. `resume` as for [`train_lora`].
+pub fn train_textual_inversion(
+    config: &TrainingConfig,
+    resume: Option<&Path>,
+    cancel: &CancelToken,
+    pause: &PauseToken,
+    on_event: &mut dyn FnMut(TrainingEvent),
+) -> Result<PathBuf> {
+    let Method::TextualInversion(ti) = &config.method else {
+        return Err(Error::InvalidRequest(
+            "train_textual_inversion needs an embedding configuration".into(),
+        ));
+    };
+    let device = crate::device::device("cpu")?;
+    let mut sd = StableDiffusion::load(&config.model, None, &device)?;
+    let weights = TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?;
+    run(config, sd, weights, resume, cancel, pause, on_event)
+}
+
+/// The loop both adapters share.
+fn run<T: Trainee>(
+    config: &TrainingConfig,
+    mut sd: StableDiffusion,
+    mut trainee: T,
+    resume: Option<&Path>,
+    cancel: &CancelToken,
+    pause: &PauseToken,
+    on_event: &mut dyn FnMut(TrainingEvent),
+) -> Result<PathBuf> {
+    let device: Device = sd.device().clone();
     let report = validate(&image_files(&config.data)?, &config.dataset, &sd.tokenizer)?;
     let usable: Vec<(PathBuf, String, (usize, usize))> = report
         .usable()
@@ -513,25 +562,13 @@ pub fn train_lora(
         ..Plan::new(usable.len(), config.dataset.repeats, 1, config.batch_size)
     }
     .with_steps(total);
-    let mut adapter = match &config.textual_inversion {
-        Some(ti) => Adapter::Ti(TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?),
-        None => Adapter::Lora(LoraWeights::init(
-            &mut sd.unet,
-            &mut sd.text_encoder,
-            &config.lora,
-            config.seed,
-            &device,
-        )?),
-    };
-    let (mut step, mut smoothed) = (0usize, f64::NAN);
-    let mut last_checkpoint = None;
+    let (mut step, mut smoothed, mut resumed_from) = (0usize, f64::NAN, None);
     if let Some(path) = resume {
-        let state = load_checkpoint(path, &mut adapter)?;
-        step = state.step;
-        smoothed = state.smoothed_loss;
-        last_checkpoint = Some(path.to_owned());
+        let state = load_checkpoint(path, &mut trainee)?;
+        (step, smoothed, resumed_from) = (state.step, state.smoothed_loss, Some(path.to_owned()));
     }
-    on_event(TrainingEvent::Started {
+    let mut control = RunControl::new(cancel, pause, on_event, step, total, smoothed, resumed_from);
+    control.report(TrainingEvent::Started {
         report: Box::new(report.clone()),
         plan,
         from_step: step,
@@ -544,19 +581,9 @@ pub fn train_lora(
     let mut context_cache: HashMap<String, Tensor<3>> = HashMap::new();
     let mut images: HashMap<usize, RgbImage> = HashMap::new();
     let cacheable = !config.dataset.random_crop && !config.dataset.flip;
-    let started = Instant::now();
-    let first_step = step;
     let mut epoch_cache: Option<(usize, Vec<Vec<usize>>)> = None;
     while step < total {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
-        }
-        while pause.is_paused() {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        control.wait()?;
         let mut sum_grads: Option<Vec<Tensor<2>>> = None;
         let mut loss_sum = 0.0;
         for micro in 0..accum {
@@ -603,23 +630,9 @@ pub fn train_lora(
             let latents = Tensor::cat(latents, 0);
             let shape = latents.dims();
             let b = shape[0];
-            // Captions → token ids; for a LoRA, text embeddings (cached: the text encoder is
-            // frozen). A textual-inversion caption without the token gets it in front.
             let captions: Vec<String> = items
                 .iter()
-                .map(|&i| {
-                    let caption = &usable[i].1;
-                    match &adapter {
-                        Adapter::Ti(t) if !caption.contains(&t.config.token) => {
-                            if caption.is_empty() {
-                                t.config.token.clone()
-                            } else {
-                                format!("{}, {caption}", t.config.token)
-                            }
-                        }
-                        _ => caption.clone(),
-                    }
-                })
+                .map(|&i| trainee.caption(&usable[i].1))
                 .collect();
             let len = sd.tokenizer.max_length();
             let mut ids: Vec<i64> = Vec::with_capacity(b * len);
@@ -639,63 +652,22 @@ pub fn train_lora(
                 &device,
             );
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
-            let diverged = |e: Error| match e {
-                Error::NonFinite(_) => Error::TrainingDiverged {
-                    step: step + 1,
-                    what: "the loss".into(),
-                    last_checkpoint: last_checkpoint.clone(),
-                },
-                e => e,
+            let text = BatchText {
+                ids,
+                captions: &captions,
+                cache: &mut context_cache,
             };
-            let (loss, grads): (f64, Vec<Tensor<2>>) = match &adapter {
-                Adapter::Lora(w) => {
-                    // Without a text-encoder LoRA the embeddings are fixed: cache them.
-                    let text = if w.trains_text_encoder() {
-                        Text::Ids(ids)
-                    } else {
-                        let mut contexts = Vec::with_capacity(b);
-                        for (k, c) in captions.iter().enumerate() {
-                            if !context_cache.contains_key(c) {
-                                let row = ids.clone().slice([k..k + 1, 0..len]);
-                                context_cache.insert(c.clone(), sd.text_encoder.forward(row, 1));
-                            }
-                            contexts.push(context_cache[c].clone());
-                        }
-                        Text::Context(Tensor::cat(contexts, 0))
-                    };
-                    let batch = Batch {
-                        latents,
-                        noise,
-                        timesteps,
-                        text,
-                    };
-                    let (loss, g) = loss_and_grads(
-                        &sd.unet,
-                        &sd.text_encoder,
-                        w,
-                        &batch,
-                        &alphas,
-                        config.snr_gamma,
-                    )
-                    .map_err(diverged)?;
-                    (loss, g.into_iter().flat_map(|(d, u)| [d, u]).collect())
-                }
-                Adapter::Ti(t) => {
-                    let (loss, g) = crate::training::textual_inversion::loss_and_grad(
-                        &sd.unet,
-                        &sd.text_encoder,
-                        t,
-                        ids,
-                        latents,
-                        noise,
-                        &timesteps,
-                        &alphas,
-                        config.snr_gamma,
-                    )
-                    .map_err(diverged)?;
-                    (loss, vec![g])
-                }
-            };
+            let (loss, grads) = trainee
+                .loss_and_grads(
+                    &sd,
+                    text,
+                    latents,
+                    noise,
+                    timesteps,
+                    &alphas,
+                    config.snr_gamma,
+                )
+                .map_err(|e| control.diverged(e, step))?;
             loss_sum += loss;
             sum_grads = Some(match sum_grads {
                 None => grads,
@@ -710,7 +682,7 @@ pub fn train_lora(
         let lr = config
             .lr_schedule
             .lr(config.learning_rate, step, config.warmup_steps, total);
-        let params = adapter.params_mut().into_iter().map(|(_, p, m)| (p, m));
+        let params = trainee.params_mut().into_iter().map(|(_, p, m)| (p, m));
         let grad_norm = clipped_update(
             params,
             grads,
@@ -719,56 +691,26 @@ pub fn train_lora(
             step + 1,
             lr,
         )
-        .map_err(|e| match e {
-            Error::NonFinite(_) => Error::TrainingDiverged {
-                step: step + 1,
-                what: "the gradients".into(),
-                last_checkpoint: last_checkpoint.clone(),
-            },
-            e => e,
-        })?;
-        let stats = StepStats {
-            loss: loss_sum / accum as f64,
-            grad_norm,
-        };
+        .map_err(|e| control.diverged(e, step))?;
         step += 1;
-        smoothed = if smoothed.is_nan() {
-            stats.loss
-        } else {
-            0.9 * smoothed + 0.1 * stats.loss
-        };
-        let rate = (step - first_step) as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        on_event(TrainingEvent::Step {
-            step,
-            total,
-            epoch: step.saturating_sub(1) / per_epoch.max(1) + 1,
-            loss: stats.loss,
-            smoothed_loss: smoothed,
-            lr,
-            grad_norm: stats.grad_norm,
-            it_per_s: rate,
-            eta_s: (total - step) as f64 / rate.max(1e-9),
-        });
-        if (config.checkpoint_every > 0 && step % config.checkpoint_every == 0) || step == total {
+        let epoch = step.saturating_sub(1) / per_epoch.max(1) + 1;
+        control.step_done(step, epoch, loss_sum / accum as f64, lr, grad_norm);
+        if control.checkpoint_due(step, config.checkpoint_every, false) {
             let path = checkpoint_path(config, step);
             save_checkpoint(
                 &path,
-                &mut adapter,
+                &mut trainee,
                 &CheckpointState {
                     step,
-                    smoothed_loss: smoothed,
+                    smoothed_loss: control.smoothed_loss(),
                     config: config.clone(),
                 },
             )?;
-            last_checkpoint = Some(path.clone());
-            on_event(TrainingEvent::Checkpoint { step, path });
+            control.checkpoint_written(step, path);
         }
-        if config.sample_every > 0
-            && (step % config.sample_every == 0 || step == total)
-            && !config.sample_prompts.is_empty()
-        {
-            let images = samples(&mut sd, &adapter, config)?;
-            on_event(TrainingEvent::Samples { step, images });
+        if control.samples_due(step, config.sample_every) && !config.sample_prompts.is_empty() {
+            let images = samples(&mut sd, &trainee, config)?;
+            control.report(TrainingEvent::Samples { step, images });
         }
     }
     let out = config.output.join(format!("{}.safetensors", config.name));
@@ -780,19 +722,7 @@ pub fn train_lora(
         serde_json::to_string(config).map_err(|e| Error::Config(e.to_string()))?,
     );
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
-    match &adapter {
-        Adapter::Lora(w) => {
-            w.save_kohya(&out, &meta)?;
-            if config.export_peft {
-                w.save_peft(
-                    &config
-                        .output
-                        .join(format!("{}.peft.safetensors", config.name)),
-                )?;
-            }
-        }
-        Adapter::Ti(t) => t.save(&out, &meta)?,
-    }
+    trainee.save(config, &out, &meta)?;
     Ok(out)
 }
 
@@ -806,7 +736,7 @@ pub fn measure_seconds_per_step(config: &TrainingConfig, cancel: &CancelToken) -
     probe.checkpoint_every = 0;
     probe.sample_every = 0;
     let mut times = Vec::new();
-    train_lora(&probe, None, cancel, &PauseToken::default(), &mut |e| {
+    train(&probe, None, cancel, &PauseToken::default(), &mut |e| {
         if let TrainingEvent::Step { .. } = e {
             times.push(Instant::now());
         }
@@ -822,24 +752,18 @@ pub fn measure_seconds_per_step(config: &TrainingConfig, cancel: &CancelToken) -
 /// One image per sample prompt (seed 0, 1, …) with the current adapter installed.
 fn samples(
     sd: &mut StableDiffusion,
-    adapter: &Adapter,
+    trainee: &dyn Trainee,
     config: &TrainingConfig,
 ) -> Result<Vec<RgbImage>> {
     let (base_unet, base_te) = (sd.unet.clone(), sd.text_encoder.clone());
-    match adapter {
-        Adapter::Lora(w) => {
-            crate::training::lora::install(&mut sd.unet, &mut sd.text_encoder, w, false);
-        }
-        Adapter::Ti(t) => sd.text_encoder = t.install(&base_te),
-    }
-    let native = sd
+    trainee.install(sd);
+    let size = sd
         .info
         .config
         .unet
         .sample_size
-        .map(|s| s * sd.vae_scale_factor())
-        .unwrap_or(config.dataset.resolution);
-    let result = sample_images(sd, &config.sample_prompts, native);
+        .map_or(config.dataset.resolution, |_| sd.info.native_size());
+    let result = sample_images(sd, &config.sample_prompts, size);
     sd.unet = base_unet;
     sd.text_encoder = base_te;
     result
@@ -848,7 +772,7 @@ fn samples(
 /// One `size`×`size` image per prompt (seeds 0, 1, …; DPM++ 2M Karras, 20 steps, CFG 7):
 /// the sample images a training run shows.
 pub fn sample_images(
-    sd: &mut StableDiffusion,
+    sd: &StableDiffusion,
     prompts: &[String],
     size: usize,
 ) -> Result<Vec<RgbImage>> {
@@ -857,7 +781,7 @@ pub fn sample_images(
         let req = crate::pipeline::GenerationRequest {
             prompts: vec![prompt.clone()],
             negatives: vec![],
-            sampler: crate::pipeline::Sampler::DpmPp2m {
+            sampler: crate::schedulers::sampler::Sampler::DpmPp2m {
                 schedule: crate::schedulers::Schedule::Karras,
             },
             steps: 20,
@@ -870,6 +794,7 @@ pub fn sample_images(
             clip_skip: 1,
             init_image: None,
             preview: false,
+            step_noise: None,
         };
         out.extend(sd.generate(&req, &CancelToken::new(), &mut |_| {})?.images);
     }
@@ -879,87 +804,6 @@ pub fn sample_images(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The noise offset moves each image-and-channel's mean by `offset` × N(0, 1); without it
-    /// the mean over 16×16 latents varies by only 1/16.
-    #[test]
-    fn noise_offset_shifts_each_channel_mean() {
-        let device = crate::device::device("cpu").unwrap();
-        let channel_mean_std = |offset: f64| {
-            let mut rng = rng_for(3, 3, 0);
-            let options = NoiseOptions {
-                offset,
-                ..NoiseOptions::default()
-            };
-            let noise = training_noise(&mut rng, [64, 4, 16, 16], &options, &device);
-            let means: Vec<f32> = noise.mean_dims(&[2, 3]).into_data().try_to_vec().unwrap();
-            let m = means.iter().sum::<f32>() / means.len() as f32;
-            (means.iter().map(|x| (x - m).powi(2)).sum::<f32>() / means.len() as f32).sqrt()
-        };
-        let plain = channel_mean_std(0.0);
-        assert!((0.04..0.09).contains(&plain), "{plain}");
-        let offset = channel_mean_std(0.5);
-        assert!((0.4..0.6).contains(&offset), "{offset}");
-        // Offset 0 is exactly the plain noise (the LoRA parity fixtures rely on it).
-        let mut a = rng_for(3, 3, 0);
-        let plain = training_noise(&mut a, [1, 4, 2, 2], &NoiseOptions::default(), &device);
-        let mut b = rng_for(3, 3, 0);
-        assert_eq!(
-            plain.into_data().try_to_vec::<f32>().unwrap(),
-            randn(&mut b, 16)
-        );
-    }
-
-    /// Multi-resolution noise moves the means of 4×4 blocks (what SD's schedule leaves of the
-    /// layout) far more than white noise does, keeps unit variance, and is off at 0.
-    #[test]
-    fn multires_noise_hides_the_coarse_layout() {
-        let shape = [16, 4, 16, 16];
-        let noise = |iterations: usize| {
-            let mut rng = rng_for(4, 3, 0);
-            let mut v = randn(&mut rng, shape.iter().product());
-            add_multires_noise(&mut rng, &mut v, shape, iterations, 0.8);
-            v
-        };
-        let std = |v: &[f32]| {
-            let m = v.iter().sum::<f32>() / v.len() as f32;
-            (v.iter().map(|x| (x - m).powi(2)).sum::<f32>() / v.len() as f32).sqrt()
-        };
-        let block_means = |v: &[f32]| -> Vec<f32> {
-            let mut out = Vec::new();
-            for plane in v.chunks(256) {
-                for by in 0..4 {
-                    for bx in 0..4 {
-                        let mut s = 0.0;
-                        for y in 0..4 {
-                            for x in 0..4 {
-                                s += plane[(by * 4 + y) * 16 + bx * 4 + x];
-                            }
-                        }
-                        out.push(s / 16.0);
-                    }
-                }
-            }
-            out
-        };
-        let (white, pyramid) = (noise(0), noise(3));
-        let mut rng = rng_for(4, 3, 0);
-        assert_eq!(
-            white,
-            randn(&mut rng, white.len()),
-            "0 iterations: white noise"
-        );
-        assert!((std(&pyramid) - 1.0).abs() < 1e-3, "{}", std(&pyramid));
-        let (w, p) = (std(&block_means(&white)), std(&block_means(&pyramid)));
-        assert!(
-            (0.2..0.3).contains(&w),
-            "white noise: 4×4 block means of std {w}"
-        );
-        assert!(
-            p > 2.0 * w,
-            "multires: 4×4 block means of std {p} (white: {w})"
-        );
-    }
 
     #[test]
     fn per_image_repeats_and_buckets_shape_each_epoch() {
@@ -997,6 +841,41 @@ mod tests {
                 o.repeats_of(Path::new("/x/b.png"))
             ),
             (4, 1)
+        );
+    }
+
+    #[test]
+    fn each_entry_point_refuses_the_other_method() {
+        let (cancel, pause) = (CancelToken::new(), PauseToken::default());
+        let ti = TrainingConfig {
+            method: Method::TextualInversion(TiConfig {
+                token: "<t>".into(),
+                vectors: 1,
+                init_word: "style".into(),
+            }),
+            ..TrainingConfig::default()
+        };
+        let err = train_lora(&ti, None, &cancel, &pause, &mut |_| {}).expect_err("not a LoRA");
+        assert!(
+            err.to_string().contains("needs a LoRA configuration"),
+            "{err}"
+        );
+        let lora = TrainingConfig::default();
+        let err = train_textual_inversion(&lora, None, &cancel, &pause, &mut |_| {})
+            .expect_err("not an embedding");
+        assert!(
+            err.to_string().contains("needs an embedding configuration"),
+            "{err}"
+        );
+        // The method round-trips through a checkpoint's JSON.
+        let json = serde_json::to_string(&ti).expect("serialise");
+        assert!(
+            json.contains(r#""method":{"kind":"textual_inversion","token":"<t>""#),
+            "{json}"
+        );
+        assert_eq!(
+            serde_json::from_str::<TrainingConfig>(&json).expect("parse"),
+            ti
         );
     }
 }

@@ -101,7 +101,7 @@ pub fn cached_sha256(file: &Path, dir: &Path) -> Result<String> {
     );
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let json = serde_json::to_vec_pretty(&cache).map_err(|e| Error::Config(e.to_string()))?;
-    if let Err(e) = crate::weights::safetensors::write_atomic(&cache_path, &json) {
+    if let Err(e) = crate::fs::write_atomic(&cache_path, &json) {
         // The hash is right either way; a read-only cache only costs time.
         tracing::warn!("could not update the hash cache: {e}");
     }

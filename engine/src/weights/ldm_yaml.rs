@@ -91,7 +91,7 @@ impl LdmYaml {
             scheduler.num_train_timesteps = v;
         }
         if self.v_prediction {
-            scheduler.prediction_type = "v_prediction".into();
+            scheduler.prediction_type = crate::schedulers::PredictionType::VPrediction;
         }
     }
 }
@@ -123,7 +123,10 @@ mod tests {
         );
         assert_eq!(cfg.vae.scaling_factor, 0.13025);
         assert_eq!((sched.beta_start, sched.beta_end), (0.001, 0.02));
-        assert_eq!(sched.prediction_type, "v_prediction");
+        assert_eq!(
+            sched.prediction_type,
+            crate::schedulers::PredictionType::VPrediction
+        );
         std::fs::write(&p, "just: text\n").expect("write");
         assert!(LdmYaml::read(&p).is_err());
     }

@@ -5,9 +5,7 @@
 //! under diffusers names. The model constructors then load strictly from those sources.
 
 pub mod hash;
-pub mod inspect;
 pub mod ldm_yaml;
-pub mod loader;
 pub mod safetensors;
 pub mod save;
 pub mod single_file;
@@ -19,13 +17,13 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::family::ModelFamily;
+use crate::loader::TensorSource;
 use crate::models::config::{
     AutoencoderKLConfig, ClipTextConfig, StableDiffusionConfig, UNet2DConditionConfig, sd15,
 };
 use crate::schedulers::SchedulerConfig;
-use crate::weights::loader::TensorSource;
 use crate::weights::safetensors::SafeTensors;
-use crate::weights::single_file::CheckpointFamily;
 
 /// A file's tensors seen under diffusers names through a rename table.
 #[derive(Debug, Clone)]
@@ -92,7 +90,7 @@ pub struct CheckpointInfo {
     /// The path opened.
     pub path: PathBuf,
     /// Model family.
-    pub family: String,
+    pub family: ModelFamily,
     /// Storage layout.
     pub layout: Layout,
     /// Most common weight dtype (F32, F16, BF16).
@@ -103,6 +101,13 @@ pub struct CheckpointInfo {
     pub scheduler: SchedulerConfig,
     /// Where the configs that shapes cannot tell came from.
     pub config_source: String,
+}
+
+impl CheckpointInfo {
+    /// The image size the model was made for ([`StableDiffusionConfig::native_size`]).
+    pub fn native_size(&self) -> usize {
+        self.config.native_size()
+    }
 }
 
 /// An opened SD 1.x checkpoint: configs plus one tensor source per component.
@@ -215,12 +220,10 @@ fn open_component(
     ))
 }
 
-fn refuse_family(what: &Path, family: &str) -> Error {
-    Error::UnsupportedModel {
+fn refuse_family(what: &Path, family: ModelFamily) -> Error {
+    Error::UnsupportedFamily {
         what: what.display().to_string(),
-        family: format!(
-            "{family} checkpoints are recognised but Kiln runs only Stable Diffusion 1.x models for now"
-        ),
+        family,
     }
 }
 
@@ -267,23 +270,23 @@ impl Checkpoint {
             .unwrap_or("");
         match class {
             "StableDiffusionPipeline" | "StableDiffusionImg2ImgPipeline" | "" => {}
-            c if c.contains("XL") => return Err(refuse_family(dir, "Stable Diffusion XL")),
+            c if c.contains("XL") => return Err(refuse_family(dir, ModelFamily::Sdxl)),
             c if c.contains("Inpaint") => {
-                return Err(refuse_family(dir, "Stable Diffusion inpainting"));
+                return Err(refuse_family(dir, ModelFamily::Inpainting));
             }
             c => {
                 return Err(Error::UnsupportedModel {
                     what: dir.display().to_string(),
-                    family: format!("pipeline class '{c}'"),
+                    kind: format!("pipeline class '{c}'"),
                 });
             }
         }
         let configs = FolderConfigs::read(dir)?;
         if configs.unet.in_channels == 9 {
-            return Err(refuse_family(dir, "Stable Diffusion inpainting"));
+            return Err(refuse_family(dir, ModelFamily::Inpainting));
         }
         if configs.unet.cross_attention_dim == 1024 {
-            return Err(refuse_family(dir, "Stable Diffusion 2.x"));
+            return Err(refuse_family(dir, ModelFamily::Sd2));
         }
         let unet = open_component(
             dir,
@@ -325,7 +328,7 @@ impl Checkpoint {
             .to_owned();
         let info = CheckpointInfo {
             path: dir.to_owned(),
-            family: CheckpointFamily::Sd1.name().into(),
+            family: ModelFamily::Sd1,
             layout: Layout::Diffusers,
             dtype,
             config: StableDiffusionConfig {
@@ -360,8 +363,8 @@ impl Checkpoint {
         let family = single_file::family(&file).ok_or_else(|| {
             Error::format(path, "not a Stable Diffusion checkpoint (no 'model.diffusion_model.*' tensors); `kiln inspect` tells what it is")
         })?;
-        if family != CheckpointFamily::Sd1 {
-            return Err(refuse_family(path, family.name()));
+        if family != ModelFamily::Sd1 {
+            return Err(refuse_family(path, family));
         }
         let given = config_dir.map(FolderConfigs::read).transpose()?;
         let (config, scheduler, config_source) = match given {
@@ -444,7 +447,7 @@ impl Checkpoint {
             .to_owned();
         let info = CheckpointInfo {
             path: path.to_owned(),
-            family: family.name().into(),
+            family,
             layout: Layout::SingleFile,
             dtype,
             config,

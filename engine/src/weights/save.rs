@@ -22,11 +22,12 @@ use burn::module::Module;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::fs::write_atomic;
 use crate::models::config::StableDiffusionConfig;
 use crate::models::paths::{NamedParam, named_params};
 use crate::schedulers::SchedulerConfig;
-use crate::training::host;
-use crate::weights::safetensors::{Dtype, WriteTensor, write_atomic, write_tensors};
+use crate::tensors::host;
+use crate::weights::safetensors::{Dtype, WriteTensor, write_tensors};
 
 /// The diffusers version the written configs claim (the one Kiln's fixtures come from).
 const DIFFUSERS_VERSION: &str = "0.42.1";

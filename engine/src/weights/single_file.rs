@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
+use crate::family::ModelFamily;
 use crate::models::config::{
     AutoencoderKLConfig, ClipTextConfig, PerBlock, UNet2DConditionConfig, sd15,
 };
@@ -32,54 +33,29 @@ pub fn is_ignored_key(key: &str) -> bool {
     !key.contains('.') || key.starts_with("model_ema.") || key.ends_with("position_ids")
 }
 
-/// What family a single-file checkpoint belongs to, judged from its keys and shapes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckpointFamily {
-    /// Stable Diffusion 1.x (what Kiln runs).
-    Sd1,
-    /// Stable Diffusion 2.x (OpenCLIP text encoder, 1024-wide context).
-    Sd2,
-    /// Stable Diffusion XL.
-    Sdxl,
-    /// An SD 1.x/2.x inpainting model (9 input channels).
-    Inpainting,
-}
-
-impl CheckpointFamily {
-    /// Human-readable name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            CheckpointFamily::Sd1 => "Stable Diffusion 1.x",
-            CheckpointFamily::Sd2 => "Stable Diffusion 2.x",
-            CheckpointFamily::Sdxl => "Stable Diffusion XL",
-            CheckpointFamily::Inpainting => "Stable Diffusion inpainting",
-        }
-    }
-}
-
 /// Classifies an LDM-layout checkpoint; None when it is not one.
-pub fn family(file: &SafeTensors) -> Option<CheckpointFamily> {
+pub fn family(file: &SafeTensors) -> Option<ModelFamily> {
     let t = file.tensors();
     if t.keys().any(|k| k.starts_with("conditioner.embedders."))
         || t.contains_key("model.diffusion_model.label_emb.0.0.weight")
     {
-        return Some(CheckpointFamily::Sdxl);
+        return Some(ModelFamily::Sdxl);
     }
     let conv_in = t.get("model.diffusion_model.input_blocks.0.0.weight")?;
     if conv_in.shape.get(1) == Some(&9) {
-        return Some(CheckpointFamily::Inpainting);
+        return Some(ModelFamily::Inpainting);
     }
     if t.keys().any(|k| k.starts_with("cond_stage_model.model.")) {
-        return Some(CheckpointFamily::Sd2);
+        return Some(ModelFamily::Sd2);
     }
     let context = t
         .iter()
         .find(|(k, _)| k.starts_with(UNET_PREFIX) && k.ends_with("attn2.to_k.weight"))
         .and_then(|(_, i)| i.shape.get(1).copied());
     if context == Some(1024) {
-        return Some(CheckpointFamily::Sd2);
+        return Some(ModelFamily::Sd2);
     }
-    Some(CheckpointFamily::Sd1)
+    Some(ModelFamily::Sd1)
 }
 
 fn shape_of<'a>(file: &'a SafeTensors, key: &str) -> Result<&'a [usize]> {

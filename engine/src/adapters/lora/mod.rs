@@ -23,6 +23,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, ShapeMismatch};
+use crate::family::ModelFamily;
 use crate::weights::safetensors::SafeTensors;
 use formats::{AlphaSource, RawModule};
 use targets::{Component, LayerShape, Target, TargetIndex};
@@ -50,7 +51,7 @@ pub struct LoraReport {
     /// For kohya: `diffusers_blocks`, `ldm_blocks` or both.
     pub dialect: String,
     /// Base family from metadata and shapes, when it can be told.
-    pub family: Option<String>,
+    pub family: Option<ModelFamily>,
     /// Ranks found.
     pub ranks: BTreeSet<usize>,
     /// Alphas found (as text, to keep them exact).
@@ -86,8 +87,8 @@ pub struct LoraAdapter {
     pub report: LoraReport,
 }
 
-/// The family of the loaded model, for the compatibility check.
-pub const MODEL_FAMILY: &str = "Stable Diffusion 1.x";
+/// The family of the models LoRAs are checked against.
+pub const MODEL_FAMILY: ModelFamily = ModelFamily::Sd1;
 
 fn file_of(path: &Path) -> PathBuf {
     if path.is_dir() {
@@ -144,7 +145,7 @@ fn family_from(
     meta: &BTreeMap<String, String>,
     raw: &[RawModule],
     file: &SafeTensors,
-) -> Option<String> {
+) -> Option<ModelFamily> {
     let base = meta
         .get("ss_base_model_version")
         .map(|s| s.to_ascii_lowercase())
@@ -159,7 +160,7 @@ fn family_from(
             .iter()
             .any(|m| m.name.starts_with("lora_te1_") || m.name.starts_with("lora_te2_"))
     {
-        return Some("Stable Diffusion XL".into());
+        return Some(ModelFamily::Sdxl);
     }
     if base.contains("v2")
         || meta
@@ -167,7 +168,7 @@ fn family_from(
             .is_some_and(|v| v.eq_ignore_ascii_case("true"))
         || arch.contains("v2")
     {
-        return Some("Stable Diffusion 2.x".into());
+        return Some(ModelFamily::Sd2);
     }
     // Cross-attention key/value inputs: 768 (SD 1.x), 1024 (SD 2.x), 2048 (SDXL).
     let context = raw
@@ -177,10 +178,10 @@ fn family_from(
         })
         .find_map(|m| file.info(&m.down_key).and_then(|i| i.shape.get(1).copied()));
     match context {
-        Some(2048) => Some("Stable Diffusion XL".into()),
-        Some(1024) => Some("Stable Diffusion 2.x".into()),
-        Some(768) => Some(MODEL_FAMILY.into()),
-        _ if base.contains("v1") => Some(MODEL_FAMILY.into()),
+        Some(2048) => Some(ModelFamily::Sdxl),
+        Some(1024) => Some(ModelFamily::Sd2),
+        Some(768) => Some(MODEL_FAMILY),
+        _ if base.contains("v1") => Some(MODEL_FAMILY),
         _ => None,
     }
 }
@@ -238,11 +239,11 @@ impl LoraAdapter {
         let parsed = formats::parse(&file, config.as_ref())?;
         let meta = file.metadata().clone();
         let family = family_from(&meta, &parsed.modules, &file);
-        if check_shapes && family.as_deref().is_some_and(|f| f != MODEL_FAMILY) {
+        if check_shapes && let Some(adapter) = family.filter(|f| *f != MODEL_FAMILY) {
             return Err(Error::AdapterFamilyMismatch {
                 path: path.to_owned(),
-                adapter: family.unwrap_or_default(),
-                model: MODEL_FAMILY.into(),
+                adapter,
+                model: MODEL_FAMILY,
             });
         }
 

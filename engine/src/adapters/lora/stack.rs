@@ -1,18 +1,23 @@
 //! The LoRA stack: any number of adapters, each with its own weight (negative allowed) and
-//! on/off switch, merged into the model's weights.
+//! on/off switch, merged into the model's weights, each addressed by a [`StackKey`]: the
+//! [`AdapterId`] its front end chose, or the prompt tag that asked for it.
 //!
-//! Merging (`W = W₀ + Σ weightᵢ · ΔWᵢ` over the enabled adapters covering a layer) keeps the
-//! pristine base weights `W₀` of every covered layer and each adapter's full-size `ΔWᵢ`
-//! (alpha/rank already applied) on the device. Changing one adapter's weight recomputes only
-//! the layers that adapter covers, from `W₀`, so nothing drifts and generation afterwards
-//! runs at the speed of the plain model (no per-step LoRA cost).
+//! Merging (`W = W₀ + Σ weightᵢ · ΔWᵢ` over the enabled adapters covering a layer, in stack
+//! order) keeps the pristine base weights `W₀` of every covered layer and each adapter's
+//! full-size `ΔWᵢ` (alpha/rank already applied) on the device. Changing one adapter's weight
+//! recomputes only the layers that adapter covers, from `W₀`, so nothing drifts and generation
+//! afterwards runs at the speed of the plain model (no per-step LoRA cost). Prompt-tag entries
+//! always follow the front end's entries, so a stack merges in the same order however it was
+//! built.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::adapters::AdapterId;
 use crate::models::paths::map_params;
 
 use super::LoraAdapter;
@@ -21,9 +26,20 @@ use super::targets::{Component, LayerShape};
 /// A parameter of the model: its component and path (`….to_q.weight`).
 pub type ParamKey = (Component, String);
 
+/// What a stack entry is known by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum StackKey {
+    /// An entry a front end added under its id.
+    Adapter(AdapterId),
+    /// An entry a `<lora:NAME:WEIGHT>` prompt tag asked for, by its file.
+    PromptTag(PathBuf),
+}
+
 /// One adapter in the stack.
 #[derive(Debug, Clone)]
 pub struct StackEntry {
+    /// What it is known by.
+    pub key: StackKey,
     /// The adapter.
     pub adapter: Arc<LoraAdapter>,
     /// Its weight (multiplies alpha/rank).
@@ -38,6 +54,11 @@ impl StackEntry {
     /// The parameters this adapter modifies.
     pub fn covers(&self) -> BTreeSet<ParamKey> {
         self.deltas.keys().cloned().collect()
+    }
+
+    /// Whether it changes the model now (enabled, weight ≠ 0).
+    pub fn is_applied(&self) -> bool {
+        self.enabled && self.weight != 0.0
     }
 }
 
@@ -72,18 +93,32 @@ fn delta(module: &super::LoraModule, device: &Device) -> Tensor<1> {
 }
 
 impl LoraStack {
-    /// The adapters, in order.
+    /// The adapters, in merge order.
     pub fn entries(&self) -> &[StackEntry] {
         &self.entries
     }
 
-    /// Adds `adapter` at `weight` (enabled); returns the parameters to re-merge.
+    /// The entry known by `key`.
+    pub fn get(&self, key: &StackKey) -> Option<&StackEntry> {
+        self.entries.iter().find(|e| &e.key == key)
+    }
+
+    fn position(&self, key: &StackKey) -> Option<usize> {
+        self.entries.iter().position(|e| &e.key == key)
+    }
+
+    /// Adds `adapter` under `key` at `weight` (a front end's entry after the other front-end
+    /// entries, a prompt tag's at the end); returns the parameters to re-merge. An entry
+    /// already under `key` is replaced.
     pub fn push(
         &mut self,
+        key: StackKey,
         adapter: Arc<LoraAdapter>,
         weight: f32,
+        enabled: bool,
         device: &Device,
     ) -> BTreeSet<ParamKey> {
+        let mut dirty = self.remove(&key);
         let deltas: HashMap<ParamKey, Tensor<1>> = adapter
             .modules
             .iter()
@@ -95,19 +130,29 @@ impl LoraStack {
             })
             .collect();
         let entry = StackEntry {
+            key,
             adapter,
             weight,
-            enabled: true,
+            enabled,
             deltas,
         };
-        let dirty = entry.covers();
-        self.entries.push(entry);
+        dirty.extend(entry.covers());
+        let at = match entry.key {
+            StackKey::Adapter(_) => self
+                .entries
+                .iter()
+                .position(|e| matches!(e.key, StackKey::PromptTag(_)))
+                .unwrap_or(self.entries.len()),
+            StackKey::PromptTag(_) => self.entries.len(),
+        };
+        self.entries.insert(at, entry);
         dirty
     }
 
-    /// Sets entry `i`'s weight; returns the parameters to re-merge (empty if `i` is out of range).
-    pub fn set_weight(&mut self, i: usize, weight: f32) -> BTreeSet<ParamKey> {
-        match self.entries.get_mut(i) {
+    /// Sets the weight of the entry known by `key`; returns the parameters to re-merge (none
+    /// when there is no such entry or nothing changes).
+    pub fn set_weight(&mut self, key: &StackKey, weight: f32) -> BTreeSet<ParamKey> {
+        match self.entries.iter_mut().find(|e| &e.key == key) {
             Some(e) if e.weight != weight => {
                 e.weight = weight;
                 e.covers()
@@ -116,9 +161,9 @@ impl LoraStack {
         }
     }
 
-    /// Turns entry `i` on or off; returns the parameters to re-merge.
-    pub fn set_enabled(&mut self, i: usize, enabled: bool) -> BTreeSet<ParamKey> {
-        match self.entries.get_mut(i) {
+    /// Turns the entry known by `key` on or off; returns the parameters to re-merge.
+    pub fn set_enabled(&mut self, key: &StackKey, enabled: bool) -> BTreeSet<ParamKey> {
+        match self.entries.iter_mut().find(|e| &e.key == key) {
             Some(e) if e.enabled != enabled => {
                 e.enabled = enabled;
                 e.covers()
@@ -127,25 +172,32 @@ impl LoraStack {
         }
     }
 
-    /// Removes entry `i`; returns the parameters to re-merge.
-    pub fn remove(&mut self, i: usize) -> BTreeSet<ParamKey> {
-        if i < self.entries.len() {
-            self.entries.remove(i).covers()
-        } else {
-            BTreeSet::new()
+    /// Removes the entry known by `key`; returns the parameters to re-merge.
+    pub fn remove(&mut self, key: &StackKey) -> BTreeSet<ParamKey> {
+        match self.position(key) {
+            Some(i) => self.entries.remove(i).covers(),
+            None => BTreeSet::new(),
         }
     }
 
-    /// Moves entry `from` to position `to`; returns the parameters to re-merge (the moved
-    /// adapter's: the sum over the stack runs in stack order, so its rounding follows it).
-    pub fn move_entry(&mut self, from: usize, to: usize) -> BTreeSet<ParamKey> {
-        if from >= self.entries.len() || to >= self.entries.len() || from == to {
-            return BTreeSet::new();
-        }
-        let e = self.entries.remove(from);
-        let covers = e.covers();
-        self.entries.insert(to, e);
-        covers
+    /// Puts the front end's entries in the order of `order` (ids not in the stack are
+    /// ignored; entries `order` leaves out keep their relative order after the named ones;
+    /// prompt-tag entries stay last); returns the parameters to re-merge (those of every entry
+    /// that moved: the sum runs in stack order, so its rounding follows it).
+    pub fn reorder(&mut self, order: &[AdapterId]) -> BTreeSet<ParamKey> {
+        let rank = |e: &StackEntry| match &e.key {
+            StackKey::Adapter(id) => (0, order.iter().position(|o| o == id).unwrap_or(order.len())),
+            StackKey::PromptTag(_) => (1, 0),
+        };
+        let before: Vec<StackKey> = self.entries.iter().map(|e| e.key.clone()).collect();
+        // A stable sort: unnamed entries keep their order.
+        self.entries.sort_by_key(rank);
+        self.entries
+            .iter()
+            .zip(&before)
+            .filter(|(e, k)| &e.key != *k)
+            .flat_map(|(e, _)| e.covers())
+            .collect()
     }
 
     /// The merged value of parameter `key` given its current value (captured as pristine the
@@ -155,7 +207,7 @@ impl LoraStack {
         // Accumulate in f32 and round once to the model's precision (f16 on GPUs).
         let dtype = base.dtype();
         let mut w = base.cast(burn::tensor::FloatDType::F32);
-        for e in self.entries.iter().filter(|e| e.enabled && e.weight != 0.0) {
+        for e in self.entries.iter().filter(|e| e.is_applied()) {
             if let Some(d) = e.deltas.get(key) {
                 w = w + d.clone().cast(burn::tensor::FloatDType::F32) * e.weight;
             }
@@ -169,9 +221,7 @@ impl LoraStack {
             *w = w.clone().cast(dtype);
         }
     }
-}
 
-impl LoraStack {
     /// Re-merges the `dirty` parameters of `component` into `model` (see [`LoraStack::merged`]).
     pub fn merge_into<M: Module>(
         &mut self,

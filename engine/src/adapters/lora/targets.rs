@@ -161,11 +161,11 @@ impl TargetIndex {
 /// (same blocks, layers and transformer depth; tiny widths), so the names can never differ
 /// from the real model's.
 pub fn sd15_names() -> crate::error::Result<TargetIndex> {
+    use crate::loader::Loader;
     use crate::models::clip_text::ClipTextModel;
     use crate::models::config::{PerBlock, sd15};
     use crate::models::paths::param_paths;
     use crate::models::unet_2d_condition::UNet2DConditionModel;
-    use crate::weights::loader::Loader;
     let mut cfg = sd15();
     cfg.unet.block_out_channels = vec![32; 4];
     cfg.unet.cross_attention_dim = 8;

@@ -18,39 +18,12 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use kiln_engine::job::CancelToken;
+
 use crate::error::{Error, Result};
-use crate::pipeline::CancelToken;
 
 /// The public Hub.
 pub const HUB: &str = "https://huggingface.co";
-/// SD 1.5's diffusers repository (a maintained mirror of runwayml's).
-pub const SD15_REPO: &str = "stable-diffusion-v1-5/stable-diffusion-v1-5";
-
-/// The files of a diffusers SD 1.x pipeline Kiln needs (fp32 weights unless `fp16`).
-pub fn sd15_files(fp16: bool) -> Vec<String> {
-    let w = |dir: &str, name: &str| {
-        if fp16 {
-            format!("{dir}/{name}.fp16.safetensors")
-        } else {
-            format!("{dir}/{name}.safetensors")
-        }
-    };
-    vec![
-        "model_index.json".into(),
-        "scheduler/scheduler_config.json".into(),
-        "text_encoder/config.json".into(),
-        w("text_encoder", "model"),
-        "tokenizer/merges.txt".into(),
-        "tokenizer/special_tokens_map.json".into(),
-        "tokenizer/tokenizer_config.json".into(),
-        "tokenizer/vocab.json".into(),
-        "unet/config.json".into(),
-        w("unet", "diffusion_pytorch_model"),
-        "vae/config.json".into(),
-        w("vae", "diffusion_pytorch_model"),
-    ]
-}
-
 #[derive(Debug, Deserialize)]
 struct TreeEntry {
     path: String,
@@ -289,7 +262,7 @@ fn fetch(
         ));
     }
     if let Some(want) = sha256 {
-        let got = crate::weights::hash::sha256_file(&part)?;
+        let got = kiln_engine::weights::hash::sha256_file(&part)?;
         if got != want {
             let _ = std::fs::remove_file(&part);
             return Err(Error::ChecksumMismatch {
@@ -328,56 +301,4 @@ fn body_chunks(
         return rx;
     }
     rx
-}
-
-/// What a models folder holds, classified by the engine.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ModelEntry {
-    /// The file or folder.
-    pub path: PathBuf,
-    /// What it is.
-    pub kind: crate::weights::inspect::Inspection,
-    /// Size on disk in bytes.
-    pub bytes: u64,
-}
-
-fn size_of(path: &Path) -> u64 {
-    if path.is_dir() {
-        std::fs::read_dir(path)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| size_of(&e.path())).sum())
-            .unwrap_or(0)
-    } else {
-        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
-    }
-}
-
-/// Every checkpoint, LoRA and embedding directly in `dir` (diffusers folders count as one
-/// entry); files Kiln cannot classify are left out.
-pub fn scan_models(dir: &Path) -> Result<Vec<ModelEntry>> {
-    let mut out = Vec::new();
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    paths.sort();
-    for path in paths {
-        let candidate = if path.is_dir() {
-            path.join("model_index.json").exists() || path.join("adapter_config.json").exists()
-        } else {
-            path.extension()
-                .is_some_and(|e| matches!(e.to_str(), Some("safetensors" | "pt" | "bin")))
-        };
-        if !candidate {
-            continue;
-        }
-        match crate::weights::inspect::inspect(&path) {
-            Ok(crate::weights::inspect::Inspection::Unknown { .. }) | Err(_) => {}
-            Ok(kind) => out.push(ModelEntry {
-                bytes: size_of(&path),
-                path,
-                kind,
-            }),
-        }
-    }
-    Ok(out)
 }

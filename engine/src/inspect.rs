@@ -5,8 +5,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::family::ModelFamily;
 use crate::weights::safetensors::SafeTensors;
-use crate::weights::single_file::{self, CheckpointFamily};
+use crate::weights::single_file;
 use crate::weights::{Checkpoint, CheckpointInfo};
 
 /// What a path holds.
@@ -17,8 +18,8 @@ pub enum Inspection {
     Checkpoint(Box<CheckpointInfo>),
     /// A checkpoint of a family Kiln recognises but does not run.
     UnsupportedCheckpoint {
-        /// e.g. "Stable Diffusion XL".
-        family: String,
+        /// What it is.
+        family: ModelFamily,
     },
     /// A LoRA adapter, matched by name against SD 1.5's layers.
     Lora(Box<crate::adapters::lora::LoraReport>),
@@ -65,7 +66,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         }
         return match Checkpoint::open_header(path, None) {
             Ok(c) => Ok(Inspection::Checkpoint(Box::new(c.info))),
-            Err(Error::UnsupportedModel { family, .. }) => {
+            Err(Error::UnsupportedFamily { family, .. }) => {
                 Ok(Inspection::UnsupportedCheckpoint { family })
             }
             Err(e) => Err(e),
@@ -89,20 +90,18 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     let file = SafeTensors::open_header(path)?;
     let keys: Vec<&String> = file.tensors().keys().collect();
     match single_file::family(&file) {
-        Some(CheckpointFamily::Sd1) => {
+        Some(ModelFamily::Sd1) => {
             let c = Checkpoint::open_header(path, None)?;
             return Ok(Inspection::Checkpoint(Box::new(c.info)));
         }
         Some(f) => {
-            return Ok(Inspection::UnsupportedCheckpoint {
-                family: f.name().into(),
-            });
+            return Ok(Inspection::UnsupportedCheckpoint { family: f });
         }
         None => {}
     }
     if keys.iter().any(|k| k.starts_with("conditioner.embedders.")) {
         return Ok(Inspection::UnsupportedCheckpoint {
-            family: CheckpointFamily::Sdxl.name().into(),
+            family: ModelFamily::Sdxl,
         });
     }
     let lora_like = keys.iter().any(|k| {

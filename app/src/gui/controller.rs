@@ -1,0 +1,523 @@
+//! Carrying out what the views asked for after each frame, and what an engine failure or
+//! crash means for the studio: every [`Action`], every [`UiCommand`] (buttons, menus,
+//! shortcuts), the first-run choice of model, drops, and the engine's failures routed by
+//! operation.
+
+use std::path::PathBuf;
+
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::Precision;
+use kiln_engine::metadata::{ImageInfo, Source};
+use kiln_engine::protocol::{Command, Failure, JobId, Operation};
+use kiln_engine::resolve::GenerationSpec;
+use kiln_engine::weights::CheckpointInfo;
+
+use super::actions::{Action, Tab};
+use super::app::KilnApp;
+use super::commands::UiCommand;
+use super::io::{Dropped, IoRequest};
+use super::state::{EmbeddingSetting, LoraSetting};
+use super::studio::{Job, JobKind, ModelStatus};
+use super::views::embeddings::EmbeddingStatus;
+use super::views::train::{dataset_options, training_config};
+
+impl KilnApp {
+    /// Carries out every queued action (those an action queues too).
+    pub(crate) fn run_actions(&mut self) {
+        loop {
+            let actions = self.actions.take();
+            if actions.is_empty() {
+                return;
+            }
+            for a in actions {
+                self.run_action(a);
+            }
+        }
+    }
+
+    fn run_action(&mut self, action: Action) {
+        match action {
+            Action::Ui(c) => self.run_command(c),
+            Action::Engine(c) => {
+                self.engine.send(c);
+            }
+            Action::LoadModel(path) => self.load_model(path),
+            Action::AddLora(path, weight) => self.add_lora(path, weight),
+            Action::AddEmbedding(path, token) => self.add_embedding(path, token),
+            Action::Reuse(info) => self.reuse(&info),
+            Action::Io(request) => self.io.send(request),
+            Action::ShowTab(tab) => self.tab = tab,
+            Action::Notify(n) => self.views.notifications.push(n),
+            Action::Dataset(dir) => {
+                self.settings.train.data = Some(dir.clone());
+                self.views.train.report = None;
+                self.io.send(IoRequest::ListDataset { dir });
+                self.tab = Tab::Train;
+            }
+            Action::SaveCaption { index, path, text } => {
+                self.io.send(IoRequest::WriteCaption { index, path, text })
+            }
+            Action::OpenUrl(url) => self.ctx.open_url(egui::OpenUrl::new_tab(url)),
+            Action::StartTraining(resume) => self.start_training(resume),
+            Action::EstimateTraining => {
+                if let Some(config) = training_config(&self.settings) {
+                    let job = self.engine.estimate_training(config);
+                    self.views.train.estimating = Some(job);
+                }
+            }
+        }
+    }
+
+    /// Runs a user command.
+    pub fn run_command(&mut self, command: UiCommand) {
+        match command {
+            UiCommand::Generate => self.generate(JobKind::Generate),
+            UiCommand::CompareWithBaseline => self.generate(JobKind::Compare),
+            UiCommand::Cancel => self.engine.cancel(),
+            UiCommand::SaveImage => self.save_as(),
+            UiCommand::CopyParameters => {
+                if let Some(r) = self.views.canvas.recipe() {
+                    self.ctx.copy_text(r.a1111_parameters());
+                }
+            }
+            UiCommand::ReuseParameters => {
+                if let Some(info) = self.views.gallery.selected_info().cloned() {
+                    self.reuse(&info);
+                }
+            }
+            UiCommand::OpenModel => {
+                if let Some(path) = rfd::FileDialog::new()
+                    .add_filter("Checkpoint", &["safetensors"])
+                    .set_title("Open an SD 1.x checkpoint")
+                    .pick_file()
+                {
+                    self.load_model(path);
+                }
+            }
+            UiCommand::AddLora => {
+                if let Some(path) = rfd::FileDialog::new()
+                    .add_filter("LoRA", &["safetensors"])
+                    .pick_file()
+                {
+                    self.add_lora(path, 1.0);
+                }
+            }
+            UiCommand::AddEmbedding => {
+                if let Some(path) = rfd::FileDialog::new()
+                    .add_filter("Embedding", &["pt", "safetensors", "bin"])
+                    .pick_file()
+                {
+                    self.add_embedding(path, None);
+                }
+            }
+            UiCommand::PickInitImage => {
+                if let Some(path) = rfd::FileDialog::new()
+                    .add_filter("Image", &["png", "jpg", "jpeg", "webp"])
+                    .pick_file()
+                {
+                    self.settings.set_init_image(Some(path));
+                }
+            }
+            UiCommand::RandomSeed => {
+                self.settings.seed = kiln_engine::job::random_seed();
+                self.settings.random_seed = false;
+            }
+            UiCommand::ReuseSeed => {
+                if let Some(seed) = self.studio.last_seed {
+                    self.settings.seed = seed;
+                    self.settings.random_seed = false;
+                }
+            }
+            UiCommand::SwapSize => {
+                std::mem::swap(&mut self.settings.width, &mut self.settings.height)
+            }
+        }
+    }
+
+    /// Generates (or compares with the baseline) with the current settings: the engine
+    /// resolves them, the prompt's `<lora:…>` tags included.
+    fn generate(&mut self, kind: JobKind) {
+        if let Some(why) = self.studio.cannot_generate() {
+            if self.studio.job.is_none() {
+                self.notify("Cannot generate now", why, true);
+            }
+            return;
+        }
+        let spec = self.settings.spec();
+        let id = match kind {
+            JobKind::Generate => self.engine.generate(spec),
+            JobKind::Compare => self.engine.compare_with_baseline(GenerationSpec {
+                batch_size: 1,
+                batch_count: 1,
+                ..spec
+            }),
+        };
+        self.studio.job = Some(Job {
+            id,
+            kind,
+            step: 0,
+            total: 0,
+            started: std::time::Instant::now(),
+        });
+    }
+
+    /// Generation `job` is over (done, cancelled or failed).
+    pub(crate) fn job_ended(&mut self, job: JobId) {
+        self.engine.finished(job);
+        if self.studio.job.as_ref().is_some_and(|j| j.id == job) {
+            self.studio.job = None;
+        }
+    }
+
+    /// Loads a checkpoint; the LoRA stack and embeddings follow once it is ready.
+    pub fn load_model(&mut self, path: PathBuf) {
+        if let Some(training) = self.studio.training {
+            return self.notify(
+                "Cannot load a model now",
+                format!("A training run (job {training}) is using the engine; load it when the run ends."),
+                true,
+            );
+        }
+        self.settings.remember_model(path.clone());
+        self.studio.model = ModelStatus::Loading(path.clone());
+        self.engine.send(Command::LoadModel {
+            path,
+            config: None,
+            device: self.settings.device.clone(),
+            precision: self.settings.precision,
+        });
+    }
+
+    /// The model is ready: the stack and embeddings are sent to it, the size follows it.
+    pub(crate) fn model_loaded(
+        &mut self,
+        info: Box<CheckpointInfo>,
+        device: DeviceSpec,
+        precision: Precision,
+    ) {
+        let native = info.native_size();
+        let previous = self
+            .studio
+            .info()
+            .map_or(self.settings.native_size, CheckpointInfo::native_size);
+        // A size still at the previous model's native square follows the new model; a chosen
+        // size stays. The first run takes the shipped model's own size.
+        let s = &mut self.settings;
+        if std::mem::take(&mut self.take_native_size)
+            || (s.width == previous && s.height == previous)
+        {
+            (s.width, s.height) = (native, native);
+        }
+        s.native_size = native;
+        // The counter counts against this model's tokenizer length.
+        self.studio.tokenizer = self
+            .studio
+            .tokenizer
+            .take()
+            .and_then(|t| t.with_max_length(info.config.tokenizer_max_length).ok());
+        self.views.prompt.recount();
+        self.studio.model = ModelStatus::Loaded {
+            info,
+            device,
+            precision,
+        };
+        for c in self.views.loras.commands_for_new_model() {
+            self.engine.send(c);
+        }
+        for c in self.views.embeddings.commands_for_new_model() {
+            self.engine.send(c);
+        }
+    }
+
+    /// Adds a LoRA row (sent to the engine once a model is ready).
+    pub fn add_lora(&mut self, path: PathBuf, weight: f32) {
+        match self.views.loras.add(path.clone(), weight) {
+            Some(command) if self.studio.model_ready() => {
+                self.engine.send(command);
+            }
+            Some(_) => {}
+            None => self.notify(
+                "This LoRA is already in the stack",
+                path.display().to_string(),
+                false,
+            ),
+        }
+    }
+
+    /// Loads an embedding row (sent to the engine once a model is ready).
+    pub fn add_embedding(&mut self, path: PathBuf, token: Option<String>) {
+        match self.views.embeddings.add(path.clone(), token) {
+            Some(command) if self.studio.model_ready() => {
+                self.engine.send(command);
+            }
+            Some(_) => {}
+            None => self.notify(
+                "This embedding is already loaded",
+                path.display().to_string(),
+                false,
+            ),
+        }
+    }
+
+    /// Restores the settings an image records (Kiln: everything, LoRAs, embeddings and model
+    /// included; other tools: what Kiln understands) — the engine's reading of it
+    /// ([`GenerationSpec::from_image`]).
+    pub fn reuse(&mut self, info: &ImageInfo) {
+        let spec = GenerationSpec::from_image(info);
+        let exact = info.source == Source::Kiln && info.recipe.is_some();
+        self.settings.reuse(&spec, exact);
+        if !exact {
+            return;
+        }
+        let loras: Vec<LoraSetting> = spec
+            .loras
+            .iter()
+            .map(|l| LoraSetting {
+                path: l.path.clone(),
+                weight: l.weight,
+                enabled: true,
+            })
+            .collect();
+        let embeddings: Vec<EmbeddingSetting> = spec
+            .embeddings
+            .iter()
+            .map(|e| EmbeddingSetting {
+                path: e.path.clone(),
+                token: e.token.clone(),
+            })
+            .collect();
+        let model = spec.model.clone().filter(|m| m.exists());
+        let same_model = model.is_none() || self.settings.model_path == model;
+        let ready = self.studio.model_ready() && same_model;
+        if loras != self.views.loras.settings() {
+            for c in self.views.loras.replace(loras) {
+                if ready {
+                    self.engine.send(c);
+                }
+            }
+        }
+        if embeddings != self.views.embeddings.settings() {
+            for c in self.views.embeddings.replace(embeddings) {
+                if ready {
+                    self.engine.send(c);
+                }
+            }
+        }
+        if let Some(model) = model.filter(|_| !same_model) {
+            self.load_model(model);
+        }
+    }
+
+    /// What to do with a dropped file or folder, once the I/O thread said what it is.
+    pub(crate) fn dropped(&mut self, path: PathBuf, what: Dropped) {
+        match what {
+            Dropped::DatasetFolder => self.actions.push(Action::Dataset(path)),
+            Dropped::Checkpoint => self.load_model(path),
+            Dropped::Lora => self.add_lora(path, 1.0),
+            Dropped::Embedding => self.add_embedding(path, None),
+            Dropped::Parameters(info) => {
+                self.reuse(&info);
+                self.notify(
+                    "Parameters restored",
+                    format!("from {}", path.display()),
+                    false,
+                );
+            }
+            Dropped::Image => self.settings.set_init_image(Some(path)),
+            Dropped::Unsupported(family) => self.notify(
+                "Kiln cannot run this checkpoint",
+                format!("{}: {family}", path.display()),
+                true,
+            ),
+            Dropped::Unknown => self.notify(
+                "Not a checkpoint, LoRA or embedding",
+                path.display().to_string(),
+                true,
+            ),
+            Dropped::Unreadable(e) => self.notify("Cannot open the dropped file", e, true),
+        }
+    }
+
+    /// Asks the engine to validate the dataset's `files`.
+    pub(crate) fn validate_dataset(&mut self, files: Vec<PathBuf>) {
+        self.engine.send(Command::ValidateDataset {
+            files,
+            options: dataset_options(&self.settings.train),
+        });
+    }
+
+    /// Scans the models folder again.
+    pub fn rescan_models(&mut self) {
+        if let Some(n) = self.views.models.rescan(&self.settings.models_dir) {
+            self.views.notifications.push(n);
+        }
+    }
+
+    /// Starts training (from `resume` when given) on a thread of the engine's.
+    fn start_training(&mut self, resume: Option<PathBuf>) {
+        if self.studio.training.is_some() || self.studio.job.is_some() {
+            return;
+        }
+        let Some(config) = training_config(&self.settings) else {
+            return self.notify(
+                "Cannot train yet",
+                "Load a model and drop a folder of images first.",
+                true,
+            );
+        };
+        let (job, cancel, pause) = self.engine.start_training(config, resume);
+        self.studio.training = Some(job);
+        self.views
+            .train
+            .started(job, cancel, pause, self.settings.train.method);
+    }
+
+    fn save_as(&mut self) {
+        let Some(shown) = &self.views.canvas.shown else {
+            return;
+        };
+        let (Some(src), Some(recipe)) = (&shown.path, &shown.recipe) else {
+            return;
+        };
+        let Some(dest) = rfd::FileDialog::new()
+            .add_filter("PNG", &["png"])
+            .set_file_name(super::views::file_name(src))
+            .save_file()
+        else {
+            return;
+        };
+        self.io.send(IoRequest::SaveAs {
+            image: shown.image.clone(),
+            recipe: Box::new(recipe.clone()),
+            dest,
+        });
+    }
+
+    /// Chooses the model to open at start: the remembered one; else (first run) the shipped
+    /// model with the sample prompt and its native size; when the remembered model is gone,
+    /// the shipped one with a notice.
+    pub(crate) fn open_start_model(&mut self) {
+        let bundled = self.views.models.bundled.clone();
+        match (self.settings.model_path.clone(), bundled) {
+            (Some(path), _) if path.exists() => self.load_model(path),
+            (Some(path), Some(bundled)) => {
+                self.settings.recent_models.retain(|p| p != &path);
+                self.notify(
+                    "The last model is gone",
+                    format!(
+                        "{} no longer exists; opened the built-in model {} instead.",
+                        path.display(),
+                        kiln_hub::install::NAME
+                    ),
+                    false,
+                );
+                self.open_bundled(bundled);
+            }
+            // No shipped model to fall back to: loading says what is missing.
+            (Some(path), None) => self.load_model(path),
+            (None, Some(bundled)) => self.open_bundled(bundled),
+            (None, None) => {}
+        }
+    }
+
+    fn open_bundled(&mut self, path: PathBuf) {
+        if self.settings.prompt.trim().is_empty() {
+            self.settings.prompt = kiln_hub::install::SAMPLE_PROMPT.to_owned();
+            self.take_native_size = true;
+        }
+        self.load_model(path);
+    }
+
+    /// A failed command, routed by what it was doing.
+    pub(crate) fn failed(&mut self, f: Failure) {
+        let message = f.message();
+        match (f.op, f.job, f.adapter) {
+            (Operation::LoadModel, ..) => self.studio.model = ModelStatus::Failed(message.clone()),
+            (Operation::Generate | Operation::Compare, Some(job), _) => self.job_ended(job),
+            (Operation::AddLora, _, Some(id)) => return self.views.loras.on_refused(id, message),
+            (Operation::LoadEmbedding, _, Some(id)) => {
+                return self
+                    .views
+                    .embeddings
+                    .on_loaded(id, EmbeddingStatus::Failed(message));
+            }
+            (Operation::Train, Some(job), _) if self.views.train.is_running(job) => {
+                self.engine.finished(job);
+                self.studio.training = None;
+                return self.views.train.ended(job, Err(message));
+            }
+            (Operation::EstimateTraining, Some(job), _) => self.views.train.estimated(job, None),
+            _ => {}
+        }
+        self.notify(format!("Error while {}", f.op.describe()), message, true);
+    }
+
+    /// The engine panicked in `op`: it dropped its model, which is loaded again — except
+    /// after a panic while loading, which would come back every time.
+    pub(crate) fn crashed(&mut self, op: Operation, job: Option<JobId>, message: String) {
+        if let Some(job) = job {
+            self.job_ended(job);
+        }
+        match op {
+            Operation::Train => {
+                self.studio.training = None;
+                if let Some(job) = job {
+                    self.views
+                        .train
+                        .ended(job, Err(format!("The training run crashed: {message}")));
+                }
+                self.notify("The training run crashed", message, true);
+            }
+            Operation::LoadModel => {
+                let path = self.settings.model_path.clone().unwrap_or_default();
+                self.studio.model =
+                    ModelStatus::Failed(format!("the engine crashed loading it: {message}"));
+                self.notify(
+                    "The engine crashed while loading the model",
+                    format!(
+                        "{message}. {} was not loaded again; open it or another model when you are ready.",
+                        path.display()
+                    ),
+                    true,
+                );
+            }
+            _ => {
+                self.studio.job = None;
+                self.notify(
+                    "The engine crashed and was restarted",
+                    format!("{message}. The model is being loaded again."),
+                    true,
+                );
+                self.studio.model = ModelStatus::None;
+                if let Some(path) = self.settings.model_path.clone() {
+                    self.load_model(path);
+                }
+            }
+        }
+    }
+
+    /// Keyboard shortcuts of the command table.
+    pub(crate) fn shortcuts(&mut self, ctx: &egui::Context) {
+        for command in UiCommand::ALL {
+            if let Some(s) = command.info().shortcut
+                && ctx.input_mut(|i| i.consume_shortcut(&s))
+            {
+                self.actions.push(Action::Ui(command));
+            }
+        }
+    }
+
+    /// Files dropped on the window: the I/O thread tells what each is.
+    pub(crate) fn drops(&mut self, ctx: &egui::Context) {
+        let dropped: Vec<PathBuf> = ctx.input(|i| {
+            i.raw
+                .dropped_files
+                .iter()
+                .map(|f| f.path().to_owned())
+                .collect()
+        });
+        for path in dropped {
+            self.io.send(IoRequest::Classify { path });
+        }
+    }
+}

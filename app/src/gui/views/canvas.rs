@@ -1,0 +1,138 @@
+//! The canvas: the image forming (live preview) and the finished image with zoom and pan
+//! (scroll to zoom, drag to pan, double-click to fit), Save as… and Copy parameters.
+
+use std::path::PathBuf;
+
+use kiln_engine::image::RgbImage;
+use kiln_engine::metadata::Recipe;
+
+use super::Ctx;
+use crate::gui::actions::Action;
+use crate::gui::commands::UiCommand;
+use crate::gui::io::to_color_image;
+
+/// The image on the canvas.
+pub struct Shown {
+    /// Texture.
+    pub texture: egui::TextureHandle,
+    /// Pixels (what Save as… writes).
+    pub image: RgbImage,
+    /// The file, once saved.
+    pub path: Option<PathBuf>,
+    /// Its recipe (None for a live preview).
+    pub recipe: Option<Recipe>,
+}
+
+/// The canvas's state.
+pub struct CanvasView {
+    /// What it shows.
+    pub shown: Option<Shown>,
+    /// The view rectangle (zoom and pan; zero = fit).
+    scene_rect: egui::Rect,
+}
+
+impl Default for CanvasView {
+    fn default() -> Self {
+        CanvasView {
+            shown: None,
+            scene_rect: egui::Rect::ZERO,
+        }
+    }
+}
+
+impl std::fmt::Debug for CanvasView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CanvasView").finish_non_exhaustive()
+    }
+}
+
+impl CanvasView {
+    /// Shows `image` (a preview when `recipe` is None), reusing the texture at the same size.
+    pub fn show(
+        &mut self,
+        ctx: &egui::Context,
+        image: RgbImage,
+        path: Option<PathBuf>,
+        recipe: Option<Recipe>,
+    ) {
+        let color = to_color_image(&image);
+        match &mut self.shown {
+            Some(s) if [s.image.width, s.image.height] == [image.width, image.height] => {
+                s.texture.set(color, egui::TextureOptions::LINEAR);
+                s.image = image;
+                s.path = path;
+                s.recipe = recipe;
+            }
+            _ => {
+                let texture = ctx.load_texture("canvas", color, egui::TextureOptions::LINEAR);
+                self.shown = Some(Shown {
+                    texture,
+                    image,
+                    path,
+                    recipe,
+                });
+                self.scene_rect = egui::Rect::ZERO;
+            }
+        }
+    }
+
+    /// The image shown with `recipe` was saved at `path`.
+    pub fn saved(&mut self, recipe: &Recipe, path: &std::path::Path) {
+        if let Some(s) = &mut self.shown
+            && s.path.is_none()
+            && s.recipe.as_ref() == Some(recipe)
+        {
+            s.path = Some(path.to_owned());
+        }
+    }
+
+    /// The shown image's recipe.
+    pub fn recipe(&self) -> Option<&Recipe> {
+        self.shown.as_ref().and_then(|s| s.recipe.as_ref())
+    }
+
+    /// Draws the canvas.
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
+        ui.horizontal(|ui| {
+            let has_recipe = self.recipe().is_some();
+            for c in [UiCommand::SaveImage, UiCommand::CopyParameters] {
+                if c.button(ui, has_recipe) {
+                    ctx.actions.push(Action::Ui(c));
+                }
+            }
+            if let Some(r) = self.recipe() {
+                ui.weak(format!(
+                    "seed {} · {}×{} · {} · {} steps",
+                    r.seed,
+                    r.width,
+                    r.height,
+                    r.sampler.a1111_name(),
+                    r.steps
+                ));
+            }
+        });
+        match &self.shown {
+            Some(shown) => {
+                let size = egui::vec2(shown.image.width as f32, shown.image.height as f32);
+                let texture = shown.texture.clone();
+                let response = egui::Scene::new().zoom_range(0.1..=16.0).show(
+                    ui,
+                    &mut self.scene_rect,
+                    |ui| {
+                        ui.add(egui::Image::new((texture.id(), size)).alt_text("Generated image"));
+                    },
+                );
+                if response.response.double_clicked() {
+                    self.scene_rect = egui::Rect::ZERO;
+                }
+            }
+            None => {
+                ui.centered_and_justified(|ui| {
+                    ui.weak(
+                        "Your image appears here. Write a prompt and press Generate (Ctrl+Enter).",
+                    );
+                });
+            }
+        }
+    }
+}

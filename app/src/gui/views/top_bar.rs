@@ -1,0 +1,107 @@
+//! The top bar: the checkpoint, recent models, device and precision, load status and report.
+
+use kiln_engine::device::DeviceSpec;
+use kiln_engine::job::PrecisionChoice;
+
+use super::Ctx;
+use crate::gui::actions::Action;
+use crate::gui::commands::UiCommand;
+use crate::gui::studio::ModelStatus;
+
+/// The top bar (it keeps no state of its own).
+#[derive(Debug, Default)]
+pub struct TopBar;
+
+impl TopBar {
+    /// Draws the top bar.
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
+        egui::Panel::top("model").show(ui, |ui| {
+            ui.horizontal_wrapped(|ui| {
+                ui.strong("Kiln");
+                ui.separator();
+                if UiCommand::OpenModel.button(ui, true) {
+                    ctx.actions.push(Action::Ui(UiCommand::OpenModel));
+                }
+                let current = ctx
+                    .settings
+                    .model_path
+                    .as_deref()
+                    .map(super::file_name)
+                    .unwrap_or_else(|| "—".into());
+                let recent = ctx.settings.recent_models.clone();
+                super::combo(ui, "Recent models", current, |ui| {
+                    for p in &recent {
+                        let selected = ctx.settings.model_path.as_ref() == Some(p);
+                        if ui
+                            .selectable_label(selected, p.display().to_string())
+                            .clicked()
+                        {
+                            ctx.actions.push(Action::LoadModel(p.clone()));
+                        }
+                    }
+                });
+                let mut device = ctx.settings.device.clone();
+                super::combo(ui, "Device", device.to_string(), |ui| {
+                    ui.selectable_value(&mut device, DeviceSpec::Auto, "auto");
+                    for name in kiln_engine::device::available() {
+                        if let Ok(d) = name.parse::<DeviceSpec>() {
+                            ui.selectable_value(&mut device, d, name);
+                        }
+                    }
+                });
+                let mut precision = ctx.settings.precision;
+                super::combo(ui, "Precision", precision.name(), |ui| {
+                    for p in [
+                        PrecisionChoice::Auto,
+                        PrecisionChoice::F32,
+                        PrecisionChoice::F16,
+                    ] {
+                        ui.selectable_value(&mut precision, p, p.name());
+                    }
+                });
+                let changed = device != ctx.settings.device || precision != ctx.settings.precision;
+                ctx.settings.device = device;
+                ctx.settings.precision = precision;
+                if changed && let Some(p) = ctx.settings.model_path.clone() {
+                    ctx.actions.push(Action::LoadModel(p));
+                }
+                ui.separator();
+                status(ui, &ctx.studio.model);
+            });
+        });
+    }
+}
+
+fn status(ui: &mut egui::Ui, model: &ModelStatus) {
+    match model {
+        ModelStatus::None => {
+            ui.label("No model — open a checkpoint, drop one on the window, or pick one in Models");
+        }
+        ModelStatus::Loading(p) => {
+            ui.spinner();
+            ui.label(format!("Loading {}…", p.display()));
+        }
+        ModelStatus::Loaded {
+            info,
+            device,
+            precision,
+        } => {
+            ui.label(format!("Model: {}", super::file_name(&info.path)))
+                .on_hover_text(format!(
+                    "{}\nfamily: {}\nlayout: {:?}\nweights: {}\nconfig: {}\ndevice: {device}, precision: {precision:?}",
+                    info.path.display(),
+                    info.family,
+                    info.layout,
+                    info.dtype,
+                    info.config_source
+                ));
+            ui.weak(format!(
+                "{} · {:?} · {} · {device} {precision:?}",
+                info.family, info.layout, info.dtype
+            ));
+        }
+        ModelStatus::Failed(e) => {
+            ui.colored_label(ui.visuals().error_fg_color, format!("Could not load: {e}"));
+        }
+    }
+}
