@@ -410,3 +410,80 @@ fn step_callback_carries_a_preview_of_every_image() {
     })
     .unwrap();
 }
+
+/// The stochastic samplers fed the noise diffusers' schedulers (k-diffusion's for DPM++ 2S a)
+/// drew inside their steps, recorded by `fixtures/make_noise_replay_fixtures.py` on tiny-b
+/// (6 steps): their final latents match. The same draws scaled by 1.1 — a wrong noise scale —
+/// must miss by far more than the tolerance, so the test would catch σ for σ_up and the like.
+#[test]
+fn stochastic_samplers_replaying_recorded_noise_match_diffusers() {
+    use kiln_engine::job::LatentsData;
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::common::fixture("ref/noise_replay.json")).unwrap(),
+    )
+    .unwrap();
+    let sd = model("tiny-b", Layout::Diffusers);
+    let (shape, latents_in) = reference("noise_replay", "latents_in");
+    let shape: [usize; 4] = shape.try_into().unwrap();
+    let cases = json["cases"].as_object().unwrap();
+    assert_eq!(cases.len(), 9, "every stochastic sampler has a case");
+    for (case, c) in cases {
+        let sampler: Sampler = serde_json::from_value(c["kiln_sampler"].clone()).unwrap();
+        let draws: Vec<Vec<f32>> = (0..c["noise_draws"].as_u64().unwrap())
+            .map(|k| reference("noise_replay", &format!("{case}.noise.{k}")).1)
+            .collect();
+        let (_, want) = reference("noise_replay", &format!("{case}.latents_out"));
+        let run = |scale: f32| {
+            let mut req = ddim_request("tiny-b");
+            req.sampler = sampler;
+            req.steps = 6;
+            req.latents = Some(LatentsData {
+                shape,
+                values: latents_in.clone(),
+            });
+            req.step_noise = Some(
+                draws
+                    .iter()
+                    .map(|d| LatentsData {
+                        shape,
+                        values: d.iter().map(|v| v * scale).collect(),
+                    })
+                    .collect(),
+            );
+            sd.generate(&req, &CancelToken::new(), &mut |_| {})
+                .unwrap_or_else(|e| panic!("{case}: {e}"))
+                .latents
+                .values
+        };
+        assert_close(case, &run(1.0), &want, 1e-4);
+        let wrong = crate::common::relative_max_error(&run(1.1), &want);
+        assert!(
+            wrong > 1e-2,
+            "{case}: noise ×1.1 moved the latents only {wrong:.2e}"
+        );
+    }
+}
+
+/// Replaying one draw too few or too many is an error, not a silent fall-back to seeded noise.
+#[test]
+fn replayed_noise_must_fit_the_sampler() {
+    use kiln_engine::job::LatentsData;
+    let sd = model("tiny-b", Layout::Diffusers);
+    let mut req = ddim_request("tiny-b");
+    req.sampler = Sampler::Ddpm;
+    req.steps = 3;
+    let shape = req.latents.as_ref().unwrap().shape;
+    let draw = LatentsData {
+        shape,
+        values: vec![0.0; shape.iter().product()],
+    };
+    for n in [2, 4] {
+        req.step_noise = Some(vec![draw.clone(); n]);
+        assert!(
+            sd.generate(&req, &CancelToken::new(), &mut |_| {}).is_err(),
+            "{n} draws for 3 DDPM steps"
+        );
+    }
+    req.step_noise = Some(vec![draw; 3]);
+    sd.generate(&req, &CancelToken::new(), &mut |_| {}).unwrap();
+}
