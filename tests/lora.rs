@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use kiln_engine::Error;
 use kiln_engine::adapters::AdapterId;
+use kiln_engine::adapters::lora::LoraFormat;
 use kiln_engine::device::DeviceSpec;
 use kiln_engine::job::CancelToken;
 use kiln_engine::pipeline::StableDiffusion;
@@ -160,7 +161,11 @@ fn text_encoder_loras_in_both_forms() {
 fn rslora_with_an_alpha_pattern() {
     let mut sd = session();
     let lora = sd.open_lora(&adapter("peft_rslora")).unwrap();
-    assert_eq!(lora.report.format, "peft_folder");
+    assert_eq!(lora.report.format, LoraFormat::PeftFolder);
+    assert_eq!(
+        serde_json::to_value(&lora.report).unwrap()["format"],
+        "peft_folder"
+    );
     sd.add_lora(AdapterId(6), lora, 1.0, true);
     assert_close("rsLoRA folder", &latents(sd.model()), &want("rslora"), 1e-4);
 }

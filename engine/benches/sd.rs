@@ -467,7 +467,7 @@ fn random_attention_lora(
         })
         .collect();
     let report = LoraReport {
-        format: "synthetic".into(),
+        format: kiln_engine::adapters::lora::LoraFormat::Peft,
         dialect: String::new(),
         family: None,
         ranks: [rank].into(),

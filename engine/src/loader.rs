@@ -229,3 +229,136 @@ fn random_values(rng: &mut ChaCha8Rng, shape: &[usize], init: Init) -> Vec<f32> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    /// Tensors in memory: name → (shape, values).
+    struct Memory(BTreeMap<String, (Vec<usize>, Vec<f32>)>);
+
+    impl Memory {
+        fn new(tensors: &[(&str, &[usize])]) -> Self {
+            Memory(
+                tensors
+                    .iter()
+                    .map(|(k, shape)| {
+                        let n: usize = shape.iter().product();
+                        (
+                            (*k).to_owned(),
+                            (shape.to_vec(), (0..n).map(|i| i as f32).collect()),
+                        )
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    impl TensorSource for Memory {
+        fn shape(&self, key: &str) -> Option<Vec<usize>> {
+            self.0.get(key).map(|(s, _)| s.clone())
+        }
+        fn read(&self, key: &str) -> Result<Vec<f32>> {
+            Ok(self.0[key].1.clone())
+        }
+        fn keys(&self) -> Vec<String> {
+            self.0.keys().cloned().collect()
+        }
+    }
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn linear_weights_are_transposed_and_1x1_convs_squeezed() {
+        let device = Device::flex();
+        let source = Memory::new(&[("proj.weight", &[3, 2]), ("attn.weight", &[2, 2, 1, 1])]);
+        let mut ld = Loader::from_source(&source, &device);
+        // File [out 3, in 2] = [[0,1],[2,3],[4,5]] → Burn [in 2, out 3].
+        let w: Tensor<2> = ld.tensor("proj.weight", [2, 3], Init::FanInLinear);
+        assert_eq!(values(w), [0.0, 2.0, 4.0, 1.0, 3.0, 5.0]);
+        let a: Tensor<2> = ld.tensor("attn.weight", [2, 2], Init::FanIn);
+        assert_eq!(values(a), [0.0, 1.0, 2.0, 3.0]);
+        ld.finish("test").unwrap();
+    }
+
+    #[test]
+    fn every_missing_and_mismatched_tensor_is_named_at_once() {
+        let device = Device::flex();
+        let source = Memory::new(&[("a.weight", &[4]), ("b.weight", &[2, 3])]);
+        let mut ld = Loader::from_source(&source, &device);
+        let _: Tensor<1> = ld.tensor("a.weight", [5], Init::Ones);
+        let _: Tensor<2> = ld.tensor("b.weight", [3, 2], Init::FanIn);
+        let missing: Tensor<1> = ld.tensor("c.bias", [2], Init::Zeros);
+        assert_eq!(
+            values(missing),
+            [0.0, 0.0],
+            "construction continues on zeros"
+        );
+        match ld.finish("UNet") {
+            Err(Error::ShapeMismatch { what, mismatches }) => {
+                assert_eq!(what, "UNet");
+                let keys: Vec<_> = mismatches.iter().map(|m| m.key.as_str()).collect();
+                assert_eq!(keys, ["a.weight", "b.weight"]);
+                assert_eq!(mismatches[0].expected, [5]);
+                assert_eq!(mismatches[0].got, [4]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // With the shapes right, the missing one is reported.
+        let mut ld = Loader::from_source(&source, &device);
+        let _: Tensor<1> = ld.tensor("a.weight", [4], Init::Ones);
+        let _: Tensor<2> = ld.tensor("b.weight", [2, 3], Init::FanIn);
+        let _: Tensor<1> = ld.tensor("c.bias", [2], Init::Zeros);
+        let _: Tensor<1> = ld.tensor("d.bias", [2], Init::Zeros);
+        assert!(matches!(
+            ld.finish("VAE"),
+            Err(Error::MissingTensors { keys, .. }) if keys == ["c.bias", "d.bias"]
+        ));
+    }
+
+    #[test]
+    fn a_tensor_the_model_never_asks_for_is_an_error() {
+        let device = Device::flex();
+        let source = Memory::new(&[("a.weight", &[2]), ("extra.weight", &[1])]);
+        let mut ld = Loader::from_source(&source, &device);
+        let _: Tensor<1> = ld.tensor("a.weight", [2], Init::Ones);
+        assert!(matches!(
+            ld.finish("text encoder"),
+            Err(Error::UnusedTensors { keys, .. }) if keys == ["extra.weight"]
+        ));
+    }
+
+    #[test]
+    fn random_init_is_seeded_and_follows_the_init_kind() {
+        let device = Device::flex();
+        let draw = |seed, std: Option<f32>| {
+            let mut ld = Loader::random(seed, &device);
+            if let Some(s) = std {
+                ld = ld.with_embedding_std(s);
+            }
+            let w: Tensor<2> = ld.tensor("w", [16, 8], Init::FanInLinear);
+            let e: Tensor<1> = ld.tensor("e", [64], Init::Normal(0.02));
+            let z: Tensor<1> = ld.tensor("z", [3], Init::Zeros);
+            let o: Tensor<1> = ld.tensor("o", [3], Init::Ones);
+            ld.finish("random").unwrap();
+            (values(w), values(e), values(z), values(o))
+        };
+        let (w, e, z, o) = draw(1, None);
+        assert_eq!(draw(1, None).0, w, "same seed, same weights");
+        assert_ne!(draw(2, None).0, w);
+        let bound = 1.0 / 16f32.sqrt();
+        assert!(w.iter().all(|v| v.abs() < bound) && w.iter().any(|v| v.abs() > bound / 2.0));
+        assert!(e.iter().all(|v| v.abs() < 0.02 * 6.0));
+        assert_eq!((z, o), (vec![0.0; 3], vec![1.0; 3]));
+        // Another embedding std scales the same draws and leaves the rest as it was.
+        let (w2, e2, _, _) = draw(1, Some(1.0));
+        assert_eq!(w2, w);
+        for (a, b) in e.iter().zip(&e2) {
+            assert!((a * 50.0 - b).abs() < 1e-5, "{a} {b}");
+        }
+    }
+}

@@ -528,3 +528,356 @@ pub fn resolve(
         random_seed,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{InitImageRef, ModelRef, Parameters, RECIPE_VERSION, Recipe, Source};
+    use crate::schedulers::Schedule;
+
+    fn spec(prompt: &str) -> GenerationSpec {
+        GenerationSpec {
+            prompts: vec![prompt.to_owned()],
+            ..GenerationSpec::default()
+        }
+    }
+
+    /// A native size that must not be asked for.
+    fn not_asked() -> Result<usize> {
+        panic!("the native size was asked although the request decides the size")
+    }
+
+    fn a1111(parameters: Parameters) -> ImageInfo {
+        ImageInfo {
+            source: Source::Automatic1111,
+            parameters,
+            recipe: None,
+        }
+    }
+
+    fn kiln_recipe(init_image: Option<InitImageRef>) -> ImageInfo {
+        let recipe = Recipe {
+            version: RECIPE_VERSION,
+            prompt: "a fox <lora:style:0.5>".into(),
+            negative_prompt: "blurry".into(),
+            sampler: Sampler::EulerAncestral {
+                schedule: Schedule::Karras,
+            },
+            steps: 12,
+            cfg: 5.0,
+            seed: 77,
+            width: 320,
+            height: 256,
+            clip_skip: 2,
+            model: ModelRef {
+                name: "m".into(),
+                path: "/models/m.safetensors".into(),
+                hash: None,
+            },
+            loras: Vec::new(),
+            embeddings: Vec::new(),
+            init_image,
+            precision: crate::job::Precision::F16,
+        };
+        ImageInfo {
+            source: Source::Kiln,
+            parameters: recipe.parameters(),
+            recipe: Some(recipe),
+        }
+    }
+
+    #[test]
+    fn defaults_fill_what_is_open_and_the_native_size_decides_the_size() {
+        let job = resolve(&spec("a cat"), None, || Ok(512)).unwrap();
+        let r = &job.request;
+        assert_eq!(r.prompts, ["a cat"]);
+        assert_eq!(r.negatives, [""]);
+        assert_eq!(r.sampler, Sampler::Ddim { eta: 0.0 });
+        assert_eq!(
+            (r.steps, r.cfg, r.clip_skip),
+            (DEFAULT_STEPS, DEFAULT_CFG, 1)
+        );
+        assert_eq!((r.width, r.height, r.batch), (512, 512, 1));
+        assert!(job.random_seed);
+        assert_eq!(job.batch_count, 1);
+        let given = GenerationSpec {
+            seed: Some(3),
+            ..spec("a cat")
+        };
+        assert!(!resolve(&given, None, || Ok(512)).unwrap().random_seed);
+    }
+
+    #[test]
+    fn one_side_makes_a_square_and_a_given_size_never_asks_the_model() {
+        let s = GenerationSpec {
+            width: Some(384),
+            ..spec("x")
+        };
+        let r = resolve(&s, None, not_asked).unwrap().request;
+        assert_eq!((r.width, r.height), (384, 384));
+        let s = GenerationSpec {
+            height: Some(200),
+            width: Some(264),
+            ..spec("x")
+        };
+        let r = resolve(&s, None, not_asked).unwrap().request;
+        assert_eq!((r.width, r.height), (264, 200));
+    }
+
+    #[test]
+    fn negatives_are_one_for_all_or_one_per_prompt() {
+        let s = GenerationSpec {
+            prompts: vec!["a".into(), "b".into()],
+            negatives: vec!["n".into()],
+            ..GenerationSpec::default()
+        };
+        assert_eq!(
+            resolve(&s, None, || Ok(64)).unwrap().typed_negatives,
+            ["n", "n"]
+        );
+        let s = GenerationSpec {
+            negatives: vec!["n".into(), "m".into(), "o".into()],
+            ..s
+        };
+        let err = resolve(&s, None, || Ok(64)).unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+        let err = resolve(&GenerationSpec::default(), None, || Ok(64)).unwrap_err();
+        assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
+    }
+
+    #[test]
+    fn lora_tags_leave_the_encoded_prompt_and_name_files_in_the_lora_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("style.safetensors"), b"").unwrap();
+        std::fs::create_dir(dir.path().join("peft")).unwrap();
+        std::fs::write(dir.path().join("peft/adapter_model.safetensors"), b"").unwrap();
+        let s = GenerationSpec {
+            prompts: vec![
+                "a fox <lora:style:0.6>, snow <lora:peft>".into(),
+                "<lora:style:0.9> a hare".into(),
+            ],
+            negatives: vec!["blurry <lora:style:-1>".into()],
+            lora_dir: Some(dir.path().to_owned()),
+            ..GenerationSpec::default()
+        };
+        let job = resolve(&s, None, || Ok(64)).unwrap();
+        assert_eq!(job.request.prompts, ["a fox , snow", "a hare"]);
+        assert_eq!(job.request.negatives, ["blurry", "blurry"]);
+        assert_eq!(
+            job.typed_prompts, s.prompts,
+            "the recipe keeps the prompt as typed"
+        );
+        let tags: Vec<_> = job
+            .prompt_loras
+            .iter()
+            .map(|l| (l.name.as_str(), l.path.clone(), l.weight))
+            .collect();
+        assert_eq!(
+            tags,
+            [
+                ("style", dir.path().join("style.safetensors"), 0.6),
+                ("peft", dir.path().join("peft"), 1.0),
+            ],
+            "each LoRA once, the first tag's weight, negatives' tags ignored"
+        );
+    }
+
+    #[test]
+    fn a_tag_naming_a_stacked_lora_is_that_lora_and_an_unknown_tag_is_refused() {
+        let s = GenerationSpec {
+            loras: vec![LoraChoice {
+                path: "/anywhere/style.safetensors".into(),
+                weight: 0.5,
+            }],
+            ..spec("a fox <lora:style:0.5>")
+        };
+        let job = resolve(&s, None, || Ok(64)).unwrap();
+        assert!(job.prompt_loras.is_empty());
+        assert_eq!(job.loras, s.loras);
+
+        let err = resolve(&spec("<lora:nowhere:1>"), None, || Ok(64)).unwrap_err();
+        assert!(
+            matches!(&err, Error::LoraTagNotFound { name, dir: None } if name == "nowhere"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let s = GenerationSpec {
+            lora_dir: Some(dir.path().to_owned()),
+            ..spec("<lora:nowhere:1>")
+        };
+        let err = resolve(&s, None, || Ok(64)).unwrap_err();
+        assert!(
+            matches!(&err, Error::LoraTagNotFound { dir: Some(d), .. } if d == dir.path()),
+            "{err}"
+        );
+        assert_eq!(err.kind(), crate::error::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn another_tools_parameters_are_the_base_and_the_spec_overrides_them() {
+        let base = a1111(Parameters {
+            prompt: Some("a lighthouse".into()),
+            negative_prompt: Some("fog".into()),
+            steps: Some(30),
+            sampler: Some("DPM++ 2M".into()),
+            schedule: Some(Schedule::Karras),
+            cfg: Some(6.0),
+            seed: Some(1234),
+            size: Some((640, 448)),
+            clip_skip: Some(2),
+            ..Parameters::default()
+        });
+        let job = resolve(&GenerationSpec::default(), Some(&base), not_asked).unwrap();
+        let r = &job.request;
+        assert_eq!(r.prompts, ["a lighthouse"]);
+        assert_eq!(r.negatives, ["fog"]);
+        assert_eq!(
+            r.sampler,
+            Sampler::DpmPp2m {
+                schedule: Schedule::Karras
+            }
+        );
+        assert_eq!((r.steps, r.cfg, r.seed), (30, 6.0, 1234));
+        assert_eq!((r.width, r.height, r.clip_skip), (640, 448, 2));
+        assert!(!job.random_seed);
+
+        // A schedule alone changes the base's sampler; a sampler drops the base's schedule.
+        let s = GenerationSpec {
+            schedule: Some(Schedule::Exponential),
+            steps: Some(8),
+            clip_skip: Some(1),
+            ..GenerationSpec::default()
+        };
+        let r = resolve(&s, Some(&base), not_asked).unwrap().request;
+        assert_eq!(
+            r.sampler,
+            Sampler::DpmPp2m {
+                schedule: Schedule::Exponential
+            }
+        );
+        assert_eq!((r.steps, r.clip_skip), (8, 1));
+        let s = GenerationSpec {
+            sampler: Some(SamplerKind::Euler),
+            ..GenerationSpec::default()
+        };
+        let r = resolve(&s, Some(&base), not_asked).unwrap().request;
+        assert_eq!(
+            r.sampler,
+            Sampler::Euler {
+                schedule: Schedule::Default
+            }
+        );
+    }
+
+    #[test]
+    fn a_base_whose_sampler_kiln_lacks_needs_one_and_a_base_without_a_model_needs_one() {
+        let base = a1111(Parameters {
+            prompt: Some("x".into()),
+            sampler: Some("Restart".into()),
+            ..Parameters::default()
+        });
+        let err = resolve(&GenerationSpec::default(), Some(&base), || Ok(64)).unwrap_err();
+        assert!(err.to_string().contains("Restart"), "{err}");
+        let s = GenerationSpec {
+            sampler: Some(SamplerKind::Lcm),
+            ..GenerationSpec::default()
+        };
+        assert_eq!(
+            resolve(&s, Some(&base), || Ok(64)).unwrap().request.sampler,
+            Sampler::Lcm
+        );
+        assert!(resolve_model(&s, Some(&base)).is_err());
+        assert_eq!(resolve_model(&s, None).unwrap(), None);
+    }
+
+    #[test]
+    fn a_kiln_recipe_gives_model_precision_and_clip_skip_and_its_tags_stay_tags() {
+        let base = kiln_recipe(None);
+        let m = resolve_model(&GenerationSpec::default(), Some(&base))
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.path, PathBuf::from("/models/m.safetensors"));
+        assert_eq!(m.precision, PrecisionChoice::F16);
+        assert_eq!(m.device, DeviceSpec::Auto);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("style.safetensors"), b"").unwrap();
+        let s = GenerationSpec {
+            lora_dir: Some(dir.path().to_owned()),
+            ..GenerationSpec::default()
+        };
+        let job = resolve(&s, Some(&base), not_asked).unwrap();
+        assert_eq!(job.request.prompts, ["a fox"]);
+        assert_eq!(job.typed_prompts, ["a fox <lora:style:0.5>"]);
+        assert_eq!(job.prompt_loras.len(), 1);
+        assert_eq!(job.request.clip_skip, 2);
+        assert_eq!(
+            job.request.sampler,
+            Sampler::EulerAncestral {
+                schedule: Schedule::Karras
+            }
+        );
+    }
+
+    #[test]
+    fn the_init_image_is_hashed_once_checked_against_the_recipe_and_sizes_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("init.png");
+        let image = RgbImage {
+            width: 70,
+            height: 45,
+            pixels: vec![128; 70 * 45 * 3],
+        };
+        crate::image::write_png(&path, &image, &[]).unwrap();
+        let sha = sha256_file(&path).unwrap();
+        let s = GenerationSpec {
+            init_image: Some(InitImageChoice {
+                path: path.clone(),
+                expected_sha256: None,
+            }),
+            strength: Some(0.4),
+            ..spec("x")
+        };
+        let job = resolve(&s, None, not_asked).unwrap();
+        assert_eq!((job.request.width, job.request.height), (64, 40));
+        assert_eq!(job.request.init_image.as_ref().unwrap().strength, 0.4);
+        assert_eq!(job.init_image.as_ref().unwrap().sha256, sha);
+
+        let recipe = |sha256: &str| {
+            kiln_recipe(Some(InitImageRef {
+                path: path.to_string_lossy().into_owned(),
+                sha256: sha256.into(),
+                strength: 0.3,
+            }))
+        };
+        let job = resolve(&spec("x"), Some(&recipe(&sha)), not_asked).unwrap();
+        assert_eq!(job.request.init_image.unwrap().strength, 0.3);
+        let err = resolve(&spec("x"), Some(&recipe("00")), not_asked).unwrap_err();
+        assert!(matches!(err, Error::InitImageChanged { .. }), "{err}");
+
+        let err = resolve(
+            &GenerationSpec {
+                strength: Some(0.5),
+                ..spec("x")
+            },
+            None,
+            || Ok(64),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("--init-image"), "{err}");
+    }
+
+    #[test]
+    fn zero_batches_are_refused() {
+        for (batch_size, batch_count) in [(0, 1), (1, 0)] {
+            let s = GenerationSpec {
+                batch_size,
+                batch_count,
+                ..spec("x")
+            };
+            assert!(matches!(
+                resolve(&s, None, || Ok(64)),
+                Err(Error::InvalidRequest(_))
+            ));
+        }
+    }
+}

@@ -558,3 +558,176 @@ fn train_on_this_thread(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::resolve::GenerationSpec;
+
+    /// A worker with no model and the sender of its command channel and its event receiver.
+    fn worker() -> (Worker, Sender<Command>, Receiver<Event>) {
+        let (commands, rx) = unbounded();
+        let (tx, events) = unbounded();
+        let worker = Worker {
+            session: None,
+            commands: rx,
+            queue: VecDeque::new(),
+            events: Events {
+                tx,
+                repaint: Arc::new(|| {}),
+            },
+            cache_dir: None,
+            training: None,
+            #[cfg(feature = "fault-injection")]
+            faults: Vec::new(),
+        };
+        (worker, commands, events)
+    }
+
+    fn generate(job: JobId) -> Command {
+        Command::Generate {
+            job,
+            spec: Box::new(GenerationSpec::default()),
+            cancel: CancelToken::new(),
+        }
+    }
+
+    fn weight(id: u64, weight: f32) -> Command {
+        Command::SetLoraWeight {
+            id: AdapterId(id),
+            weight,
+        }
+    }
+
+    #[test]
+    fn commands_name_their_operation_job_and_whether_they_need_compute() {
+        let cases = [
+            (generate(4), Some(Operation::Generate), Some(4), true),
+            (
+                Command::LoadModel {
+                    path: "m".into(),
+                    config: None,
+                    device: Default::default(),
+                    precision: Default::default(),
+                },
+                Some(Operation::LoadModel),
+                None,
+                true,
+            ),
+            (weight(1, 0.5), Some(Operation::ChangeLoras), None, false),
+            (
+                Command::RemoveLora { id: AdapterId(1) },
+                Some(Operation::ChangeLoras),
+                None,
+                false,
+            ),
+            (
+                Command::RemoveEmbedding { id: AdapterId(1) },
+                Some(Operation::RemoveEmbedding),
+                None,
+                false,
+            ),
+            (Command::Shutdown, None, None, false),
+        ];
+        for (command, op, job, compute) in cases {
+            assert_eq!(command.operation(), op, "{command:?}");
+            assert_eq!(command.job(), job, "{command:?}");
+            assert_eq!(command.needs_compute(), compute, "{command:?}");
+        }
+    }
+
+    #[test]
+    fn a_run_of_weight_changes_is_one_change_per_lora_with_its_latest_weight() {
+        let (mut worker, commands, _events) = worker();
+        for c in [
+            weight(2, 0.2),
+            weight(1, 0.3),
+            weight(2, 0.4),
+            Command::RemoveLora { id: AdapterId(2) },
+            weight(1, 0.9),
+        ] {
+            commands.send(c).unwrap();
+        }
+        assert_eq!(
+            worker.weight_run(AdapterId(1), 0.1),
+            [(AdapterId(1), 0.3), (AdapterId(2), 0.4)]
+        );
+        // The run stops at the first other command; what follows waits its turn, in order.
+        assert!(matches!(
+            worker.queue.pop_front(),
+            Some(Command::RemoveLora { id: AdapterId(2) })
+        ));
+        assert!(matches!(
+            worker.queue.pop_front(),
+            Some(Command::SetLoraWeight { weight, .. }) if weight == 0.9
+        ));
+        assert!(worker.queue.is_empty());
+    }
+
+    #[test]
+    fn without_a_model_commands_fail_with_their_job_or_adapter() {
+        let (mut worker, _commands, events) = worker();
+        worker.handle(generate(7));
+        match events.try_recv() {
+            Ok(Event::Failed(f)) => {
+                assert_eq!(
+                    (f.job, f.op, f.kind),
+                    (Some(7), Operation::Generate, ErrorKind::NoModel)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        worker.handle(Command::AddLora {
+            id: AdapterId(3),
+            path: "x.safetensors".into(),
+            weight: 1.0,
+            enabled: true,
+        });
+        match events.try_recv() {
+            Ok(Event::Failed(f)) => {
+                assert_eq!((f.adapter, f.op), (Some(AdapterId(3)), Operation::AddLora));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Changes to a stack that is not there are nothing to report.
+        worker.handle(Command::RemoveLora { id: AdapterId(3) });
+        worker.handle(weight(3, 0.5));
+        assert!(events.try_recv().is_err());
+    }
+
+    #[test]
+    fn while_training_runs_compute_is_busy_and_the_rest_goes_on() {
+        let (mut worker, _commands, events) = worker();
+        let (stop, stopped) = unbounded::<()>();
+        worker.training = Some(TrainingRun {
+            job: 11,
+            cancel: CancelToken::new(),
+            thread: std::thread::spawn(move || {
+                let _ = stopped.recv();
+            }),
+        });
+        worker.handle(generate(12));
+        assert!(matches!(
+            events.try_recv(),
+            Ok(Event::Busy {
+                job: Some(12),
+                op: Operation::Generate,
+                training: 11
+            })
+        ));
+        worker.handle(Command::RemoveLora { id: AdapterId(1) });
+        assert!(events.try_recv().is_err(), "stack changes are not refused");
+        // Once the run's thread has ended, compute is free again.
+        drop(stop);
+        while !worker.training.as_ref().unwrap().thread.is_finished() {
+            std::thread::yield_now();
+        }
+        worker.handle(generate(13));
+        assert!(matches!(
+            events.try_recv(),
+            Ok(Event::Failed(f)) if f.kind == ErrorKind::NoModel && f.job == Some(13)
+        ));
+        assert!(worker.training.is_none());
+    }
+}

@@ -47,11 +47,43 @@ pub struct RawModule {
     pub rslora: bool,
 }
 
+/// The layout of a LoRA file (serialized as `kohya`, `peft`, `peft_folder`, `diffusers_old`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoraFormat {
+    /// kohya-ss / A1111 (`lora_unet_…lora_down.weight`, `.alpha`).
+    Kohya,
+    /// PEFT keys in one file (`….lora_A.weight`), as diffusers saves them.
+    Peft,
+    /// A PEFT folder (`adapter_config.json` + `adapter_model.safetensors`).
+    PeftFolder,
+    /// diffusers' pre-PEFT attention-processor LoRA (`….lora.down.weight`).
+    DiffusersOld,
+}
+
+impl LoraFormat {
+    /// The serialized name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LoraFormat::Kohya => "kohya",
+            LoraFormat::Peft => "peft",
+            LoraFormat::PeftFolder => "peft_folder",
+            LoraFormat::DiffusersOld => "diffusers_old",
+        }
+    }
+}
+
+impl std::fmt::Display for LoraFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A parsed file.
 #[derive(Debug, Clone)]
 pub struct Parsed {
-    /// `kohya`, `peft`, `peft_folder` or `diffusers_old`.
-    pub format: &'static str,
+    /// The file's layout.
+    pub format: LoraFormat,
     /// Key dialect details.
     pub dialect: String,
     /// Where alphas came from.
@@ -234,17 +266,18 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
     let mut groups: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> =
         BTreeMap::new();
     let mut stray = Vec::new();
-    let mut format = "peft";
-    const SUFFIXES: [(&str, usize, &str); 9] = [
-        (".lora_A.weight", 0, "peft"),
-        (".lora_A.default.weight", 0, "peft"),
-        (".lora_B.weight", 1, "peft"),
-        (".lora_B.default.weight", 1, "peft"),
-        (".lora.down.weight", 0, "diffusers_old"),
-        (".lora.up.weight", 1, "diffusers_old"),
-        (".lora_linear_layer.down.weight", 0, "diffusers_old"),
-        (".lora_linear_layer.up.weight", 1, "diffusers_old"),
-        (".alpha", 2, "peft"),
+    let mut format = LoraFormat::Peft;
+    use LoraFormat::{DiffusersOld, Peft};
+    const SUFFIXES: [(&str, usize, LoraFormat); 9] = [
+        (".lora_A.weight", 0, Peft),
+        (".lora_A.default.weight", 0, Peft),
+        (".lora_B.weight", 1, Peft),
+        (".lora_B.default.weight", 1, Peft),
+        (".lora.down.weight", 0, DiffusersOld),
+        (".lora.up.weight", 1, DiffusersOld),
+        (".lora_linear_layer.down.weight", 0, DiffusersOld),
+        (".lora_linear_layer.up.weight", 1, DiffusersOld),
+        (".alpha", 2, Peft),
     ];
     for key in &keys {
         let processor = key.rsplit_once(".processor.").is_some();
@@ -255,18 +288,15 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
             // `…processor.to_q_lora.down.weight`
             if processor {
                 key.strip_suffix(".down.weight")
-                    .map(|m| (m, 0, "diffusers_old"))
-                    .or_else(|| {
-                        key.strip_suffix(".up.weight")
-                            .map(|m| (m, 1, "diffusers_old"))
-                    })
+                    .map(|m| (m, 0, DiffusersOld))
+                    .or_else(|| key.strip_suffix(".up.weight").map(|m| (m, 1, DiffusersOld)))
             } else {
                 None
             }
         });
         match hit {
             Some((module, slot, fmt)) => {
-                if fmt == "diffusers_old" {
+                if fmt == DiffusersOld {
                     format = fmt;
                 }
                 let entry = groups.entry(module.to_owned()).or_default();
@@ -281,7 +311,7 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
         }
     }
     if config.is_some() {
-        format = "peft_folder";
+        format = LoraFormat::PeftFolder;
     }
     let folder_component = config.map(|_| {
         if keys
@@ -396,7 +426,7 @@ fn parse_kohya(keys: &[String]) -> Parsed {
     }
     modules.extend(stray.into_iter().map(unknown));
     Parsed {
-        format: "kohya",
+        format: LoraFormat::Kohya,
         dialect: dialect.into(),
         alpha_source: if any_alpha {
             "per-module .alpha tensors".into()

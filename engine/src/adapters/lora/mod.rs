@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result, ShapeMismatch};
 use crate::family::ModelFamily;
 use crate::weights::safetensors::SafeTensors;
+pub use formats::LoraFormat;
 use formats::{AlphaSource, RawModule};
 use targets::{Component, LayerShape, Target, TargetIndex};
 
@@ -46,8 +47,8 @@ pub struct LoraModule {
 /// What was found in a LoRA file (shown by `kiln inspect` and the app).
 #[derive(Debug, Clone, Serialize)]
 pub struct LoraReport {
-    /// `kohya`, `peft`, `peft_folder` or `diffusers_old`.
-    pub format: String,
+    /// The file's layout.
+    pub format: LoraFormat,
     /// For kohya: `diffusers_blocks`, `ldm_blocks` or both.
     pub dialect: String,
     /// Base family from metadata and shapes, when it can be told.
@@ -326,7 +327,7 @@ impl LoraAdapter {
             });
         }
         let report = LoraReport {
-            format: parsed.format.into(),
+            format: parsed.format,
             dialect: parsed.dialect,
             family,
             ranks,

@@ -243,3 +243,171 @@ impl LoraStack {
         map_params(model, &select, &mut merge)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{LoraFormat, LoraModule, LoraReport};
+    use super::*;
+    use crate::adapters::lora::targets::Target;
+
+    /// A rank-1 adapter on 2→2 linear layers `paths` (UNet) whose ΔW is `value` everywhere.
+    fn adapter(value: f32, paths: &[&str]) -> Arc<LoraAdapter> {
+        let modules: Vec<LoraModule> = paths
+            .iter()
+            .map(|p| LoraModule {
+                target: Target {
+                    component: Component::Unet,
+                    path: (*p).to_owned(),
+                    shape: LayerShape::Linear { d_in: 2, d_out: 2 },
+                },
+                rank: 1,
+                down: vec![1.0, 1.0],
+                up: vec![value, value],
+                scale: 1.0,
+            })
+            .collect();
+        Arc::new(LoraAdapter {
+            path: "mem".into(),
+            name: format!("delta-{value}"),
+            report: LoraReport {
+                format: LoraFormat::Peft,
+                dialect: String::new(),
+                family: None,
+                ranks: [1].into(),
+                alphas: Default::default(),
+                alpha_source: String::new(),
+                modules: modules.len(),
+                matched: modules.len(),
+                unmatched: Vec::new(),
+                unet_layers: modules.len(),
+                text_encoder_layers: 0,
+                trigger_words: Vec::new(),
+                short_hash: String::new(),
+            },
+            modules,
+        })
+    }
+
+    fn id(n: u64) -> StackKey {
+        StackKey::Adapter(AdapterId(n))
+    }
+
+    fn tag(name: &str) -> StackKey {
+        StackKey::PromptTag(format!("/loras/{name}.safetensors").into())
+    }
+
+    fn param(path: &str) -> ParamKey {
+        (Component::Unet, format!("{path}.weight"))
+    }
+
+    fn order(stack: &LoraStack) -> Vec<StackKey> {
+        stack.entries().iter().map(|e| e.key.clone()).collect()
+    }
+
+    /// The merged value of `path` on a base weight of zeros (its first element: all are equal).
+    fn merged(stack: &mut LoraStack, path: &str) -> f32 {
+        let device = Device::flex();
+        let w = stack.merged(&param(path), Tensor::zeros([4], &device));
+        w.into_data().try_to_vec::<f32>().unwrap()[0]
+    }
+
+    #[test]
+    fn front_end_entries_come_before_prompt_tags_and_merge_as_a_weighted_sum() {
+        let device = Device::flex();
+        let mut stack = LoraStack::default();
+        let dirty = stack.push(id(1), adapter(1.0, &["a"]), 0.5, true, &device);
+        assert_eq!(dirty, [param("a")].into());
+        stack.push(tag("t"), adapter(10.0, &["a", "b"]), 1.0, true, &device);
+        stack.push(id(2), adapter(100.0, &["b"]), -1.0, true, &device);
+        assert_eq!(order(&stack), [id(1), id(2), tag("t")]);
+        assert_eq!(merged(&mut stack, "a"), 0.5 + 10.0);
+        assert_eq!(merged(&mut stack, "b"), 10.0 - 100.0);
+        assert_eq!(
+            merged(&mut stack, "c"),
+            0.0,
+            "an uncovered layer is untouched"
+        );
+    }
+
+    #[test]
+    fn the_pristine_weight_is_kept_so_changes_never_accumulate() {
+        let device = Device::flex();
+        let mut stack = LoraStack::default();
+        stack.push(id(1), adapter(1.0, &["a"]), 1.0, true, &device);
+        let base = Tensor::<1>::full([4], 3.0, &device);
+        let once = stack.merged(&param("a"), base);
+        // The model now holds the merged weight; merging again starts from the pristine one.
+        stack.set_weight(&id(1), 2.0);
+        let twice = stack.merged(&param("a"), once);
+        assert_eq!(twice.into_data().try_to_vec::<f32>().unwrap(), [5.0; 4]);
+    }
+
+    #[test]
+    fn weight_and_switch_changes_name_only_the_layers_they_touch() {
+        let device = Device::flex();
+        let mut stack = LoraStack::default();
+        stack.push(id(1), adapter(1.0, &["a", "b"]), 1.0, true, &device);
+        stack.push(id(2), adapter(1.0, &["c"]), 1.0, true, &device);
+        assert_eq!(
+            stack.set_weight(&id(1), 0.25),
+            [param("a"), param("b")].into()
+        );
+        assert!(
+            stack.set_weight(&id(1), 0.25).is_empty(),
+            "no change, nothing to merge"
+        );
+        assert!(
+            stack.set_weight(&id(9), 1.0).is_empty(),
+            "an unknown id changes nothing"
+        );
+        assert_eq!(merged(&mut stack, "a"), 0.25);
+        assert_eq!(stack.set_enabled(&id(2), false), [param("c")].into());
+        assert!(!stack.get(&id(2)).unwrap().is_applied());
+        assert_eq!(merged(&mut stack, "c"), 0.0);
+        assert!(stack.set_enabled(&id(2), false).is_empty());
+        stack.set_weight(&id(1), 0.0);
+        assert!(
+            !stack.get(&id(1)).unwrap().is_applied(),
+            "weight 0 applies nothing"
+        );
+    }
+
+    #[test]
+    fn removing_or_replacing_an_entry_re_merges_what_it_covered() {
+        let device = Device::flex();
+        let mut stack = LoraStack::default();
+        stack.push(id(1), adapter(1.0, &["a"]), 1.0, true, &device);
+        stack.push(id(2), adapter(2.0, &["b"]), 1.0, true, &device);
+        // Replacing id 1 with an adapter on another layer: both layers are dirty, and the
+        // entry keeps its place before the prompt tags but moves after id 2.
+        let dirty = stack.push(id(1), adapter(3.0, &["c"]), 1.0, true, &device);
+        assert_eq!(dirty, [param("a"), param("c")].into());
+        assert_eq!(order(&stack), [id(2), id(1)]);
+        assert_eq!(merged(&mut stack, "a"), 0.0);
+        assert_eq!(stack.remove(&id(2)), [param("b")].into());
+        assert!(stack.remove(&id(2)).is_empty(), "removed once");
+        assert_eq!(order(&stack), [id(1)]);
+        assert_eq!(merged(&mut stack, "b"), 0.0);
+    }
+
+    #[test]
+    fn reorder_follows_the_ids_keeps_tags_last_and_names_only_what_moved() {
+        let device = Device::flex();
+        let mut stack = LoraStack::default();
+        for (n, path) in [(1, "a"), (2, "b"), (3, "c")] {
+            stack.push(id(n), adapter(1.0, &[path]), 1.0, true, &device);
+        }
+        stack.push(tag("t"), adapter(1.0, &["d"]), 1.0, true, &device);
+        assert!(
+            stack
+                .reorder(&[AdapterId(1), AdapterId(2), AdapterId(3)])
+                .is_empty()
+        );
+        let dirty = stack.reorder(&[AdapterId(2), AdapterId(1), AdapterId(3)]);
+        assert_eq!(order(&stack), [id(2), id(1), id(3), tag("t")]);
+        assert_eq!(dirty, [param("a"), param("b")].into());
+        // Unknown ids are ignored; unnamed entries follow the named ones in their order.
+        stack.reorder(&[AdapterId(3), AdapterId(42)]);
+        assert_eq!(order(&stack), [id(3), id(2), id(1), tag("t")]);
+    }
+}
