@@ -359,20 +359,10 @@ fn train_small(
     train(&args)
 }
 
-fn losses(stderr: &str) -> Vec<f64> {
-    stderr
-        .lines()
-        .filter(|l| l.starts_with("step "))
-        .map(|l| {
-            l.split(" loss ")
-                .nth(1)
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap()
-        })
+/// The losses of a `--json` run's step events, in order.
+fn losses(events: &[serde_json::Value]) -> Vec<f64> {
+    crate::cli::events_of(events, "step")
+        .map(|e| e["loss"].as_f64().unwrap())
         .collect()
 }
 
@@ -414,23 +404,39 @@ fn kiln_train_base_trains_a_model_that_loads_and_generates() {
         "--checkpoint-every",
         "0",
         "--fp16",
+        "--json",
     ]);
-    let err = crate::cli::stderr(&o);
-    assert!(o.status.success(), "{err}");
-    assert!(
-        err.contains("phase 1: the VAE (30 steps)") && err.contains("phase 2"),
-        "{err}"
-    );
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let events = crate::cli::json_events(&o);
+    let phases: Vec<_> = crate::cli::events_of(&events, "phase")
+        .map(|e| (e["phase"].as_str().unwrap(), e["steps"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(phases, [("vae", 30), ("diffusion", 30)]);
     // The plan names both phases and adds them up.
-    let plan = err.lines().find(|l| l.starts_with("plan: ")).unwrap_or("");
+    let started = crate::cli::events_of(&events, "started").next().unwrap();
+    assert_eq!(started["from_step"], 0);
+    let plan = started["plan_text"].as_str().unwrap();
     assert!(
-        plan.starts_with("plan: the VAE 30 steps at batch 8 (≈ ")
+        plan.starts_with("the VAE 30 steps at batch 8 (≈ ")
             && plan.contains("÷ batch 8 = ")
             && plan.ends_with("; 60 steps in all"),
         "{plan}"
     );
-    let l = losses(&err);
-    assert_eq!(l.len(), 60, "{err}");
+    let l = losses(&events);
+    assert_eq!(l.len(), 60, "{events:?}");
+    let steps: Vec<u64> = crate::cli::events_of(&events, "step")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        (1..=60).collect::<Vec<_>>(),
+        "one event per step, in order"
+    );
+    assert_eq!(
+        events.last().unwrap(),
+        &serde_json::json!({"event": "finished", "output": out}),
+        "the stream ends with the output"
+    );
     let mean = |s: &[f64]| s.iter().sum::<f64>() / s.len() as f64;
     assert!(
         mean(&l[20..30]) < 0.8 * mean(&l[..3]),
@@ -516,9 +522,11 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
         train_small(&arch, &data, out, steps, &args)
     };
     let run = |out: &Path, steps: &str, extra: &[&str]| {
-        let o = attempt(out, steps, extra);
+        let mut extra = extra.to_vec();
+        extra.push("--json");
+        let o = attempt(out, steps, &extra);
         assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-        crate::cli::stderr(&o)
+        crate::cli::json_events(&o)
     };
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&a, "6", &[]);
@@ -526,8 +534,13 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     run(&b, "2", &[]);
     // … then continued to the end from its newest checkpoint (same seed, same schedule: the
     // first part ran with --steps 2, so the learning rate must not depend on it: constant).
-    let err = run(&b, "6", &["--resume", "latest"]);
-    assert!(err.contains("resuming at step 6"), "{err}");
+    let events = run(&b, "6", &["--resume", "latest"]);
+    let started = crate::cli::events_of(&events, "started").next().unwrap();
+    assert_eq!(started["from_step"], 6, "{started}");
+    let steps: Vec<u64> = crate::cli::events_of(&events, "step")
+        .map(|e| e["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [7, 8, 9, 10], "only the steps left run");
     // Resuming with a setting that changes the weights is refused, naming it.
     let linear = write_scheduler(dir.path(), "linear", "epsilon");
     for (flag, value, name) in [

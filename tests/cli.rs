@@ -20,6 +20,22 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The `--json` event stream of a `kiln train …` run: one JSON object per stdout line.
+pub fn json_events(o: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event: {l:?}: {e}")))
+        .collect()
+}
+
+/// The events of `kind` (`"step"`, `"phase"`, …) in a [`json_events`] stream.
+pub fn events_of<'a>(
+    events: &'a [serde_json::Value],
+    kind: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> + 'a {
+    events.iter().filter(move |e| e["event"] == kind)
+}
+
 /// Runs `kiln generate` on a fixture with the reference DDIM request (plus `extra` args),
 /// writing `img-*.png` and `final.safetensors` into `dir`.
 pub fn generate(

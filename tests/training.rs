@@ -669,18 +669,52 @@ fn sigkill_during_training_leaves_loadable_checkpoints() {
         .parse()
         .unwrap();
     let o = crate::cli::kiln(
-        &args(&(done + 2).to_string(), &["--resume", "latest"])
+        &args(&(done + 2).to_string(), &["--resume", "latest", "--json"])
             .iter()
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
-    assert!(
-        crate::cli::stderr(&o).contains(&format!("(resuming at step {done})")),
-        "{}",
-        crate::cli::stderr(&o)
+    // The `--json` stream: started at the checkpoint's step, the two steps left (each with
+    // its numbers), a checkpoint after each, the output last.
+    let events = crate::cli::json_events(&o);
+    let started = crate::cli::events_of(&events, "started").next().unwrap();
+    assert_eq!(started["from_step"], done as u64, "{started}");
+    assert!(started["report"]["entries"].is_array(), "{started}");
+    let steps: Vec<_> = crate::cli::events_of(&events, "step").collect();
+    assert_eq!(
+        steps
+            .iter()
+            .map(|e| e["step"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [done as u64 + 1, done as u64 + 2]
     );
-    assert!(out.path().join("k.safetensors").exists());
+    for e in &steps {
+        assert_eq!(e["total"], done as u64 + 2);
+        for k in [
+            "loss",
+            "smoothed_loss",
+            "lr",
+            "grad_norm",
+            "it_per_s",
+            "eta_s",
+        ] {
+            assert!(e[k].as_f64().is_some_and(f64::is_finite), "{k}: {e}");
+        }
+    }
+    let checkpoints: Vec<_> = crate::cli::events_of(&events, "checkpoint").collect();
+    assert_eq!(checkpoints.len(), 2, "{events:?}");
+    assert!(
+        checkpoints
+            .iter()
+            .all(|c| std::path::Path::new(c["path"].as_str().unwrap()).is_file())
+    );
+    let output = out.path().join("k.safetensors");
+    assert_eq!(
+        events.last().unwrap(),
+        &serde_json::json!({"event": "finished", "output": output})
+    );
+    assert!(output.exists());
 }
 
 /// One textual-inversion step against diffusers' textual_inversion.py (2 vectors from "cat"):
