@@ -337,6 +337,67 @@ fn a_lora_removed_before_the_engine_answers_is_not_applied() {
     );
 }
 
+/// "Reuse parameters" of a Kiln recipe: a model that is gone keeps the current one (the
+/// recipe's stack goes to it); one that is there is opened, its stack applied once loaded.
+#[test]
+fn reusing_a_recipe_opens_its_model_only_if_it_is_still_there() {
+    use kiln_engine::metadata::{ImageInfo, LoraRef, ModelRef, RECIPE_VERSION, Recipe, Source};
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(out.path()));
+    wait(&mut h, "the model", loaded);
+    let info = |model: PathBuf| {
+        let recipe = Recipe {
+            version: RECIPE_VERSION,
+            prompt: "a lighthouse".into(),
+            negative_prompt: String::new(),
+            sampler: kiln_engine::schedulers::Sampler::Ddim { eta: 0.0 },
+            steps: 3,
+            cfg: 7.0,
+            seed: 5,
+            width: 40,
+            height: 32,
+            clip_skip: 1,
+            model: ModelRef {
+                name: "m".into(),
+                path: model.to_string_lossy().into_owned(),
+                hash: None,
+            },
+            loras: vec![LoraRef {
+                name: "kohya_qkvo".into(),
+                path: fixture("adapters/kohya_qkvo.safetensors")
+                    .to_string_lossy()
+                    .into_owned(),
+                hash: String::new(),
+                weight: 0.7,
+            }],
+            embeddings: Vec::new(),
+            init_image: None,
+            precision: Default::default(),
+        };
+        ImageInfo {
+            source: Source::Kiln,
+            parameters: recipe.parameters(),
+            recipe: Some(recipe),
+        }
+    };
+    let stack_loaded = |a: &KilnApp| matches!(lora_statuses(a)[..], [LoraStatus::Loaded(_)]);
+    h.state_mut()
+        .reuse(&info(out.path().join("gone.safetensors")));
+    // The LoRA was made for tiny-a: tiny-b, still the model, refuses it.
+    wait(&mut h, "the stack on the current model", |a| {
+        matches!(lora_statuses(a)[..], [LoraStatus::Refused(_)])
+    });
+    assert_eq!(h.state().settings.model_path, Some(fixture("tiny-b")));
+    assert!(loaded(h.state()));
+    assert_eq!(h.state().settings.prompt, "a lighthouse");
+
+    h.state_mut().reuse(&info(fixture("tiny-a")));
+    wait(&mut h, "the recipe's model and its stack", |a| {
+        loaded(a) && a.settings.model_path == Some(fixture("tiny-a")) && stack_loaded(a)
+    });
+    assert_eq!(h.state().views.loras.rows()[0].weight, 0.7);
+}
+
 #[test]
 fn cancel_stops_the_job_and_saves_nothing() {
     let out = tempfile::tempdir().unwrap();

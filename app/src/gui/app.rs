@@ -9,7 +9,7 @@ use kiln_engine::protocol::Event;
 use super::actions::Notification;
 use super::actions::{Actions, Tab};
 use super::engine_client::{EngineClient, repaint_for};
-use super::io::{ImagePurpose, IoRequest, IoResult, IoWorker, ThumbKey};
+use super::io::{AfterCheck, ImagePurpose, IoRequest, IoResult, IoWorker, ThumbKey};
 use super::state::{STORAGE_KEY, Settings};
 use super::studio::{ModelStatus, Studio};
 use super::views::embeddings::EmbeddingStatus;
@@ -279,6 +279,10 @@ impl KilnApp {
             IoResult::SavedAs(Err(e)) => self.notify("Cannot save the image", e, true),
             IoResult::SavedAs(Ok(_)) => {}
             IoResult::LatestCheckpoint { config, path } => v.train.latest_checkpoint(&config, path),
+            IoResult::ModelExists { path, exists, then } => match then {
+                AfterCheck::Reuse(spec) => self.reuse_stack(&spec, exists.then_some(path)),
+                AfterCheck::Start => self.open_start_model_checked(path, exists),
+            },
         }
     }
 }

@@ -15,7 +15,7 @@ use kiln_engine::weights::CheckpointInfo;
 use super::actions::{Action, Tab};
 use super::app::KilnApp;
 use super::commands::UiCommand;
-use super::io::{Dropped, IoRequest};
+use super::io::{AfterCheck, Dropped, IoRequest};
 use super::state::{EmbeddingSetting, LoraSetting};
 use super::studio::{Job, JobKind, ModelStatus};
 use super::views::embeddings::EmbeddingStatus;
@@ -269,6 +269,23 @@ impl KilnApp {
         if !exact {
             return;
         }
+        match spec.model.clone() {
+            // A recipe of another model: open it only if it is still there (asked off the UI
+            // thread; the stack follows the answer).
+            Some(path) if self.settings.model_path.as_ref() != Some(&path) => {
+                self.io.send(IoRequest::ModelExists {
+                    path,
+                    then: AfterCheck::Reuse(Box::new(spec)),
+                })
+            }
+            _ => self.reuse_stack(&spec, None),
+        }
+    }
+
+    /// The LoRA stack and embeddings of a reused Kiln recipe; `model` is its model when that
+    /// is another one that exists (it is opened, and the stack applied once it is loaded),
+    /// None to apply them to the current model.
+    pub(crate) fn reuse_stack(&mut self, spec: &GenerationSpec, model: Option<PathBuf>) {
         let loras: Vec<LoraSetting> = spec
             .loras
             .iter()
@@ -286,9 +303,7 @@ impl KilnApp {
                 token: e.token.clone(),
             })
             .collect();
-        let model = spec.model.clone().filter(|m| m.exists());
-        let same_model = model.is_none() || self.settings.model_path == model;
-        let ready = self.studio.model_ready() && same_model;
+        let ready = self.studio.model_ready() && model.is_none();
         if loras != self.views.loras.settings() {
             for c in self.views.loras.replace(loras) {
                 if ready {
@@ -303,7 +318,7 @@ impl KilnApp {
                 }
             }
         }
-        if let Some(model) = model.filter(|_| !same_model) {
+        if let Some(model) = model {
             self.load_model(model);
         }
     }
@@ -397,10 +412,24 @@ impl KilnApp {
     /// model with the sample prompt and its native size; when the remembered model is gone,
     /// the shipped one with a notice.
     pub(crate) fn open_start_model(&mut self) {
-        let bundled = self.views.models.bundled.clone();
-        match (self.settings.model_path.clone(), bundled) {
-            (Some(path), _) if path.exists() => self.load_model(path),
-            (Some(path), Some(bundled)) => {
+        match (
+            self.settings.model_path.clone(),
+            self.views.models.bundled.clone(),
+        ) {
+            (Some(path), _) => self.io.send(IoRequest::ModelExists {
+                path,
+                then: AfterCheck::Start,
+            }),
+            (None, Some(bundled)) => self.open_bundled(bundled),
+            (None, None) => {}
+        }
+    }
+
+    /// [`KilnApp::open_start_model`] once the I/O thread said whether the remembered model
+    /// is still there.
+    pub(crate) fn open_start_model_checked(&mut self, path: PathBuf, exists: bool) {
+        match self.views.models.bundled.clone() {
+            Some(bundled) if !exists => {
                 self.settings.recent_models.retain(|p| p != &path);
                 self.notify(
                     "The last model is gone",
@@ -413,10 +442,8 @@ impl KilnApp {
                 );
                 self.open_bundled(bundled);
             }
-            // No shipped model to fall back to: loading says what is missing.
-            (Some(path), None) => self.load_model(path),
-            (None, Some(bundled)) => self.open_bundled(bundled),
-            (None, None) => {}
+            // There, or no shipped model to fall back to (loading says what is missing).
+            _ => self.load_model(path),
         }
     }
 

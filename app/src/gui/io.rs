@@ -1,7 +1,8 @@
 //! Every file the window reads or writes, on a thread of its own, so a frame never waits for
 //! the disk: saving outputs (and their gallery thumbnails), listing the gallery, decoding
 //! thumbnails and images to show, telling what a dropped file is, listing a dataset folder,
-//! writing captions, Save as…, and finding a run's newest checkpoint. Requests run in order;
+//! writing captions, Save as…, finding a run's newest checkpoint, and whether a model named
+//! by a recipe or the settings is still there. Requests run in order;
 //! each answer comes back as an [`IoResult`] and wakes the window.
 
 use std::path::{Path, PathBuf};
@@ -124,6 +125,22 @@ pub enum IoRequest {
         /// The run.
         config: Box<TrainingConfig>,
     },
+    /// Whether the model at `path` is still there, before `then` opens it.
+    ModelExists {
+        /// The file or folder.
+        path: PathBuf,
+        /// What waits for the answer.
+        then: AfterCheck,
+    },
+}
+
+/// What waits for an [`IoRequest::ModelExists`] answer.
+#[derive(Debug, Clone)]
+pub enum AfterCheck {
+    /// "Reuse parameters" of a Kiln recipe: its model, LoRA stack and embeddings.
+    Reuse(Box<kiln_engine::resolve::GenerationSpec>),
+    /// Opening the remembered model at start.
+    Start,
 }
 
 /// A listed gallery image.
@@ -198,6 +215,15 @@ pub enum IoResult {
         config: Box<TrainingConfig>,
         /// Its checkpoint, if any.
         path: Option<PathBuf>,
+    },
+    /// Whether a model is still there.
+    ModelExists {
+        /// The file or folder.
+        path: PathBuf,
+        /// Whether it exists.
+        exists: bool,
+        /// What waits for the answer.
+        then: AfterCheck,
     },
 }
 
@@ -437,6 +463,11 @@ fn run(request: IoRequest) -> IoResult {
         IoRequest::LatestCheckpoint { config } => IoResult::LatestCheckpoint {
             path: latest_checkpoint(&config),
             config,
+        },
+        IoRequest::ModelExists { path, then } => IoResult::ModelExists {
+            exists: path.exists(),
+            path,
+            then,
         },
     }
 }

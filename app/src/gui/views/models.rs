@@ -28,6 +28,9 @@ pub struct ModelRow {
     pub entry: ModelEntry,
     /// The model shipped with Kiln (not in the models folder).
     pub built_in: bool,
+    /// Its path with links resolved (computed by the scan thread, so "in use" is decided
+    /// without touching the disk in a frame).
+    pub canonical: PathBuf,
 }
 
 /// What a listed model is.
@@ -178,6 +181,13 @@ pub struct Scan {
     pub sd15_present: [bool; 2],
 }
 
+/// `path` with links resolved, else as an absolute path.
+fn canonical(path: &Path) -> PathBuf {
+    path.canonicalize()
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
 /// Lists the shipped model (first) and every model in `dir`. A folder that does not exist yet
 /// is empty, not an error (it is created by the first download).
 fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
@@ -191,6 +201,7 @@ fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
                     bytes: size_on_disk(b),
                 },
                 built_in: true,
+                canonical: canonical(b),
             }),
             Err(e) => tracing::warn!("the shipped model at {} is unreadable: {e}", b.display()),
         }
@@ -200,15 +211,16 @@ fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
         Err(_) if !dir.exists() => Vec::new(),
         Err(e) => return Err(e.to_string()),
     };
-    let bundled_canon = bundled.and_then(|b| b.canonicalize().ok());
+    let bundled_canon = bundled.map(canonical);
     rows.extend(
         found
             .into_iter()
-            .filter(|e| bundled_canon.is_none() || e.path.canonicalize().ok() != bundled_canon)
             .map(|entry| ModelRow {
+                canonical: canonical(&entry.path),
                 entry,
                 built_in: false,
-            }),
+            })
+            .filter(|row| Some(&row.canonical) != bundled_canon.as_ref()),
     );
     Ok(Scan {
         rows,
@@ -578,18 +590,17 @@ impl ModelsView {
     }
 
     /// Whether a listed model is in use: the loaded (or loading) checkpoint, a LoRA in the
-    /// stack, an embedding loaded.
+    /// stack, an embedding loaded. Decided without the disk: a path in use is compared, made
+    /// absolute (lexically), with the row's path as listed and as the scan resolved it.
     pub fn in_use(row: &ModelRow, in_use: &InUse<'_>) -> bool {
-        let same = |a: &Path, b: &Path| {
-            a == b
-                || (a.canonicalize().ok().is_some()
-                    && a.canonicalize().ok() == b.canonicalize().ok())
+        let same = |p: &Path| {
+            let p = std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
+            p == row.entry.path || p == row.canonical
         };
-        let path = row.entry.path.as_path();
         match row.kind() {
-            RowKind::Checkpoint => in_use.model.is_some_and(|m| same(m, path)),
-            RowKind::Lora => in_use.loras.iter().any(|l| same(l, path)),
-            RowKind::Embedding => in_use.embeddings.iter().any(|e| same(e, path)),
+            RowKind::Checkpoint => in_use.model.is_some_and(same),
+            RowKind::Lora => in_use.loras.iter().any(|l| same(l)),
+            RowKind::Embedding => in_use.embeddings.iter().any(|e| same(e)),
             _ => false,
         }
     }
