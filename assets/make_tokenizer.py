@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build Kiln's CLIP tokenizer asset (assets/tokenizer.json).
+"""Build Kiln's CLIP tokenizer asset (assets/models/kiln-tiny/tokenizer/tokenizer.json).
 
 The vocabulary is OpenAI CLIP's BPE vocabulary ("bpe_simple_vocab_16e6.txt.gz") as
 shipped inside the open_clip_torch PyPI package. From it we write the vocab.json /
@@ -24,7 +24,9 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT_PATH = os.path.join(HERE, "tokenizer.json")
+# The one copy in the tree: the shipped model's (the engine compiles it in, the fixture
+# folders get copies: tests/fixtures/stored.py).
+OUT_PATH = os.path.join(HERE, "models", "kiln-tiny", "tokenizer", "tokenizer.json")
 
 BOS_ID = 49406
 EOS_ID = 49407

@@ -9,11 +9,12 @@ use kiln_engine::weights::safetensors::SafeTensors;
 
 pub use kiln_engine::burn;
 
-/// `tests/fixtures/…`.
+/// `tests/fixtures/…`, with the fixture models expanded from how git stores them (the first
+/// call does it: [`crate::fixture_store::materialize`]).
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    crate::fixture_store::materialize(&root);
+    root.join(rel)
 }
 
 /// A reference tensor from `fixtures/ref/{model}.safetensors`: (shape, values).

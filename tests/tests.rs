@@ -14,6 +14,7 @@
 #![allow(missing_docs, clippy::unwrap_used)]
 
 mod common;
+mod fixture_store;
 
 mod bad_input;
 mod base_training;

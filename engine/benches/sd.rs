@@ -125,9 +125,14 @@ fn tiny_request() -> GenerationRequest {
     }
 }
 
+/// The fixture models as git stores them, expanded (shared with the integration tests).
+#[path = "../../tests/fixture_store.rs"]
+mod fixture_store;
+
 fn tiny_model(device: &Device) -> StableDiffusion {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a");
-    StableDiffusion::load(&root, None, device).unwrap()
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+    fixture_store::materialize(&fixtures);
+    StableDiffusion::load(&fixtures.join("tiny-a"), None, device).unwrap()
 }
 
 fn bench_tiny_txt2img(device: &Device, device_name: &str, sizes: Sizes, runs: usize) {

@@ -7,12 +7,16 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
+import stored  # noqa: E402  (the fixture models as git stores them: tests/fixtures/stored.py)
+
 
 
 def timed(fn, runs):
@@ -26,6 +30,7 @@ def timed(fn, runs):
 
 
 def main():
+    stored.materialize()
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     args = ap.parse_args()

@@ -1,7 +1,8 @@
 //! The CLIP BPE tokenizer, as diffusers runs it (transformers' tokenizers-backed
 //! `CLIPTokenizer`): NFC, whitespace runs folded, lowercase, CLIP's split regex, byte-level
-//! BPE with `</w>`. The vocabulary is `assets/tokenizer.json` (see `assets/README.md`),
-//! compiled into the binary.
+//! BPE with `</w>`. The vocabulary is SD 1.5's `tokenizer.json` (see `assets/README.md`),
+//! compiled into the binary; the tree holds it once, in the shipped model's folder
+//! (`assets/models/kiln-tiny/tokenizer/tokenizer.json`), which uses the very same tokenizer.
 //!
 //! A prompt becomes 77 ids: BOS 49406, at most 75 tokens (the rest is dropped), EOS 49407,
 //! then EOS as padding. A model whose tokenizer config says another `model_max_length` gets
@@ -28,7 +29,8 @@ pub const EOS: u32 = 49407;
 /// Sequence length of SD 1.x's text encoder (and the default of every model).
 pub const MAX_LENGTH: usize = 77;
 
-pub(crate) const TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/tokenizer.json");
+pub(crate) const TOKENIZER_JSON: &[u8] =
+    include_bytes!("../../assets/models/kiln-tiny/tokenizer/tokenizer.json");
 
 /// CLIP's tokenizer, plus any tokens added for textual-inversion embeddings.
 #[derive(Clone)]
