@@ -179,7 +179,9 @@ fn missing_and_unused_tensors_are_named() {
 #[test]
 fn other_families_are_recognised_and_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: [(&str, Vec<(&str, &[usize])>, &str); 3] = [
+    // (file, tensors as (name, shape), what the error says)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a [usize])>, &'a str);
+    let cases: [Case; 3] = [
         (
             "sdxl.safetensors",
             vec![

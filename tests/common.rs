@@ -86,8 +86,8 @@ pub enum Layout {
 
 /// Loads (and caches) a fixture model; the models are small, loading them once saves time.
 pub fn model(name: &str, layout: Layout) -> &'static StableDiffusion {
-    static CACHE: OnceLock<Mutex<Vec<(String, Layout, &'static StableDiffusion)>>> =
-        OnceLock::new();
+    type Loaded = (String, Layout, &'static StableDiffusion);
+    static CACHE: OnceLock<Mutex<Vec<Loaded>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(Vec::new()));
     let mut guard = cache.lock().unwrap();
     if let Some((_, _, m)) = guard.iter().find(|(n, l, _)| n == name && *l == layout) {

@@ -85,9 +85,9 @@ fn a_model_with_a_shorter_tokenizer_length_encodes_that_many_tokens() {
     let sd = StableDiffusion::load(&model, None, &device).unwrap();
     assert_eq!(sd.tokenizer.max_length(), 77);
     set_length(2);
-    let err = StableDiffusion::load(&model, None, &device)
-        .err()
-        .expect("a length of 2 is refused")
-        .to_string();
+    let Err(err) = StableDiffusion::load(&model, None, &device) else {
+        panic!("a length of 2 is refused")
+    };
+    let err = err.to_string();
     assert!(err.contains("model_max_length 2"), "{err}");
 }

@@ -18,7 +18,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "fixtures"))
 import stored  # noqa: E402  (the fixture models as git stores them: tests/fixtures/stored.py)
 
 
-
 def timed(fn, runs):
     fn()  # warm-up
     times = []
@@ -119,8 +118,13 @@ def base_steps(impl, alphas_cumprod):
     opt = torch.optim.AdamW(params, lr=1e-4)
     ema = EMAModel(params, decay=0.999)
     g = torch.Generator().manual_seed(0)
-    lat, noise = torch.randn((32, 4, 16, 16), generator=g), torch.randn((32, 4, 16, 16), generator=g)
-    ids = torch.arange(32 * 77).remainder(500).view(32, 77)
+    # kiln-tiny's shape, as benches/sd.rs takes it from the same file: 64x64 images, latents of
+    # the VAE's channels at its downsampling factor, captions of the tokenizer's length.
+    channels, side = arch["vae"]["latent_channels"], 64 // 2 ** (n - 1)
+    length = arch.get("tokenizer_max_length", 77)
+    lat = torch.randn((32, channels, side, side), generator=g)
+    noise = torch.randn((32, channels, side, side), generator=g)
+    ids = torch.arange(32 * length).remainder(500).view(32, length)
     ts = torch.arange(32) * 31
     a = alphas_cumprod[ts].view(-1, 1, 1, 1)
     snr = a.view(-1) / (1 - a.view(-1))
@@ -141,7 +145,7 @@ def base_steps(impl, alphas_cumprod):
     vopt = torch.optim.AdamW(vparams, lr=1e-4)
     vema = EMAModel(vparams, decay=0.999)
     x = torch.randn((16, 3, 64, 64), generator=g).clamp(-1, 1)
-    eps = torch.randn((16, 4, 16, 16), generator=g)
+    eps = torch.randn((16, channels, side, side), generator=g)
 
     def vae_step():
         post = vae.encode(x).latent_dist

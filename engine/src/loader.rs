@@ -43,7 +43,7 @@ pub enum Init {
 
 enum Fill<'a> {
     Source(&'a dyn TensorSource),
-    Random(ChaCha8Rng),
+    Random(Box<ChaCha8Rng>),
 }
 
 /// Hands out parameters by name and keeps a strict account of what was used.
@@ -66,7 +66,10 @@ impl<'a> Loader<'a> {
 
     /// A loader that initialises every parameter randomly from `seed` (models built from a config).
     pub fn random(seed: u64, device: &Device) -> Self {
-        Self::new(Fill::Random(ChaCha8Rng::seed_from_u64(seed)), device)
+        Self::new(
+            Fill::Random(Box::new(ChaCha8Rng::seed_from_u64(seed))),
+            device,
+        )
     }
 
     fn new(fill: Fill<'a>, device: &Device) -> Self {

@@ -61,9 +61,11 @@ fn upscale_bilinear(small: &[[f32; 3]], w: usize, h: usize, factor: usize) -> Rg
         for x in 0..big_w {
             let (x0, fx) = coord(x, w);
             let x1 = (x0 + 1).min(w - 1);
+            let (p00, p01) = (small[y0 * w + x0], small[y0 * w + x1]);
+            let (p10, p11) = (small[y1 * w + x0], small[y1 * w + x1]);
             for k in 0..3 {
-                let top = small[y0 * w + x0][k] * (1.0 - fx) + small[y0 * w + x1][k] * fx;
-                let bottom = small[y1 * w + x0][k] * (1.0 - fx) + small[y1 * w + x1][k] * fx;
+                let top = p00[k] * (1.0 - fx) + p01[k] * fx;
+                let bottom = p10[k] * (1.0 - fx) + p11[k] * fx;
                 let v = top * (1.0 - fy) + bottom * fy;
                 pixels.push(((v / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round() as u8);
             }

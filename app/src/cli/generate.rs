@@ -48,7 +48,7 @@ pub struct GenerateArgs {
     sampler: Option<SamplerKind>,
     /// Sigma schedule: default (the model's spacing), karras or exponential (not for ddim, ddpm, lcm).
     #[arg(long)]
-    schedule: Option<String>,
+    schedule: Option<Schedule>,
     /// Same as `--schedule karras`.
     #[arg(long)]
     karras: bool,
@@ -110,18 +110,6 @@ pub struct GenerateArgs {
     out: PathBuf,
 }
 
-fn parse_schedule(karras: bool, schedule: Option<&str>) -> Result<Option<Schedule>> {
-    Ok(match (karras, schedule) {
-        (true, _) | (false, Some("karras")) => Some(Schedule::Karras),
-        (false, Some("default")) => Some(Schedule::Default),
-        (false, Some("exponential")) => Some(Schedule::Exponential),
-        (false, Some(other)) => {
-            bail!("unknown schedule '{other}' (available: default, karras, exponential)")
-        }
-        (false, None) => None,
-    })
-}
-
 impl GenerateArgs {
     /// What the flags ask for (the rest comes from `--from` or the defaults, in the resolver).
     fn spec(&self) -> Result<GenerationSpec> {
@@ -154,7 +142,11 @@ impl GenerateArgs {
             prompts: self.prompts.clone(),
             negatives: self.negatives.clone(),
             sampler: self.sampler,
-            schedule: parse_schedule(self.karras, self.schedule.as_deref())?,
+            schedule: if self.karras {
+                Some(Schedule::Karras)
+            } else {
+                self.schedule
+            },
             eta: self.eta,
             steps: self.steps,
             cfg: self.cfg,

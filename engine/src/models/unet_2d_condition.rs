@@ -61,9 +61,9 @@ impl UNet2DConditionModel {
         let conv_in = Conv2d::load(ld, "conv_in", config.in_channels, ch[0], 3, 1, 1);
         let mut down_blocks = Vec::with_capacity(n);
         let mut c_out = ch[0];
-        for i in 0..n {
+        for (i, &c) in ch.iter().enumerate().take(n) {
             let c_in = c_out;
-            c_out = ch[i];
+            c_out = c;
             down_blocks.push(DownBlock2D::load(
                 ld,
                 &format!("down_blocks.{i}"),

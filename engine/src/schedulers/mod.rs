@@ -424,6 +424,21 @@ pub trait Scheduler {
     ) -> Tensor<4>;
 }
 
+impl std::str::FromStr for Schedule {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        Schedule::ALL
+            .into_iter()
+            .find(|k| k.name() == s.trim())
+            .ok_or_else(|| {
+                crate::error::Error::InvalidRequest(format!(
+                    "unknown schedule '{s}' (available: default, karras, exponential)"
+                ))
+            })
+    }
+}
+
 /// How the inference sigmas are spaced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -438,6 +453,18 @@ pub enum Schedule {
 }
 
 impl Schedule {
+    /// Every schedule, in the order the CLI lists them.
+    pub const ALL: [Schedule; 3] = [Schedule::Default, Schedule::Karras, Schedule::Exponential];
+
+    /// The name the CLI and recipes use (`default`, `karras`, `exponential`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Schedule::Default => "default",
+            Schedule::Karras => "karras",
+            Schedule::Exponential => "exponential",
+        }
+    }
+
     /// `steps` sigmas from `sigma_max` down to `sigma_min`; None for [`Schedule::Default`].
     pub fn sigmas(self, sigma_min: f64, sigma_max: f64, steps: usize) -> Option<Vec<f64>> {
         match self {

@@ -1084,14 +1084,14 @@ pub fn train_base(
                 && (k + 1).is_multiple_of(config.sample_every)
             {
                 let (te, unet, vae) = models.averaged(&opt);
-                let mut sd = StableDiffusion::from_models(
+                let sd = StableDiffusion::from_models(
                     te,
                     unet,
                     vae,
                     models.info(&config.output),
                     &device,
                 )?;
-                let images = sample_images(&mut sd, &config.sample_prompts, config.resolution)?;
+                let images = sample_images(&sd, &config.sample_prompts, config.resolution)?;
                 run.report(TrainingEvent::Samples { step, images });
             }
         }

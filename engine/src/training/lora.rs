@@ -310,7 +310,7 @@ impl LoraWeights {
 
     /// The adapter as kohya/A1111 tensors (`lora_unet_<path with _>` / `lora_te_<path with _>`,
     /// `.lora_down.weight`, `.lora_up.weight`, `.alpha`), as (name, shape, values).
-    pub fn kohya_tensors(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn kohya_tensors(&self) -> Result<Vec<NamedTensor>> {
         let mut out = Vec::new();
         for l in &self.layers {
             let prefix = match l.component {
@@ -458,6 +458,9 @@ pub struct Batch {
     /// Captions.
     pub text: Text,
 }
+
+/// A tensor to write: (name, shape, values).
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
 /// Options of one optimiser step.
 #[derive(Debug, Clone, Copy)]

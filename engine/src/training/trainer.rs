@@ -206,14 +206,20 @@ pub fn latest_checkpoint(config: &TrainingConfig) -> Option<PathBuf> {
     found.pop()
 }
 
-/// The text side of one micro-batch, as [`Trainee::loss_and_grads`] takes it.
-struct BatchText<'a> {
+/// One micro-batch, as [`Trainee::loss_and_grads`] takes it.
+struct MicroBatch<'a> {
     /// Token ids `[B, L]` of the captions.
     ids: Tensor<2, Int>,
     /// The captions (with a textual-inversion token where it belongs).
     captions: &'a [String],
     /// Text embeddings of captions seen before (a frozen text encoder's are cached).
     cache: &'a mut HashMap<String, Tensor<3>>,
+    /// Clean latents `[B, C, h, w]`.
+    latents: Tensor<4>,
+    /// ε `[B, C, h, w]`.
+    noise: Tensor<4>,
+    /// One training timestep per item.
+    timesteps: Vec<usize>,
 }
 
 /// What differs between training a LoRA and an embedding.
@@ -230,10 +236,7 @@ trait Trainee {
     fn loss_and_grads(
         &self,
         sd: &StableDiffusion,
-        text: BatchText<'_>,
-        latents: Tensor<4>,
-        noise: Tensor<4>,
-        timesteps: Vec<usize>,
+        batch: MicroBatch<'_>,
         alphas: &[f64],
         snr_gamma: Option<f64>,
     ) -> Result<(f64, Vec<Tensor<2>>)>;
@@ -268,26 +271,30 @@ impl Trainee for LoraWeights {
     fn loss_and_grads(
         &self,
         sd: &StableDiffusion,
-        text: BatchText<'_>,
-        latents: Tensor<4>,
-        noise: Tensor<4>,
-        timesteps: Vec<usize>,
+        batch: MicroBatch<'_>,
         alphas: &[f64],
         snr_gamma: Option<f64>,
     ) -> Result<(f64, Vec<Tensor<2>>)> {
         // Without a text-encoder LoRA the embeddings are fixed: cache them.
+        let MicroBatch {
+            ids,
+            captions,
+            cache,
+            latents,
+            noise,
+            timesteps,
+        } = batch;
         let text = if self.trains_text_encoder() {
-            Text::Ids(text.ids)
+            Text::Ids(ids)
         } else {
-            let len = text.ids.dims()[1];
-            let mut contexts = Vec::with_capacity(text.captions.len());
-            for (k, c) in text.captions.iter().enumerate() {
-                if !text.cache.contains_key(c) {
-                    let row = text.ids.clone().slice([k..k + 1, 0..len]);
-                    text.cache
-                        .insert(c.clone(), sd.text_encoder.forward(row, 1));
+            let len = ids.dims()[1];
+            let mut contexts = Vec::with_capacity(captions.len());
+            for (k, c) in captions.iter().enumerate() {
+                if !cache.contains_key(c) {
+                    let row = ids.clone().slice([k..k + 1, 0..len]);
+                    cache.insert(c.clone(), sd.text_encoder.forward(row, 1));
                 }
-                contexts.push(text.cache[c].clone());
+                contexts.push(cache[c].clone());
             }
             Text::Context(Tensor::cat(contexts, 0))
         };
@@ -348,10 +355,7 @@ impl Trainee for TiWeights {
     fn loss_and_grads(
         &self,
         sd: &StableDiffusion,
-        text: BatchText<'_>,
-        latents: Tensor<4>,
-        noise: Tensor<4>,
-        timesteps: Vec<usize>,
+        batch: MicroBatch<'_>,
         alphas: &[f64],
         snr_gamma: Option<f64>,
     ) -> Result<(f64, Vec<Tensor<2>>)> {
@@ -359,10 +363,10 @@ impl Trainee for TiWeights {
             &sd.unet,
             &sd.text_encoder,
             self,
-            text.ids,
-            latents,
-            noise,
-            &timesteps,
+            batch.ids,
+            batch.latents,
+            batch.noise,
+            &batch.timesteps,
             alphas,
             snr_gamma,
         )?;
@@ -652,21 +656,16 @@ fn run<T: Trainee>(
                 &device,
             );
             let timesteps: Vec<usize> = (0..b).map(|_| rng.random_range(0..n_train)).collect();
-            let text = BatchText {
+            let batch = MicroBatch {
                 ids,
                 captions: &captions,
                 cache: &mut context_cache,
+                latents,
+                noise,
+                timesteps,
             };
             let (loss, grads) = trainee
-                .loss_and_grads(
-                    &sd,
-                    text,
-                    latents,
-                    noise,
-                    timesteps,
-                    &alphas,
-                    config.snr_gamma,
-                )
+                .loss_and_grads(&sd, batch, &alphas, config.snr_gamma)
                 .map_err(|e| control.diverged(e, step))?;
             loss_sum += loss;
             sum_grads = Some(match sum_grads {

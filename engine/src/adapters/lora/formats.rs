@@ -79,6 +79,9 @@ impl std::fmt::Display for LoraFormat {
     }
 }
 
+/// The down, up and alpha keys of one module, as they are found.
+type ModuleKeys = (Option<String>, Option<String>, Option<String>);
+
 /// A parsed file.
 #[derive(Debug, Clone)]
 pub struct Parsed {
@@ -263,8 +266,7 @@ pub fn parse(file: &SafeTensors, config: Option<&PeftConfig>) -> Result<Parsed> 
         return Ok(parse_kohya(&keys));
     }
     let meta = file.metadata().get("lora_adapter_metadata").cloned();
-    let mut groups: BTreeMap<String, (Option<String>, Option<String>, Option<String>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<String, ModuleKeys> = BTreeMap::new();
     let mut stray = Vec::new();
     let mut format = LoraFormat::Peft;
     use LoraFormat::{DiffusersOld, Peft};
