@@ -541,6 +541,14 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
         .map(|e| e["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, [7, 8, 9, 10], "only the steps left run");
+    let phases: Vec<&str> = crate::cli::events_of(&events, "phase")
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        ["diffusion"],
+        "a resumed run names the phase it resumes in"
+    );
     // Resuming with a setting that changes the weights is refused, naming it.
     let linear = write_scheduler(dir.path(), "linear", "epsilon");
     for (flag, value, name) in [

@@ -4,7 +4,7 @@
 //! - every `tests/fixtures/**/*.gz` is expanded to the same path without `.gz` (git-ignored)
 //!   when that file is missing or older than the `.gz`, atomically (temp + rename);
 //! - each fixture folder's `tokenizer/tokenizer.json` is a copy of the one tracked tokenizer,
-//!   `assets/models/kiln-tiny/tokenizer/tokenizer.json`.
+//!   `assets/models/kiln-tiny/tokenizer/tokenizer.json` (copied again when it differs).
 //!
 //! Shared by the integration tests (`tests/common.rs`) and the engine's benchmarks
 //! (`#[path]`-included), which both read the fixture models.
@@ -28,7 +28,10 @@ pub fn materialize(root: &Path) {
         let shared = root.join("../../assets/models/kiln-tiny/tokenizer/tokenizer.json");
         for folder in TOKENIZER_FOLDERS {
             let target = root.join(folder).join("tokenizer.json");
-            if target.parent().is_some_and(Path::is_dir) && !target.exists() {
+            let current = std::fs::read(&target).ok();
+            if target.parent().is_some_and(Path::is_dir)
+                && current.as_deref() != std::fs::read(&shared).ok().as_deref()
+            {
                 copy_atomic(&shared, &target)
                     .unwrap_or_else(|e| panic!("cannot write {}: {e}", target.display()));
             }

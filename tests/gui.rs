@@ -892,6 +892,18 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         "nothing was queued behind the run"
     );
     assert_eq!(notified(h.state(), "Cannot generate now"), 1);
+    // An engine crash meanwhile (in a stack change, which a run allows) loses the model;
+    // it cannot load while the run holds the engine, so it loads again once the run ends.
+    h.state_mut().engine.send(Command::Crash {
+        at: Operation::ChangeLoras,
+        times: 1,
+    });
+    h.state_mut().engine.send(Command::RemoveLora {
+        id: kiln_engine::adapters::AdapterId(999),
+    });
+    wait(&mut h, "the crash report", |a| notified(a, "crashed") > 0);
+    assert!(matches!(h.state().studio.model, ModelStatus::None));
+    assert!(h.state().studio.reload_after_training.is_some());
     h.get_by_label("Train").click();
     h.step();
     // Cancel: the run stops, says where the last checkpoint is, and the engine is free again.
@@ -916,6 +928,7 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         "{outcome:?}"
     );
     assert!(h.query_by_label("Start training").is_some());
+    wait(&mut h, "the model, loaded again after the run", loaded);
     assert!(!h.get_by_label("Generate").accesskit_node().is_disabled());
     h.state_mut().settings.steps = 2;
     h.get_by_label("Generate").click();

@@ -207,6 +207,52 @@ fn batch_counts_and_prompt_tags_are_resolved_by_the_engine() {
     );
 }
 
+/// A tag naming a LoRA the window stacked is that entry (no LoRA folder needed, applied
+/// once); a tag whose file cannot be loaded fails its job and leaves no LoRA merged behind.
+#[test]
+fn prompt_tags_meet_the_window_stack_and_a_failed_tag_changes_nothing() {
+    let (engine, _) = engine();
+    load(&engine, "tiny-a");
+    let pixels = |engine: &EngineHandle, job: u64| -> Vec<Vec<u8>> {
+        images(engine, job)
+            .into_iter()
+            .map(|g| g.image.pixels)
+            .collect()
+    };
+    let plain_spec = ddim_spec("tiny-a");
+    generate(&engine, 1, plain_spec.clone());
+    let plain = pixels(&engine, 1);
+    let tagged = |tag: &str| {
+        let mut s = plain_spec.clone();
+        s.prompts[0] = format!("{} {tag}", s.prompts[0]);
+        s.lora_dir = Some(fixture("adapters"));
+        s
+    };
+    generate(&engine, 2, tagged("<lora:kohya_qkvo:0.8>"));
+    let with_lora = pixels(&engine, 2);
+    assert_ne!(with_lora, plain, "the tag's LoRA changes the image");
+    // An SDXL LoRA under a tag: refused, and the previous tag's LoRA is not left merged.
+    generate(&engine, 3, tagged("<lora:sdxl_lora:1>"));
+    assert_eq!(failure(&engine).kind, ErrorKind::Unsupported);
+    generate(&engine, 4, plain_spec.clone());
+    assert_eq!(pixels(&engine, 4), plain, "no LoRA left behind");
+    // The same LoRA in the window's stack: the tag needs no folder and adds nothing.
+    engine.send(Command::AddLora {
+        id: AdapterId(9),
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 0.8,
+        enabled: true,
+    });
+    assert!(matches!(next(&engine), Event::LoraAdded { .. }));
+    let mut s = tagged("<lora:kohya_qkvo:0.8>");
+    s.lora_dir = None;
+    generate(&engine, 5, s);
+    let out = images(&engine, 5);
+    assert_eq!(out[0].recipe.loras.len(), 1, "applied once");
+    let out: Vec<Vec<u8>> = out.into_iter().map(|g| g.image.pixels).collect();
+    assert_eq!(out, with_lora);
+}
+
 #[test]
 fn failures_are_typed_cancel_works_and_a_crash_is_recovered() {
     let (engine, _) = engine();
@@ -289,8 +335,9 @@ fn failures_are_typed_cancel_works_and_a_crash_is_recovered() {
     load(&engine, "tiny-b");
 }
 
-/// A file that makes the loader panic every time is reported every time, with the
-/// operation, and the engine goes on serving (it never retries by itself).
+/// A load that panics every time (fault injection: a panic at the start of every LoadModel,
+/// as a file that crashes the loader would) is reported every time, with the operation, and
+/// the engine goes on serving (it never retries by itself).
 #[test]
 fn a_panic_while_loading_a_model_is_reported_not_retried() {
     let (engine, _) = engine();
@@ -350,7 +397,8 @@ fn a_lora_removed_while_its_add_is_pending_is_gone() {
     );
 }
 
-/// A slider drag's hundred weights waiting in the queue are merged as one: the latest.
+/// A slider drag's hundred weights waiting in the queue are merged a few times at most (the
+/// engine takes what has arrived each time it looks), the last time at the latest weight.
 #[test]
 fn a_run_of_weight_changes_is_applied_once_with_the_latest_weight() {
     let (engine, _) = engine();
@@ -418,6 +466,21 @@ fn embeddings_load_and_unload_by_id() {
             e => panic!("{e:?}"),
         }
     }
+    // A file that is no embedding, under a loaded one's id: refused, and the one it would
+    // have replaced stays.
+    let junk = tempfile::tempdir().unwrap();
+    let junk = junk.path().join("junk.safetensors");
+    std::fs::write(&junk, b"not an embedding").unwrap();
+    engine.send(Command::LoadEmbedding {
+        id: AdapterId(11),
+        path: junk,
+        token: Some("<style>".into()),
+    });
+    let f = failure(&engine);
+    assert_eq!(
+        (f.adapter, f.op),
+        (Some(AdapterId(11)), Operation::LoadEmbedding)
+    );
     engine.send(Command::RemoveEmbedding { id: AdapterId(10) });
     let mut spec = ddim_spec("tiny-a");
     spec.prompts = vec!["a <style> painting".into()];

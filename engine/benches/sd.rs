@@ -314,8 +314,8 @@ fn bench_base_steps(device: &Device, device_name: &str, sizes: Sizes) {
             .unwrap_or_else(kiln_engine::schedulers::SchedulerConfig::sd15),
     };
     let alphas = models.scheduler.alphas_cumprod().unwrap();
-    // kiln-tiny's shape: 64×64 images, latents of the VAE's channels at its factor, captions
-    // of its tokenizer's length.
+    // kiln-tiny's architecture file: 64×64 images, latents of the VAE's channels at its
+    // factor, captions of the length it gives (77 when it gives none, as this one does).
     let (channels, factor) = (models.vae.latent_channels, cfg.vae.scale_factor());
     let side = 64 / factor;
     let len = cfg.tokenizer_max_length;
@@ -398,9 +398,11 @@ fn bench_base_steps(device: &Device, device_name: &str, sizes: Sizes) {
 fn bench_kiln_tiny(device: &Device, device_name: &str, sizes: Sizes) {
     let runs = sizes.runs;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny");
-    if !root.join("model_index.json").is_file() {
-        return;
-    }
+    assert!(
+        root.join("model_index.json").is_file(),
+        "the shipped model is missing from {}",
+        root.display()
+    );
     let sd = StableDiffusion::load(&root, None, device).unwrap();
     let mut req = tiny_request();
     // The studio's first prompt with the shipped model.

@@ -118,8 +118,8 @@ def base_steps(impl, alphas_cumprod):
     opt = torch.optim.AdamW(params, lr=1e-4)
     ema = EMAModel(params, decay=0.999)
     g = torch.Generator().manual_seed(0)
-    # kiln-tiny's shape, as benches/sd.rs takes it from the same file: 64x64 images, latents of
-    # the VAE's channels at its downsampling factor, captions of the tokenizer's length.
+    # kiln-tiny's architecture file, as benches/sd.rs reads it: 64x64 images, latents of the
+    # VAE's channels at its downsampling factor, captions of the length it gives (77 if none).
     channels, side = arch["vae"]["latent_channels"], 64 // 2 ** (n - 1)
     length = arch.get("tokenizer_max_length", 77)
     lat = torch.randn((32, channels, side, side), generator=g)

@@ -355,10 +355,8 @@ pub enum Event {
     TrainingEstimate {
         /// The job.
         job: JobId,
-        /// Measured seconds per optimiser step.
+        /// Measured seconds per optimiser step (the front end knows the plan's steps).
         seconds_per_step: f64,
-        /// Steps the configuration runs.
-        steps: usize,
     },
     /// A training run finished.
     TrainingFinished {

@@ -4,19 +4,21 @@
 //!
 //! - **prompt tags**: `<lora:NAME:WEIGHT>` is removed from the prompt and negative prompt the
 //!   encoder sees (the recipe keeps the prompt as typed, as A1111 does) and names
-//!   `NAME.safetensors` (or a PEFT folder `NAME/`) in the LoRA folder; a tag whose LoRA is
-//!   already in the stack by name is applied once (see [`crate::session::Session::run`]);
+//!   `NAME.safetensors` (or a PEFT folder `NAME/`) in the LoRA folder; a tag naming a LoRA
+//!   of the stack — the spec's, or the front end's (`stacked`) — is that stack entry, whose
+//!   weight and switch decide (see [`crate::session::Session::run`]);
 //! - **the base recipe** (`--from`, "Reuse parameters"): every setting not given is taken
 //!   from it — Kiln's recipe first, else the A1111/ComfyUI/InvokeAI parameters; its LoRA
-//!   stack and embeddings come with it unless others are given; its init image is used only
-//!   if its SHA-256 still matches;
+//!   stack and embeddings come with it unless others are given; its init image must still
+//!   be the file it recorded (same SHA-256), else the job is refused
+//!   ([`Error::InitImageChanged`]);
 //! - **clip skip**, **sampler** (a schedule or η alone changes the base's sampler), **steps**
 //!   (25), **CFG** (7.5), **seed** (drawn by [`crate::job::random_seed`] when open);
 //! - **size**: as given (a single side makes a square), else the base's, else the init
 //!   image's rounded down to a multiple of 8, else the model's native size
 //!   ([`crate::weights::CheckpointInfo::native_size`]);
-//! - **init image**: read once, its SHA-256 computed once (for the recipe) and checked against
-//!   the one the user's source expects;
+//! - **init image**: hashed (SHA-256, for the recipe) and checked against the hash the
+//!   user's source expects, then decoded;
 //! - **device** (`auto` unless given) and **precision** (the base's, else `auto`).
 
 use std::path::{Path, PathBuf};
@@ -241,7 +243,9 @@ impl GenerationSpec {
             loras: list(self.loras, base.loras),
             lora_dir: self.lora_dir.or(base.lora_dir),
             embeddings: list(self.embeddings, base.embeddings),
-            strength: self.strength.or(base.strength),
+            strength: self
+                .strength
+                .or(if own_init { None } else { base.strength }),
             init_image: if own_init {
                 self.init_image
             } else {
@@ -367,7 +371,7 @@ type Prompts = (
     Vec<PromptLora>,
 );
 
-fn resolve_prompts(spec: &GenerationSpec) -> Result<Prompts> {
+fn resolve_prompts(spec: &GenerationSpec, stacked: &[String]) -> Result<Prompts> {
     if spec.prompts.is_empty() {
         return Err(Error::InvalidRequest(
             "at least one prompt is needed".into(),
@@ -390,6 +394,7 @@ fn resolve_prompts(spec: &GenerationSpec) -> Result<Prompts> {
         .iter()
         .filter_map(|l| l.path.file_stem())
         .map(|s| s.to_string_lossy().into_owned())
+        .chain(stacked.iter().cloned())
         .collect();
     let mut prompts = Vec::with_capacity(typed_prompts.len());
     let mut tags: Vec<PromptLora> = Vec::new();
@@ -412,8 +417,7 @@ fn resolve_prompts(spec: &GenerationSpec) -> Result<Prompts> {
     Ok((typed_prompts, typed_negatives, prompts, negatives, tags))
 }
 
-/// The init image: read once, hashed once, and refused when it is not the file the spec
-/// expects.
+/// The init image: hashed, refused when it is not the file the spec expects, decoded.
 fn resolve_init_image(choice: &InitImageChoice) -> Result<(RgbImage, ResolvedInitImage)> {
     let sha256 = sha256_file(&choice.path);
     if let Some(expected) = &choice.expected_sha256
@@ -434,13 +438,15 @@ fn resolve_init_image(choice: &InitImageChoice) -> Result<(RgbImage, ResolvedIni
 }
 
 /// `spec` on top of `base` (an image's recipe, or None): the exact job (see the module docs
-/// for every rule). `native_size` tells the model's native size
+/// for every rule). `stacked` names (file stems) the LoRAs the front end keeps in its own
+/// stack besides `spec.loras` (the window's; empty for the command line). `native_size` tells the model's native size
 /// ([`crate::weights::CheckpointInfo::native_size`]); it is asked only when nothing else
 /// decides the size, so a request that is wrong on its own is refused before the model is
 /// opened.
 pub fn resolve(
     spec: &GenerationSpec,
     base: Option<&ImageInfo>,
+    stacked: &[String],
     native_size: impl FnOnce() -> Result<usize>,
 ) -> Result<Job> {
     if let Some(b) = base
@@ -473,7 +479,7 @@ pub fn resolve(
         .unwrap_or(SamplerKind::Ddim)
         .with(spec.schedule.unwrap_or_default(), spec.eta.unwrap_or(0.0))?;
     let (typed_prompts, typed_negatives, prompts, negatives, prompt_loras) =
-        resolve_prompts(&spec)?;
+        resolve_prompts(&spec, stacked)?;
     let init = spec
         .init_image
         .as_ref()
@@ -588,7 +594,7 @@ mod tests {
 
     #[test]
     fn defaults_fill_what_is_open_and_the_native_size_decides_the_size() {
-        let job = resolve(&spec("a cat"), None, || Ok(512)).unwrap();
+        let job = resolve(&spec("a cat"), None, &[], || Ok(512)).unwrap();
         let r = &job.request;
         assert_eq!(r.prompts, ["a cat"]);
         assert_eq!(r.negatives, [""]);
@@ -604,7 +610,7 @@ mod tests {
             seed: Some(3),
             ..spec("a cat")
         };
-        assert!(!resolve(&given, None, || Ok(512)).unwrap().random_seed);
+        assert!(!resolve(&given, None, &[], || Ok(512)).unwrap().random_seed);
     }
 
     #[test]
@@ -613,14 +619,14 @@ mod tests {
             width: Some(384),
             ..spec("x")
         };
-        let r = resolve(&s, None, not_asked).unwrap().request;
+        let r = resolve(&s, None, &[], not_asked).unwrap().request;
         assert_eq!((r.width, r.height), (384, 384));
         let s = GenerationSpec {
             height: Some(200),
             width: Some(264),
             ..spec("x")
         };
-        let r = resolve(&s, None, not_asked).unwrap().request;
+        let r = resolve(&s, None, &[], not_asked).unwrap().request;
         assert_eq!((r.width, r.height), (264, 200));
     }
 
@@ -632,16 +638,16 @@ mod tests {
             ..GenerationSpec::default()
         };
         assert_eq!(
-            resolve(&s, None, || Ok(64)).unwrap().typed_negatives,
+            resolve(&s, None, &[], || Ok(64)).unwrap().typed_negatives,
             ["n", "n"]
         );
         let s = GenerationSpec {
             negatives: vec!["n".into(), "m".into(), "o".into()],
             ..s
         };
-        let err = resolve(&s, None, || Ok(64)).unwrap_err();
+        let err = resolve(&s, None, &[], || Ok(64)).unwrap_err();
         assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
-        let err = resolve(&GenerationSpec::default(), None, || Ok(64)).unwrap_err();
+        let err = resolve(&GenerationSpec::default(), None, &[], || Ok(64)).unwrap_err();
         assert!(matches!(err, Error::InvalidRequest(_)), "{err}");
     }
 
@@ -660,7 +666,7 @@ mod tests {
             lora_dir: Some(dir.path().to_owned()),
             ..GenerationSpec::default()
         };
-        let job = resolve(&s, None, || Ok(64)).unwrap();
+        let job = resolve(&s, None, &[], || Ok(64)).unwrap();
         assert_eq!(job.request.prompts, ["a fox , snow", "a hare"]);
         assert_eq!(job.request.negatives, ["blurry", "blurry"]);
         assert_eq!(
@@ -691,11 +697,21 @@ mod tests {
             }],
             ..spec("a fox <lora:style:0.5>")
         };
-        let job = resolve(&s, None, || Ok(64)).unwrap();
+        let job = resolve(&s, None, &[], || Ok(64)).unwrap();
         assert!(job.prompt_loras.is_empty());
         assert_eq!(job.loras, s.loras);
+        // The window's stack lives in the engine, not in the spec: named by `stacked`.
+        let job = resolve(
+            &spec("a fox <lora:style:0.5>"),
+            None,
+            &["style".into()],
+            || Ok(64),
+        )
+        .unwrap();
+        assert!(job.prompt_loras.is_empty() && job.loras.is_empty());
+        assert_eq!(job.request.prompts, ["a fox"]);
 
-        let err = resolve(&spec("<lora:nowhere:1>"), None, || Ok(64)).unwrap_err();
+        let err = resolve(&spec("<lora:nowhere:1>"), None, &[], || Ok(64)).unwrap_err();
         assert!(
             matches!(&err, Error::LoraTagNotFound { name, dir: None } if name == "nowhere"),
             "{err}"
@@ -705,7 +721,7 @@ mod tests {
             lora_dir: Some(dir.path().to_owned()),
             ..spec("<lora:nowhere:1>")
         };
-        let err = resolve(&s, None, || Ok(64)).unwrap_err();
+        let err = resolve(&s, None, &[], || Ok(64)).unwrap_err();
         assert!(
             matches!(&err, Error::LoraTagNotFound { dir: Some(d), .. } if d == dir.path()),
             "{err}"
@@ -727,7 +743,7 @@ mod tests {
             clip_skip: Some(2),
             ..Parameters::default()
         });
-        let job = resolve(&GenerationSpec::default(), Some(&base), not_asked).unwrap();
+        let job = resolve(&GenerationSpec::default(), Some(&base), &[], not_asked).unwrap();
         let r = &job.request;
         assert_eq!(r.prompts, ["a lighthouse"]);
         assert_eq!(r.negatives, ["fog"]);
@@ -748,7 +764,7 @@ mod tests {
             clip_skip: Some(1),
             ..GenerationSpec::default()
         };
-        let r = resolve(&s, Some(&base), not_asked).unwrap().request;
+        let r = resolve(&s, Some(&base), &[], not_asked).unwrap().request;
         assert_eq!(
             r.sampler,
             Sampler::DpmPp2m {
@@ -760,7 +776,7 @@ mod tests {
             sampler: Some(SamplerKind::Euler),
             ..GenerationSpec::default()
         };
-        let r = resolve(&s, Some(&base), not_asked).unwrap().request;
+        let r = resolve(&s, Some(&base), &[], not_asked).unwrap().request;
         assert_eq!(
             r.sampler,
             Sampler::Euler {
@@ -776,14 +792,17 @@ mod tests {
             sampler: Some("Restart".into()),
             ..Parameters::default()
         });
-        let err = resolve(&GenerationSpec::default(), Some(&base), || Ok(64)).unwrap_err();
+        let err = resolve(&GenerationSpec::default(), Some(&base), &[], || Ok(64)).unwrap_err();
         assert!(err.to_string().contains("Restart"), "{err}");
         let s = GenerationSpec {
             sampler: Some(SamplerKind::Lcm),
             ..GenerationSpec::default()
         };
         assert_eq!(
-            resolve(&s, Some(&base), || Ok(64)).unwrap().request.sampler,
+            resolve(&s, Some(&base), &[], || Ok(64))
+                .unwrap()
+                .request
+                .sampler,
             Sampler::Lcm
         );
         assert!(resolve_model(&s, Some(&base)).is_err());
@@ -805,7 +824,7 @@ mod tests {
             lora_dir: Some(dir.path().to_owned()),
             ..GenerationSpec::default()
         };
-        let job = resolve(&s, Some(&base), not_asked).unwrap();
+        let job = resolve(&s, Some(&base), &[], not_asked).unwrap();
         assert_eq!(job.request.prompts, ["a fox"]);
         assert_eq!(job.typed_prompts, ["a fox <lora:style:0.5>"]);
         assert_eq!(job.prompt_loras.len(), 1);
@@ -837,7 +856,7 @@ mod tests {
             strength: Some(0.4),
             ..spec("x")
         };
-        let job = resolve(&s, None, not_asked).unwrap();
+        let job = resolve(&s, None, &[], not_asked).unwrap();
         assert_eq!((job.request.width, job.request.height), (64, 40));
         assert_eq!(job.request.init_image.as_ref().unwrap().strength, 0.4);
         assert_eq!(job.init_image.as_ref().unwrap().sha256, sha);
@@ -849,10 +868,17 @@ mod tests {
                 strength: 0.3,
             }))
         };
-        let job = resolve(&spec("x"), Some(&recipe(&sha)), not_asked).unwrap();
+        let job = resolve(&spec("x"), Some(&recipe(&sha)), &[], not_asked).unwrap();
         assert_eq!(job.request.init_image.unwrap().strength, 0.3);
-        let err = resolve(&spec("x"), Some(&recipe("00")), not_asked).unwrap_err();
+        let err = resolve(&spec("x"), Some(&recipe("00")), &[], not_asked).unwrap_err();
         assert!(matches!(err, Error::InitImageChanged { .. }), "{err}");
+        // An init image of the user's own takes the default strength, not the recipe's.
+        let own = GenerationSpec {
+            strength: None,
+            ..s.clone()
+        };
+        let job = resolve(&own, Some(&recipe("00")), &[], not_asked).unwrap();
+        assert_eq!(job.request.init_image.unwrap().strength, DEFAULT_STRENGTH);
 
         let err = resolve(
             &GenerationSpec {
@@ -860,6 +886,7 @@ mod tests {
                 ..spec("x")
             },
             None,
+            &[],
             || Ok(64),
         )
         .unwrap_err();
@@ -875,7 +902,7 @@ mod tests {
                 ..spec("x")
             };
             assert!(matches!(
-                resolve(&s, None, || Ok(64)),
+                resolve(&s, None, &[], || Ok(64)),
                 Err(Error::InvalidRequest(_))
             ));
         }

@@ -21,10 +21,50 @@ pub fn latents_to_host(t: Tensor<4>) -> Result<LatentsData> {
     })
 }
 
-/// Host latents as a tensor on `device`.
-pub fn latents_from_host(latents: &LatentsData, device: &Device) -> Tensor<4> {
-    Tensor::from_data(
+/// Host latents as a tensor on `device`; [`Error::InvalidRequest`] when the values do not
+/// fill the shape (latents come from requests and files).
+pub fn latents_from_host(latents: &LatentsData, device: &Device) -> Result<Tensor<4>> {
+    let expected = latents
+        .shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d));
+    if expected != Some(latents.values.len()) {
+        return Err(Error::InvalidRequest(format!(
+            "latents of shape {:?} need {} values, got {}",
+            latents.shape,
+            expected.map_or_else(|| "too many".to_owned(), |n| n.to_string()),
+            latents.values.len()
+        )));
+    }
+    Ok(Tensor::from_data(
         TensorData::new(latents.values.clone(), latents.shape),
         device,
-    )
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latents_that_do_not_fill_their_shape_are_refused() {
+        let device = Device::flex();
+        let short = LatentsData {
+            shape: [1, 4, 2, 2],
+            values: vec![0.0; 15],
+        };
+        let err = latents_from_host(&short, &device).unwrap_err();
+        assert!(err.to_string().contains("need 16 values, got 15"), "{err}");
+        let huge = LatentsData {
+            shape: [usize::MAX, 4, 2, 2],
+            values: vec![0.0; 16],
+        };
+        assert!(latents_from_host(&huge, &device).is_err());
+        let ok = LatentsData {
+            values: vec![0.5; 16],
+            ..short
+        };
+        let t = latents_from_host(&ok, &device).unwrap();
+        assert_eq!(latents_to_host(t).unwrap(), ok);
+    }
 }

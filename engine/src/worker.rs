@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -115,6 +116,9 @@ impl Events {
 struct TrainingRun {
     job: JobId,
     cancel: CancelToken,
+    /// Set by the run just before it sends its last event: from then on it holds no
+    /// compute, though its thread may not have exited yet.
+    ended: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
@@ -222,9 +226,11 @@ impl Worker {
         if self
             .training
             .as_ref()
-            .is_some_and(|t| t.thread.is_finished())
+            .is_some_and(|t| t.ended.load(Ordering::SeqCst))
+            && let Some(run) = self.training.take()
         {
-            self.training = None;
+            // It has sent its last event; its thread is returning.
+            let _ = run.thread.join();
         }
         match &self.training {
             Some(t) if command.needs_compute() => Some(t.job),
@@ -293,7 +299,8 @@ impl Worker {
                 let started = Instant::now();
                 let mut progress = progress_reporter(&events, job);
                 let native = session.info().native_size();
-                let result = resolve(&spec, None, || Ok(native)).and_then(|resolved| {
+                let stacked = session.stacked_lora_names();
+                let result = resolve(&spec, None, &stacked, || Ok(native)).and_then(|resolved| {
                     session
                         .run(&resolved, &cancel, &mut progress, &mut |g| {
                             events.send(Event::Generated {
@@ -320,7 +327,8 @@ impl Worker {
                 };
                 let mut progress = progress_reporter(&events, job);
                 let native = session.info().native_size();
-                let result = resolve(&spec, None, || Ok(native)).and_then(|resolved| {
+                let stacked = session.stacked_lora_names();
+                let result = resolve(&spec, None, &stacked, || Ok(native)).and_then(|resolved| {
                     session.compare_with_baseline(&resolved, &cancel, &mut progress)
                 });
                 match result {
@@ -444,6 +452,8 @@ impl Worker {
             } => {
                 let thread_events = events.clone();
                 let thread_cancel = cancel.clone();
+                let ended = Arc::new(AtomicBool::new(false));
+                let thread_ended = ended.clone();
                 let spawned = std::thread::Builder::new()
                     .name("kiln-training".into())
                     .spawn(move || {
@@ -454,6 +464,7 @@ impl Worker {
                             resume,
                             &thread_cancel,
                             &pause,
+                            &thread_ended,
                         )
                     });
                 match spawned {
@@ -461,6 +472,7 @@ impl Worker {
                         self.training = Some(TrainingRun {
                             job,
                             cancel,
+                            ended,
                             thread,
                         })
                     }
@@ -478,7 +490,6 @@ impl Worker {
                     Ok(seconds_per_step) => events.send(Event::TrainingEstimate {
                         job,
                         seconds_per_step,
-                        steps: config.max_steps.unwrap_or(0),
                     }),
                     Err(e) => {
                         events.failed(Failure::new(Operation::EstimateTraining, e).for_job(job))
@@ -526,7 +537,8 @@ fn progress_reporter(
 }
 
 /// Runs a training run on the calling thread, reporting everything as events (a panic is
-/// reported as [`Event::Crashed`] and ends only this run).
+/// reported as [`Event::Crashed`] and ends only this run); sets `ended` just before the
+/// last event.
 fn train_on_this_thread(
     events: &Events,
     job: JobId,
@@ -534,6 +546,7 @@ fn train_on_this_thread(
     resume: Option<PathBuf>,
     cancel: &CancelToken,
     pause: &crate::job::PauseToken,
+    ended: &AtomicBool,
 ) {
     let run = catch_unwind(AssertUnwindSafe(|| {
         crate::training::trainer::train(config, resume.as_deref(), cancel, pause, &mut |event| {
@@ -543,20 +556,22 @@ fn train_on_this_thread(
             })
         })
     }));
-    match run {
-        Ok(Ok(output)) => events.send(Event::TrainingFinished { job, output }),
-        Ok(Err(Error::Cancelled)) => events.send(Event::Cancelled { job }),
-        Ok(Err(e)) => events.failed(Failure::new(Operation::Train, e).for_job(job)),
+    let last = match run {
+        Ok(Ok(output)) => Event::TrainingFinished { job, output },
+        Ok(Err(Error::Cancelled)) => Event::Cancelled { job },
+        Ok(Err(e)) => Event::Failed(Failure::new(Operation::Train, e).for_job(job)),
         Err(panic) => {
             let message = panic_message(panic.as_ref());
             tracing::error!(%message, "a training run panicked");
-            events.send(Event::Crashed {
+            Event::Crashed {
                 op: Operation::Train,
                 job: Some(job),
                 message,
-            });
+            }
         }
-    }
+    };
+    ended.store(true, Ordering::SeqCst);
+    events.send(last);
 }
 
 #[cfg(test)]
@@ -564,6 +579,7 @@ mod tests {
     use super::*;
     use crate::error::ErrorKind;
     use crate::resolve::GenerationSpec;
+    use std::time::Duration;
 
     /// A worker with no model and the sender of its command channel and its event receiver.
     fn worker() -> (Worker, Sender<Command>, Receiver<Event>) {
@@ -700,11 +716,17 @@ mod tests {
     fn while_training_runs_compute_is_busy_and_the_rest_goes_on() {
         let (mut worker, _commands, events) = worker();
         let (stop, stopped) = unbounded::<()>();
+        let ended = Arc::new(AtomicBool::new(false));
+        let run_ended = ended.clone();
         worker.training = Some(TrainingRun {
             job: 11,
             cancel: CancelToken::new(),
+            ended: ended.clone(),
             thread: std::thread::spawn(move || {
                 let _ = stopped.recv();
+                // As a run ends: the flag, then its last event, then the thread returns.
+                run_ended.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(300));
             }),
         });
         worker.handle(generate(12));
@@ -718,11 +740,13 @@ mod tests {
         ));
         worker.handle(Command::RemoveLora { id: AdapterId(1) });
         assert!(events.try_recv().is_err(), "stack changes are not refused");
-        // Once the run's thread has ended, compute is free again.
+        // Once the run has said its last word, compute is free again (even before its
+        // thread returns).
         drop(stop);
-        while !worker.training.as_ref().unwrap().thread.is_finished() {
+        while !ended.load(Ordering::SeqCst) {
             std::thread::yield_now();
         }
+        assert!(!worker.training.as_ref().unwrap().thread.is_finished());
         worker.handle(generate(13));
         assert!(matches!(
             events.try_recv(),

@@ -231,7 +231,7 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             precision: spec.precision.unwrap_or_default(),
         },
     };
-    let job = resolve(&spec, base.as_ref(), || {
+    let job = resolve(&spec, base.as_ref(), &[], || {
         Ok(
             Checkpoint::open_header(&model.path, model.config.as_deref())?
                 .info

@@ -236,6 +236,8 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
     };
     let report = Report::from_flag(a.json);
     let mut failed = None;
+    // Each phase is announced at the first step it runs (a resumed run starts mid-phase).
+    let mut phase = None;
     let out = run(
         &config,
         resume.as_deref(),
@@ -244,11 +246,19 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         &mut |e| {
             let mut files = Vec::new();
             match &e {
-                TrainingEvent::Step { step: 1, .. } if vae_steps > 0 => {
-                    report.phase("vae", &format!("the VAE ({vae_steps} steps)"), vae_steps)
-                }
-                TrainingEvent::Step { step, total, .. } if *step == vae_steps + 1 => {
-                    report.phase("diffusion", diffusion_parts, total - vae_steps)
+                TrainingEvent::Step { step, total, .. } => {
+                    let now = if *step <= vae_steps {
+                        "vae"
+                    } else {
+                        "diffusion"
+                    };
+                    if phase.replace(now) != Some(now) {
+                        if now == "vae" {
+                            report.phase("vae", &format!("the VAE ({vae_steps} steps)"), vae_steps)
+                        } else {
+                            report.phase("diffusion", diffusion_parts, total - vae_steps)
+                        }
+                    }
                 }
                 TrainingEvent::Samples { step, images } => {
                     match save_samples(&samples, *step, images) {

@@ -34,7 +34,7 @@ impl Report {
 
     fn emit(self, value: Value, text: impl FnOnce() -> String) {
         match self {
-            Report::Json => println!("{value}"),
+            Report::Json => out(&value.to_string()),
             Report::Text => eprintln!("{}", text()),
         }
     }
@@ -115,8 +115,16 @@ impl Report {
     /// The run ended with `output`.
     pub fn finished(self, output: &Path) {
         match self {
-            Report::Json => println!("{}", json!({"event": "finished", "output": output})),
-            Report::Text => println!("{}", output.display()),
+            Report::Json => out(&json!({"event": "finished", "output": output}).to_string()),
+            Report::Text => out(&output.display().to_string()),
         }
     }
+}
+
+/// A line on stdout. A reader that went away (`kiln train … --json | head`) does not stop
+/// the run: its outputs are files, and the line is dropped.
+fn out(line: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
 }

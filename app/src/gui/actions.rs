@@ -78,12 +78,6 @@ impl Actions {
         self.0.push(Action::Engine(command));
     }
 
-    /// Tells the user something (an error when `error`).
-    pub fn notify(&mut self, title: impl Into<String>, details: impl Into<String>, error: bool) {
-        self.0
-            .push(Action::Notify(Notification::new(title, details, error)));
-    }
-
     /// Every action asked for, emptying the queue.
     pub fn take(&mut self) -> Vec<Action> {
         std::mem::take(&mut self.0)

@@ -79,6 +79,8 @@ impl KilnApp {
             ctx: ctx.clone(),
             take_native_size: false,
         };
+        // The model first: the I/O thread answers in order, and a big gallery takes a while.
+        app.open_start_model();
         app.io.send(IoRequest::ScanGallery {
             dir: app.settings.output_dir.clone(),
         });
@@ -86,7 +88,6 @@ impl KilnApp {
         if let Some(dir) = app.settings.train.data.clone() {
             app.io.send(IoRequest::ListDataset { dir });
         }
-        app.open_start_model();
         app
     }
 
@@ -150,7 +151,9 @@ impl KilnApp {
                     v.canvas.show(&ctx, g.image, None, Some(g.recipe));
                 }
             }
-            Event::Done { job, random_seed, .. } => {
+            Event::Done {
+                job, random_seed, ..
+            } => {
                 self.job_ended(job);
                 if random_seed && let Some(seed) = self.studio.last_seed {
                     self.settings.seed = seed;
@@ -180,12 +183,16 @@ impl KilnApp {
             }
             Event::Cancelled { job } if v.train.is_running(job) => {
                 self.engine.finished(job);
-                self.studio.training = None;
                 self.views.train.cancelled(job);
+                self.training_over();
             }
             Event::Cancelled { job } => {
                 self.job_ended(job);
-                self.notify("Cancelled", "The generation was stopped; nothing was saved.", false);
+                self.notify(
+                    "Cancelled",
+                    "The generation was stopped; nothing was saved.",
+                    false,
+                );
             }
             Event::LoraAdded { id, report } => v.loras.on_added(id, report),
             Event::LoraApplied { id, weight, .. } => v.loras.on_applied(id, weight),
@@ -207,21 +214,14 @@ impl KilnApp {
             Event::TrainingEstimate {
                 job,
                 seconds_per_step,
-                ..
             } => v.train.estimated(job, Some(seconds_per_step)),
             Event::TrainingFinished { job, output } => {
                 self.engine.finished(job);
-                self.studio.training = None;
                 self.views.train.ended(job, Ok(output));
+                self.training_over();
             }
             Event::Failed(f) => self.failed(f),
-            Event::Busy { op, training, .. } => self.notify(
-                format!("Cannot start {} now", op.describe()),
-                format!(
-                    "A training run (job {training}) is using the engine; try again when it ends, or stop it in the Train tab."
-                ),
-                true,
-            ),
+            Event::Busy { op, job, training } => self.busy(op, job, training),
             Event::Crashed { op, job, message } => self.crashed(op, job, message),
         }
     }

@@ -154,7 +154,6 @@ impl KilnApp {
         };
         self.studio.job = Some(Job {
             id,
-            kind,
             step: 0,
             total: 0,
             started: std::time::Instant::now(),
@@ -303,6 +302,18 @@ impl KilnApp {
                 token: e.token.clone(),
             })
             .collect();
+        if model.is_some()
+            && let Some(training) = self.studio.training
+        {
+            // Its model cannot load now; the stack stays as it is rather than half-applied.
+            return self.notify(
+                "Cannot reuse this recipe's model now",
+                format!(
+                    "A training run (job {training}) is using the engine; the prompt and settings were reused, the model and its LoRA stack were not. Reuse it again when the run ends."
+                ),
+                true,
+            );
+        }
         let ready = self.studio.model_ready() && model.is_none();
         if loras != self.views.loras.settings() {
             for c in self.views.loras.replace(loras) {
@@ -391,12 +402,18 @@ impl KilnApp {
         let Some(shown) = &self.views.canvas.shown else {
             return;
         };
-        let (Some(src), Some(recipe)) = (&shown.path, &shown.recipe) else {
+        let Some(recipe) = &shown.recipe else {
             return;
         };
+        // The image and its recipe are in memory: saving needs neither the output folder's
+        // copy nor its name (suggested when there is one).
+        let name = shown
+            .path
+            .as_deref()
+            .map_or_else(|| "kiln.png".to_owned(), super::views::file_name);
         let Some(dest) = rfd::FileDialog::new()
             .add_filter("PNG", &["png"])
-            .set_file_name(super::views::file_name(src))
+            .set_file_name(name)
             .save_file()
         else {
             return;
@@ -428,6 +445,12 @@ impl KilnApp {
     /// [`KilnApp::open_start_model`] once the I/O thread said whether the remembered model
     /// is still there.
     pub(crate) fn open_start_model_checked(&mut self, path: PathBuf, exists: bool) {
+        // The user opened a model meanwhile: theirs stays.
+        if self.settings.model_path.as_ref() != Some(&path)
+            || !matches!(self.studio.model, ModelStatus::None)
+        {
+            return;
+        }
         match self.views.models.bundled.clone() {
             Some(bundled) if !exists => {
                 self.settings.recent_models.retain(|p| p != &path);
@@ -470,8 +493,8 @@ impl KilnApp {
             }
             (Operation::Train, Some(job), _) if self.views.train.is_running(job) => {
                 self.engine.finished(job);
-                self.studio.training = None;
-                return self.views.train.ended(job, Err(message));
+                self.views.train.ended(job, Err(message));
+                return self.training_over();
             }
             (Operation::EstimateTraining, Some(job), _) => self.views.train.estimated(job, None),
             _ => {}
@@ -484,16 +507,19 @@ impl KilnApp {
     pub(crate) fn crashed(&mut self, op: Operation, job: Option<JobId>, message: String) {
         if let Some(job) = job {
             self.job_ended(job);
+            if op == Operation::EstimateTraining {
+                self.views.train.estimated(job, None);
+            }
         }
         match op {
             Operation::Train => {
-                self.studio.training = None;
                 if let Some(job) = job {
                     self.views
                         .train
                         .ended(job, Err(format!("The training run crashed: {message}")));
                 }
                 self.notify("The training run crashed", message, true);
+                self.training_over();
             }
             Operation::LoadModel => {
                 let path = self.settings.model_path.clone().unwrap_or_default();
@@ -510,17 +536,61 @@ impl KilnApp {
             }
             _ => {
                 self.studio.job = None;
-                self.notify(
-                    "The engine crashed and was restarted",
-                    format!("{message}. The model is being loaded again."),
-                    true,
-                );
                 self.studio.model = ModelStatus::None;
-                if let Some(path) = self.settings.model_path.clone() {
-                    self.load_model(path);
+                let path = self.settings.model_path.clone();
+                if self.studio.training.is_some() {
+                    // The run keeps the compute; the model loads once it ends.
+                    self.notify(
+                        "The engine crashed and was restarted",
+                        format!(
+                            "{message}. The model will be loaded again when the training run ends."
+                        ),
+                        true,
+                    );
+                    self.studio.reload_after_training = path;
+                } else {
+                    self.notify(
+                        "The engine crashed and was restarted",
+                        format!("{message}. The model is being loaded again."),
+                        true,
+                    );
+                    if let Some(path) = path {
+                        self.load_model(path);
+                    }
                 }
             }
         }
+    }
+
+    /// The training run no longer holds the engine: a model the engine lost meanwhile is
+    /// loaded again.
+    pub(crate) fn training_over(&mut self) {
+        self.studio.training = None;
+        if let Some(path) = self.studio.reload_after_training.take() {
+            self.load_model(path);
+        }
+    }
+
+    /// The engine refused `op` (of `job`) because training run `training` holds its compute:
+    /// what it would have started is undone, and the user told why.
+    pub(crate) fn busy(&mut self, op: Operation, job: Option<JobId>, training: JobId) {
+        if let Some(job) = job {
+            self.job_ended(job);
+            if op == Operation::EstimateTraining {
+                self.views.train.estimated(job, None);
+            }
+        }
+        if op == Operation::LoadModel {
+            self.studio.model =
+                ModelStatus::Failed("not loaded: a training run is using the engine".into());
+        }
+        self.notify(
+            format!("Cannot start {} now", op.describe()),
+            format!(
+                "A training run (job {training}) is using the engine; try again when it ends, or stop it in the Train tab."
+            ),
+            true,
+        );
     }
 
     /// Keyboard shortcuts of the command table.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kiln_engine::job::{CancelToken, PauseToken};
-use kiln_engine::protocol::{Command, Event, JobId};
+use kiln_engine::protocol::{Command, Event, JobId, Operation};
 use kiln_engine::resolve::GenerationSpec;
 use kiln_engine::worker::{EngineHandle, Repaint};
 
@@ -15,6 +15,8 @@ pub struct EngineClient {
     next_job: JobId,
     /// The running job's cancel token.
     running: Option<(JobId, CancelToken)>,
+    /// Events of the app's own making, delivered before the engine's (a restart).
+    pending: Vec<Event>,
 }
 
 impl std::fmt::Debug for EngineClient {
@@ -33,19 +35,28 @@ impl EngineClient {
             repaint,
             next_job: 1,
             running: None,
+            pending: Vec::new(),
         }
     }
 
-    /// Sends a command, starting a fresh engine first if the thread died (then false: the
-    /// new engine has no model yet).
-    pub fn send(&mut self, command: Command) -> bool {
-        let alive = self.handle.is_alive();
-        if !alive {
+    /// Sends a command, starting a fresh engine first if the thread died. The new engine
+    /// has no model: unless `command` loads one, the studio hears of it as an
+    /// [`Event::Crashed`] of the command (and loads its model again, as after any crash).
+    pub fn send(&mut self, command: Command) {
+        if !self.handle.is_alive() {
             tracing::error!("the engine thread is gone; starting a new one");
             self.handle = EngineHandle::spawn(self.repaint.clone(), crate::paths::cache_dir());
+            if let Some(op) = command.operation()
+                && op != Operation::LoadModel
+            {
+                self.pending.push(Event::Crashed {
+                    op,
+                    job: command.job(),
+                    message: "the engine thread had stopped; a new one was started".into(),
+                });
+            }
         }
         self.handle.send(command);
-        alive
     }
 
     /// A new job id and its cancel token, remembered as the running job (the one
@@ -129,12 +140,9 @@ impl EngineClient {
 
     /// Every event waiting, in order.
     pub fn drain(&mut self) -> Vec<Event> {
-        self.handle.events.try_iter().collect()
-    }
-
-    /// Whether the engine thread is alive.
-    pub fn is_alive(&self) -> bool {
-        self.handle.is_alive()
+        let mut events = std::mem::take(&mut self.pending);
+        events.extend(self.handle.events.try_iter());
+        events
     }
 }
 

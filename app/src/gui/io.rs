@@ -277,8 +277,8 @@ impl IoWorker {
 
 impl Drop for IoWorker {
     fn drop(&mut self) {
-        // Closing the channel ends the thread after the request it is on (a file write is
-        // never cut short).
+        // Closing the channel ends the thread once it has handled every request already
+        // sent (saving the last images included; a file write is never cut short).
         self.requests = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();

@@ -274,9 +274,9 @@ impl Settings {
             seed: (!self.random_seed).then_some(self.seed),
             width: Some(self.width),
             height: Some(self.height),
-            batch_size: self.batch_size.max(1),
-            batch_count: self.batch_count.max(1),
-            clip_skip: Some(self.clip_skip.max(1)),
+            batch_size: self.batch_size,
+            batch_count: self.batch_count,
+            clip_skip: Some(self.clip_skip),
             lora_dir: Some(self.lora_folder().to_owned()),
             init_image: self.init_image.clone().map(|path| InitImageChoice {
                 path,

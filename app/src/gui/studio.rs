@@ -32,7 +32,7 @@ pub enum ModelStatus {
     Failed(String),
 }
 
-/// What a running job is.
+/// What Generate starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     /// Generate (batch count × batch size images).
@@ -46,8 +46,6 @@ pub enum JobKind {
 pub struct Job {
     /// Its id.
     pub id: JobId,
-    /// What it is.
-    pub kind: JobKind,
     /// UNet calls done.
     pub step: usize,
     /// UNet calls in all.
@@ -72,6 +70,9 @@ pub struct Studio {
     pub job: Option<Job>,
     /// The training run holding the engine's compute, if any.
     pub training: Option<JobId>,
+    /// The model to load again once the training run ends (the engine lost it in a crash
+    /// while the run held the compute).
+    pub reload_after_training: Option<PathBuf>,
     /// The seed of the last image.
     pub last_seed: Option<u64>,
     /// The loaded model's tokenizer length, for the prompt counter.
@@ -84,6 +85,7 @@ impl Default for Studio {
             model: ModelStatus::None,
             job: None,
             training: None,
+            reload_after_training: None,
             last_seed: None,
             tokenizer: ClipTokenizer::sd15().ok(),
         }

@@ -28,7 +28,7 @@ pub fn prepare(
                 l.shape
             )));
         }
-        Some(l) => Some(latents_from_host(l, device)),
+        Some(l) => Some(latents_from_host(l, device)?),
         None => None,
     };
     let Some(init) = &req.init_image else {

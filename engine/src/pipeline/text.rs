@@ -25,8 +25,6 @@ pub trait PromptEncoder {
     /// chunks), every prompt padded to as many chunks as the longest needs. `clip_skip` 1 is
     /// the last layer.
     fn encode(&self, prompts: &[String], clip_skip: usize) -> Result<PromptEmbeds>;
-    /// Tokens per chunk, BOS and EOS included (77 for SD 1.x).
-    fn chunk_length(&self) -> usize;
 }
 
 /// SD 1.x's text encoding: one CLIP text model and its tokenizer.
@@ -85,9 +83,5 @@ impl PromptEncoder for ClipPromptEncoder<'_> {
             context: z.reshape([prompts.len(), k * len, hidden]),
             pooled: None,
         })
-    }
-
-    fn chunk_length(&self) -> usize {
-        self.tokenizer.max_length()
     }
 }

@@ -161,6 +161,9 @@ impl Session {
     pub fn set_precision(&mut self, precision: Precision) {
         self.sd.set_precision(precision);
         self.loras.cast_pristine(precision.dtype());
+        if let Some((_, table)) = &mut self.base_text {
+            *table = table.clone().cast(precision.dtype());
+        }
     }
 
     /// Every layer of this model a LoRA can modify, under every alias LoRA files use.
@@ -232,16 +235,11 @@ impl Session {
     }
 
     /// Makes the prompt-tag entries of the stack exactly `wanted` (file, weight), in order;
-    /// a tag naming a LoRA the front end already stacked (same file stem, applied) is left to
-    /// that entry, so a recipe's LoRA is never applied twice.
+    /// a tag naming a LoRA the front end stacked (same file stem) is that entry — its weight
+    /// and switch decide, so a recipe's LoRA is never applied twice. Every new file is opened
+    /// before the stack changes: a tag that cannot be loaded leaves the stack as it was.
     fn set_prompt_loras(&mut self, wanted: &[(PathBuf, f32)]) -> Result<()> {
-        let stacked: Vec<String> = self
-            .loras
-            .entries()
-            .iter()
-            .filter(|e| matches!(e.key, StackKey::Adapter(_)) && e.is_applied())
-            .map(|e| e.adapter.name.clone())
-            .collect();
+        let stacked = self.stacked_lora_names();
         let wanted: Vec<&(PathBuf, f32)> = wanted
             .iter()
             .filter(|(path, _)| !stem(path).is_some_and(|s| stacked.contains(&s)))
@@ -267,22 +265,23 @@ impl Session {
                 );
             }
         } else {
-            let mut kept = Vec::new();
-            for key in current {
-                if let Some(e) = self.loras.get(&key) {
-                    kept.push((key.clone(), e.adapter.clone()));
-                }
-                dirty.extend(self.loras.remove(&key));
-            }
+            // Open (or keep) every wanted adapter first; only then change the stack.
+            let mut adapters = Vec::with_capacity(wanted.len());
             for (path, weight) in &wanted {
                 let key = StackKey::PromptTag(path.clone());
-                let adapter = match kept.iter().find(|(k, _)| *k == key) {
-                    Some((_, a)) => a.clone(),
+                let adapter = match self.loras.get(&key) {
+                    Some(e) => e.adapter.clone(),
                     None => Arc::new(self.open_lora(path)?),
                 };
+                adapters.push((key, adapter, *weight));
+            }
+            for key in current {
+                dirty.extend(self.loras.remove(&key));
+            }
+            for (key, adapter, weight) in adapters {
                 dirty.extend(
                     self.loras
-                        .push(key, adapter, *weight, true, self.sd.device()),
+                        .push(key, adapter, weight, true, self.sd.device()),
                 );
             }
         }
@@ -290,28 +289,43 @@ impl Session {
         Ok(())
     }
 
+    /// The names (file stems) of the LoRAs the front end stacked, on or off: a prompt tag
+    /// naming one of them is that entry (see [`crate::resolve::resolve`]).
+    pub fn stacked_lora_names(&self) -> Vec<String> {
+        self.loras
+            .entries()
+            .iter()
+            .filter(|e| matches!(e.key, StackKey::Adapter(_)))
+            .map(|e| e.adapter.name.clone())
+            .collect()
+    }
+
     /// Loads a textual-inversion embedding (A1111 `.pt`/`.safetensors`, diffusers
-    /// `learned_embeds`) under `token` (the file stem when None) as `id`; returns it.
+    /// `learned_embeds`) under `token` (the file stem when None) as `id` (replacing an
+    /// embedding of that id); returns it. On an error the embeddings stay as they were.
     pub fn load_embedding(
         &mut self,
         id: AdapterId,
         path: &Path,
         token: Option<&str>,
     ) -> Result<&LoadedEmbedding> {
-        if self.embeddings.iter().any(|e| e.id == id) {
-            self.remove_embedding(id)?;
-        }
         let ti = crate::adapters::textual_inversion::load(path, token)?;
-        if self.base_text.is_none() {
-            let table = self.sd.text_encoder.embeddings.token_embedding.weight.val();
-            self.base_text = Some((self.sd.tokenizer.clone(), table));
-        }
-        let ids = crate::adapters::textual_inversion::apply(
-            &ti,
-            &mut self.sd.tokenizer,
-            &mut self.sd.text_encoder,
-        )?;
-        self.embeddings.push(LoadedEmbedding { id, ti, ids });
+        self.text_transaction(|s| {
+            if s.embeddings.iter().any(|e| e.id == id) {
+                s.remove_embedding_now(id)?;
+            }
+            if s.base_text.is_none() {
+                let table = s.sd.text_encoder.embeddings.token_embedding.weight.val();
+                s.base_text = Some((s.sd.tokenizer.clone(), table));
+            }
+            let ids = crate::adapters::textual_inversion::apply(
+                &ti,
+                &mut s.sd.tokenizer,
+                &mut s.sd.text_encoder,
+            )?;
+            s.embeddings.push(LoadedEmbedding { id, ti, ids });
+            Ok(())
+        })?;
         self.embeddings
             .last()
             .ok_or_else(|| Error::InvalidRequest("the embedding was not kept".into()))
@@ -323,8 +337,13 @@ impl Session {
     }
 
     /// Unloads embedding `id`: the tokenizer and token table return to the model's own, and
-    /// the other embeddings are applied again (their token ids may change).
+    /// the other embeddings are applied again (their token ids may change). On an error the
+    /// embeddings stay as they were.
     pub fn remove_embedding(&mut self, id: AdapterId) -> Result<()> {
+        self.text_transaction(|s| s.remove_embedding_now(id))
+    }
+
+    fn remove_embedding_now(&mut self, id: AdapterId) -> Result<()> {
         if !self.embeddings.iter().any(|e| e.id == id) {
             return Ok(());
         }
@@ -346,6 +365,21 @@ impl Session {
             self.embeddings.push(e);
         }
         Ok(())
+    }
+
+    /// Runs `change` on the text side (tokenizer, token table, embeddings); when it fails,
+    /// puts all three back as they were.
+    fn text_transaction(&mut self, change: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let tokenizer = self.sd.tokenizer.clone();
+        let table = self.sd.text_encoder.embeddings.token_embedding.clone();
+        let embeddings = self.embeddings.clone();
+        let result = change(self);
+        if result.is_err() {
+            self.sd.tokenizer = tokenizer;
+            self.sd.text_encoder.embeddings.token_embedding = table;
+            self.embeddings = embeddings;
+        }
+        result
     }
 
     /// Runs `job` (its `loras` and `embeddings` are the caller's to load first): its prompt
@@ -418,8 +452,12 @@ impl Session {
             image.ok_or_else(|| Error::InvalidRequest("the request made no image".into()))
         };
         // Baseline: every adapter off (re-merging only their layers), then restored.
+        // Its recipe records the prompts without their LoRA tags: it is what ran, and reusing
+        // it must not bring the tags' LoRAs back.
         let mut baseline_job = single.clone();
         baseline_job.prompt_loras.clear();
+        baseline_job.typed_prompts = baseline_job.request.prompts.clone();
+        baseline_job.typed_negatives = baseline_job.request.negatives.clone();
         let on: Vec<StackKey> = self
             .loras
             .entries()

@@ -3,7 +3,8 @@
 //! into [`Error::TrainingDiverged`] that names the last good checkpoint, the smoothed loss, the
 //! rate and time left, and when checkpoints and samples are due.
 
-use std::path::{Path, PathBuf};
+use std::cell::Cell;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -72,6 +73,8 @@ pub struct RunControl<'a> {
     pause: &'a PauseToken,
     on_event: &'a mut dyn FnMut(TrainingEvent),
     started: Instant,
+    /// Time spent paused since `started` (not counted in the rate).
+    paused: Cell<Duration>,
     first_step: usize,
     total: usize,
     smoothed: f64,
@@ -95,6 +98,7 @@ impl<'a> RunControl<'a> {
             pause,
             on_event,
             started: Instant::now(),
+            paused: Cell::new(Duration::ZERO),
             first_step: from_step,
             total,
             smoothed,
@@ -103,16 +107,20 @@ impl<'a> RunControl<'a> {
     }
 
     /// Returns when not paused; [`Error::Cancelled`] when cancelled (also while paused).
+    /// Time spent here paused does not count in the rate or the time left.
     pub fn wait(&self) -> Result<()> {
-        loop {
+        let since = Instant::now();
+        let result = loop {
             if self.cancel.is_cancelled() {
-                return Err(Error::Cancelled);
+                break Err(Error::Cancelled);
             }
             if !self.pause.is_paused() {
-                return Ok(());
+                break Ok(());
             }
             std::thread::sleep(PAUSE_POLL);
-        }
+        };
+        self.paused.set(self.paused.get() + since.elapsed());
+        result
     }
 
     /// `e` as it ends the run at 0-based step `step`: a NaN or infinite value becomes
@@ -133,21 +141,17 @@ impl<'a> RunControl<'a> {
         self.smoothed
     }
 
-    /// The newest checkpoint written (or resumed from).
-    pub fn last_checkpoint(&self) -> Option<&Path> {
-        self.last_checkpoint.as_deref()
-    }
-
     /// Records that (1-based) `step` of `epoch` finished with `loss` at learning rate `lr`
     /// and gradient norm `grad_norm`, and reports it with the smoothed loss, the rate since
-    /// this session started and the time left at that rate.
+    /// this session started (time paused left out) and the time left at that rate.
     pub fn step_done(&mut self, step: usize, epoch: usize, loss: f64, lr: f64, grad_norm: f64) {
         self.smoothed = if self.smoothed.is_nan() {
             loss
         } else {
             (1.0 - SMOOTHING) * self.smoothed + SMOOTHING * loss
         };
-        let rate = (step - self.first_step) as f64 / self.started.elapsed().as_secs_f64().max(1e-9);
+        let running = self.started.elapsed().saturating_sub(self.paused.get());
+        let rate = (step - self.first_step) as f64 / running.as_secs_f64().max(1e-9);
         (self.on_event)(TrainingEvent::Step {
             step,
             total: self.total,
@@ -188,6 +192,35 @@ impl<'a> RunControl<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_paused_does_not_count_in_the_rate() {
+        let (cancel, pause) = (CancelToken::new(), PauseToken::default());
+        let mut events = Vec::new();
+        let mut on_event = |e: TrainingEvent| events.push(e);
+        let mut run = RunControl::new(&cancel, &pause, &mut on_event, 0, 10, f64::NAN, None);
+        pause.set(true);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(600));
+                pause.set(false);
+            });
+            assert!(run.wait().is_ok());
+        });
+        run.step_done(1, 1, 1.0, 1e-4, 0.5);
+        drop(run);
+        let Some(TrainingEvent::Step {
+            it_per_s, eta_s, ..
+        }) = events.last()
+        else {
+            panic!("{events:?}")
+        };
+        // One step in (almost) no running time; counting the 0.6 s pause would give < 2 it/s.
+        assert!(
+            *it_per_s > 5.0 && *eta_s < 2.0,
+            "{it_per_s} it/s, {eta_s} s left"
+        );
+    }
 
     #[test]
     fn steps_smooth_the_loss_divergence_names_the_checkpoint_and_cadences_hold() {

@@ -225,30 +225,42 @@ impl LoraStackView {
                 actions.push(a);
             }
         }
+        // The actions name rows by their position when drawn; each is applied to the row
+        // that had it, wherever an earlier action of this frame moved it.
+        let drawn: Vec<AdapterId> = self.rows.iter().map(|r| r.id).collect();
+        let at = |rows: &[LoraRow], i: usize| {
+            let id = drawn.get(i)?;
+            rows.iter().position(|r| r.id == *id)
+        };
         for a in actions {
             match a {
                 RowAction::Enabled(i, enabled) => {
-                    let row = &mut self.rows[i];
-                    row.enabled = enabled;
-                    ctx.actions.engine(Command::SetLoraEnabled {
-                        id: row.id,
-                        enabled,
-                    });
+                    if let Some(i) = at(&self.rows, i) {
+                        let row = &mut self.rows[i];
+                        row.enabled = enabled;
+                        ctx.actions.engine(Command::SetLoraEnabled {
+                            id: row.id,
+                            enabled,
+                        });
+                    }
                 }
                 RowAction::Remove(i) => {
-                    let row = self.rows.remove(i);
-                    ctx.actions.engine(Command::RemoveLora { id: row.id });
+                    if let Some(i) = at(&self.rows, i) {
+                        let row = self.rows.remove(i);
+                        ctx.actions.engine(Command::RemoveLora { id: row.id });
+                    }
                 }
-                RowAction::Move(from, to)
-                    if from != to && from < self.rows.len() && to < self.rows.len() =>
-                {
-                    let row = self.rows.remove(from);
-                    self.rows.insert(to, row);
-                    ctx.actions.engine(Command::ReorderLoras {
-                        order: self.rows.iter().map(|r| r.id).collect(),
-                    });
+                RowAction::Move(from, to) => {
+                    if let (Some(from), Some(to)) = (at(&self.rows, from), at(&self.rows, to))
+                        && from != to
+                    {
+                        let row = self.rows.remove(from);
+                        self.rows.insert(to, row);
+                        ctx.actions.engine(Command::ReorderLoras {
+                            order: self.rows.iter().map(|r| r.id).collect(),
+                        });
+                    }
                 }
-                RowAction::Move(..) => {}
             }
         }
     }

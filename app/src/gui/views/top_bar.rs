@@ -41,24 +41,31 @@ impl TopBar {
                     }
                 });
                 let mut device = ctx.settings.device.clone();
-                super::combo(ui, "Device", device.to_string(), |ui| {
-                    ui.selectable_value(&mut device, DeviceSpec::Auto, "auto");
-                    for name in kiln_engine::device::available() {
-                        if let Ok(d) = name.parse::<DeviceSpec>() {
-                            ui.selectable_value(&mut device, d, name);
-                        }
-                    }
-                });
                 let mut precision = ctx.settings.precision;
-                super::combo(ui, "Precision", precision.name(), |ui| {
-                    for p in [
-                        PrecisionChoice::Auto,
-                        PrecisionChoice::F32,
-                        PrecisionChoice::F16,
-                    ] {
-                        ui.selectable_value(&mut precision, p, p.name());
-                    }
-                });
+                // The model reloads on another device; not while a training run holds the engine.
+                ui.add_enabled_ui(ctx.studio.training.is_none(), |ui| {
+                    super::combo(ui, "Device", device.to_string(), |ui| {
+                        ui.selectable_value(&mut device, DeviceSpec::Auto, "auto");
+                        for name in kiln_engine::device::available() {
+                            if let Ok(d) = name.parse::<DeviceSpec>() {
+                                ui.selectable_value(&mut device, d, name);
+                            }
+                        }
+                    });
+                    super::combo(ui, "Precision", precision.name(), |ui| {
+                        for p in [
+                            PrecisionChoice::Auto,
+                            PrecisionChoice::F32,
+                            PrecisionChoice::F16,
+                        ] {
+                            ui.selectable_value(&mut precision, p, p.name());
+                        }
+                    });
+                })
+                .response
+                .on_disabled_hover_text(
+                    "A training run is using the engine: change the device or precision when it ends",
+                );
                 let changed = device != ctx.settings.device || precision != ctx.settings.precision;
                 ctx.settings.device = device;
                 ctx.settings.precision = precision;
