@@ -530,13 +530,14 @@ fn a_resumed_base_run_ends_with_the_same_weights() {
     };
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     run(&a, "6", &[]);
-    // The same run, stopped at step 6 of 10 (mid diffusion phase) …
-    run(&b, "2", &[]);
+    // The same run, stopped at step 6 of 10 (mid diffusion phase), on `--device cpu` …
+    run(&b, "2", &["--device", "cpu"]);
     // … then continued to the end from its newest checkpoint (same seed, same schedule: the
     // first part ran with --steps 2, so the learning rate must not depend on it: constant).
     let events = run(&b, "6", &["--resume", "latest"]);
     let started = crate::cli::events_of(&events, "started").next().unwrap();
     assert_eq!(started["from_step"], 6, "{started}");
+    assert_eq!(started["device"], "cpu", "resumed under `auto`: {started}");
     let steps: Vec<u64> = crate::cli::events_of(&events, "step")
         .map(|e| e["step"].as_u64().unwrap())
         .collect();

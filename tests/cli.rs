@@ -254,6 +254,8 @@ fn errors_are_one_line_with_nonzero_exit() {
             "inspect",
             dir.path().join("missing.safetensors").to_str().unwrap(),
         ],
+        // `kiln eval` opens its device as every job does.
+        vec!["eval", "shapes", "--limit", "1", "--device", "cuda"],
     ] {
         let o = kiln(&args);
         assert!(!o.status.success(), "{args:?} should fail");

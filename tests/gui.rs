@@ -373,6 +373,7 @@ fn reusing_a_recipe_opens_its_model_only_if_it_is_still_there() {
             embeddings: Vec::new(),
             init_image: None,
             precision: Default::default(),
+            device: None,
         };
         ImageInfo {
             source: Source::Kiln,
@@ -855,8 +856,14 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
         .set_value_accesskit(3.0);
     h.step();
     h.step();
+    h.state_mut().settings.device = kiln_engine::device::DeviceSpec::Cpu;
     let config = kiln::gui::views::train::training_config(&h.state().settings).unwrap();
     assert_eq!(config.dataset.image_repeats.get("img0.png"), Some(&3));
+    assert_eq!(
+        config.device,
+        kiln_engine::device::DeviceSpec::Cpu,
+        "the window's device picker is for training too"
+    );
     // The plan's time estimate comes from a measured warm-up.
     h.get_by_label("Estimate time").click();
     wait(&mut h, "the estimate", |a| a.views.train.estimate.is_some());

@@ -68,6 +68,11 @@ fn generate_writes_both_chunks_and_from_regenerates_bit_identically() {
         (r.steps, r.cfg, r.seed, r.width, r.height),
         (4, 5.0, 1234, 32, 48)
     );
+    assert_eq!(
+        r.device,
+        Some(kiln_engine::device::DeviceSpec::Cpu),
+        "`auto` recorded as the device it chose"
+    );
     assert_eq!(r.sampler.name(), "euler-a");
     assert_eq!(r.loras.len(), 1);
     assert_eq!(

@@ -620,11 +620,13 @@ fn sigkill_during_training_leaves_loadable_checkpoints() {
         v
     };
     let checkpoints = out.path().join("checkpoints");
+    // The killed runs train on `--device cpu`; the last resume names none (`auto`): a
+    // checkpoint resumes on whatever device is asked for.
     for (round, delay_ms) in [7u64, 23, 41].into_iter().enumerate() {
         let resume: &[&str] = if round == 0 {
-            &[]
+            &["--device", "cpu"]
         } else {
-            &["--resume", "latest"]
+            &["--resume", "latest", "--device", "cpu"]
         };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(args("100000", resume))
@@ -682,6 +684,10 @@ fn sigkill_during_training_leaves_loadable_checkpoints() {
     let started = crate::cli::events_of(&events, "started").next().unwrap();
     assert_eq!(started["from_step"], done as u64, "{started}");
     assert!(started["report"]["entries"].is_array(), "{started}");
+    assert_eq!(
+        started["device"], "cpu",
+        "`auto` resolved to the device it trains on"
+    );
     let steps: Vec<_> = crate::cli::events_of(&events, "step").collect();
     assert_eq!(
         steps
@@ -1015,6 +1021,54 @@ fn kiln_eval_shapes_scores_generated_images_with_the_detector() {
             report[format!("{k}_accuracy")].as_f64().unwrap(),
             share(k),
             "{k}"
+        );
+    }
+}
+
+/// `--device` on `kiln train`: a backend this build lacks is refused before anything runs,
+/// naming what the build has.
+#[test]
+fn training_on_a_device_this_build_lacks_is_a_named_error() {
+    let missing = ["vulkan", "cuda", "metal", "wgpu"]
+        .into_iter()
+        .find(|d| !kiln_engine::device::available().contains(d))
+        .expect("a CPU test build lacks some GPU backend");
+    let data = tempfile::tempdir().unwrap();
+    dataset(data.path());
+    let out = tempfile::tempdir().unwrap();
+    let model = crate::common::fixture("tiny-a");
+    for kind in ["lora", "ti"] {
+        let mut args = vec![
+            "train",
+            kind,
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            data.path().to_str().unwrap(),
+            "--out",
+            out.path().to_str().unwrap(),
+            "--resolution",
+            "32",
+            "--steps",
+            "1",
+            "--device",
+            missing,
+        ];
+        if kind == "ti" {
+            args.extend(["--token", "<t>"]);
+        }
+        let o = crate::cli::kiln(&args);
+        let err = crate::cli::stderr(&o);
+        assert!(!o.status.success(), "{err}");
+        assert!(
+            err.contains(&format!(
+                "device '{missing}' is not available in this build"
+            )) && err.contains("compiled in: cpu"),
+            "{err}"
+        );
+        assert!(
+            !out.path().join("checkpoints").exists(),
+            "nothing was written"
         );
     }
 }

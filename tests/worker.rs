@@ -64,7 +64,9 @@ fn load(engine: &EngineHandle, model: &str) {
             info,
             precision,
             device,
+            device_notice,
         } => {
+            assert_eq!(device_notice, None, "the CPU asked for, the CPU given");
             assert_eq!(
                 precision,
                 kiln_engine::job::Precision::F32,

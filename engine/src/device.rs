@@ -3,13 +3,17 @@
 //! Backends are Cargo features forwarded to Burn: `cpu` (Burn's `flex` backend, always
 //! compiled — the reference for tests), `wgpu` (Vulkan/Metal/DX12 chosen by wgpu), `metal`,
 //! `vulkan` and `cuda`. A [`DeviceSpec`] is what a user asks for (`--device`, the window's
-//! picker, a recipe); [`DeviceSpec::device`] turns it into a Burn device, and asking for a
-//! backend this build lacks is [`Error::DeviceUnavailable`].
+//! picker, a training configuration); [`DeviceSpec::open`] turns it into a working Burn
+//! device — `auto` tries each GPU backend of the build and falls back to the CPU, saying
+//! why — and every job (generation, training, evaluation) opens its device there. Asking
+//! for a backend this build lacks is [`Error::DeviceUnavailable`], one that cannot be
+//! opened (no adapter, no GPU of that index) [`Error::DeviceNotPresent`]; both list what the
+//! build has.
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -106,7 +110,51 @@ impl DeviceSpec {
         }
     }
 
-    /// The Burn device; [`Error::DeviceUnavailable`] for a backend this build lacks.
+    /// Opens the device: `auto` is the first GPU backend of this build that works (each is
+    /// probed with a small computation), else the CPU — with a [`OpenedDevice::notice`]
+    /// saying which backends failed and why, also logged; any other spec is that backend,
+    /// probed, or an error that lists what this build has.
+    pub fn open(&self) -> Result<OpenedDevice> {
+        let opened = |spec: DeviceSpec, device: Device, notice: Option<String>| {
+            tracing::info!(device = %spec, "compute device");
+            OpenedDevice {
+                spec,
+                device,
+                notice,
+            }
+        };
+        if *self != DeviceSpec::Auto {
+            let device = self.device()?;
+            probe(self, &device)?;
+            return Ok(opened(self.clone(), device, None));
+        }
+        let mut failed = Vec::new();
+        for name in available() {
+            let Ok(spec) = name.parse::<DeviceSpec>() else {
+                continue;
+            };
+            if matches!(spec, DeviceSpec::Cpu | DeviceSpec::Ndarray) {
+                break;
+            }
+            match spec.device().and_then(|d| probe(&spec, &d).map(|()| d)) {
+                Ok(device) => return Ok(opened(spec, device, None)),
+                Err(e) => failed.push(e.to_string()),
+            }
+        }
+        let notice = (!failed.is_empty()).then(|| {
+            format!(
+                "no GPU backend could be used, running on the CPU ({})",
+                failed.join("; ")
+            )
+        });
+        if let Some(n) = &notice {
+            tracing::warn!("{n}");
+        }
+        Ok(opened(DeviceSpec::Cpu, Device::flex(), notice))
+    }
+
+    /// The Burn device, unprobed ([`DeviceSpec::open`] is what jobs use);
+    /// [`Error::DeviceUnavailable`] for a backend this build lacks.
     pub fn device(&self) -> Result<Device> {
         let unavailable = || Error::DeviceUnavailable {
             name: self.to_string(),
@@ -128,6 +176,51 @@ impl DeviceSpec {
             DeviceSpec::Ndarray => Ok(Device::ndarray()),
             _ => Err(unavailable()),
         }
+    }
+}
+
+/// A device a job can run on (see [`DeviceSpec::open`]).
+#[derive(Debug, Clone)]
+pub struct OpenedDevice {
+    /// The backend, never `auto`.
+    pub spec: DeviceSpec,
+    /// Burn's device.
+    pub device: Device,
+    /// What the user should hear about the choice (`auto` fell back to the CPU, and why).
+    pub notice: Option<String>,
+}
+
+/// Runs a tiny computation on `device` (GPU backends create their adapter lazily and panic
+/// when there is none): [`Error::DeviceNotPresent`] when it fails.
+fn probe(spec: &DeviceSpec, device: &Device) -> Result<()> {
+    if is_cpu(device) {
+        return Ok(());
+    }
+    let device = device.clone();
+    let run = std::panic::catch_unwind(move || {
+        Tensor::<1>::ones([4], &device)
+            .sum()
+            .into_data()
+            .try_to_vec::<f32>()
+            .ok()
+            .and_then(|v| v.first().copied())
+    });
+    match run {
+        Ok(Some(v)) if (v - 4.0).abs() < 1e-6 => Ok(()),
+        Ok(other) => Err(Error::DeviceNotPresent {
+            name: spec.to_string(),
+            reason: format!("a test computation gave {other:?} instead of 4"),
+            available: available().join(", "),
+        }),
+        Err(panic) => Err(Error::DeviceNotPresent {
+            name: spec.to_string(),
+            reason: panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "it could not be initialised".into()),
+            available: available().join(", "),
+        }),
     }
 }
 
@@ -188,6 +281,27 @@ mod tests {
         }
         assert!(matches!(device("tpu"), Err(Error::InvalidRequest(_))));
         assert!(matches!(device("cuda:x"), Err(Error::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn opening_resolves_auto_and_refuses_what_the_build_lacks() {
+        let cpu = DeviceSpec::Cpu.open().unwrap();
+        assert_eq!(cpu.spec, DeviceSpec::Cpu);
+        assert!(is_cpu(&cpu.device) && cpu.notice.is_none());
+        let auto = DeviceSpec::Auto.open().unwrap();
+        assert_ne!(auto.spec, DeviceSpec::Auto, "auto is always resolved");
+        if available() == ["cpu"] {
+            assert_eq!(auto.spec, DeviceSpec::Cpu);
+            assert!(auto.notice.is_none(), "no GPU backend to fall back from");
+            for spec in [DeviceSpec::Vulkan, DeviceSpec::Cuda(0), DeviceSpec::Wgpu] {
+                let err = spec.open().unwrap_err();
+                assert!(
+                    matches!(err, Error::DeviceUnavailable { .. })
+                        && err.to_string().contains("compiled in: cpu"),
+                    "{err}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -133,6 +133,19 @@ pub enum Error {
         /// The backends this build has.
         available: String,
     },
+    /// A backend of this build could not open its device (no adapter or driver, no GPU of
+    /// that index).
+    #[error(
+        "device '{name}' could not be opened: {reason} (this build has: {available}; `auto` uses the first that works, else the CPU)"
+    )]
+    DeviceNotPresent {
+        /// The device asked for.
+        name: String,
+        /// What went wrong.
+        reason: String,
+        /// The backends this build has.
+        available: String,
+    },
     /// The tokenizer could not be loaded or failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -307,7 +320,8 @@ impl Error {
             | Error::AdapterFamilyMismatch { .. }
             | Error::AdapterUnmatched { .. }
             | Error::EmbeddingWidthMismatch { .. }
-            | Error::DeviceUnavailable { .. } => ErrorKind::Unsupported,
+            | Error::DeviceUnavailable { .. }
+            | Error::DeviceNotPresent { .. } => ErrorKind::Unsupported,
             Error::Config(_)
             | Error::InvalidRequest(_)
             | Error::Tokenizer(_)

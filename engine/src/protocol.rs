@@ -269,6 +269,8 @@ pub enum Event {
         device: DeviceSpec,
         /// Its precision.
         precision: Precision,
+        /// What the user should hear about the device (`auto` fell back to the CPU, and why).
+        device_notice: Option<String>,
     },
     /// A job made progress.
     Progress {

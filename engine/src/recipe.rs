@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use crate::device::DeviceSpec;
 use crate::job::Precision;
 use crate::metadata::{EmbeddingRef, InitImageRef, LoraRef, ModelRef, RECIPE_VERSION, Recipe};
 use crate::resolve::Job;
@@ -20,6 +21,8 @@ pub struct Applied {
     pub embeddings: Vec<EmbeddingRef>,
     /// The UNet/text-encoder precision.
     pub precision: Precision,
+    /// The device it runs on.
+    pub device: DeviceSpec,
 }
 
 /// A model's entry in a recipe: its file stem, absolute path and hash.
@@ -70,6 +73,7 @@ pub fn recipes(applied: &Applied, job: &Job, seeds: &[u64]) -> Vec<Recipe> {
                 strength: init.strength,
             }),
         precision: applied.precision,
+        device: Some(applied.device.clone()),
     };
     seeds
         .iter()

@@ -584,6 +584,7 @@ mod tests {
             embeddings: Vec::new(),
             init_image,
             precision: crate::job::Precision::F16,
+            device: None,
         };
         ImageInfo {
             source: Source::Kiln,

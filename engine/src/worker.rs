@@ -285,6 +285,7 @@ impl Worker {
                             info: Box::new(session.info().clone()),
                             device: session.device().clone(),
                             precision: session.precision(),
+                            device_notice: session.device_notice().map(str::to_owned),
                         });
                         self.session = Some(session);
                     }

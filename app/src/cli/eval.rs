@@ -49,6 +49,10 @@ pub enum EvalCommand {
         /// whether the shapes come out striped).
         #[arg(long, default_value = "solid")]
         style: String,
+        /// Compute device: auto, cpu, cuda[:N], metal, vulkan or wgpu (what this build has;
+        /// the model runs in f32 on any device, so the scores do not depend on it).
+        #[arg(long, default_value = "auto")]
+        device: DeviceSpec,
     },
 }
 
@@ -88,6 +92,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
         cfg,
         json,
         style,
+        device,
     } = command;
     let style = Style::parse(&style)
         .ok_or_else(|| anyhow::anyhow!("unknown --style '{style}' (solid, striped)"))?;
@@ -97,7 +102,7 @@ pub fn eval(command: EvalCommand) -> Result<()> {
             None => crate::paths::bundled_or_error()?,
         },
         config: None,
-        device: DeviceSpec::Cpu,
+        device,
         precision: PrecisionChoice::F32,
     };
     let mut session = Session::load(&model, None)?;

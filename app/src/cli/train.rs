@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use kiln_engine::device::DeviceSpec;
 use kiln_engine::job::{CancelToken, PauseToken};
 use kiln_engine::training::lora::LoraConfig;
 use kiln_engine::training::lr_schedule::LrSchedule;
@@ -140,6 +141,10 @@ pub struct CommonArgs {
     /// Checkpoint every N steps (0 = only at the end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: usize,
+    /// Compute device: auto, cpu, cuda[:N], metal, vulkan or wgpu (what this build has; a
+    /// checkpoint resumes on any device).
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
     /// Continue from a checkpoint (a file, or "latest" for the newest in OUT/checkpoints).
     #[arg(long)]
     resume: Option<String>,
@@ -221,6 +226,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         noise_offset: a.noise_offset,
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
+        device: a.device.clone(),
         ..TrainingConfig::default()
     };
     let resume = match a.resume.as_deref() {

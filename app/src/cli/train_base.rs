@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
+use kiln_engine::device::DeviceSpec;
 use kiln_engine::job::{CancelToken, PauseToken};
 use kiln_engine::training::base::{
     BaseTrainingConfig, Part, VaePhase, latest_base_checkpoint, train_base as run,
@@ -143,6 +144,10 @@ pub struct BaseArgs {
     /// Save the model in half precision.
     #[arg(long)]
     fp16: bool,
+    /// Compute device: auto, cpu, cuda[:N], metal, vulkan or wgpu (what this build has; a
+    /// checkpoint resumes on any device).
+    #[arg(long, default_value = "auto")]
+    device: DeviceSpec,
     /// Continue from a checkpoint (a file, or "latest" for the newest in OUT/checkpoints).
     #[arg(long)]
     resume: Option<String>,
@@ -216,6 +221,7 @@ pub fn train_base(a: BaseArgs) -> Result<()> {
         sample_every: a.sample_every,
         sample_prompts: a.sample_prompts,
         half_precision: a.fp16,
+        device: a.device,
     };
     let resume = match a.resume.as_deref() {
         Some("latest") => Some(latest_base_checkpoint(&config).ok_or_else(|| {

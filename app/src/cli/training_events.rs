@@ -3,7 +3,8 @@
 //! — the contract scripts read:
 //!
 //! ```text
-//! {"event":"started","report":{…},"plan":{…},"plan_text":"10 images × …","from_step":0}
+//! {"event":"started","report":{…},"plan":{…},"plan_text":"10 images × …","from_step":0,
+//!  "device":"cpu"}
 //! {"event":"phase","phase":"vae","steps":30}            (kiln train base)
 //! {"event":"step","step":1,"total":40,"epoch":1,"loss":0.51,"smoothed_loss":0.51,"lr":1e-4,
 //!  "grad_norm":0.3,"it_per_s":2.5,"eta_s":15.6}
@@ -47,6 +48,7 @@ impl Report {
                 report,
                 plan,
                 from_step,
+                device,
             } => {
                 if self == Report::Text {
                     eprintln!("data: {}", report.summary());
@@ -58,10 +60,11 @@ impl Report {
                 }
                 self.emit(
                     json!({"event": "started", "report": report, "plan": plan,
-                           "plan_text": plan.describe(), "from_step": from_step}),
+                           "plan_text": plan.describe(), "from_step": from_step,
+                           "device": device}),
                     || {
                         format!(
-                            "plan: {}{}",
+                            "plan: {} on {device}{}",
                             plan.describe(),
                             if *from_step > 0 {
                                 format!(" (resuming at step {from_step})")

@@ -125,7 +125,13 @@ impl KilnApp {
                 info,
                 device,
                 precision,
-            } => self.model_loaded(info, device, precision),
+                device_notice,
+            } => {
+                if let Some(n) = device_notice {
+                    self.notify("Running on the CPU", n, false);
+                }
+                self.model_loaded(info, device, precision)
+            }
             Event::Progress {
                 job,
                 step,

@@ -16,6 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::job::Precision;
 use crate::schedulers::Schedule;
@@ -110,6 +111,10 @@ pub struct Recipe {
     /// UNet/text-encoder precision (f16 and f32 give slightly different images).
     #[serde(default)]
     pub precision: Precision,
+    /// The device it ran on (recorded, not reused: a recipe made on a GPU regenerates on
+    /// whatever device the user picks; absent in recipes before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceSpec>,
 }
 
 impl Recipe {

@@ -63,6 +63,8 @@ pub struct Generated {
 pub struct Session {
     sd: StableDiffusion,
     device: DeviceSpec,
+    /// What opening the device had to say (`auto` fell back to the CPU).
+    device_notice: Option<String>,
     loras: LoraStack,
     embeddings: Vec<LoadedEmbedding>,
     /// The tokenizer and token table before any embedding (to unload one).
@@ -71,11 +73,12 @@ pub struct Session {
 }
 
 impl Session {
-    /// Loads `model` (strictly) on its device at its precision (the device's default when
-    /// none is asked for) and records its A1111 hash (cached in `cache_dir`).
+    /// Loads `model` (strictly) on its device ([`DeviceSpec::open`]) at its precision (the
+    /// device's default when none is asked for) and records its A1111 hash (cached in
+    /// `cache_dir`).
     pub fn load(model: &ModelChoice, cache_dir: Option<&Path>) -> Result<Self> {
-        let device = model.device.concrete();
-        let dev = device.device()?;
+        let opened = model.device.open()?;
+        let dev = opened.device;
         let mut sd = StableDiffusion::load(&model.path, model.config.as_deref(), &dev)?;
         sd.set_precision(model.precision.on(&dev));
         let model_hash = match crate::weights::hash::model_hash(&model.path, cache_dir) {
@@ -87,7 +90,8 @@ impl Session {
         };
         Ok(Session {
             model_hash,
-            ..Session::new(sd, device)
+            device_notice: opened.notice,
+            ..Session::new(sd, opened.spec)
         })
     }
 
@@ -96,6 +100,7 @@ impl Session {
         Session {
             sd,
             device,
+            device_notice: None,
             loras: LoraStack::default(),
             embeddings: Vec::new(),
             base_text: None,
@@ -116,6 +121,11 @@ impl Session {
     /// The device it runs on (never `auto`).
     pub fn device(&self) -> &DeviceSpec {
         &self.device
+    }
+
+    /// What opening the device had to say (`auto` fell back to the CPU, and why).
+    pub fn device_notice(&self) -> Option<&str> {
+        self.device_notice.as_deref()
     }
 
     /// The UNet and text encoder's precision.
@@ -154,6 +164,7 @@ impl Session {
                 })
                 .collect(),
             precision: self.precision(),
+            device: self.device.clone(),
         }
     }
 

@@ -48,6 +48,7 @@ use rand::{RngExt, SeedableRng};
 use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::job::{CancelToken, PauseToken};
@@ -245,6 +246,9 @@ pub struct BaseTrainingConfig {
     pub sample_prompts: Vec<String>,
     /// Store the saved model in half precision.
     pub half_precision: bool,
+    /// Where it trains (`auto`: the first GPU backend that works, else the CPU). Not a
+    /// setting of the run: a checkpoint resumes on any device.
+    pub device: DeviceSpec,
 }
 
 impl Default for BaseTrainingConfig {
@@ -282,6 +286,7 @@ impl Default for BaseTrainingConfig {
             sample_every: 0,
             sample_prompts: Vec::new(),
             half_precision: false,
+            device: DeviceSpec::Auto,
         }
     }
 }
@@ -621,6 +626,7 @@ fn run_settings(config: &BaseTrainingConfig) -> serde_json::Value {
     c.sample_every = 0;
     c.sample_prompts.clear();
     c.half_precision = false;
+    c.device = DeviceSpec::Auto;
     serde_json::to_value(c).unwrap_or_default()
 }
 
@@ -791,7 +797,8 @@ pub fn train_base(
     pause: &PauseToken,
     on_event: &mut dyn FnMut(TrainingEvent),
 ) -> Result<PathBuf> {
-    let device = crate::device::device("cpu")?;
+    let opened = config.device.open()?;
+    let device = opened.device;
     if config.train.is_empty() {
         return Err(Error::InvalidRequest("nothing to train".into()));
     }
@@ -901,6 +908,7 @@ pub fn train_base(
         report: Box::new(report.clone()),
         plan,
         from_step: step,
+        device: opened.spec,
     });
 
     let mut run = RunControl::new(

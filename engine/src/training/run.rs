@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::job::{CancelToken, PauseToken};
@@ -23,6 +24,8 @@ pub enum TrainingEvent {
         plan: Plan,
         /// The step it starts from (0, or the checkpoint's).
         from_step: usize,
+        /// The device it trains on (never `auto`).
+        device: DeviceSpec,
     },
     /// An optimiser step finished.
     Step {

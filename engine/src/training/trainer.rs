@@ -20,6 +20,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::RngExt;
 use serde::{Deserialize, Serialize};
 
+use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
 use crate::job::{CancelToken, PauseToken};
@@ -101,6 +102,9 @@ pub struct TrainingConfig {
     pub sample_prompts: Vec<String>,
     /// Also write a LoRA in diffusers/PEFT format (`<name>.peft.safetensors`).
     pub export_peft: bool,
+    /// Where it trains (`auto`: the first GPU backend that works, else the CPU). A
+    /// checkpoint resumes on any device.
+    pub device: DeviceSpec,
 }
 
 impl Default for TrainingConfig {
@@ -128,6 +132,7 @@ impl Default for TrainingConfig {
             sample_every: 0,
             sample_prompts: Vec::new(),
             export_peft: false,
+            device: DeviceSpec::Auto,
         }
     }
 }
@@ -490,16 +495,25 @@ pub fn train_lora(
             "train_lora needs a LoRA configuration".into(),
         ));
     };
-    let device = crate::device::device("cpu")?;
-    let mut sd = StableDiffusion::load(&config.model, None, &device)?;
+    let opened = config.device.open()?;
+    let mut sd = StableDiffusion::load(&config.model, None, &opened.device)?;
     let weights = LoraWeights::init(
         &mut sd.unet,
         &mut sd.text_encoder,
         lora,
         config.seed,
-        &device,
+        &opened.device,
     )?;
-    run(config, sd, weights, resume, cancel, pause, on_event)
+    run(
+        config,
+        sd,
+        weights,
+        &opened.spec,
+        resume,
+        cancel,
+        pause,
+        on_event,
+    )
 }
 
 /// Trains a textual-inversion embedding (`config.method` must be
@@ -516,17 +530,28 @@ pub fn train_textual_inversion(
             "train_textual_inversion needs an embedding configuration".into(),
         ));
     };
-    let device = crate::device::device("cpu")?;
-    let mut sd = StableDiffusion::load(&config.model, None, &device)?;
+    let opened = config.device.open()?;
+    let mut sd = StableDiffusion::load(&config.model, None, &opened.device)?;
     let weights = TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?;
-    run(config, sd, weights, resume, cancel, pause, on_event)
+    run(
+        config,
+        sd,
+        weights,
+        &opened.spec,
+        resume,
+        cancel,
+        pause,
+        on_event,
+    )
 }
 
-/// The loop both adapters share.
+/// The loop both adapters share, on `sd`'s device (`device_spec` names it).
+#[allow(clippy::too_many_arguments)]
 fn run<T: Trainee>(
     config: &TrainingConfig,
     mut sd: StableDiffusion,
     mut trainee: T,
+    device_spec: &DeviceSpec,
     resume: Option<&Path>,
     cancel: &CancelToken,
     pause: &PauseToken,
@@ -576,6 +601,7 @@ fn run<T: Trainee>(
         report: Box::new(report.clone()),
         plan,
         from_step: step,
+        device: device_spec.clone(),
     });
     let alphas = sd.info.scheduler.alphas_cumprod()?;
     let n_train = alphas.len();

@@ -181,6 +181,8 @@ pub fn training_config(settings: &Settings) -> Option<TrainingConfig> {
         },
         export_peft: t.export_peft,
         sample_prompts,
+        // The top bar's device picker is for training too.
+        device: settings.device.clone(),
         ..TrainingConfig::default()
     })
 }
