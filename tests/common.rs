@@ -3,73 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 use kiln_engine::pipeline::StableDiffusion;
-use kiln_engine::weights::safetensors::SafeTensors;
 
+pub use crate::reference::{
+    assert_close, fixture, reference, reference_json, relative_max_error, tensor_on, values,
+};
 pub use kiln_engine::burn;
-
-/// `tests/fixtures/…`, with the fixture models expanded from how git stores them (the first
-/// call does it: [`crate::fixture_store::materialize`]).
-pub fn fixture(rel: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-    crate::fixture_store::materialize(&root);
-    root.join(rel)
-}
-
-/// A reference tensor from `fixtures/ref/{model}.safetensors`: (shape, values).
-pub fn reference(model: &str, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let file = SafeTensors::open(&fixture(&format!("ref/{model}.safetensors"))).unwrap();
-    let shape = file
-        .info(name)
-        .unwrap_or_else(|| panic!("reference {model}:{name} missing"))
-        .shape
-        .clone();
-    (shape, file.f32(name).unwrap())
-}
-
-/// The JSON parameters recorded beside the references.
-pub fn reference_json(model: &str) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixture(&format!("ref/{model}.json"))).unwrap())
-        .unwrap()
-}
 
 /// Host data → tensor on the CPU device.
 pub fn tensor<const D: usize>(shape: &[usize], values: Vec<f32>) -> Tensor<D> {
     tensor_on(shape, values, &kiln_engine::device::device("cpu").unwrap())
-}
-
-/// Host data → tensor on `device`.
-pub fn tensor_on<const D: usize>(
-    shape: &[usize],
-    values: Vec<f32>,
-    device: &burn::tensor::Device,
-) -> Tensor<D> {
-    let shape: [usize; D] = shape.try_into().unwrap();
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-/// Tensor → host values.
-pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec::<f32>().unwrap()
-}
-
-/// max|a − b| / max|b|.
-pub fn relative_max_error(got: &[f32], want: &[f32]) -> f32 {
-    assert_eq!(got.len(), want.len(), "length differs");
-    let max_ref = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_diff = got
-        .iter()
-        .zip(want)
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    max_diff / max_ref.max(1e-12)
-}
-
-/// Asserts max|Δ| / max|ref| ≤ `tol`, printing the error.
-pub fn assert_close(what: &str, got: &[f32], want: &[f32], tol: f32) {
-    let err = relative_max_error(got, want);
-    eprintln!("{what}: max|Δ|/max|ref| = {err:.3e}");
-    assert!(err <= tol, "{what}: relative error {err:.3e} > {tol:.0e}");
 }
 
 /// The two fixture models, each with its layouts.

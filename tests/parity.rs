@@ -1,9 +1,10 @@
 //! Numerical parity with diffusers on the tiny random-weight fixture models.
 //! Tolerances: tensors max|Δ| / max|ref| ≤ 1e-4; images mean |Δ| ≤ 0.3 on 0–255.
 
-use kiln_engine::job::{CancelToken, LatentsData};
-use kiln_engine::pipeline::GenerationRequest;
+use kiln_engine::job::CancelToken;
 use kiln_engine::schedulers::Sampler;
+
+pub use crate::reference::{ddim_request, image_mean_abs_diff};
 
 use crate::common::{
     Layout, MODELS, assert_close, model, reference, reference_json, tensor, values,
@@ -88,34 +89,6 @@ fn vae_decode_and_encode_match_diffusers() {
     }
 }
 
-/// The DDIM request recorded in the reference JSON, with the reference's initial noise.
-pub fn ddim_request(m: &str) -> GenerationRequest {
-    let json = reference_json(m);
-    let d = &json["ddim"];
-    let (shape, noise) = reference(m, "ddim.latents_in");
-    GenerationRequest {
-        prompts: serde_json::from_value(d["prompts"].clone()).unwrap(),
-        negatives: serde_json::from_value(d["negative_prompts"].clone()).unwrap(),
-        sampler: Sampler::Ddim {
-            eta: d["eta"].as_f64().unwrap(),
-        },
-        steps: d["num_inference_steps"].as_u64().unwrap() as usize,
-        cfg: d["guidance_scale"].as_f64().unwrap(),
-        seed: 0,
-        width: d["width"].as_u64().unwrap() as usize,
-        height: d["height"].as_u64().unwrap() as usize,
-        batch: 1,
-        latents: Some(LatentsData {
-            shape: shape.try_into().unwrap(),
-            values: noise,
-        }),
-        clip_skip: 1,
-        init_image: None,
-        preview: false,
-        step_noise: None,
-    }
-}
-
 /// The request the engine thread resolves to [`ddim_request`]`(m)` (its seed fixed, its
 /// noise given).
 pub fn ddim_spec(m: &str) -> kiln_engine::resolve::GenerationSpec {
@@ -134,18 +107,6 @@ pub fn ddim_spec(m: &str) -> kiln_engine::resolve::GenerationSpec {
         latents: r.latents,
         ..Default::default()
     }
-}
-
-/// Mean |Δ| on 0–255 between our RGB8 images and diffusers' float images `[B, H, W, 3]` in 0..1.
-pub fn image_mean_abs_diff(ours: &[kiln_engine::image::RgbImage], reference: &[f32]) -> f64 {
-    let ours: Vec<u8> = ours.iter().flat_map(|i| i.pixels.iter().copied()).collect();
-    assert_eq!(ours.len(), reference.len());
-    let total: f64 = ours
-        .iter()
-        .zip(reference)
-        .map(|(a, b)| (*a as f64 - (*b as f64 * 255.0).round()).abs())
-        .sum();
-    total / ours.len() as f64
 }
 
 #[test]

@@ -15,6 +15,7 @@
 
 mod common;
 mod fixture_store;
+mod reference;
 
 mod bad_input;
 mod base_training;
@@ -30,6 +31,4 @@ mod samplers;
 mod textual_inversion;
 mod tokenizer;
 mod training;
-#[cfg(feature = "wgpu")]
-mod wgpu;
 mod worker;

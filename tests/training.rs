@@ -10,31 +10,7 @@ use kiln_engine::training::lora::{
 
 use crate::common::{assert_close, reference, tensor};
 use crate::lora::tiny_a;
-
-fn json() -> serde_json::Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(crate::common::fixture("ref/training.json")).unwrap(),
-    )
-    .unwrap()
-}
-
-/// PEFT's `lora_A.weight` / `lora_B.weight` of `key` → Kiln's layout for `layer`: a linear's
-/// `[r, in]` / `[out, r]` transposed to `[in, r]` / `[r, out]`; a convolution's
-/// `[r, in, k, k]` / `[out, r, 1, 1]` flattened as they are.
-fn peft_pair(layer: &LoraLayer, prefix: &str, key: &str) -> (Vec<f32>, Vec<f32>) {
-    let t = |name: &str| {
-        let (shape, v) = reference("training", &format!("{prefix}.{key}.{name}.weight"));
-        if layer.kind != LayerKind::Linear {
-            return v;
-        }
-        let (rows, cols) = (shape[0], shape[1]);
-        (0..cols)
-            .flat_map(|c| (0..rows).map(move |r| (r, c)))
-            .map(|(r, c)| v[r * cols + c])
-            .collect::<Vec<f32>>()
-    };
-    (t("lora_A"), t("lora_B"))
-}
+use crate::reference::{peft_pair, training_json as json};
 
 /// Weights after `steps` AdamW steps (lr 1e-3, eps 1e-8) match PEFT's to 1e-4 of the largest,
 /// except where the step-1 gradient `grad` is within ten times the gradient check's own
@@ -73,42 +49,7 @@ fn assert_adamw_close(what: &str, got: &[f32], want: &[f32], grad: &[f32], steps
 }
 
 fn setup() -> (kiln_engine::pipeline::StableDiffusion, LoraWeights, Batch) {
-    let mut sd = tiny_a();
-    let config = LoraConfig {
-        rank: 4,
-        alpha: 8.0,
-        ..LoraConfig::default()
-    };
-    let device = sd.device().clone();
-    let mut weights =
-        LoraWeights::init(&mut sd.unet, &mut sd.text_encoder, &config, 0, &device).unwrap();
-    assert_eq!(
-        weights.layers.len(),
-        reference_layers(),
-        "one LoRA per targeted layer, as PEFT"
-    );
-    for l in &mut weights.layers {
-        let (a, b) = peft_pair(l, "init", &l.path);
-        l.down = tensor::<2>(&l.down.dims(), a);
-        l.up = tensor::<2>(&l.up.dims(), b);
-    }
-    let (ls, latents) = reference("training", "latents");
-    let (_, noise) = reference("training", "noise");
-    let (cs, context) = reference("training", "context");
-    let batch = Batch {
-        latents: tensor::<4>(&ls, latents),
-        noise: tensor::<4>(&ls, noise),
-        timesteps: vec![100, 700],
-        text: Text::Context(tensor::<3>(&cs, context)),
-    };
-    (sd, weights, batch)
-}
-
-fn reference_layers() -> usize {
-    let text = std::fs::read(crate::common::fixture("ref/training.safetensors")).unwrap();
-    let n = u64::from_le_bytes(text[..8].try_into().unwrap()) as usize;
-    let header = String::from_utf8_lossy(&text[8..8 + n]);
-    header.matches("\"init.").count() / 2
+    crate::reference::lora_training_setup(&kiln_engine::device::device("cpu").unwrap())
 }
 
 fn values<const D: usize>(t: kiln_engine::burn::tensor::Tensor<D>) -> Vec<f32> {
