@@ -506,10 +506,7 @@ impl KilnApp {
     /// after a panic while loading, which would come back every time.
     pub(crate) fn crashed(&mut self, op: Operation, job: Option<JobId>, message: String) {
         if let Some(job) = job {
-            self.job_ended(job);
-            if op == Operation::EstimateTraining {
-                self.views.train.estimated(job, None);
-            }
+            self.abandoned(op, job);
         }
         match op {
             Operation::Train => {
@@ -537,28 +534,35 @@ impl KilnApp {
             _ => {
                 self.studio.job = None;
                 self.studio.model = ModelStatus::None;
-                let path = self.settings.model_path.clone();
-                if self.studio.training.is_some() {
-                    // The run keeps the compute; the model loads once it ends.
-                    self.notify(
-                        "The engine crashed and was restarted",
+                // While a training run keeps the compute, the model loads once it ends.
+                let training = self.studio.training.is_some();
+                self.notify(
+                    "The engine crashed and was restarted",
+                    if training {
                         format!(
                             "{message}. The model will be loaded again when the training run ends."
-                        ),
-                        true,
-                    );
+                        )
+                    } else {
+                        format!("{message}. The model is being loaded again.")
+                    },
+                    true,
+                );
+                let path = self.settings.model_path.clone();
+                if training {
                     self.studio.reload_after_training = path;
-                } else {
-                    self.notify(
-                        "The engine crashed and was restarted",
-                        format!("{message}. The model is being loaded again."),
-                        true,
-                    );
-                    if let Some(path) = path {
-                        self.load_model(path);
-                    }
+                } else if let Some(path) = path {
+                    self.load_model(path);
                 }
             }
+        }
+    }
+
+    /// Job `job` of `op` will not finish (refused or crashed): the running generation or the
+    /// pending estimate it was is cleared.
+    fn abandoned(&mut self, op: Operation, job: JobId) {
+        self.job_ended(job);
+        if op == Operation::EstimateTraining {
+            self.views.train.estimated(job, None);
         }
     }
 
@@ -575,10 +579,7 @@ impl KilnApp {
     /// what it would have started is undone, and the user told why.
     pub(crate) fn busy(&mut self, op: Operation, job: Option<JobId>, training: JobId) {
         if let Some(job) = job {
-            self.job_ended(job);
-            if op == Operation::EstimateTraining {
-                self.views.train.estimated(job, None);
-            }
+            self.abandoned(op, job);
         }
         if op == Operation::LoadModel {
             self.studio.model =

@@ -245,16 +245,11 @@ impl Session {
                 .merge_into(Component::TextEncoder, sd.text_encoder.clone(), dirty);
     }
 
-    /// Makes the prompt-tag entries of the stack exactly `wanted` (file, weight), in order;
-    /// a tag naming a LoRA the front end stacked (same file stem) is that entry — its weight
-    /// and switch decide, so a recipe's LoRA is never applied twice. Every new file is opened
-    /// before the stack changes: a tag that cannot be loaded leaves the stack as it was.
+    /// Makes the prompt-tag entries of the stack exactly `wanted` (file, weight), in order.
+    /// Tags naming a LoRA the front end stacked are not among them: the resolver left those
+    /// to the stack entry ([`Session::stacked_lora_names`]). Every new file is opened before
+    /// the stack changes: a tag that cannot be loaded leaves the stack as it was.
     fn set_prompt_loras(&mut self, wanted: &[(PathBuf, f32)]) -> Result<()> {
-        let stacked = self.stacked_lora_names();
-        let wanted: Vec<&(PathBuf, f32)> = wanted
-            .iter()
-            .filter(|(path, _)| !stem(path).is_some_and(|s| stacked.contains(&s)))
-            .collect();
         let current: Vec<StackKey> = self
             .loras
             .entries()
@@ -265,11 +260,11 @@ impl Session {
         let in_order = current.len() == wanted.len()
             && current
                 .iter()
-                .zip(&wanted)
+                .zip(wanted)
                 .all(|(k, (p, _))| *k == StackKey::PromptTag(p.clone()));
         let mut dirty = BTreeSet::new();
         if in_order {
-            for (path, weight) in &wanted {
+            for (path, weight) in wanted {
                 dirty.extend(
                     self.loras
                         .set_weight(&StackKey::PromptTag(path.clone()), *weight),
@@ -278,7 +273,7 @@ impl Session {
         } else {
             // Open (or keep) every wanted adapter first; only then change the stack.
             let mut adapters = Vec::with_capacity(wanted.len());
-            for (path, weight) in &wanted {
+            for (path, weight) in wanted {
                 let key = StackKey::PromptTag(path.clone());
                 let adapter = match self.loras.get(&key) {
                     Some(e) => e.adapter.clone(),
@@ -491,8 +486,4 @@ impl Session {
         let adapted = first(self, &single, on_step)?;
         Ok((baseline, adapted))
     }
-}
-
-fn stem(path: &Path) -> Option<String> {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned())
 }
