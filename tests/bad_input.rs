@@ -13,8 +13,12 @@ fn open(path: &Path, config: Option<&Path>) -> Error {
     let device = kiln_engine::device::device("cpu").unwrap();
     match Checkpoint::open(path, config) {
         Err(e) => e,
-        Ok(ckpt) => kiln_engine::pipeline::StableDiffusion::from_checkpoint(ckpt, &device)
-            .expect_err("loading must fail"),
+        Ok(ckpt) => kiln_engine::pipeline::StableDiffusion::from_checkpoint(
+            ckpt,
+            &device,
+            kiln_engine::job::Precision::F32,
+        )
+        .expect_err("loading must fail"),
     }
 }
 

@@ -459,7 +459,7 @@ fn kiln_train_base_trains_a_model_that_loads_and_generates() {
     ] {
         assert!(out.join(f).is_file(), "{f}");
     }
-    let info = kiln_engine::weights::Checkpoint::open_header(&out, None)
+    let info = kiln_engine::weights::Checkpoint::open(&out, None)
         .unwrap()
         .info;
     assert_eq!(info.dtype, "F16");

@@ -471,6 +471,49 @@ fn an_engine_crash_is_reported_and_the_engine_comes_back() {
     wait(&mut h, "an image after the crash", gallery_holds(1));
 }
 
+/// A GPU that runs out of memory mid-generation is named (not "crashed") and the model comes
+/// back; one that is lost is offered the CPU instead, and pressing the offer switches the
+/// device to the CPU and loads the model there.
+#[test]
+fn a_gpu_out_of_memory_reloads_and_a_lost_gpu_offers_the_cpu() {
+    let out = tempfile::tempdir().unwrap();
+    let mut h = harness(settings(out.path()));
+    wait(&mut h, "the model", loaded);
+    h.state_mut().engine.send(Command::DeviceFault {
+        at: Operation::Generate,
+        lost: false,
+    });
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the out-of-memory report", |a| {
+        notified(a, "ran out of memory") > 0
+    });
+    wait(&mut h, "the model again", loaded);
+    h.state_mut().settings.device = kiln_engine::device::DeviceSpec::Auto;
+    h.state_mut().engine.send(Command::DeviceFault {
+        at: Operation::Generate,
+        lost: true,
+    });
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the lost-device report", |a| {
+        notified(a, "GPU stopped working") > 0
+    });
+    idle(&mut h, Duration::from_millis(300));
+    assert!(!loaded(h.state()), "no reload on the lost device by itself");
+    h.get_by_label("Continue on the CPU").click();
+    wait(&mut h, "the model on the CPU", loaded);
+    assert_eq!(
+        h.state().settings.device,
+        kiln_engine::device::DeviceSpec::Cpu
+    );
+    assert_eq!(
+        notified(h.state(), "GPU stopped working"),
+        0,
+        "the offer went"
+    );
+    h.get_by_label("Generate").click();
+    wait(&mut h, "an image on the CPU", gallery_holds(1));
+}
+
 /// A model whose load makes the engine panic is reported once and not loaded again by
 /// itself (it would crash every time); the window stays usable.
 #[test]

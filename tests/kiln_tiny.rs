@@ -32,7 +32,7 @@ fn the_shipped_model_is_found_small_and_sd1_shaped() {
         bytes < 25 << 20,
         "{bytes} bytes: the shipped model stays under 25 MB"
     );
-    let info = kiln_engine::weights::Checkpoint::open_header(&shipped(), None)
+    let info = kiln_engine::weights::Checkpoint::open(&shipped(), None)
         .unwrap()
         .info;
     assert_eq!(info.family, kiln_engine::family::ModelFamily::Sd1);

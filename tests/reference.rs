@@ -173,3 +173,94 @@ fn reference_layers() -> usize {
     let header = String::from_utf8_lossy(&text[8..8 + n]);
     header.matches("\"init.").count() / 2
 }
+
+/// A small training dataset: three distinct images (one captioned), one corrupt file.
+pub fn training_dataset(dir: &std::path::Path) {
+    for (i, rgb) in [[220u8, 30, 30], [30, 30, 220], [30, 200, 60]]
+        .iter()
+        .enumerate()
+    {
+        let (w, h) = (40, 48);
+        let pixels = (0..w * h)
+            .flat_map(|p| {
+                if (p % w) / 10 == (p / w) / 12 {
+                    [255, 255, 255]
+                } else {
+                    *rgb
+                }
+            })
+            .collect();
+        kiln_engine::image::write_png(
+            &dir.join(format!("img{i}.png")),
+            &kiln_engine::image::RgbImage {
+                width: w,
+                height: h,
+                pixels,
+            },
+            &[],
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("img0.txt"), "a red square with a white diagonal").unwrap();
+    std::fs::write(dir.join("broken.jpg"), b"\xff\xd8 not really a jpeg").unwrap();
+}
+
+/// A LoRA run of `steps` steps on tiny-a over [`training_dataset`] (32×32, batch 2, flips
+/// and random crops, a checkpoint every 3 steps), written to `out`.
+pub fn training_config(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    steps: usize,
+) -> kiln_engine::training::trainer::TrainingConfig {
+    kiln_engine::training::trainer::TrainingConfig {
+        model: fixture("tiny-a"),
+        data: data.to_owned(),
+        output: out.to_owned(),
+        name: "shapes".into(),
+        dataset: kiln_engine::training::dataset::DatasetOptions {
+            resolution: 32,
+            default_caption: "a shape".into(),
+            flip: true,
+            random_crop: true,
+            ..Default::default()
+        },
+        max_steps: Some(steps),
+        batch_size: 2,
+        learning_rate: 1e-3,
+        checkpoint_every: 3,
+        seed: 7,
+        ..Default::default()
+    }
+}
+
+/// The losses of a LoRA run ([`training_config`]) of `steps` steps on `device` at `precision` (and the precision its start
+/// reported), and the file it wrote.
+pub fn lora_losses(
+    device: kiln_engine::device::DeviceSpec,
+    precision: kiln_engine::job::PrecisionChoice,
+    steps: usize,
+    data: &std::path::Path,
+    out: &std::path::Path,
+) -> (Vec<f64>, kiln_engine::job::Precision, std::path::PathBuf) {
+    use kiln_engine::training::run::TrainingEvent;
+    let mut losses = Vec::new();
+    let mut started = None;
+    let file = kiln_engine::training::trainer::train_lora(
+        &kiln_engine::training::trainer::TrainingConfig {
+            precision,
+            device,
+            checkpoint_every: 0,
+            ..training_config(data, out, steps)
+        },
+        None,
+        &kiln_engine::job::CancelToken::new(),
+        &kiln_engine::job::PauseToken::default(),
+        &mut |e| match e {
+            TrainingEvent::Step { loss, .. } => losses.push(loss),
+            TrainingEvent::Started { precision, .. } => started = Some(precision),
+            _ => {}
+        },
+    )
+    .unwrap();
+    (losses, started.expect("a started event"), file)
+}

@@ -321,8 +321,13 @@ fn failures_are_typed_cancel_works_and_a_crash_is_recovered() {
     });
     generate(&engine, 3, ddim_spec("tiny-a"));
     match next(&engine) {
-        Event::Crashed { op, job, message } => {
-            assert_eq!((op, job), (Operation::Generate, Some(3)));
+        Event::Crashed {
+            op,
+            job,
+            message,
+            kind,
+        } => {
+            assert_eq!((op, job, kind), (Operation::Generate, Some(3), None));
             assert!(message.contains("deliberate"), "{message}");
         }
         e => panic!("{e:?}"),
@@ -335,6 +340,51 @@ fn failures_are_typed_cancel_works_and_a_crash_is_recovered() {
         "the crashed engine dropped its model"
     );
     load(&engine, "tiny-b");
+}
+
+/// A GPU that runs out of memory or is lost mid-job panics inside Burn: the engine names it
+/// (kind and a message saying what to try), drops its state as after any panic, and goes on
+/// serving — the model loads and generates again.
+#[test]
+fn a_device_out_of_memory_or_lost_is_named_and_the_engine_goes_on() {
+    let (engine, _) = engine();
+    for (job, lost) in [(21, false), (22, true)] {
+        load(&engine, "tiny-a");
+        engine.send(Command::DeviceFault {
+            at: Operation::Generate,
+            lost,
+        });
+        generate(&engine, job, ddim_spec("tiny-a"));
+        match next(&engine) {
+            Event::Crashed {
+                op,
+                job: j,
+                message,
+                kind,
+            } => {
+                assert_eq!((op, j), (Operation::Generate, Some(job)));
+                if lost {
+                    assert_eq!(kind, Some(ErrorKind::DeviceLost));
+                    assert!(
+                        message.contains("device was lost") && message.contains("--device cpu"),
+                        "{message}"
+                    );
+                } else {
+                    assert_eq!(kind, Some(ErrorKind::OutOfMemory));
+                    assert!(
+                        message.contains("ran out of memory (asked for 2048.0 MiB more)")
+                            && message.contains("smaller size"),
+                        "{message}"
+                    );
+                }
+            }
+            e => panic!("{e:?}"),
+        }
+        assert!(engine.is_alive());
+    }
+    load(&engine, "tiny-a");
+    generate(&engine, 23, ddim_spec("tiny-a"));
+    assert!(!images(&engine, 23).is_empty());
 }
 
 /// A load that panics every time (fault injection: a panic at the start of every LoadModel,

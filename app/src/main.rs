@@ -16,6 +16,12 @@ fn main() -> ExitCode {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
+        // A GPU that ran out of memory or was lost panics inside Burn: say what happened
+        // and what to try, as for any other named error.
+        if let Some(named) = kiln_engine::device::classify_failure(&msg, "GPU", false) {
+            eprintln!("kiln: {named}");
+            return;
+        }
         let at = info
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
@@ -36,6 +42,16 @@ fn main() -> ExitCode {
             eprintln!("kiln: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE
         }
-        Err(_) => ExitCode::from(101),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            match kiln_engine::device::classify_failure(&msg, "GPU", false) {
+                Some(_) => ExitCode::FAILURE,
+                None => ExitCode::from(101),
+            }
+        }
     }
 }

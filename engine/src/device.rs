@@ -137,7 +137,15 @@ impl DeviceSpec {
                 break;
             }
             match spec.device().and_then(|d| probe(&spec, &d).map(|()| d)) {
-                Ok(device) => return Ok(opened(spec, device, None)),
+                // A software rasteriser (Mesa's lavapipe or llvmpipe) runs tens of times
+                // slower than the CPU backend: `auto` passes it by (`--device vulkan` still
+                // takes it, as CI's tests do).
+                Ok(device) => match software_adapter(&device) {
+                    Some(name) => failed.push(format!(
+                        "{spec}: only a software adapter ({name}), slower than the CPU backend"
+                    )),
+                    None => return Ok(opened(spec, device, None)),
+                },
                 Err(e) => failed.push(e.to_string()),
             }
         }
@@ -190,6 +198,44 @@ pub struct OpenedDevice {
     pub notice: Option<String>,
 }
 
+/// The adapter's name when `device` is a GPU backend running on no card (a software
+/// rasteriser); `None` for real GPUs and the CPU backends.
+fn software_adapter(device: &Device) -> Option<String> {
+    if is_cpu(device) {
+        return None;
+    }
+    #[cfg(any(
+        feature = "wgpu",
+        feature = "vulkan",
+        feature = "metal",
+        feature = "cuda"
+    ))]
+    {
+        let id = device.identity()?;
+        id.physical.is_none().then_some(id.name)
+    }
+    #[cfg(not(any(
+        feature = "wgpu",
+        feature = "vulkan",
+        feature = "metal",
+        feature = "cuda"
+    )))]
+    None
+}
+
+/// A short name of `device`'s backend for messages: `cpu`, `cuda`, `metal`, `vulkan` or
+/// `wgpu`.
+pub fn backend_name(device: &Device) -> &'static str {
+    if is_cpu(device) {
+        return "cpu";
+    }
+    let debug = format!("{device:?}").to_ascii_lowercase();
+    ["cuda", "metal", "vulkan"]
+        .into_iter()
+        .find(|n| debug.contains(n))
+        .unwrap_or("wgpu")
+}
+
 /// Runs a tiny computation on `device` (GPU backends create their adapter lazily and panic
 /// when there is none): [`Error::DeviceNotPresent`] when it fails.
 fn probe(spec: &DeviceSpec, device: &Device) -> Result<()> {
@@ -221,6 +267,90 @@ fn probe(spec: &DeviceSpec, device: &Device) -> Result<()> {
                 .unwrap_or_else(|| "it could not be initialised".into()),
             available: available().join(", "),
         }),
+    }
+}
+
+/// Reads what a GPU backend said when a job failed — a panic payload or a read-back error —
+/// and names it: [`Error::OutOfMemory`] (with the allocation's size when the backend gave
+/// it) or [`Error::DeviceLost`]; `None` for anything else. `device` names the device in the
+/// message; `half` says whether the job already ran in half precision.
+pub fn classify_failure(text: &str, device: &str, half: bool) -> Option<Error> {
+    let lower = text.to_ascii_lowercase();
+    const OOM: [&str; 6] = [
+        "out of device memory",
+        "out of memory",
+        "outofmemory",
+        "can't allocate buffer",
+        "cuda allocation error",
+        "no staging buffer could be allocated",
+    ];
+    if lower.contains("device is poisoned")
+        || lower.contains("device was lost")
+        || lower.contains("device lost")
+    {
+        return Some(Error::DeviceLost {
+            device: device.to_owned(),
+            detail: text.lines().last().unwrap_or(text).trim().to_owned(),
+        });
+    }
+    if OOM.iter().any(|p| lower.contains(p)) {
+        // CubeCL: "out of device memory allocating {size} bytes"; "can't allocate buffer of
+        // size: {size}".
+        let asked = ["allocating ", "size: "].iter().find_map(|marker| {
+            let at = lower.find(marker)? + marker.len();
+            let digits: String = lower[at..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u64>().ok()
+        });
+        return Some(Error::OutOfMemory {
+            device: device.to_owned(),
+            asked,
+            half,
+        });
+    }
+    None
+}
+
+/// Waits for the work queued on `device`: GPU backends run asynchronously, so a step's time
+/// (and a progress bar) means something only after it. A device fault (a lost GPU) is
+/// [`Error::DeviceLost`]; on the CPU backends this does nothing.
+pub fn sync(device: &Device) -> Result<()> {
+    if is_cpu(device) {
+        return Ok(());
+    }
+    device.sync().map_err(|e| {
+        let text = e.to_string();
+        let name = backend_name(device);
+        classify_failure(&text, name, false).unwrap_or(Error::DeviceLost {
+            device: name.to_owned(),
+            detail: text,
+        })
+    })
+}
+
+/// The device's memory in use now and the most it has reserved (bytes), for the log; `None`
+/// on the CPU backends, which do not keep a pool.
+pub fn memory_in_use(device: &Device) -> Option<(u64, u64)> {
+    let usage = device.memory_pool_usage()?;
+    let peak: u64 = device
+        .memory_pool_report()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.pages_peak as u64 * p.page_size)
+        .sum();
+    Some((usage.bytes_in_use, peak.max(usage.bytes_reserved)))
+}
+
+/// Logs the device's memory (in use now, most reserved) after `what`; nothing on the CPU.
+pub fn log_memory(device: &Device, what: &str) {
+    if let Some((in_use, peak)) = memory_in_use(device) {
+        tracing::info!(
+            in_use_mib = in_use / (1 << 20),
+            peak_reserved_mib = peak / (1 << 20),
+            "device memory after {what}"
+        );
     }
 }
 
@@ -302,6 +432,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn gpu_failures_are_named_from_what_the_backend_said() {
+        // CubeCL's texts (cubecl-runtime server errors, wgpu's uncaptured error, CUDA).
+        let oom = classify_failure(
+            "Error while reading data: An IO error happened\nCaused by:\n  out of device memory allocating 3221225472 bytes",
+            "vulkan",
+            false,
+        );
+        match oom {
+            Some(
+                ref e @ Error::OutOfMemory {
+                    asked: Some(3221225472),
+                    half: false,
+                    ..
+                },
+            ) => {
+                let m = e.to_string();
+                assert!(
+                    m.contains("vulkan device ran out of memory (asked for 3072.0 MiB more)"),
+                    "{m}"
+                );
+                assert!(m.contains("f16 precision"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = classify_failure("wgpu error: Out of Memory", "wgpu", true).expect("oom");
+        assert!(matches!(
+            e,
+            Error::OutOfMemory {
+                asked: None,
+                half: true,
+                ..
+            }
+        ));
+        assert!(!e.to_string().contains("f16"), "already half: {e}");
+        assert!(matches!(
+            classify_failure("can't allocate buffer of size: 123", "cuda", true),
+            Some(Error::OutOfMemory {
+                asked: Some(123),
+                ..
+            })
+        ));
+        let lost = classify_failure(
+            "The device is poisoned\nCaused by:\n  Lost: driver reset",
+            "vulkan",
+            true,
+        )
+        .expect("lost");
+        assert!(
+            matches!(lost, Error::DeviceLost { ref detail, .. } if detail == "Lost: driver reset")
+        );
+        assert_eq!(lost.kind(), crate::error::ErrorKind::DeviceLost);
+        assert!(classify_failure("index out of bounds: the len is 3", "cpu", false).is_none());
     }
 
     #[test]

@@ -146,6 +146,32 @@ pub enum Error {
         /// The backends this build has.
         available: String,
     },
+    /// The device ran out of memory during a job. The engine stays usable: what the job
+    /// allocated is freed.
+    #[error(
+        "the {device} device ran out of memory{}: try a smaller size, batch 1{}, or another device",
+        match asked { Some(b) => format!(" (asked for {:.1} MiB more)", *b as f64 / (1024.0 * 1024.0)), None => String::new() },
+        if *half { "" } else { ", f16 precision" }
+    )]
+    OutOfMemory {
+        /// The device (`vulkan`, `cuda:0`, …).
+        device: String,
+        /// The allocation that failed, in bytes, when the backend said.
+        asked: Option<u64>,
+        /// Whether the job already ran in half precision (else f16 is suggested).
+        half: bool,
+    },
+    /// The device stopped working (driver reset, GPU removed): nothing more runs on it until
+    /// the engine opens it again; the CPU still works.
+    #[error(
+        "the {device} device was lost ({detail}); restart on the CPU (`--device cpu`) or restart Kiln"
+    )]
+    DeviceLost {
+        /// The device.
+        device: String,
+        /// What the backend said.
+        detail: String,
+    },
     /// The tokenizer could not be loaded or failed.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -296,6 +322,10 @@ pub enum ErrorKind {
     NoModel,
     /// A file the request names is missing or changed.
     NotFound,
+    /// The device ran out of memory.
+    OutOfMemory,
+    /// The device was lost (driver reset); the CPU still works.
+    DeviceLost,
 }
 
 impl Error {
@@ -329,6 +359,8 @@ impl Error {
             Error::Cancelled => ErrorKind::Cancelled,
             Error::NonFinite(_) | Error::TrainingDiverged { .. } => ErrorKind::NonFinite,
             Error::NoModel => ErrorKind::NoModel,
+            Error::OutOfMemory { .. } => ErrorKind::OutOfMemory,
+            Error::DeviceLost { .. } => ErrorKind::DeviceLost,
             Error::LoraTagNotFound { .. } | Error::InitImageChanged { .. } => ErrorKind::NotFound,
         }
     }

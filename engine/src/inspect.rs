@@ -64,7 +64,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         if path.join("adapter_config.json").is_file() {
             return lora_report(path);
         }
-        return match Checkpoint::open_header(path, None) {
+        return match Checkpoint::open(path, None) {
             Ok(c) => Ok(Inspection::Checkpoint(Box::new(c.info))),
             Err(Error::UnsupportedFamily { family, .. }) => {
                 Ok(Inspection::UnsupportedCheckpoint { family })
@@ -87,11 +87,11 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             Err(e) => Err(e),
         };
     }
-    let file = SafeTensors::open_header(path)?;
+    let file = SafeTensors::open_lazy(path)?;
     let keys: Vec<&String> = file.tensors().keys().collect();
     match single_file::family(&file) {
         Some(ModelFamily::Sd1) => {
-            let c = Checkpoint::open_header(path, None)?;
+            let c = Checkpoint::open(path, None)?;
             return Ok(Inspection::Checkpoint(Box::new(c.info)));
         }
         Some(f) => {

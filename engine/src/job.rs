@@ -43,8 +43,9 @@ impl PauseToken {
     }
 }
 
-/// Numeric precision of the UNet and the text encoder. The VAE always runs in f32 (its
-/// decoder overflows f16 on SD 1.x), as do the scheduler math and prompt weighting.
+/// Numeric precision of the UNet and the text encoder (the frozen base, when training an
+/// adapter). The VAE always runs in f32 (its decoder overflows f16 on SD 1.x), as do the
+/// scheduler math, prompt weighting, and the tensors a training run learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -54,6 +55,9 @@ pub enum Precision {
     /// 16-bit weights and activations in the UNet and text encoder (half the memory and,
     /// on GPUs, about twice the speed).
     F16,
+    /// bfloat16: f32's range with 8 bits of mantissa (no overflow where f16 has one), on
+    /// devices that compute in it (CUDA, the CPU backend; not wgpu).
+    Bf16,
 }
 
 impl Precision {
@@ -71,20 +75,40 @@ impl Precision {
         match self {
             Precision::F32 => FloatDType::F32,
             Precision::F16 => FloatDType::F16,
+            Precision::Bf16 => FloatDType::BF16,
         }
     }
 
-    /// `f32` or `f16`, as the CLI and the recipe write it.
+    /// `f32`, `f16` or `bf16`, as the CLI and the recipe write it.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
             Precision::F16 => "f16",
+            Precision::Bf16 => "bf16",
         }
+    }
+
+    /// Whether `device` computes in this precision (every backend does f32; wgpu has no
+    /// bf16 arithmetic); [`crate::error::Error::InvalidRequest`] naming what to use if not.
+    pub fn check_on(self, device: &Device) -> crate::error::Result<Self> {
+        if self == Precision::F32 || device.supports_dtype(self.dtype()) {
+            return Ok(self);
+        }
+        Err(crate::error::Error::InvalidRequest(format!(
+            "the {} device cannot compute in {}; use --precision f32{}",
+            crate::device::backend_name(device),
+            self.name(),
+            if device.supports_dtype(FloatDType::F16) {
+                " or f16"
+            } else {
+                ""
+            }
+        )))
     }
 }
 
 /// The precision a user asks for: `auto` (the device decides, [`Precision::default_for`]),
-/// `f32` or `f16`.
+/// `f32`, `f16` or `bf16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PrecisionChoice {
@@ -95,24 +119,40 @@ pub enum PrecisionChoice {
     F32,
     /// Always f16.
     F16,
+    /// Always bf16.
+    Bf16,
 }
 
 impl PrecisionChoice {
-    /// The precision this choice means on `device`.
+    /// The precision this choice means on `device` for generation.
     pub fn on(self, device: &Device) -> Precision {
         match self {
             PrecisionChoice::Auto => Precision::default_for(device),
             PrecisionChoice::F32 => Precision::F32,
             PrecisionChoice::F16 => Precision::F16,
+            PrecisionChoice::Bf16 => Precision::Bf16,
         }
     }
 
-    /// `auto`, `f32` or `f16`.
+    /// The precision of a training run's frozen base on `device`: `auto` is f32 on the CPU
+    /// and, on a GPU, bf16 where the device computes in it (f16's narrow range can overflow
+    /// in a backward pass), else f16. A precision the device lacks is an error.
+    pub fn for_training(self, device: &Device) -> crate::error::Result<Precision> {
+        match self {
+            PrecisionChoice::Auto if crate::device::is_cpu(device) => Ok(Precision::F32),
+            PrecisionChoice::Auto if device.supports_dtype(FloatDType::BF16) => Ok(Precision::Bf16),
+            PrecisionChoice::Auto => Ok(Precision::F16),
+            other => other.on(device).check_on(device),
+        }
+    }
+
+    /// `auto`, `f32`, `f16` or `bf16`.
     pub fn name(self) -> &'static str {
         match self {
             PrecisionChoice::Auto => "auto",
             PrecisionChoice::F32 => "f32",
             PrecisionChoice::F16 => "f16",
+            PrecisionChoice::Bf16 => "bf16",
         }
     }
 }
@@ -122,6 +162,7 @@ impl From<Precision> for PrecisionChoice {
         match p {
             Precision::F32 => PrecisionChoice::F32,
             Precision::F16 => PrecisionChoice::F16,
+            Precision::Bf16 => PrecisionChoice::Bf16,
         }
     }
 }
@@ -134,8 +175,9 @@ impl std::str::FromStr for PrecisionChoice {
             "auto" => Ok(PrecisionChoice::Auto),
             "f32" => Ok(PrecisionChoice::F32),
             "f16" => Ok(PrecisionChoice::F16),
+            "bf16" => Ok(PrecisionChoice::Bf16),
             other => Err(crate::error::Error::InvalidRequest(format!(
-                "unknown precision '{other}' (available: auto, f32, f16)"
+                "unknown precision '{other}' (available: auto, f32, f16, bf16)"
             ))),
         }
     }

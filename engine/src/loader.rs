@@ -6,10 +6,15 @@
 //! through its key remap table) or, for a model built from a config alone, initialises it
 //! randomly. It records every missing, mis-shaped and unused tensor, and [`Loader::finish`]
 //! turns them into one error that names them all, so a wrong file never half-loads.
+//!
+//! A loader creates its tensors in one float type ([`Loader::with_dtype`]): a half-precision
+//! model is read from an f16 file straight into f16 tensors, one tensor at a time, with no f32
+//! copy of the model on the way.
 
 use std::collections::BTreeSet;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor, TensorData};
+use half::{bf16, f16};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -22,6 +27,12 @@ pub trait TensorSource {
     fn shape(&self, key: &str) -> Option<Vec<usize>>;
     /// Reads the tensor named `key` as f32.
     fn read(&self, key: &str) -> Result<Vec<f32>>;
+    /// Reads the tensor named `key` as `dtype` (F32, F16 or BF16), in its stored shape.
+    /// Sources that store half-precision values override this to skip the f32 copy.
+    fn read_data(&self, key: &str, dtype: DType) -> Result<TensorData> {
+        let shape = self.shape(key).unwrap_or_default();
+        Ok(TensorData::new(self.read(key)?, shape).convert_dtype(dtype))
+    }
     /// Every tensor name this source offers (diffusers names).
     fn keys(&self) -> Vec<String>;
 }
@@ -52,6 +63,8 @@ pub struct Loader<'a> {
     /// Replaces the standard deviation of [`Init::Normal`] when drawing at random.
     embedding_std: Option<f32>,
     device: Device,
+    /// The float type every tensor is created in.
+    dtype: DType,
     used: BTreeSet<String>,
     missing: Vec<String>,
     mismatched: Vec<ShapeMismatch>,
@@ -77,6 +90,7 @@ impl<'a> Loader<'a> {
             fill,
             embedding_std: None,
             device: device.clone(),
+            dtype: DType::F32,
             used: BTreeSet::new(),
             missing: Vec::new(),
             mismatched: Vec::new(),
@@ -89,6 +103,13 @@ impl<'a> Loader<'a> {
     /// other parameter is as it would be without this. No effect when reading from a source.
     pub fn with_embedding_std(mut self, std: f32) -> Self {
         self.embedding_std = Some(std);
+        self
+    }
+
+    /// Creates every tensor as `dtype` (F32 by default; F16 or BF16 for a half-precision
+    /// model). Values stored in that type are used as they are; others are rounded to it.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
         self
     }
 
@@ -106,15 +127,22 @@ impl<'a> Loader<'a> {
         shape: [usize; D],
         init: Init,
     ) -> Tensor<D> {
-        let values = match &mut self.fill {
-            Fill::Random(rng) => Some(random_values(
-                rng,
-                &shape,
-                match (init, self.embedding_std) {
-                    (Init::Normal(_), Some(std)) => Init::Normal(std),
-                    _ => init,
-                },
-            )),
+        let dtype = self.dtype;
+        let data = match &mut self.fill {
+            Fill::Random(rng) => Some(
+                TensorData::new(
+                    random_values(
+                        rng,
+                        &shape,
+                        match (init, self.embedding_std) {
+                            (Init::Normal(_), Some(std)) => Init::Normal(std),
+                            _ => init,
+                        },
+                    ),
+                    shape,
+                )
+                .convert_dtype(dtype),
+            ),
             Fill::Source(source) => match source.shape(key) {
                 None => {
                     self.missing.push(key.to_owned());
@@ -144,11 +172,12 @@ impl<'a> Loader<'a> {
                         });
                         None
                     } else {
-                        match source.read(key) {
-                            Ok(v) => Some(match init {
-                                Init::FanInLinear => transpose(&v, shape[1], shape[0]),
-                                _ => v,
-                            }),
+                        let read = source.read_data(key, dtype).and_then(|d| match init {
+                            Init::FanInLinear => transpose(d, shape[1], shape[0]),
+                            _ => reshape(d, &shape),
+                        });
+                        match read {
+                            Ok(d) => Some(d),
                             Err(e) => {
                                 self.errors.push(e);
                                 None
@@ -158,9 +187,8 @@ impl<'a> Loader<'a> {
                 }
             },
         };
-        let numel: usize = shape.iter().product();
-        let values = values.unwrap_or_else(|| vec![0.0; numel]);
-        Tensor::from_data(TensorData::new(values, shape), &self.device)
+        let data = data.unwrap_or_else(|| TensorData::zeros::<f32, _>(shape).convert_dtype(dtype));
+        Tensor::from_data(data, (&self.device, dtype))
     }
 
     /// Ends loading: an error naming every missing, mis-shaped or unused tensor, if any.
@@ -198,14 +226,44 @@ impl<'a> Loader<'a> {
     }
 }
 
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0.0; v.len()];
-    for r in 0..rows {
+/// `data` (`rows × cols`, any float type) transposed to `[cols, rows]`.
+fn transpose(data: TensorData, rows: usize, cols: usize) -> Result<TensorData> {
+    fn t<E: burn::tensor::Element>(v: &[E], rows: usize, cols: usize) -> Vec<E> {
+        let mut out = Vec::with_capacity(v.len());
         for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
+            out.extend((0..rows).map(|r| v[r * cols + c]));
         }
+        out
     }
-    out
+    let bad = |e: burn::tensor::DataError| Error::InvalidRequest(format!("tensor data: {e:?}"));
+    Ok(match data.dtype() {
+        DType::F16 => TensorData::new(
+            t(data.as_slice::<f16>().map_err(bad)?, rows, cols),
+            [cols, rows],
+        ),
+        DType::BF16 => TensorData::new(
+            t(data.as_slice::<bf16>().map_err(bad)?, rows, cols),
+            [cols, rows],
+        ),
+        _ => TensorData::new(
+            t(
+                &data
+                    .convert_dtype(DType::F32)
+                    .try_to_vec::<f32>()
+                    .map_err(bad)?,
+                rows,
+                cols,
+            ),
+            [cols, rows],
+        ),
+    })
+}
+
+/// `data` with the loader's `shape` (a squeezed 1×1 conv has the stored values in another
+/// shape).
+fn reshape(data: TensorData, shape: &[usize]) -> Result<TensorData> {
+    let (bytes, _, dtype) = data.into_parts();
+    Ok(TensorData::from_bytes(bytes, shape.to_vec(), dtype))
 }
 
 fn random_values(rng: &mut ChaCha8Rng, shape: &[usize], init: Init) -> Vec<f32> {
@@ -272,7 +330,7 @@ mod tests {
     }
 
     fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().unwrap()
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
     }
 
     #[test]
@@ -286,6 +344,46 @@ mod tests {
         let a: Tensor<2> = ld.tensor("attn.weight", [2, 2], Init::FanIn);
         assert_eq!(values(a), [0.0, 1.0, 2.0, 3.0]);
         ld.finish("test").unwrap();
+    }
+
+    #[test]
+    fn a_half_precision_loader_makes_half_tensors_with_the_rounded_values() {
+        let device = Device::flex();
+        let source = Memory::new(&[("proj.weight", &[3, 2]), ("norm.weight", &[4])]);
+        for dtype in [DType::F16, DType::BF16] {
+            let mut ld = Loader::from_source(&source, &device).with_dtype(dtype);
+            let w: Tensor<2> = ld.tensor("proj.weight", [2, 3], Init::FanInLinear);
+            let n: Tensor<1> = ld.tensor("norm.weight", [4], Init::Ones);
+            let missing: Tensor<1> = ld.tensor("absent", [2], Init::Zeros);
+            assert_eq!(
+                (w.dtype(), n.dtype(), missing.dtype()),
+                (dtype, dtype, dtype)
+            );
+            assert_eq!(values(w), [0.0, 2.0, 4.0, 1.0, 3.0, 5.0], "{dtype:?}");
+            assert_eq!(values(n), [0.0, 1.0, 2.0, 3.0]);
+            assert!(
+                ld.finish("test").is_err(),
+                "the missing tensor is still named"
+            );
+        }
+        // Values f16 cannot hold exactly are rounded as a cast would round them.
+        let mut exact = Memory::new(&[("x", &[2])]);
+        exact.0.insert("x".into(), (vec![2], vec![0.1, 70000.0]));
+        let mut ld = Loader::from_source(&exact, &device).with_dtype(DType::F16);
+        let x: Tensor<1> = ld.tensor("x", [2], Init::FanIn);
+        let cast = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, 70000.0], [2]), &device)
+            .cast(burn::tensor::FloatDType::F16);
+        assert_eq!(values(x), values(cast));
+        // A random model drawn in f16 is the f32 draw, rounded.
+        let draw = |dtype| {
+            let mut ld = Loader::random(3, &device).with_dtype(dtype);
+            let t: Tensor<2> = ld.tensor("w", [8, 4], Init::FanInLinear);
+            t
+        };
+        assert_eq!(
+            values(draw(DType::F16)),
+            values(draw(DType::F32).cast(burn::tensor::FloatDType::F16))
+        );
     }
 
     #[test]

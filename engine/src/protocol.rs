@@ -204,6 +204,16 @@ pub enum Command {
         /// How many of its commands panic.
         times: usize,
     },
+    /// Tests only (feature `fault-injection`): the next command of operation `at` panics as
+    /// a GPU backend does when the device runs out of memory (`lost: false`, CubeCL's "out of
+    /// device memory allocating … bytes") or is lost (`lost: true`, "The device is poisoned").
+    #[cfg(feature = "fault-injection")]
+    DeviceFault {
+        /// The operation to fail in.
+        at: Operation,
+        /// A lost device rather than an exhausted one.
+        lost: bool,
+    },
     /// Stop the engine thread (a running training run is cancelled first).
     Shutdown,
 }
@@ -386,7 +396,10 @@ pub enum Event {
         op: Operation,
         /// The job, if the command had one.
         job: Option<JobId>,
-        /// The panic message.
+        /// The panic message; for a device's failure, the named error's message.
         message: String,
+        /// [`ErrorKind::OutOfMemory`] or [`ErrorKind::DeviceLost`] when the panic was the
+        /// device's (see [`crate::device::classify_failure`]); `None` for a bug.
+        kind: Option<ErrorKind>,
     },
 }

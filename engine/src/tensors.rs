@@ -5,9 +5,22 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::{Error, Result};
 use crate::job::LatentsData;
 
-/// A tensor's values on the host, as f32.
+/// A tensor's values on the host, as f32 (converted from a half-precision tensor). A GPU that
+/// failed while computing it says so here: [`Error::OutOfMemory`] or [`Error::DeviceLost`]
+/// (see [`crate::device::classify_failure`]).
 pub fn host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
+    let device = t.device();
+    let half = t.dtype() != burn::tensor::DType::F32;
+    let data = t.try_into_data().map_err(|e| {
+        let text = e.to_string();
+        let name = crate::device::backend_name(&device);
+        if let Some(named) = crate::device::classify_failure(&text, name, half) {
+            device.memory_cleanup();
+            return named;
+        }
+        Error::InvalidRequest(format!("the device failed computing a tensor: {text}"))
+    })?;
+    data.convert::<f32>()
         .try_into_vec::<f32>()
         .map_err(|e| Error::InvalidRequest(format!("reading a tensor: {e:?}")))
 }

@@ -130,9 +130,9 @@ struct Worker {
     events: Events,
     cache_dir: Option<PathBuf>,
     training: Option<TrainingRun>,
-    /// Armed faults: (operation, panics left).
+    /// Armed faults: (operation, panics left, panic message).
     #[cfg(feature = "fault-injection")]
-    faults: Vec<(Operation, usize)>,
+    faults: Vec<(Operation, usize, String)>,
 }
 
 /// The panic payload as text.
@@ -162,7 +162,7 @@ impl Command {
             Command::StartTraining { .. } => Operation::Train,
             Command::EstimateTraining { .. } => Operation::EstimateTraining,
             #[cfg(feature = "fault-injection")]
-            Command::Crash { .. } => return None,
+            Command::Crash { .. } | Command::DeviceFault { .. } => return None,
             Command::Shutdown => return None,
         })
     }
@@ -208,10 +208,27 @@ impl Worker {
             let (op, job) = (command.operation(), command.job());
             if let Err(panic) = catch_unwind(AssertUnwindSafe(|| self.handle(command))) {
                 let message = panic_message(panic.as_ref());
+                // A GPU that ran out of memory or was lost panics inside Burn; the message
+                // then names that, and the dropped state frees the device's memory.
+                let device = self.session.as_ref().map(|s| s.device().to_string());
+                let half = self
+                    .session
+                    .as_ref()
+                    .is_some_and(|s| s.precision() != crate::job::Precision::F32);
+                let named = crate::device::classify_failure(
+                    &message,
+                    device.as_deref().unwrap_or("compute"),
+                    half,
+                );
                 tracing::error!(%message, "engine panicked; starting fresh");
                 self.session = None;
                 if let Some(op) = op {
-                    self.events.send(Event::Crashed { op, job, message });
+                    self.events.send(Event::Crashed {
+                        op,
+                        job,
+                        kind: named.as_ref().map(Error::kind),
+                        message: named.map_or(message, |e| e.to_string()),
+                    });
                 }
             }
         }
@@ -241,13 +258,11 @@ impl Worker {
     #[cfg(feature = "fault-injection")]
     fn inject_faults(&mut self, op: Option<Operation>) {
         if let Some(op) = op
-            && let Some((_, left)) = self.faults.iter_mut().find(|(o, n)| *o == op && *n > 0)
+            && let Some((_, left, message)) =
+                self.faults.iter_mut().find(|(o, n, _)| *o == op && *n > 0)
         {
             *left -= 1;
-            panic!(
-                "deliberate engine crash (fault injection) while {}",
-                op.describe()
-            );
+            panic!("{message}");
         }
     }
 
@@ -498,7 +513,24 @@ impl Worker {
                 }
             }
             #[cfg(feature = "fault-injection")]
-            Command::Crash { at, times } => self.faults.push((at, times)),
+            Command::Crash { at, times } => self.faults.push((
+                at,
+                times,
+                format!(
+                    "deliberate engine crash (fault injection) while {}",
+                    at.describe()
+                ),
+            )),
+            #[cfg(feature = "fault-injection")]
+            Command::DeviceFault { at, lost } => self.faults.push((
+                at,
+                1,
+                if lost {
+                    "Error while reading data: The device is poisoned\nCaused by:\n  Lost: the driver was reset (fault injection)".into()
+                } else {
+                    "Error while reading data: An IO error happened\nCaused by:\n  out of device memory allocating 2147483648 bytes (fault injection)".into()
+                },
+            )),
             Command::Shutdown => {}
         }
     }
@@ -564,10 +596,20 @@ fn train_on_this_thread(
         Err(panic) => {
             let message = panic_message(panic.as_ref());
             tracing::error!(%message, "a training run panicked");
-            Event::Crashed {
-                op: Operation::Train,
-                job: Some(job),
-                message,
+            // The run owns its model: a device that ran out of memory or was lost ends only
+            // the run, as a named failure.
+            match crate::device::classify_failure(
+                &message,
+                &config.device.to_string(),
+                config.precision != crate::job::PrecisionChoice::F32,
+            ) {
+                Some(named) => Event::Failed(Failure::new(Operation::Train, named).for_job(job)),
+                None => Event::Crashed {
+                    op: Operation::Train,
+                    job: Some(job),
+                    message,
+                    kind: None,
+                },
             }
         }
     };

@@ -102,12 +102,17 @@ pub struct GenerateArgs {
     /// Compute device: auto, cpu, cuda[:N], metal, vulkan or wgpu (what this build has).
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
-    /// UNet/text-encoder precision: auto (f16 on GPUs, f32 on the CPU), f32 or f16 [default: auto, or the recipe's].
+    /// UNet/text-encoder precision: auto (f16 on GPUs, f32 on the CPU), f32, f16 or bf16 [default: auto, or the recipe's].
     #[arg(long)]
     precision: Option<PrecisionChoice>,
     /// Output PNG; with several images, a-0.png, a-1.png, …
     #[arg(long)]
     out: PathBuf,
+    /// Print one JSON object on stdout instead of the paths: the images, seeds, device and
+    /// precision, seconds to load and to generate, UNet calls per second, the device's peak
+    /// memory (GPU backends) and the process's peak resident memory (Linux).
+    #[arg(long)]
+    json: bool,
 }
 
 impl GenerateArgs {
@@ -232,13 +237,13 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         },
     };
     let job = resolve(&spec, base.as_ref(), &[], || {
-        Ok(
-            Checkpoint::open_header(&model.path, model.config.as_deref())?
-                .info
-                .native_size(),
-        )
+        Ok(Checkpoint::open(&model.path, model.config.as_deref())?
+            .info
+            .native_size())
     })?;
+    let loading = Instant::now();
     let mut session = Session::load(&model, crate::paths::cache_dir().as_deref())?;
+    let load_seconds = loading.elapsed().as_secs_f64();
     for (k, l) in job.loras.iter().enumerate() {
         let adapter = session.open_lora(&l.path)?;
         session.add_lora(AdapterId(k as u64), adapter, l.weight, true);
@@ -248,12 +253,19 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     }
     let progress = Progress::new();
     let mut generated: Vec<Generated> = Vec::new();
+    let running = Instant::now();
+    // When each UNet call ended (the engine waits for a GPU's queued work before reporting).
+    let mut calls: Vec<f64> = Vec::new();
     session.run(
         &job,
         &CancelToken::new(),
-        &mut |p| progress.step(&p),
+        &mut |p| {
+            calls.push(running.elapsed().as_secs_f64());
+            progress.step(&p)
+        },
         &mut |g| generated.push(g),
     )?;
+    let generate_seconds = running.elapsed().as_secs_f64();
     progress.finish();
     if let (Some(path), Some(g)) = (&args.save_latents, generated.last()) {
         let l = &g.latents;
@@ -271,9 +283,39 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
         eprintln!("seed: {}", job.request.seed);
     }
     let images: Vec<_> = generated.into_iter().flat_map(|g| g.images).collect();
-    for (path, g) in output_paths(&args.out, images.len()).iter().zip(&images) {
+    let paths = output_paths(&args.out, images.len());
+    for (path, g) in paths.iter().zip(&images) {
         write_png_with_recipe(path, &g.image, &g.recipe)?;
-        println!("{}", path.display());
+        if !args.json {
+            println!("{}", path.display());
+        }
+    }
+    if args.json {
+        // Calls per second over the calls after the first (the first includes the text
+        // encoder and a GPU's kernel compilation), as A1111's it/s.
+        let rate = match (calls.first(), calls.last()) {
+            (Some(first), Some(last)) if calls.len() > 1 && last > first => {
+                (calls.len() - 1) as f64 / (last - first)
+            }
+            _ => calls.len() as f64 / generate_seconds.max(1e-9),
+        };
+        let device = session.model().device();
+        let summary = serde_json::json!({
+            "images": paths,
+            "seeds": images.iter().map(|g| g.recipe.seed).collect::<Vec<_>>(),
+            "device": session.device(),
+            "precision": session.precision().name(),
+            "width": job.request.width,
+            "height": job.request.height,
+            "steps": job.request.steps,
+            "load_seconds": load_seconds,
+            "generate_seconds": generate_seconds,
+            "unet_calls": calls.len(),
+            "unet_calls_per_second": rate,
+            "device_memory_peak_bytes": kiln_engine::device::memory_in_use(device).map(|m| m.1),
+            "peak_rss_bytes": super::peak_rss_bytes(),
+        });
+        println!("{summary}");
     }
     Ok(())
 }

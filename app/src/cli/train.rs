@@ -1,12 +1,12 @@
 //! `kiln train lora|ti`: train a LoRA or an embedding from a folder of images (and `.txt`
-//! captions) on the CPU, reporting the dataset, the plan and every step (as text, or as JSON
+//! captions) on the device asked for, reporting the dataset, the plan and every step (as text, or as JSON
 //! lines with `--json`: [`super::training_events`]); checkpoints and `--resume`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use kiln_engine::device::DeviceSpec;
-use kiln_engine::job::{CancelToken, PauseToken};
+use kiln_engine::job::{CancelToken, PauseToken, PrecisionChoice};
 use kiln_engine::training::lora::LoraConfig;
 use kiln_engine::training::lr_schedule::LrSchedule;
 use kiln_engine::training::trainer::{
@@ -145,6 +145,10 @@ pub struct CommonArgs {
     /// checkpoint resumes on any device).
     #[arg(long, default_value = "auto")]
     device: DeviceSpec,
+    /// Precision of the frozen model: auto (f32 on the CPU; bf16 on a GPU that computes in
+    /// it, else f16), f32, f16 or bf16. What trains is always f32.
+    #[arg(long, default_value = "auto")]
+    precision: PrecisionChoice,
     /// Continue from a checkpoint (a file, or "latest" for the newest in OUT/checkpoints).
     #[arg(long)]
     resume: Option<String>,
@@ -227,6 +231,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         seed: a.seed,
         checkpoint_every: a.checkpoint_every,
         device: a.device.clone(),
+        precision: a.precision,
         ..TrainingConfig::default()
     };
     let resume = match a.resume.as_deref() {

@@ -49,6 +49,7 @@ impl Report {
                 plan,
                 from_step,
                 device,
+                precision,
             } => {
                 if self == Report::Text {
                     eprintln!("data: {}", report.summary());
@@ -61,11 +62,12 @@ impl Report {
                 self.emit(
                     json!({"event": "started", "report": report, "plan": plan,
                            "plan_text": plan.describe(), "from_step": from_step,
-                           "device": device}),
+                           "device": device, "precision": precision}),
                     || {
                         format!(
-                            "plan: {} on {device}{}",
+                            "plan: {} on {device} ({}){}",
                             plan.describe(),
+                            precision.name(),
                             if *from_step > 0 {
                                 format!(" (resuming at step {from_step})")
                             } else {

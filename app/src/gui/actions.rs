@@ -61,6 +61,9 @@ pub enum Action {
     StartTraining(Option<PathBuf>),
     /// Measure the training speed with a short warm-up.
     EstimateTraining,
+    /// Switch the device to the CPU and load the model again there (offered when the GPU
+    /// was lost).
+    UseCpu,
 }
 
 /// The actions of one frame, in the order they were asked for.
@@ -93,6 +96,25 @@ pub struct Notification {
     pub details: String,
     /// Error (red) or information.
     pub error: bool,
+    /// A button beside it: its label and what it asks for (the notification goes when it is
+    /// pressed).
+    pub offer: Option<(String, Offer)>,
+}
+
+/// What a notification's button can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offer {
+    /// [`Action::UseCpu`].
+    UseCpu,
+}
+
+impl Offer {
+    /// The action it asks for.
+    pub fn action(self) -> Action {
+        match self {
+            Offer::UseCpu => Action::UseCpu,
+        }
+    }
 }
 
 impl Notification {
@@ -102,6 +124,13 @@ impl Notification {
             title: title.into(),
             details: details.into(),
             error,
+            offer: None,
         }
+    }
+
+    /// With a button labelled `label` that asks for `offer`.
+    pub fn offering(mut self, label: impl Into<String>, offer: Offer) -> Self {
+        self.offer = Some((label.into(), offer));
+        self
     }
 }

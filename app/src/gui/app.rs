@@ -228,7 +228,12 @@ impl KilnApp {
             }
             Event::Failed(f) => self.failed(f),
             Event::Busy { op, job, training } => self.busy(op, job, training),
-            Event::Crashed { op, job, message } => self.crashed(op, job, message),
+            Event::Crashed {
+                op,
+                job,
+                message,
+                kind,
+            } => self.crashed(op, job, message, kind),
         }
     }
 
@@ -325,7 +330,7 @@ impl eframe::App for KilnApp {
             actions: &mut self.actions,
         };
         top_bar.ui(ui, &mut cx);
-        notifications.ui(ui);
+        notifications.ui(ui, cx.actions);
         egui::Panel::left("settings")
             .resizable(true)
             .default_size(360.0)

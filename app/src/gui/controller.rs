@@ -6,13 +6,14 @@
 use std::path::PathBuf;
 
 use kiln_engine::device::DeviceSpec;
+use kiln_engine::error::ErrorKind;
 use kiln_engine::job::Precision;
 use kiln_engine::metadata::{ImageInfo, Source};
 use kiln_engine::protocol::{Command, Failure, JobId, Operation};
 use kiln_engine::resolve::GenerationSpec;
 use kiln_engine::weights::CheckpointInfo;
 
-use super::actions::{Action, Tab};
+use super::actions::{Action, Notification, Offer, Tab};
 use super::app::KilnApp;
 use super::commands::UiCommand;
 use super::io::{AfterCheck, Dropped, IoRequest};
@@ -42,6 +43,12 @@ impl KilnApp {
                 self.engine.send(c);
             }
             Action::LoadModel(path) => self.load_model(path),
+            Action::UseCpu => {
+                self.settings.device = DeviceSpec::Cpu;
+                if let Some(path) = self.settings.model_path.clone() {
+                    self.load_model(path);
+                }
+            }
             Action::AddLora(path, weight) => self.add_lora(path, weight),
             Action::AddEmbedding(path, token) => self.add_embedding(path, token),
             Action::Reuse(info) => self.reuse(&info),
@@ -481,6 +488,17 @@ impl KilnApp {
     /// A failed command, routed by what it was doing.
     pub(crate) fn failed(&mut self, f: Failure) {
         let message = f.message();
+        if f.kind == ErrorKind::DeviceLost {
+            // The GPU is gone: offer the CPU (a training run's loss also ends the run).
+            if let (Operation::Train, Some(job)) = (f.op, f.job)
+                && self.views.train.is_running(job)
+            {
+                self.engine.finished(job);
+                self.views.train.ended(job, Err(message.clone()));
+                self.training_over();
+            }
+            return self.device_lost(message);
+        }
         match (f.op, f.job, f.adapter) {
             (Operation::LoadModel, ..) => self.studio.model = ModelStatus::Failed(message.clone()),
             (Operation::Generate | Operation::Compare, Some(job), _) => self.job_ended(job),
@@ -503,11 +521,25 @@ impl KilnApp {
     }
 
     /// The engine panicked in `op`: it dropped its model, which is loaded again — except
-    /// after a panic while loading, which would come back every time.
-    pub(crate) fn crashed(&mut self, op: Operation, job: Option<JobId>, message: String) {
+    /// after a panic while loading, which would come back every time, and after the GPU was
+    /// lost, where the user is offered the CPU instead. `kind` says whether the device ran
+    /// out of memory or was lost (the message then says what to do).
+    pub(crate) fn crashed(
+        &mut self,
+        op: Operation,
+        job: Option<JobId>,
+        message: String,
+        kind: Option<ErrorKind>,
+    ) {
         if let Some(job) = job {
             self.abandoned(op, job);
         }
+        if kind == Some(ErrorKind::DeviceLost) {
+            self.studio.job = None;
+            self.studio.model = ModelStatus::None;
+            return self.device_lost(message);
+        }
+        let oom = kind == Some(ErrorKind::OutOfMemory);
         match op {
             Operation::Train => {
                 if let Some(job) = job {
@@ -523,7 +555,11 @@ impl KilnApp {
                 self.studio.model =
                     ModelStatus::Failed(format!("the engine crashed loading it: {message}"));
                 self.notify(
-                    "The engine crashed while loading the model",
+                    if oom {
+                        "The device ran out of memory loading the model"
+                    } else {
+                        "The engine crashed while loading the model"
+                    },
                     format!(
                         "{message}. {} was not loaded again; open it or another model when you are ready.",
                         path.display()
@@ -537,7 +573,11 @@ impl KilnApp {
                 // While a training run keeps the compute, the model loads once it ends.
                 let training = self.studio.training.is_some();
                 self.notify(
-                    "The engine crashed and was restarted",
+                    if oom {
+                        "The device ran out of memory; the engine was restarted"
+                    } else {
+                        "The engine crashed and was restarted"
+                    },
                     if training {
                         format!(
                             "{message}. The model will be loaded again when the training run ends."
@@ -555,6 +595,15 @@ impl KilnApp {
                 }
             }
         }
+    }
+
+    /// The GPU was lost: nothing more runs on it, so the model is not loaded there again; the
+    /// user is offered the CPU ([`Action::UseCpu`]).
+    fn device_lost(&mut self, message: String) {
+        self.views.notifications.push(
+            Notification::new("The GPU stopped working", message, true)
+                .offering("Continue on the CPU", Offer::UseCpu),
+        );
     }
 
     /// Job `job` of `op` will not finish (refused or crashed): the running generation or the

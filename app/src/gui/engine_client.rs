@@ -53,6 +53,7 @@ impl EngineClient {
                     op,
                     job: command.job(),
                     message: "the engine thread had stopped; a new one was started".into(),
+                    kind: None,
                 });
             }
         }

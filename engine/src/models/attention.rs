@@ -2,10 +2,10 @@
 //! `Transformer2DModel` as SD 1.x uses them.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
-use burn::tensor::activation::gelu;
+use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{DType, FloatDType, Tensor};
 
 use burn::nn::{Dropout, DropoutConfig};
 
@@ -78,7 +78,19 @@ impl Attention {
         let q = q.reshape([b, n, h, d / h]).swap_dims(1, 2);
         let k = k.reshape([b, m, h, d / h]).swap_dims(1, 2);
         let v = v.reshape([b, m, h, d / h]).swap_dims(1, 2);
-        let out = attention(q, k, v, None, None, AttentionModuleOptions::default());
+        let out = if q.dtype() != DType::F32 && q.is_autodiff() {
+            // Under autodiff Burn's attention is its decomposed form in the tensors' type;
+            // in half precision the softmax runs in f32 (as PyTorch's autocast does) so its
+            // sums over thousands of scores keep their bits.
+            let dtype = q.dtype();
+            let scale = 1.0 / ((d / h) as f64).sqrt();
+            let scores = q.matmul(k.swap_dims(2, 3)).cast(FloatDType::F32) * scale;
+            softmax(scores, 3).cast(dtype).matmul(v)
+        } else {
+            // Burn's flash kernels on GPUs keep the softmax statistics in f32; the CPU
+            // backend computes half-precision attention in f32.
+            attention(q, k, v, None, None, AttentionModuleOptions::default())
+        };
         self.to_out[0].forward(out.swap_dims(1, 2).reshape([b, n, d]))
     }
 }

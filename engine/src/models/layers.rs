@@ -8,7 +8,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{gelu, sigmoid, silu};
 use burn::tensor::module::{conv2d, embedding, layer_norm, linear};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, FloatDType, Int, Tensor};
 
 use crate::loader::{Init, Loader};
 
@@ -49,13 +49,18 @@ impl Linear {
         }
     }
 
-    /// `[..., in]` → `[..., out]`.
+    /// `[..., in]` → `[..., out]`. A LoRA branch runs in its own type (f32 beside a frozen
+    /// f16 weight, as PEFT casts the input to `lora_A`'s dtype) and its output is added in the
+    /// layer's.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match &self.lora {
             None => linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())),
             Some(l) => {
-                let low = linear(linear(x.clone(), l.down.val(), None), l.up.val(), None);
-                linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())) + low * l.scale
+                let dtype = x.dtype();
+                let down = l.down.val();
+                let low_in = x.clone().cast(down.dtype());
+                let low = linear(linear(low_in, down, None), l.up.val(), None) * l.scale;
+                linear(x, self.weight.val(), self.bias.as_ref().map(|b| b.val())) + low.cast(dtype)
             }
         }
     }
@@ -119,7 +124,8 @@ impl Conv2d {
         }
     }
 
-    /// `[B, in, H, W]` → `[B, out, H', W']`.
+    /// `[B, in, H, W]` → `[B, out, H', W']` (a LoRA branch in its own type, as
+    /// [`Linear::forward`]).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
         let base = |x: Tensor<4>| {
@@ -135,11 +141,13 @@ impl Conv2d {
             Some(l) => {
                 let ([r, flat], [out, _]) = (l.down.val().dims(), l.up.val().dims());
                 let k = l.kernel;
+                let dtype = x.dtype();
                 let down = l.down.val().reshape([r, flat / (k * k), k, k]);
-                let low = conv2d(x.clone(), down, None, options.clone());
+                let low_in = x.clone().cast(down.dtype());
+                let low = conv2d(low_in, down, None, options.clone());
                 let up = l.up.val().reshape([out, r, 1, 1]);
                 let low = conv2d(low, up, None, ConvOptions::new([1, 1], [0, 0], [1, 1], 1));
-                base(x) + low * l.scale
+                base(x) + (low * l.scale).cast(dtype)
             }
         }
     }
@@ -172,16 +180,22 @@ impl GroupNorm {
     }
 
     /// `[B, C, H, W]` → `[B, C, H, W]`, normalised over each group of C/G channels × H × W.
+    /// A half-precision input is normalised in f32 (mean and variance of thousands of values
+    /// lose their low bits, or overflow, in f16 — as PyTorch's GroupNorm accumulates in f32)
+    /// and returned in its own type.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
+        let dtype = x.dtype();
         let g = self.num_groups;
-        let x = x.reshape([b, g, (c / g) * h * w]);
+        let x = in_f32(x).reshape([b, g, (c / g) * h * w]);
         let mean = x.clone().mean_dim(2);
         let centered = x - mean;
         let var = centered.clone().square().mean_dim(2);
         let normed = centered / (var + self.eps).sqrt();
         let normed = normed.reshape([b, c, h, w]);
-        normed * self.weight.val().reshape([1, c, 1, 1]) + self.bias.val().reshape([1, c, 1, 1])
+        let out = normed * in_f32(self.weight.val()).reshape([1, c, 1, 1])
+            + in_f32(self.bias.val()).reshape([1, c, 1, 1]);
+        out.cast(dtype)
     }
 }
 
@@ -208,9 +222,26 @@ impl LayerNorm {
         }
     }
 
-    /// `[..., D]` → `[..., D]`.
+    /// `[..., D]` → `[..., D]`; statistics in f32 for a half-precision input (see
+    /// [`GroupNorm::forward`]), the result in the input's type.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        layer_norm(x, self.weight.val(), Some(self.bias.val()), self.eps)
+        let dtype = x.dtype();
+        layer_norm(
+            in_f32(x),
+            in_f32(self.weight.val()),
+            Some(in_f32(self.bias.val())),
+            self.eps,
+        )
+        .cast(dtype)
+    }
+}
+
+/// `x` in f32 (a no-op for an f32 tensor).
+pub fn in_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if x.dtype() == DType::F32 {
+        x
+    } else {
+        x.cast(FloatDType::F32)
     }
 }
 

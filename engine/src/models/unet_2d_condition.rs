@@ -123,6 +123,12 @@ impl UNet2DConditionModel {
         })
     }
 
+    /// The float type of its weights (F32, or F16/BF16 for a half-precision model): what
+    /// [`UNet2DConditionModel::forward`] wants its `sample` and `context` in.
+    pub fn dtype(&self) -> burn::tensor::DType {
+        self.conv_in.weight.val().dtype()
+    }
+
     /// Predicts noise.
     ///
     /// - `sample`: `[B, C_in, h, w]` latents;

@@ -80,6 +80,8 @@ pub fn denoise(
             None => None,
         };
         latents = scheduler.step(pred, i, latents, noise);
+        // On a GPU the step is queued: wait for it, so progress (and it/s) is real.
+        crate::device::sync(sd.device())?;
         on_step(StepProgress {
             step: i + 1 - start,
             total: calls,

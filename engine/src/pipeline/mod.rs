@@ -147,26 +147,51 @@ pub struct StableDiffusion {
 }
 
 impl StableDiffusion {
-    /// Loads a diffusers folder or single-file checkpoint (strictly) onto `device`.
+    /// Loads a diffusers folder or single-file checkpoint (strictly) onto `device`, in f32.
     pub fn load(path: &Path, config_dir: Option<&Path>, device: &Device) -> Result<Self> {
-        let ckpt = Checkpoint::open(path, config_dir)?;
-        Self::from_checkpoint(ckpt, device)
+        Self::load_at(path, config_dir, device, Precision::F32)
     }
 
-    /// Builds the models from an opened checkpoint.
-    pub fn from_checkpoint(ckpt: Checkpoint, device: &Device) -> Result<Self> {
+    /// Loads a checkpoint with the UNet and text encoder at `precision` (the VAE in f32): each
+    /// tensor goes from its file to the device in that type, so an f16 file loaded for f16
+    /// inference never exists as f32 (peak host memory ≈ the model in f16, not twice the file).
+    pub fn load_at(
+        path: &Path,
+        config_dir: Option<&Path>,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
+        let ckpt = Checkpoint::open(path, config_dir)?;
+        Self::from_checkpoint(ckpt, device, precision)
+    }
+
+    /// Builds the models from an opened checkpoint, the UNet and text encoder at `precision`.
+    pub fn from_checkpoint(
+        ckpt: Checkpoint,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let cfg = &ckpt.info.config;
-        let mut ld = Loader::from_source(&ckpt.text_encoder, device);
+        let dtype = precision.dtype().into();
+        let mut ld = Loader::from_source(&ckpt.text_encoder, device).with_dtype(dtype);
         let text_encoder = ClipTextModel::load(&cfg.text_encoder, &mut ld)?;
         ld.finish("text encoder")?;
-        let mut ld = Loader::from_source(&ckpt.unet, device);
+        let mut ld = Loader::from_source(&ckpt.unet, device).with_dtype(dtype);
         let unet = UNet2DConditionModel::load(&cfg.unet, &mut ld)?;
         ld.finish("UNet")?;
+        // The VAE stays f32: its GroupNorms overflow in f16 (diffusers' `force_upcast`).
         let mut ld = Loader::from_source(&ckpt.vae, device);
         let vae = AutoencoderKL::load(&cfg.vae, &mut ld)?;
         ld.finish("VAE")?;
-        tracing::info!(path = %ckpt.info.path.display(), layout = ?ckpt.info.layout, "model loaded");
-        Self::from_models(text_encoder, unet, vae, ckpt.info, device)
+        tracing::info!(
+            path = %ckpt.info.path.display(),
+            layout = ?ckpt.info.layout,
+            precision = precision.name(),
+            "model loaded"
+        );
+        let mut sd = Self::from_models(text_encoder, unet, vae, ckpt.info, device)?;
+        sd.precision = precision;
+        Ok(sd)
     }
 
     /// A pipeline over models already built (e.g. by a training run), described by `info`.

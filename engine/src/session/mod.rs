@@ -79,8 +79,13 @@ impl Session {
     pub fn load(model: &ModelChoice, cache_dir: Option<&Path>) -> Result<Self> {
         let opened = model.device.open()?;
         let dev = opened.device;
-        let mut sd = StableDiffusion::load(&model.path, model.config.as_deref(), &dev)?;
-        sd.set_precision(model.precision.on(&dev));
+        let sd = StableDiffusion::load_at(
+            &model.path,
+            model.config.as_deref(),
+            &dev,
+            model.precision.on(&dev).check_on(&dev)?,
+        )?;
+        crate::device::log_memory(&dev, "loading the model");
         let model_hash = match crate::weights::hash::model_hash(&model.path, cache_dir) {
             Ok(h) => Some(h),
             Err(e) => {
@@ -432,6 +437,7 @@ impl Session {
                 latents: out.latents,
             });
         }
+        crate::device::log_memory(self.sd.device(), "generating");
         Ok(())
     }
 

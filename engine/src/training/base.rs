@@ -909,6 +909,7 @@ pub fn train_base(
         plan,
         from_step: step,
         device: opened.spec,
+        precision: crate::job::Precision::F32,
     });
 
     let mut run = RunControl::new(

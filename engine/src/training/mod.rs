@@ -33,6 +33,8 @@ use crate::training::adamw::{AdamWConfig, Moments};
 /// noised to `timesteps`, text `context` `[B, L, D]` (L = 77 for SD 1.x); the per-item MSE,
 /// weighted per timestep by `weighting` ([`SnrWeighting`]), averaged over the batch. Returns
 /// the loss to differentiate and its value; a NaN or infinite value is [`Error::NonFinite`].
+/// A half-precision UNet (a frozen base in f16) gets its input in its own type and its
+/// prediction is compared in f32, so the loss and every gradient stay f32.
 pub fn denoising_loss(
     unet: &UNet2DConditionModel,
     context: &Tensor<3>,
@@ -46,7 +48,10 @@ pub fn denoising_loss(
     let device = noise.device();
     let noisy = add_noise(latents, noise.clone(), alphas_cumprod, timesteps);
     let ts: Vec<f32> = timesteps.iter().map(|t| *t as f32).collect();
-    let pred = unet.forward(noisy, &ts, context);
+    let dtype = unet.dtype();
+    let pred = unet
+        .forward(noisy.cast(dtype), &ts, &context.clone().cast(dtype))
+        .cast(burn::tensor::FloatDType::F32);
     let per_item = (pred - noise)
         .square()
         .reshape([b as i32, -1])
@@ -67,7 +72,14 @@ pub fn denoising_loss(
             .unwrap_or(f32::NAN),
     );
     if !value.is_finite() {
-        return Err(Error::NonFinite("the training loss".into()));
+        return Err(Error::NonFinite(if dtype == burn::tensor::DType::F32 {
+            "the training loss".into()
+        } else {
+            format!(
+                "the training loss (the frozen model runs in {dtype:?}; train with --precision f32 \
+                 if this repeats)"
+            )
+        }));
     }
     Ok((loss, value))
 }

@@ -26,6 +26,8 @@ pub enum TrainingEvent {
         from_step: usize,
         /// The device it trains on (never `auto`).
         device: DeviceSpec,
+        /// The frozen model's precision (f32 for base training, which trains every weight).
+        precision: crate::job::Precision,
     },
     /// An optimiser step finished.
     Step {

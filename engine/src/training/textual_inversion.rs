@@ -71,7 +71,10 @@ impl TiWeights {
             ));
         }
         let ids = tokenizer.add_embedding_tokens(&config.token, config.vectors)?;
-        let row = table.slice([init as usize..init as usize + 1, 0..hidden]);
+        // The rows train in f32 whatever the frozen table's precision.
+        let row = crate::models::layers::in_f32(
+            table.slice([init as usize..init as usize + 1, 0..hidden]),
+        );
         let rows = row.repeat_dim(0, config.vectors);
         Ok(TiWeights {
             config: config.clone(),
@@ -107,11 +110,13 @@ impl TiWeights {
     }
 }
 
-/// A copy of `text_encoder` whose token table is its own rows followed by `rows`.
+/// A copy of `text_encoder` whose token table is its own rows followed by `rows` (cast to the
+/// table's type; a gradient flows back through the cast to f32 rows).
 fn with_rows(text_encoder: &ClipTextModel, rows: Tensor<2>) -> ClipTextModel {
     let mut te = text_encoder.clone();
     let w = &te.embeddings.token_embedding.weight;
     let (id, table) = (w.id, w.val());
+    let rows = rows.cast(table.dtype());
     te.embeddings.token_embedding.weight =
         Param::initialized(id, Tensor::cat(vec![table, rows], 0));
     te

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceSpec;
 use crate::error::{Error, Result};
 use crate::image::RgbImage;
-use crate::job::{CancelToken, PauseToken};
+use crate::job::{CancelToken, PauseToken, PrecisionChoice};
 use crate::pipeline::StableDiffusion;
 use crate::tensors::host;
 use crate::training::adamw::{AdamWConfig, Moments};
@@ -105,6 +105,11 @@ pub struct TrainingConfig {
     /// Where it trains (`auto`: the first GPU backend that works, else the CPU). A
     /// checkpoint resumes on any device.
     pub device: DeviceSpec,
+    /// The frozen model's precision (`auto`: f32 on the CPU; bf16 on a GPU that computes in
+    /// it, else f16). What trains — the LoRA matrices or embedding rows, their gradients and
+    /// AdamW moments — is always f32. Like the device, not a setting of the run: a checkpoint
+    /// resumes at any precision.
+    pub precision: PrecisionChoice,
 }
 
 impl Default for TrainingConfig {
@@ -133,6 +138,7 @@ impl Default for TrainingConfig {
             sample_prompts: Vec::new(),
             export_peft: false,
             device: DeviceSpec::Auto,
+            precision: PrecisionChoice::Auto,
         }
     }
 }
@@ -496,7 +502,7 @@ pub fn train_lora(
         ));
     };
     let opened = config.device.open()?;
-    let mut sd = StableDiffusion::load(&config.model, None, &opened.device)?;
+    let mut sd = load_base(config, &opened.device)?;
     let weights = LoraWeights::init(
         &mut sd.unet,
         &mut sd.text_encoder,
@@ -531,7 +537,7 @@ pub fn train_textual_inversion(
         ));
     };
     let opened = config.device.open()?;
-    let mut sd = StableDiffusion::load(&config.model, None, &opened.device)?;
+    let mut sd = load_base(config, &opened.device)?;
     let weights = TiWeights::init(ti, &mut sd.tokenizer, &sd.text_encoder)?;
     run(
         config,
@@ -543,6 +549,13 @@ pub fn train_textual_inversion(
         pause,
         on_event,
     )
+}
+
+/// The frozen model of a run, its UNet and text encoder at the run's precision
+/// ([`PrecisionChoice::for_training`]).
+fn load_base(config: &TrainingConfig, device: &Device) -> Result<StableDiffusion> {
+    let precision = config.precision.for_training(device)?;
+    StableDiffusion::load_at(&config.model, None, device, precision)
 }
 
 /// The loop both adapters share, on `sd`'s device (`device_spec` names it).
@@ -602,6 +615,7 @@ fn run<T: Trainee>(
         plan,
         from_step: step,
         device: device_spec.clone(),
+        precision: sd.precision(),
     });
     let alphas = sd.info.scheduler.alphas_cumprod()?;
     let n_train = alphas.len();

@@ -69,6 +69,14 @@ impl TensorSource for MappedSource {
         self.file.f32(file_key)
     }
 
+    fn read_data(&self, key: &str, dtype: burn::tensor::DType) -> Result<burn::tensor::TensorData> {
+        let file_key = self.map.get(key).ok_or_else(|| Error::MissingTensors {
+            what: "weights".into(),
+            keys: vec![key.to_owned()],
+        })?;
+        self.file.tensor_data(file_key, dtype)
+    }
+
     fn keys(&self) -> Vec<String> {
         self.map.keys().cloned().collect()
     }
@@ -190,7 +198,7 @@ impl FolderConfigs {
     }
 }
 
-/// How a file is read: fully ([`SafeTensors::open`]) or header only ([`SafeTensors::open_header`]).
+/// How a file is opened ([`SafeTensors::open_lazy`] for checkpoints).
 type Reader = fn(&Path) -> Result<SafeTensors>;
 
 fn open_component(
@@ -230,15 +238,11 @@ fn refuse_family(what: &Path, family: ModelFamily) -> Error {
 impl Checkpoint {
     /// Opens a diffusers folder or single-file checkpoint. `config_dir` optionally names a
     /// diffusers folder whose configs describe a single file (heads, groups, scaling factor).
+    /// Only the files' headers are read here (enough for the [`CheckpointInfo`] that `kiln
+    /// inspect` shows, without reading gigabytes); each tensor is read from its file when a
+    /// model asks for it, so loading never holds the whole file beside the model.
     pub fn open(path: &Path, config_dir: Option<&Path>) -> Result<Self> {
-        Self::open_with(path, config_dir, SafeTensors::open)
-    }
-
-    /// Like [`Checkpoint::open`] but reads only the files' headers: enough for the
-    /// [`CheckpointInfo`] (`kiln inspect`) without reading gigabytes of weights. Reading a
-    /// tensor from such a checkpoint is an error.
-    pub fn open_header(path: &Path, config_dir: Option<&Path>) -> Result<Self> {
-        Self::open_with(path, config_dir, SafeTensors::open_header)
+        Self::open_with(path, config_dir, SafeTensors::open_lazy)
     }
 
     fn open_with(path: &Path, config_dir: Option<&Path>, read: Reader) -> Result<Self> {

@@ -5,8 +5,11 @@
 //! truncated file, a Git LFS pointer, an HTML error page, a pickle — gets its own error.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use burn::tensor::{DType, TensorData};
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
@@ -110,11 +113,16 @@ impl TensorInfo {
     }
 }
 
-/// A safetensors file read fully into memory and validated.
+/// A validated safetensors file: read fully into memory ([`SafeTensors::open`], for small
+/// files such as adapters) or only its header, with each tensor read from the file when it is
+/// asked for ([`SafeTensors::open_lazy`], for checkpoints: loading then holds one tensor's bytes
+/// at a time, never the whole file beside the model built from it).
 #[derive(Debug)]
 pub struct SafeTensors {
     path: PathBuf,
     bytes: Vec<u8>,
+    /// The open file a lazily read file's tensors come from.
+    file: Option<Mutex<std::fs::File>>,
     data_start: usize,
     tensors: BTreeMap<String, TensorInfo>,
     metadata: BTreeMap<String, String>,
@@ -166,9 +174,9 @@ impl SafeTensors {
         Self::from_bytes(path, bytes)
     }
 
-    /// Reads only the header of `path` (cheap even for multi-GB files).
-    pub fn open_header(path: &Path) -> Result<Self> {
-        use std::io::Read;
+    /// Reads and validates the header of `path` (cheap even for multi-GB files); tensors are
+    /// read from the file when asked for ([`SafeTensors::f32`], [`SafeTensors::tensor_data`]).
+    pub fn open_lazy(path: &Path) -> Result<Self> {
         let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
         let mut head = vec![0u8; len.min(1 << 16) as usize];
@@ -189,6 +197,7 @@ impl SafeTensors {
         Ok(SafeTensors {
             path: path.to_owned(),
             bytes,
+            file: Some(Mutex::new(f)),
             data_start: 8 + header_len,
             tensors,
             metadata,
@@ -238,6 +247,7 @@ impl SafeTensors {
         Ok(SafeTensors {
             path: path.to_owned(),
             bytes,
+            file: None,
             data_start: 8 + header_len,
             tensors,
             metadata,
@@ -344,7 +354,7 @@ impl SafeTensors {
         &self.tensors
     }
 
-    /// The tensor data after the header (empty if only the header was read).
+    /// The tensor data after the header (empty for a lazily read file).
     pub fn data(&self) -> &[u8] {
         self.bytes.get(self.data_start..).unwrap_or(&[])
     }
@@ -368,19 +378,81 @@ impl SafeTensors {
         counts.values().max_by_key(|(n, _)| *n).map(|(_, d)| *d)
     }
 
-    /// Reads a tensor as f32 (converting f16/bf16/f64/integers).
-    pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
+    /// Calls `f` with the stored bytes of tensor `name` (from memory, or read from the file
+    /// for a lazily opened one).
+    fn with_raw<R>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&TensorInfo, &[u8]) -> Result<R>,
+    ) -> Result<R> {
         let info = self
             .tensors
             .get(name)
             .ok_or_else(|| Error::format(&self.path, format!("no tensor named '{name}'")))?;
-        if self.bytes.len() < self.data_start + info.end {
-            return Err(Error::format(
-                &self.path,
-                "only the header of this file was read",
-            ));
+        if let Some(file) = &self.file {
+            let mut raw = vec![0u8; info.end - info.start];
+            let io = |e| Error::io(&self.path, e);
+            {
+                let mut file = file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                file.seek(SeekFrom::Start((self.data_start + info.start) as u64))
+                    .map_err(io)?;
+                file.read_exact(&mut raw).map_err(io)?;
+            }
+            return f(info, &raw);
         }
-        let raw = &self.bytes[self.data_start + info.start..self.data_start + info.end];
+        match self
+            .bytes
+            .get(self.data_start + info.start..self.data_start + info.end)
+        {
+            Some(raw) => f(info, raw),
+            None => Err(Error::format(&self.path, "the file ends inside a tensor")),
+        }
+    }
+
+    /// Reads a tensor as f32 (converting f16/bf16/f64/integers).
+    pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        self.with_raw(name, |info, raw| self.decode_f32(name, info, raw))
+    }
+
+    /// Reads a float tensor as `dtype` (F32, F16 or BF16) without an f32 copy on the way when
+    /// the stored type is the one asked for: what loading a half-precision model straight to
+    /// half precision needs (its shape is the stored one).
+    pub fn tensor_data(&self, name: &str, dtype: DType) -> Result<TensorData> {
+        self.with_raw(name, |info, raw| {
+            let shape = info.shape.clone();
+            Ok(match (dtype, info.dtype) {
+                (DType::F16, Dtype::F16) => TensorData::new(
+                    raw.chunks_exact(2)
+                        .map(|c| f16::from_le_bytes([c[0], c[1]]))
+                        .collect::<Vec<f16>>(),
+                    shape,
+                ),
+                (DType::BF16, Dtype::BF16) => TensorData::new(
+                    raw.chunks_exact(2)
+                        .map(|c| bf16::from_le_bytes([c[0], c[1]]))
+                        .collect::<Vec<bf16>>(),
+                    shape,
+                ),
+                (DType::F16, _) => TensorData::new(
+                    self.decode_f32(name, info, raw)?
+                        .into_iter()
+                        .map(f16::from_f32)
+                        .collect::<Vec<f16>>(),
+                    shape,
+                ),
+                (DType::BF16, _) => TensorData::new(
+                    self.decode_f32(name, info, raw)?
+                        .into_iter()
+                        .map(bf16::from_f32)
+                        .collect::<Vec<bf16>>(),
+                    shape,
+                ),
+                _ => TensorData::new(self.decode_f32(name, info, raw)?, shape),
+            })
+        })
+    }
+
+    fn decode_f32(&self, name: &str, info: &TensorInfo, raw: &[u8]) -> Result<Vec<f32>> {
         let out = match info.dtype {
             Dtype::F32 => raw
                 .chunks_exact(4)
@@ -540,6 +612,40 @@ mod header_length_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lazily opened file reads each tensor from disk, as f32 or straight into a half
+    /// type, with the same values as a file read whole; a file cut short after its header
+    /// was read is an I/O error, not a panic.
+    #[test]
+    fn lazy_reads_match_whole_reads_in_every_type() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("h.safetensors");
+        let data = [1.0f32, -2.5, 0.1, 65504.0, 1e-8, 3.0];
+        let t = |name| WriteTensor {
+            name,
+            shape: vec![2, 3],
+            data: &data,
+        };
+        write_tensors(&p, &[t("a"), t("b")], &BTreeMap::new(), Dtype::F16).expect("write");
+        let whole = SafeTensors::open(&p).expect("open");
+        let lazy = SafeTensors::open_lazy(&p).expect("open lazily");
+        assert!(lazy.data().is_empty(), "nothing but the header in memory");
+        assert_eq!(lazy.f32("b").expect("f32"), whole.f32("b").expect("f32"));
+        let half = lazy.tensor_data("a", DType::F16).expect("f16");
+        assert_eq!(half.dtype(), DType::F16);
+        assert_eq!(half.shape().to_vec(), [2, 3]);
+        assert_eq!(
+            half.convert::<f32>().try_to_vec::<f32>().expect("values"),
+            whole.f32("a").expect("f32")
+        );
+        let bf = lazy.tensor_data("a", DType::BF16).expect("bf16");
+        assert_eq!(bf.dtype(), DType::BF16);
+        let full = lazy.tensor_data("a", DType::F32).expect("f32");
+        assert_eq!(full.dtype(), DType::F32);
+        let bytes = std::fs::read(&p).expect("read");
+        std::fs::write(&p, &bytes[..bytes.len() - 4]).expect("cut");
+        assert!(matches!(lazy.f32("b"), Err(Error::Io { .. })));
+    }
 
     #[test]
     fn round_trip_and_truncation() {

@@ -1,6 +1,6 @@
 //! Dismissible notifications (errors from the engine, confirmations); never blocking dialogs.
 
-use crate::gui::actions::Notification;
+use crate::gui::actions::{Actions, Notification};
 
 /// The notification bar's state: the messages not dismissed yet.
 #[derive(Debug, Default)]
@@ -15,8 +15,9 @@ impl Notifications {
         self.items.push(n);
     }
 
-    /// Draws the notification bar (only when there is something to say).
-    pub fn ui(&mut self, ui: &mut egui::Ui) {
+    /// Draws the notification bar (only when there is something to say); a pressed offer
+    /// button queues its action and dismisses the notification.
+    pub fn ui(&mut self, ui: &mut egui::Ui, actions: &mut Actions) {
         if self.items.is_empty() {
             return;
         }
@@ -33,6 +34,12 @@ impl Notifications {
                         ui.visuals().text_color()
                     };
                     ui.colored_label(color, &n.title);
+                    if let Some((label, offer)) = &n.offer
+                        && ui.button(label).clicked()
+                    {
+                        actions.push(offer.action());
+                        dismiss = Some(i);
+                    }
                     ui.collapsing("details", |ui| {
                         ui.label(&n.details);
                     });

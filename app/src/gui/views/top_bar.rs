@@ -57,6 +57,7 @@ impl TopBar {
                             PrecisionChoice::Auto,
                             PrecisionChoice::F32,
                             PrecisionChoice::F16,
+                            PrecisionChoice::Bf16,
                         ] {
                             ui.selectable_value(&mut precision, p, p.name());
                         }

@@ -181,8 +181,10 @@ pub fn training_config(settings: &Settings) -> Option<TrainingConfig> {
         },
         export_peft: t.export_peft,
         sample_prompts,
-        // The top bar's device picker is for training too.
+        // The top bar's device and precision pickers are for training too (the precision of
+        // the frozen model; what trains is f32).
         device: settings.device.clone(),
+        precision: settings.precision,
         ..TrainingConfig::default()
     })
 }
