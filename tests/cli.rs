@@ -266,3 +266,107 @@ fn errors_are_one_line_with_nonzero_exit() {
     }
     assert!(!out.exists(), "no output on error");
 }
+
+/// A half-precision model loaded for half-precision inference never exists in f32 and is
+/// never held beside its file: `kiln generate --precision f16 --json` on a model with 707 MiB
+/// of f16 files peaks at most 1.2× the weight files above what the same command takes with
+/// the tiny built-in model (the constant: program, text encoder, activations); the same model
+/// loaded at f32 takes about twice the files, so the check tells the two apart. Measured:
+/// 86 MiB for the tiny model, then 1.08× the files at f16 and 2.1× at f32.
+#[test]
+fn loading_f16_weights_for_f16_inference_costs_about_the_files() {
+    use kiln_engine::loader::Loader;
+    use kiln_engine::models::unet_2d_condition::UNet2DConditionModel;
+    use kiln_engine::weights::safetensors::Dtype;
+    let device = kiln_engine::burn::tensor::Device::flex();
+    let tiny = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/kiln-tiny");
+    let sd = kiln_engine::pipeline::StableDiffusion::load(&tiny, None, &device).unwrap();
+    // kiln-tiny's text encoder and VAE with a UNet 8× as wide (≈ 370 M parameters).
+    let mut config = sd.info.config.clone();
+    config.unet.block_out_channels = config
+        .unet
+        .block_out_channels
+        .iter()
+        .map(|c| c * 8)
+        .collect();
+    let mut ld = Loader::random(5, &device).with_dtype(kiln_engine::burn::tensor::DType::F16);
+    let unet = UNet2DConditionModel::load(&config.unet, &mut ld).unwrap();
+    ld.finish("UNet").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("wide");
+    kiln_engine::weights::save::save_diffusers(
+        &model,
+        kiln_engine::weights::save::Components {
+            text_encoder: &sd.text_encoder,
+            unet: &unet,
+            vae: &sd.vae,
+        },
+        &config,
+        &sd.info.scheduler,
+        Dtype::F16,
+    )
+    .unwrap();
+    drop((sd, unet));
+    let files: u64 = ["unet", "vae", "text_encoder"]
+        .iter()
+        .map(|c| {
+            std::fs::metadata(model.join(c).join(if *c == "text_encoder" {
+                "model.safetensors"
+            } else {
+                "diffusion_pytorch_model.safetensors"
+            }))
+            .unwrap()
+            .len()
+        })
+        .sum();
+    assert!(files > 200 << 20, "{files}");
+    let peak = |model: &std::path::Path, precision: &str| -> f64 {
+        let out = dir.path().join(format!("{precision}.png"));
+        let o = kiln(&[
+            "generate",
+            "--model",
+            model.to_str().unwrap(),
+            "--prompt",
+            "a red circle",
+            "--steps",
+            "1",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value =
+            serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+        assert_eq!(v["precision"], precision);
+        assert_eq!(v["device"], "cpu");
+        assert!(v["unet_calls_per_second"].as_f64().unwrap() > 0.0, "{v}");
+        assert!(out.is_file());
+        v["peak_rss_bytes"].as_f64().expect("peak RSS on Linux")
+    };
+    let base = peak(&tiny, "f16");
+    let (half, full) = (peak(&model, "f16"), peak(&model, "f32"));
+    let mib = |b: f64| b / f64::from(1 << 20);
+    eprintln!(
+        "files {:.0} MiB; peak RSS: tiny model {:.0} MiB, f16 {:.0} MiB ({:.2}× the files above it), f32 {:.0} MiB",
+        mib(files as f64),
+        mib(base),
+        mib(half),
+        (half - base) / files as f64,
+        mib(full)
+    );
+    assert!(
+        half <= base + 1.2 * files as f64,
+        "f16 load peaked at {:.0} MiB",
+        mib(half)
+    );
+    assert!(
+        full >= base + 1.6 * files as f64,
+        "the f32 load holds twice the files"
+    );
+}

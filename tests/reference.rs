@@ -233,11 +233,12 @@ pub fn training_config(
     }
 }
 
-/// The losses of a LoRA run ([`training_config`]) of `steps` steps on `device` at `precision` (and the precision its start
-/// reported), and the file it wrote.
+/// The losses of a LoRA run ([`training_config`] at `resolution`) of `steps` steps on `device`
+/// at `precision`, the precision its start reported, and the file it wrote.
 pub fn lora_losses(
     device: kiln_engine::device::DeviceSpec,
     precision: kiln_engine::job::PrecisionChoice,
+    resolution: usize,
     steps: usize,
     data: &std::path::Path,
     out: &std::path::Path,
@@ -250,7 +251,7 @@ pub fn lora_losses(
             precision,
             device,
             checkpoint_every: 0,
-            ..training_config(data, out, steps)
+            ..with_resolution(training_config(data, out, steps), resolution)
         },
         None,
         &kiln_engine::job::CancelToken::new(),
@@ -263,4 +264,13 @@ pub fn lora_losses(
     )
     .unwrap();
     (losses, started.expect("a started event"), file)
+}
+
+/// `config` training at `resolution` (square).
+pub fn with_resolution(
+    mut config: kiln_engine::training::trainer::TrainingConfig,
+    resolution: usize,
+) -> kiln_engine::training::trainer::TrainingConfig {
+    config.dataset.resolution = resolution;
+    config
 }

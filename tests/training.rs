@@ -446,6 +446,7 @@ fn a_half_precision_base_trains_an_f32_lora_that_follows_the_f32_run() {
     let (f32_losses, p, _) = lora_losses(
         DeviceSpec::Cpu,
         PrecisionChoice::Auto,
+        32,
         20,
         data.path(),
         out.path(),
@@ -456,7 +457,8 @@ fn a_half_precision_base_trains_an_f32_lora_that_follows_the_f32_run() {
         (PrecisionChoice::Bf16, Precision::Bf16, 5e-3),
     ] {
         let out = tempfile::tempdir().unwrap();
-        let (losses, p, file) = lora_losses(DeviceSpec::Cpu, choice, 20, data.path(), out.path());
+        let (losses, p, file) =
+            lora_losses(DeviceSpec::Cpu, choice, 32, 20, data.path(), out.path());
         assert_eq!(p, want);
         let worst = losses
             .iter()

@@ -338,7 +338,7 @@ pub fn memory_in_use(device: &Device) -> Option<(u64, u64)> {
         .memory_pool_report()
         .unwrap_or_default()
         .iter()
-        .map(|p| p.pages_peak as u64 * p.page_size)
+        .map(|p| p.pages_peak * p.page_size)
         .sum();
     Some((usage.bytes_in_use, peak.max(usage.bytes_reserved)))
 }

@@ -149,38 +149,55 @@ fn wgpu_lora_training_step_matches_peft() {
     assert!(compared > 1000, "only {compared} elements compared");
 }
 
-/// Whole LoRA runs on the GPU: 20 steps at f32 follow the CPU's loss curve to 1e-3 of each
-/// loss; with the frozen model in f16 (the GPU default) to 1e-2; and a run stopped at its
-/// checkpoint on the GPU resumes on the CPU to the weights a run that never left the CPU
-/// learns (1e-3 of the largest weight).
+/// Whole LoRA runs on the GPU (16×16 images, so that lavapipe runs them in a few minutes): 20
+/// steps at f32 follow the CPU's loss curve to 1e-3 of each loss; 10 steps with the frozen
+/// model in f16 (the GPU default) to 1e-2; and a run stopped at its checkpoint on the GPU
+/// resumes on the CPU where it left off: the resumed steps' losses follow a run that never
+/// left the CPU to 1e-3, its weights to 1e-3 in RMS (AdamW's first steps move each weight by
+/// ≈ lr·sign(gradient), so a gradient within float noise of zero may move the other way on
+/// another device: the largest single difference is no measure of a resume).
 #[test]
 fn wgpu_lora_runs_follow_the_cpu_and_resume_on_it() {
     use kiln_engine::job::{PauseToken, Precision, PrecisionChoice};
     use kiln_engine::training::run::TrainingEvent;
     use kiln_engine::training::trainer::{TrainingConfig, latest_checkpoint, train_lora};
     use kiln_engine::weights::safetensors::SafeTensors;
+    const RES: usize = 16;
     let data = tempfile::tempdir().unwrap();
     reference::training_dataset(data.path());
-    let run = |device, precision| {
+    let run = |device: DeviceSpec, precision, steps| {
         let out = tempfile::tempdir().unwrap();
-        reference::lora_losses(device, precision, 20, data.path(), out.path())
+        let started = std::time::Instant::now();
+        let r = reference::lora_losses(
+            device.clone(),
+            precision,
+            RES,
+            steps,
+            data.path(),
+            out.path(),
+        );
+        eprintln!(
+            "{device} {precision:?}: {steps} steps in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        r
     };
-    let (cpu, _, _) = run(DeviceSpec::Cpu, PrecisionChoice::F32);
-    let worst = |losses: &[f64]| {
+    let (cpu, _, _) = run(DeviceSpec::Cpu, PrecisionChoice::F32, 20);
+    let worst = |losses: &[f64], of: &[f64]| {
         losses
             .iter()
-            .zip(&cpu)
+            .zip(of)
             .map(|(a, b)| ((a - b) / b).abs())
             .fold(0.0, f64::max)
     };
-    let (gpu, p, _) = run(DeviceSpec::Wgpu, PrecisionChoice::F32);
+    let (gpu, p, _) = run(DeviceSpec::Wgpu, PrecisionChoice::F32, 20);
     assert_eq!(p, Precision::F32);
     eprintln!(
         "wgpu f32: largest relative loss difference {:.2e}",
-        worst(&gpu)
+        worst(&gpu, &cpu)
     );
-    assert!(worst(&gpu) < 1e-3, "{gpu:?}\n{cpu:?}");
-    let (half, p, _) = run(DeviceSpec::Wgpu, PrecisionChoice::Auto);
+    assert!(worst(&gpu, &cpu) < 1e-3, "{gpu:?}\n{cpu:?}");
+    let (half, p, _) = run(DeviceSpec::Wgpu, PrecisionChoice::Auto, 10);
     assert_eq!(
         p,
         Precision::F16,
@@ -188,62 +205,81 @@ fn wgpu_lora_runs_follow_the_cpu_and_resume_on_it() {
     );
     eprintln!(
         "wgpu f16: largest relative loss difference {:.2e}",
-        worst(&half)
+        worst(&half, &cpu)
     );
-    assert!(worst(&half) < 1e-2, "{half:?}\n{cpu:?}");
+    assert!(worst(&half, &cpu) < 1e-2, "{half:?}\n{cpu:?}");
 
     // Train → resume across devices.
     let config = |out: &std::path::Path, device| TrainingConfig {
         device,
         precision: PrecisionChoice::F32,
-        ..reference::training_config(data.path(), out, 6)
+        ..reference::with_resolution(reference::training_config(data.path(), out, 6), RES)
     };
+    let losses_of =
+        |config: &TrainingConfig, resume: Option<&std::path::Path>, cancel: &CancelToken| {
+            let mut losses = Vec::new();
+            let c = cancel.clone();
+            let file = train_lora(
+                config,
+                resume,
+                cancel,
+                &PauseToken::default(),
+                &mut |e| match e {
+                    TrainingEvent::Step { loss, .. } => losses.push(loss),
+                    TrainingEvent::Checkpoint { step: 3, .. } if resume.is_none() => c.cancel(),
+                    _ => {}
+                },
+            );
+            (file, losses)
+        };
     let (split, straight) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let cancel = CancelToken::new();
-    let c = cancel.clone();
-    let stopped = train_lora(
+    let (stopped, _) = losses_of(
         &config(split.path(), DeviceSpec::Wgpu),
         None,
-        &cancel,
-        &PauseToken::default(),
-        &mut |e| {
-            if let TrainingEvent::Checkpoint { step: 3, .. } = e {
-                c.cancel();
-            }
-        },
+        &CancelToken::new(),
     );
     assert!(
         matches!(stopped, Err(kiln_engine::Error::Cancelled)),
         "{stopped:?}"
     );
     let checkpoint = latest_checkpoint(&config(split.path(), DeviceSpec::Cpu)).unwrap();
-    let resumed = train_lora(
+    let (resumed, resumed_losses) = losses_of(
         &config(split.path(), DeviceSpec::Cpu),
         Some(&checkpoint),
         &CancelToken::new(),
-        &PauseToken::default(),
-        &mut |_| {},
-    )
-    .unwrap();
+    );
+    let mut cpu_losses = Vec::new();
     let cpu_only = train_lora(
         &config(straight.path(), DeviceSpec::Cpu),
         None,
         &CancelToken::new(),
         &PauseToken::default(),
-        &mut |_| {},
+        &mut |e| {
+            if let TrainingEvent::Step { loss, .. } = e {
+                cpu_losses.push(loss)
+            }
+        },
     )
     .unwrap();
+    assert_eq!(resumed_losses.len(), 3, "steps 4 to 6 ran on the CPU");
+    eprintln!(
+        "resumed on the CPU: largest relative loss difference {:.2e}",
+        worst(&resumed_losses, &cpu_losses[3..])
+    );
+    assert!(worst(&resumed_losses, &cpu_losses[3..]) < 1e-3);
     let (a, b) = (
-        SafeTensors::open(&resumed).unwrap(),
+        SafeTensors::open(&resumed.unwrap()).unwrap(),
         SafeTensors::open(&cpu_only).unwrap(),
     );
     assert_eq!(a.tensors().len(), b.tensors().len());
+    let (mut diff, mut norm) = (0f64, 0f64);
     for name in b.tensors().keys() {
-        assert_close(
-            &format!("resumed on the CPU: {name}"),
-            &a.f32(name).unwrap(),
-            &b.f32(name).unwrap(),
-            1e-3,
-        );
+        for (x, y) in a.f32(name).unwrap().iter().zip(b.f32(name).unwrap()) {
+            diff += f64::from(x - y).powi(2);
+            norm += f64::from(y).powi(2);
+        }
     }
+    let rms = (diff / norm).sqrt();
+    eprintln!("resumed on the CPU: weights differ by {rms:.2e} in RMS");
+    assert!(rms < 1e-3, "{rms:e}");
 }

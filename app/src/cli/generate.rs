@@ -73,6 +73,9 @@ pub struct GenerateArgs {
     /// Images per prompt.
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Batches one after another (A1111's batch count): batch k starts at seed + k·batch.
+    #[arg(long, default_value_t = 1)]
+    batch_count: usize,
     /// img2img source (PNG, JPEG or WebP); it is scaled to cover the output size and
     /// center-cropped.
     #[arg(long, value_name = "FILE")]
@@ -109,8 +112,8 @@ pub struct GenerateArgs {
     #[arg(long)]
     out: PathBuf,
     /// Print one JSON object on stdout instead of the paths: the images, seeds, device and
-    /// precision, seconds to load and to generate, UNet calls per second, the device's peak
-    /// memory (GPU backends) and the process's peak resident memory (Linux).
+    /// precision, seconds to load, to generate and per batch, UNet calls per second, the
+    /// device's peak memory (GPU backends) and the process's peak resident memory (Linux).
     #[arg(long)]
     json: bool,
 }
@@ -159,7 +162,7 @@ impl GenerateArgs {
             width: self.width,
             height: self.height,
             batch_size: self.batch,
-            batch_count: 1,
+            batch_count: self.batch_count,
             clip_skip: self.clip_skip,
             loras,
             lora_dir: self.lora_dir.clone(),
@@ -254,8 +257,10 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
     let progress = Progress::new();
     let mut generated: Vec<Generated> = Vec::new();
     let running = Instant::now();
-    // When each UNet call ended (the engine waits for a GPU's queued work before reporting).
+    // When each UNet call ended (the engine waits for a GPU's queued work before reporting),
+    // and each batch.
     let mut calls: Vec<f64> = Vec::new();
+    let mut batches: Vec<f64> = Vec::new();
     session.run(
         &job,
         &CancelToken::new(),
@@ -263,7 +268,10 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             calls.push(running.elapsed().as_secs_f64());
             progress.step(&p)
         },
-        &mut |g| generated.push(g),
+        &mut |g| {
+            batches.push(running.elapsed().as_secs_f64());
+            generated.push(g)
+        },
     )?;
     let generate_seconds = running.elapsed().as_secs_f64();
     progress.finish();
@@ -311,6 +319,15 @@ pub fn generate(args: GenerateArgs) -> Result<()> {
             "load_seconds": load_seconds,
             "generate_seconds": generate_seconds,
             "unet_calls": calls.len(),
+            // Seconds each batch took (the first includes a GPU's kernel compilation).
+            "batch_seconds": batches
+                .iter()
+                .scan(0.0, |last, t| {
+                    let d = t - *last;
+                    *last = *t;
+                    Some(d)
+                })
+                .collect::<Vec<_>>(),
             "unet_calls_per_second": rate,
             "device_memory_peak_bytes": kiln_engine::device::memory_in_use(device).map(|m| m.1),
             "peak_rss_bytes": super::peak_rss_bytes(),

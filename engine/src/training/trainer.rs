@@ -762,6 +762,7 @@ fn run<T: Trainee>(
     );
     std::fs::create_dir_all(&config.output).map_err(|e| Error::io(&config.output, e))?;
     trainee.save(config, &out, &meta)?;
+    crate::device::log_memory(&device, "training");
     Ok(out)
 }
 
