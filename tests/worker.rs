@@ -105,6 +105,14 @@ fn images(engine: &EngineHandle, job: u64) -> Vec<kiln_engine::protocol::Generat
     }
 }
 
+/// The pixels of each image of generation `job`.
+fn pixels(engine: &EngineHandle, job: u64) -> Vec<Vec<u8>> {
+    images(engine, job)
+        .into_iter()
+        .map(|g| g.image.pixels)
+        .collect()
+}
+
 fn failure(engine: &EngineHandle) -> Failure {
     match next(engine) {
         Event::Failed(f) => f,
@@ -215,12 +223,6 @@ fn batch_counts_and_prompt_tags_are_resolved_by_the_engine() {
 fn prompt_tags_meet_the_window_stack_and_a_failed_tag_changes_nothing() {
     let (engine, _) = engine();
     load(&engine, "tiny-a");
-    let pixels = |engine: &EngineHandle, job: u64| -> Vec<Vec<u8>> {
-        images(engine, job)
-            .into_iter()
-            .map(|g| g.image.pixels)
-            .collect()
-    };
     let plain_spec = ddim_spec("tiny-a");
     generate(&engine, 1, plain_spec.clone());
     let plain = pixels(&engine, 1);
@@ -418,6 +420,65 @@ fn a_panic_while_loading_a_model_is_reported_not_retried() {
         }
     ));
     assert!(engine.is_alive());
+}
+
+/// A load that fails keeps the working model. A file that is no model (text renamed
+/// `.safetensors`) is refused before the model is let go: `ModelKept`, then the failure, and
+/// the next image is the same as before, LoRA included. A model that fails while its weights
+/// are read (a diffusers folder whose VAE file holds the UNet's tensors) has the previous
+/// model loaded again: `ModelLoaded` of it, then the failure, and the engine generates.
+#[test]
+fn a_failed_load_keeps_the_working_model() {
+    let (engine, _) = engine();
+    load(&engine, "tiny-a");
+    engine.send(Command::AddLora {
+        id: AdapterId(1),
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 0.8,
+        enabled: true,
+    });
+    assert!(matches!(next(&engine), Event::LoraAdded { .. }));
+    let spec = ddim_spec("tiny-a");
+    generate(&engine, 1, spec.clone());
+    let before = pixels(&engine, 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.safetensors");
+    std::fs::write(&text, "shopping list: eggs, flour").unwrap();
+    let load_path = |path: &std::path::Path| Command::LoadModel {
+        path: path.to_owned(),
+        config: None,
+        device: DeviceSpec::Cpu,
+        precision: PrecisionChoice::Auto,
+    };
+    engine.send(load_path(&text));
+    assert!(matches!(next(&engine), Event::ModelLoading { .. }));
+    match next(&engine) {
+        Event::ModelKept { info, .. } => assert!(info.path.ends_with("tiny-a")),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(failure(&engine).op, Operation::LoadModel);
+    generate(&engine, 2, spec.clone());
+    assert_eq!(pixels(&engine, 2), before, "the same model and stack");
+
+    let broken = dir.path().join("broken");
+    crate::common::copy_dir(&fixture("tiny-a"), &broken);
+    std::fs::copy(
+        broken.join("unet/diffusion_pytorch_model.safetensors"),
+        broken.join("vae/diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    engine.send(load_path(&broken));
+    assert!(matches!(next(&engine), Event::ModelLoading { .. }));
+    match next(&engine) {
+        Event::ModelLoaded { info, .. } => assert!(info.path.ends_with("tiny-a"), "{info:?}"),
+        e => panic!("{e:?}"),
+    }
+    let f = failure(&engine);
+    assert_eq!(f.op, Operation::LoadModel);
+    assert!(f.message().contains("VAE"), "{}", f.message());
+    generate(&engine, 3, spec);
+    assert_eq!(pixels(&engine, 3).len(), before.len());
 }
 
 /// Commands run in order and name adapters by id: a LoRA removed while its add is still

@@ -78,7 +78,10 @@ impl Operation {
 pub enum Command {
     /// Load a checkpoint (file or diffusers folder), replacing the current model. The LoRA
     /// stack and embeddings of the previous model are dropped (the front end re-sends them
-    /// after [`Event::ModelLoaded`]).
+    /// after [`Event::ModelLoaded`]). A load that fails keeps the current model: a file that
+    /// is no model leaves it as it was, stack included ([`Event::ModelKept`]); one that fails
+    /// while its weights are read has the previous model loaded again ([`Event::ModelLoaded`]);
+    /// the [`Event::Failed`] comes after either.
     LoadModel {
         /// File or folder.
         path: PathBuf,
@@ -281,6 +284,16 @@ pub enum Event {
         precision: Precision,
         /// What the user should hear about the device (`auto` fell back to the CPU, and why).
         device_notice: Option<String>,
+    },
+    /// A model failed to load (its [`Event::Failed`] follows) and the one loaded before is
+    /// still there, untouched: its stack and embeddings too.
+    ModelKept {
+        /// What is loaded.
+        info: Box<CheckpointInfo>,
+        /// The device it runs on.
+        device: DeviceSpec,
+        /// Its precision.
+        precision: Precision,
     },
     /// A job made progress.
     Progress {

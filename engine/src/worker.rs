@@ -266,6 +266,61 @@ impl Worker {
         }
     }
 
+    /// Replaces the model with `choice`, or keeps the one there when that fails. The cheap
+    /// checks come first (device, headers, architecture: [`Session::prepare`]) with the
+    /// current model still loaded — a file that is no model leaves it untouched
+    /// ([`Event::ModelKept`]). Then the current model is let go (two models need twice the
+    /// memory) and the new one built; if that fails (a truncated file, a missing tensor), the
+    /// previous model is loaded again ([`Event::ModelLoaded`]; the front end re-sends its
+    /// stack). Either way the failure follows, so a front end that hears it knows whether a
+    /// model is still there.
+    fn load_model(&mut self, choice: &ModelChoice, events: &Events) {
+        let loaded = |events: &Events, session: &Session| {
+            events.send(Event::ModelLoaded {
+                info: Box::new(session.info().clone()),
+                device: session.device().clone(),
+                precision: session.precision(),
+                device_notice: session.device_notice().map(str::to_owned),
+            })
+        };
+        let prepared = match Session::prepare(choice) {
+            Ok(p) => p,
+            Err(e) => {
+                if let Some(session) = &self.session {
+                    events.send(Event::ModelKept {
+                        info: Box::new(session.info().clone()),
+                        device: session.device().clone(),
+                        precision: session.precision(),
+                    });
+                }
+                return events.failed(Failure::new(Operation::LoadModel, e));
+            }
+        };
+        let previous = self.session.take().and_then(|s| s.choice().cloned());
+        match prepared.load(self.cache_dir.as_deref()) {
+            Ok(session) => {
+                loaded(events, &session);
+                self.session = Some(session);
+            }
+            Err(e) => {
+                if let Some(previous) = previous {
+                    match Session::load(&previous, self.cache_dir.as_deref()) {
+                        Ok(session) => {
+                            loaded(events, &session);
+                            self.session = Some(session);
+                        }
+                        Err(again) => tracing::error!(
+                            error = %again,
+                            path = %previous.path.display(),
+                            "the previous model did not load again"
+                        ),
+                    }
+                }
+                events.failed(Failure::new(Operation::LoadModel, e));
+            }
+        }
+    }
+
     fn handle(&mut self, command: Command) {
         #[cfg(feature = "fault-injection")]
         self.inject_faults(command.operation());
@@ -287,25 +342,13 @@ impl Worker {
                 precision,
             } => {
                 events.send(Event::ModelLoading { path: path.clone() });
-                self.session = None;
                 let choice = ModelChoice {
                     path,
                     config,
                     device,
                     precision,
                 };
-                match Session::load(&choice, self.cache_dir.as_deref()) {
-                    Ok(session) => {
-                        events.send(Event::ModelLoaded {
-                            info: Box::new(session.info().clone()),
-                            device: session.device().clone(),
-                            precision: session.precision(),
-                            device_notice: session.device_notice().map(str::to_owned),
-                        });
-                        self.session = Some(session);
-                    }
-                    Err(e) => events.failed(Failure::new(Operation::LoadModel, e)),
-                }
+                self.load_model(&choice, &events);
             }
             Command::Generate { job, spec, cancel } => {
                 let Some(session) = self.session.as_mut() else {

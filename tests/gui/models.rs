@@ -433,3 +433,63 @@ fn a_remembered_model_that_is_gone_falls_back_to_the_shipped_one_with_a_notice()
     assert_eq!((s.width, s.height), (48, 32), "and the chosen size");
     assert_eq!(s.recent_models, vec![fixture("tiny-a")]);
 }
+
+/// A model that fails to load leaves the working one loaded and in use, its LoRA too, and is
+/// neither remembered nor listed in Recent; at the next start, a remembered model that fails
+/// (as an older Kiln remembered it) gives way to the shipped one, with a notice.
+#[test]
+fn a_failed_load_keeps_the_working_model_and_is_not_remembered() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    s.loras = vec![kiln::gui::state::LoraSetting {
+        path: fixture("adapters/kohya_qkvo.safetensors"),
+        weight: 0.8,
+        enabled: true,
+    }];
+    let mut h = harness(s);
+    wait(&mut h, "the model and its LoRA", |a| {
+        loaded(a) && matches!(lora_statuses(a)[..], [LoraStatus::Loaded(_)])
+    });
+    let bad = out.path().join("renamed.safetensors");
+    std::fs::write(&bad, "a text file with the wrong extension").unwrap();
+    h.state_mut().load_model(bad.clone());
+    wait(&mut h, "the refusal", |a| {
+        notified(a, "Could not load the model") > 0
+    });
+    wait(&mut h, "the model back", loaded);
+    assert_eq!(loaded_path(h.state()), Some(fixture("tiny-a")));
+    let notice = &h.state().views.notifications.items;
+    assert!(
+        notice.iter().any(|n| n.details.contains("Still using")),
+        "{notice:?}"
+    );
+    assert!(matches!(
+        lora_statuses(h.state())[..],
+        [LoraStatus::Loaded(_)]
+    ));
+    let s = &h.state().settings;
+    assert_eq!(s.model_path, Some(fixture("tiny-a")), "not remembered");
+    assert_eq!(s.recent_models, vec![fixture("tiny-a")], "not in Recent");
+    assert!(
+        !h.get_by_label("Generate").accesskit_node().is_disabled(),
+        "the model is there to generate with"
+    );
+    h.get_by_label("Generate").click();
+    wait(&mut h, "an image from the kept model", gallery_holds(1));
+
+    let mut s = settings(out.path());
+    s.model_path = Some(bad.clone());
+    s.recent_models = vec![bad.clone(), fixture("tiny-a")];
+    let mut h = harness_with_bundled(s, Some(fixture("tiny-b")));
+    wait(&mut h, "the shipped model", |a| {
+        loaded_path(a) == Some(fixture("tiny-b"))
+    });
+    let notice = &h.state().views.notifications.items;
+    assert!(
+        notice.iter().any(|n| n.title == "Could not load the model"
+            && n.details.contains("Opened the built-in model")),
+        "{notice:?}"
+    );
+    assert_eq!(h.state().settings.model_path, Some(fixture("tiny-b")));
+}

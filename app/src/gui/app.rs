@@ -120,7 +120,20 @@ impl KilnApp {
         let ctx = self.ctx.clone();
         let v = &mut self.views;
         match event {
-            Event::ModelLoading { path } => self.studio.model = ModelStatus::Loading(path),
+            Event::ModelLoading { path } => self.studio.start_loading(path),
+            // The new model failed (its failure follows); the one before is still there.
+            Event::ModelKept {
+                info,
+                device,
+                precision,
+            } => {
+                self.studio.model_before = None;
+                self.studio.model = ModelStatus::Loaded {
+                    info,
+                    device,
+                    precision,
+                };
+            }
             Event::ModelLoaded {
                 info,
                 device,

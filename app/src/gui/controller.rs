@@ -3,7 +3,7 @@
 //! shortcuts), the first-run choice of model, drops, and the engine's failures routed by
 //! operation.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_engine::device::DeviceSpec;
 use kiln_engine::error::ErrorKind;
@@ -184,8 +184,8 @@ impl KilnApp {
                 true,
             );
         }
-        self.settings.remember_model(path.clone());
-        self.studio.model = ModelStatus::Loading(path.clone());
+        // Only a model that loads is remembered and listed in Recent ([`KilnApp::model_loaded`]).
+        self.studio.start_loading(path.clone());
         self.engine.send(Command::LoadModel {
             path,
             config: None,
@@ -201,6 +201,8 @@ impl KilnApp {
         device: DeviceSpec,
         precision: Precision,
     ) {
+        self.settings.remember_model(info.path.clone());
+        self.studio.model_before = None;
         let native = info.native_size();
         let previous = self
             .studio
@@ -500,7 +502,7 @@ impl KilnApp {
             return self.device_lost(message);
         }
         match (f.op, f.job, f.adapter) {
-            (Operation::LoadModel, ..) => self.studio.model = ModelStatus::Failed(message.clone()),
+            (Operation::LoadModel, ..) => return self.load_failed(message),
             (Operation::Generate | Operation::Compare, Some(job), _) => self.job_ended(job),
             (Operation::AddLora, _, Some(id)) => return self.views.loras.on_refused(id, message),
             (Operation::LoadEmbedding, _, Some(id)) => {
@@ -518,6 +520,35 @@ impl KilnApp {
             _ => {}
         }
         self.notify(format!("Error while {}", f.op.describe()), message, true);
+    }
+
+    /// A model did not load. The engine kept the model loaded before (its
+    /// [`kiln_engine::protocol::Event::ModelKept`] or reload came first), and that stays in
+    /// use; with none before (the first load, the remembered model at start-up) the shipped
+    /// model is opened instead, saying so — unless it was the one that failed.
+    fn load_failed(&mut self, message: String) {
+        let title = "Could not load the model";
+        if let Some(info) = self.studio.info() {
+            let kept = info.path.display().to_string();
+            return self.notify(title, format!("{message}. Still using {kept}."), true);
+        }
+        let failed = self.studio.loading().map(Path::to_path_buf);
+        self.studio.model = ModelStatus::Failed(message.clone());
+        self.studio.model_before = None;
+        match (self.views.models.bundled.clone(), failed) {
+            (Some(bundled), Some(failed)) if failed != bundled => {
+                self.notify(
+                    title,
+                    format!(
+                        "{message}. Opened the built-in model {} instead.",
+                        kiln_hub::install::NAME
+                    ),
+                    true,
+                );
+                self.open_bundled(bundled);
+            }
+            _ => self.notify(title, message, true),
+        }
     }
 
     /// The engine panicked in `op`: it dropped its model, which is loaded again — except
@@ -551,7 +582,11 @@ impl KilnApp {
                 self.training_over();
             }
             Operation::LoadModel => {
-                let path = self.settings.model_path.clone().unwrap_or_default();
+                let path = self
+                    .studio
+                    .loading()
+                    .map_or_else(PathBuf::new, Path::to_path_buf);
+                self.studio.model_before = None;
                 self.studio.model =
                     ModelStatus::Failed(format!("the engine crashed loading it: {message}"));
                 self.notify(
@@ -631,8 +666,10 @@ impl KilnApp {
             self.abandoned(op, job);
         }
         if op == Operation::LoadModel {
-            self.studio.model =
-                ModelStatus::Failed("not loaded: a training run is using the engine".into());
+            // The engine did not touch its model.
+            self.studio.model = self.studio.model_before.take().unwrap_or_else(|| {
+                ModelStatus::Failed("not loaded: a training run is using the engine".into())
+            });
         }
         self.notify(
             format!("Cannot start {} now", op.describe()),

@@ -3,7 +3,7 @@
 //! tokenizer the prompt counter counts with. (Views keep their own state; this is what more
 //! than one of them needs to know.)
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use kiln_engine::device::DeviceSpec;
@@ -66,6 +66,9 @@ impl Job {
 pub struct Studio {
     /// The model.
     pub model: ModelStatus,
+    /// The model that was loaded when the one in [`ModelStatus::Loading`] started loading: the
+    /// engine keeps it if the new one fails, so it is what the window shows again then.
+    pub model_before: Option<ModelStatus>,
     /// The running generation, if any.
     pub job: Option<Job>,
     /// The training run holding the engine's compute, if any.
@@ -83,6 +86,7 @@ impl Default for Studio {
     fn default() -> Self {
         Studio {
             model: ModelStatus::None,
+            model_before: None,
             job: None,
             training: None,
             reload_after_training: None,
@@ -93,6 +97,25 @@ impl Default for Studio {
 }
 
 impl Studio {
+    /// `path` starts loading; a model loaded until now is set aside ([`Studio::model_before`]).
+    pub fn start_loading(&mut self, path: PathBuf) {
+        if matches!(&self.model, ModelStatus::Loading(p) if *p == path) {
+            return;
+        }
+        let before = std::mem::replace(&mut self.model, ModelStatus::Loading(path));
+        if matches!(before, ModelStatus::Loaded { .. }) {
+            self.model_before = Some(before);
+        }
+    }
+
+    /// The model being loaded, if one is.
+    pub fn loading(&self) -> Option<&Path> {
+        match &self.model {
+            ModelStatus::Loading(p) => Some(p),
+            _ => None,
+        }
+    }
+
     /// Whether a model is ready.
     pub fn model_ready(&self) -> bool {
         matches!(self.model, ModelStatus::Loaded { .. })

@@ -70,23 +70,29 @@ pub struct Session {
     /// The tokenizer and token table before any embedding (to unload one).
     base_text: Option<(ClipTokenizer, Tensor<2>)>,
     model_hash: Option<String>,
+    /// What it was loaded from ([`Session::load`]), to load it again; `None` for models built
+    /// in memory.
+    choice: Option<ModelChoice>,
 }
 
-impl Session {
-    /// Loads `model` (strictly) on its device ([`DeviceSpec::open`]) at its precision (the
-    /// device's default when none is asked for) and records its A1111 hash (cached in
-    /// `cache_dir`).
-    pub fn load(model: &ModelChoice, cache_dir: Option<&Path>) -> Result<Self> {
-        let opened = model.device.open()?;
-        let dev = opened.device;
-        let sd = StableDiffusion::load_at(
-            &model.path,
-            model.config.as_deref(),
-            &dev,
-            model.precision.on(&dev).check_on(&dev)?,
-        )?;
+/// A model made ready to load ([`Session::prepare`]): its device is open and its file's
+/// header read and understood (layout, family, architecture), but no weight is read yet.
+#[derive(Debug)]
+pub struct PreparedModel {
+    choice: ModelChoice,
+    checkpoint: crate::weights::Checkpoint,
+    opened: crate::device::OpenedDevice,
+    precision: Precision,
+}
+
+impl PreparedModel {
+    /// Reads the weights onto the device (strictly) and records the model's A1111 hash
+    /// (cached in `cache_dir`).
+    pub fn load(self, cache_dir: Option<&Path>) -> Result<Session> {
+        let dev = self.opened.device;
+        let sd = StableDiffusion::from_checkpoint(self.checkpoint, &dev, self.precision)?;
         crate::device::log_memory(&dev, "loading the model");
-        let model_hash = match crate::weights::hash::model_hash(&model.path, cache_dir) {
+        let model_hash = match crate::weights::hash::model_hash(&self.choice.path, cache_dir) {
             Ok(h) => Some(h),
             Err(e) => {
                 tracing::warn!(error = %e, "could not hash the model; recipes will not name its hash");
@@ -95,9 +101,44 @@ impl Session {
         };
         Ok(Session {
             model_hash,
-            device_notice: opened.notice,
-            ..Session::new(sd, opened.spec)
+            device_notice: self.opened.notice,
+            choice: Some(self.choice),
+            ..Session::new(sd, self.opened.spec)
         })
+    }
+}
+
+impl Session {
+    /// Loads `model` (strictly) on its device ([`DeviceSpec::open`]) at its precision (the
+    /// device's default when none is asked for) and records its A1111 hash (cached in
+    /// `cache_dir`): [`Session::prepare`], then [`PreparedModel::load`].
+    pub fn load(model: &ModelChoice, cache_dir: Option<&Path>) -> Result<Self> {
+        Self::prepare(model)?.load(cache_dir)
+    }
+
+    /// The cheap half of [`Session::load`]: opens the device, checks the precision on it and
+    /// reads the checkpoint's headers and configs (no weights). A file that is no model, an
+    /// architecture Kiln refuses or a device that is not there fails here, in milliseconds —
+    /// the engine does this before it lets the current model go.
+    pub fn prepare(model: &ModelChoice) -> Result<PreparedModel> {
+        let opened = model.device.open()?;
+        let precision = model
+            .precision
+            .on(&opened.device)
+            .check_on(&opened.device)?;
+        let checkpoint = crate::weights::Checkpoint::open(&model.path, model.config.as_deref())?;
+        Ok(PreparedModel {
+            choice: model.clone(),
+            checkpoint,
+            opened,
+            precision,
+        })
+    }
+
+    /// What the model was loaded from ([`Session::load`]); `None` for a session over models
+    /// built in memory ([`Session::new`]).
+    pub fn choice(&self) -> Option<&ModelChoice> {
+        self.choice.as_ref()
     }
 
     /// A session over models already built (a training run's, a test's), on `device`.
@@ -110,6 +151,7 @@ impl Session {
             embeddings: Vec::new(),
             base_text: None,
             model_hash: None,
+            choice: None,
         }
     }
 
