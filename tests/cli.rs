@@ -370,3 +370,45 @@ fn loading_f16_weights_for_f16_inference_costs_about_the_files() {
         "the f32 load holds twice the files"
     );
 }
+
+/// Output cut short (`kiln diff a b | head -1`, `kiln inspect M | head`) ends the command
+/// quietly with success, as with other Unix tools — not in a panic about printing to stdout:
+/// each command that prints runs here with a stdout whose reader has already gone.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    image::RgbImage::from_pixel(16, 16, image::Rgb([10, 20, 30]))
+        .save(&a)
+        .unwrap();
+    image::RgbImage::from_pixel(16, 16, image::Rgb([12, 20, 30]))
+        .save(&b)
+        .unwrap();
+    let model = crate::common::fixture("tiny-a");
+    let (a, b, model) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        model.to_str().unwrap(),
+    );
+    for args in [
+        vec!["diff", a, b],
+        vec!["diff", a, b, "--json"],
+        vec!["inspect", model],
+        vec!["--help"],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(
+            !err.contains("internal error") && !err.contains("panicked"),
+            "kiln {args:?}: {err}"
+        );
+        assert!(o.status.success(), "kiln {args:?}: {:?} {err}", o.status);
+    }
+}

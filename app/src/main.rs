@@ -16,6 +16,11 @@ fn main() -> ExitCode {
             .map(|s| (*s).to_owned())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
+        // Output cut short (`kiln diff a b | head -1`): `println!` panics on the closed pipe;
+        // end quietly, as ripgrep does, not with an internal error.
+        if is_broken_pipe(&msg) {
+            std::process::exit(0);
+        }
         // A GPU that ran out of memory or was lost panics inside Burn: say what happened
         // and what to try, as for any other named error.
         if let Some(named) = kiln_engine::device::classify_failure(&msg, "GPU", false) {
@@ -38,6 +43,14 @@ fn main() -> ExitCode {
     let args = kiln::cli::Cli::parse();
     match std::panic::catch_unwind(|| kiln::cli::run(args)) {
         Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e))
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Ok(Err(e)) => {
             eprintln!("kiln: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::FAILURE
@@ -54,4 +67,11 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether a panic message is `print!`'s on a closed stdout (Rust ignores SIGPIPE, so a write
+/// to a pipe whose reader has gone fails with EPIPE, and `print!` panics on it).
+fn is_broken_pipe(panic_message: &str) -> bool {
+    panic_message.starts_with("failed printing to stdout")
+        && (panic_message.contains("Broken pipe") || panic_message.contains("os error 32"))
 }
