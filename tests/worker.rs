@@ -48,8 +48,13 @@ fn next(engine: &EngineHandle) -> Event {
 }
 
 fn load_command(model: &str) -> Command {
+    load_path_command(&fixture(model))
+}
+
+/// Load the model at `path` on the CPU.
+fn load_path_command(path: &std::path::Path) -> Command {
     Command::LoadModel {
-        path: fixture(model),
+        path: path.to_owned(),
         config: None,
         device: DeviceSpec::Cpu,
         precision: PrecisionChoice::Auto,
@@ -445,13 +450,7 @@ fn a_failed_load_keeps_the_working_model() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.safetensors");
     std::fs::write(&text, "shopping list: eggs, flour").unwrap();
-    let load_path = |path: &std::path::Path| Command::LoadModel {
-        path: path.to_owned(),
-        config: None,
-        device: DeviceSpec::Cpu,
-        precision: PrecisionChoice::Auto,
-    };
-    engine.send(load_path(&text));
+    engine.send(load_path_command(&text));
     assert!(matches!(next(&engine), Event::ModelLoading { .. }));
     match next(&engine) {
         Event::ModelKept { info, .. } => assert!(info.path.ends_with("tiny-a")),
@@ -468,7 +467,7 @@ fn a_failed_load_keeps_the_working_model() {
         broken.join("vae/diffusion_pytorch_model.safetensors"),
     )
     .unwrap();
-    engine.send(load_path(&broken));
+    engine.send(load_path_command(&broken));
     assert!(matches!(next(&engine), Event::ModelLoading { .. }));
     match next(&engine) {
         Event::ModelLoaded { info, .. } => assert!(info.path.ends_with("tiny-a"), "{info:?}"),

@@ -10,11 +10,7 @@ use clap::Parser;
 fn main() -> ExitCode {
     // A bug must still end in one line, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+        let msg = kiln_engine::error::panic_text(info.payload())
             .unwrap_or_else(|| "unknown panic".into());
         // Output cut short (`kiln diff a b | head -1`): `println!` panics on the closed pipe;
         // end quietly, as ripgrep does, not with an internal error.
@@ -56,11 +52,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let msg = kiln_engine::error::panic_text(panic.as_ref()).unwrap_or_default();
             match kiln_engine::device::classify_failure(&msg, "GPU", false) {
                 Some(_) => ExitCode::FAILURE,
                 None => ExitCode::from(101),

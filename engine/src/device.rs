@@ -260,10 +260,7 @@ fn probe(spec: &DeviceSpec, device: &Device) -> Result<()> {
         }),
         Err(panic) => Err(Error::DeviceNotPresent {
             name: spec.to_string(),
-            reason: panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
+            reason: crate::error::panic_text(panic.as_ref())
                 .unwrap_or_else(|| "it could not be initialised".into()),
             available: available().join(", "),
         }),

@@ -6,6 +6,15 @@ use std::path::PathBuf;
 /// Result alias used throughout the engine.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// What a panic said: its payload when that is text (`panic!` with a literal or a formatted
+/// message, as Rust and Burn panic), else `None`.
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+}
+
 /// A tensor whose shape differs between the file and the model built from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapeMismatch {

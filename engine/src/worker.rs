@@ -137,11 +137,7 @@ struct Worker {
 
 /// The panic payload as text.
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
+    crate::error::panic_text(panic).unwrap_or_else(|| "unknown panic".into())
 }
 
 impl Command {

@@ -91,6 +91,26 @@ def rel_max_err(got, want):
     return float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
 
 
+def torch_runs(args):
+    """PyTorch's side of a comparison: yields (torch device, precision, dtype) — f16 and f32
+    on CUDA, f32 on the CPU — with CUDA's peak-memory counter reset before each run and its
+    cache emptied after."""
+    import torch
+    dev = "cuda" if torch.cuda.is_available() and args.device != "cpu" else "cpu"
+    for precision in (["f16", "f32"] if dev == "cuda" else ["f32"]):
+        if dev == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        yield dev, precision, torch.float16 if precision == "f16" else torch.float32
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+
+
+def torch_peak_mib(dev):
+    """CUDA's peak allocated memory since the last reset, in MiB (None on the CPU)."""
+    import torch
+    return torch.cuda.max_memory_allocated() / 2**20 if dev == "cuda" else None
+
+
 # ---------------------------------------------------------------------------------------------
 # a. parity
 
@@ -189,12 +209,8 @@ def part_b(args, work, model):
 
     import torch
     from diffusers import DDIMScheduler, StableDiffusionPipeline
-    cuda = torch.cuda.is_available() and args.device != "cpu"
-    dev = "cuda" if cuda else "cpu"
-    for precision in (["f16", "f32"] if cuda else ["f32"]):
-        dtype = torch.float16 if precision == "f16" else torch.float32
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
+    for dev, precision, dtype in torch_runs(args):
+        cuda = dev == "cuda"
         t0 = time.perf_counter()
         pipe = StableDiffusionPipeline.from_pretrained(
             model, torch_dtype=dtype, safety_checker=None, feature_extractor=None,
@@ -225,10 +241,8 @@ def part_b(args, work, model):
         emit(part="b", figure="sd15_txt2img", impl=f"diffusers-{torch.__version__.split('+')[0]}",
              device=dev, precision=precision, size=size, steps=steps, seconds_per_image=per_image[-1],
              first_image_seconds=per_image[0], unet_calls_per_second=rate, load_seconds=load,
-             device_memory_peak_mib=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
+             device_memory_peak_mib=torch_peak_mib(dev))
         del pipe
-        if cuda:
-            torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,12 +278,8 @@ def part_c(args, work, model):
     from diffusers import DDIMScheduler, UNet2DConditionModel
     from peft import LoraConfig
     from transformers import CLIPTextModel
-    cuda = torch.cuda.is_available() and args.device != "cpu"
-    dev = "cuda" if cuda else "cpu"
-    for precision in (["f16", "f32"] if cuda else ["f32"]):
-        dtype = torch.float16 if precision == "f16" else torch.float32
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
+    for dev, precision, dtype in torch_runs(args):
+        cuda = dev == "cuda"
         unet = UNet2DConditionModel.from_pretrained(model, subfolder="unet", torch_dtype=dtype).to(dev)
         te = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", torch_dtype=dtype).to(dev)
         unet.requires_grad_(False)
@@ -310,10 +320,8 @@ def part_c(args, work, model):
             times.append(time.perf_counter() - t0)
         emit(part="c", figure="sd15_lora_step", impl=f"diffusers+peft-{torch.__version__.split('+')[0]}",
              device=dev, precision=precision, latents=h, rank=16, seconds_per_step=statistics.median(times),
-             device_memory_peak_mib=torch.cuda.max_memory_allocated() / 2**20 if cuda else None)
+             device_memory_peak_mib=torch_peak_mib(dev))
         del unet, te, opt
-        if cuda:
-            torch.cuda.empty_cache()
 
 
 # ---------------------------------------------------------------------------------------------
