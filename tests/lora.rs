@@ -462,6 +462,21 @@ fn trigger_words_and_family_come_from_kohya_metadata() {
         lora.report.family,
         Some(kiln_engine::family::ModelFamily::Sd1)
     );
+    // A trigger phrase the trainer recorded (Kiln writes one) comes first, and the output
+    // name is then not taken for a trigger.
+    let meta = [
+        (
+            "ss_tag_frequency".to_owned(),
+            r#"{"10_mystyle": {"mystyle": 12, "zz": 2}}"#.to_owned(),
+        ),
+        ("ss_output_name".to_owned(), "mystyle_v2".to_owned()),
+        ("modelspec.trigger_phrase".to_owned(), " zz ".to_owned()),
+    ]
+    .into_iter()
+    .collect();
+    write_f32(&p, &list, &meta).unwrap();
+    let lora = sd.open_lora(&p).unwrap();
+    assert_eq!(lora.report.trigger_words, vec!["zz", "mystyle"]);
     let mut meta2 = std::collections::BTreeMap::new();
     meta2.insert("ss_v2".to_owned(), "True".to_owned());
     write_f32(&p, &list, &meta2).unwrap();

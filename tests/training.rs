@@ -436,6 +436,79 @@ fn resuming_from_a_checkpoint_gives_the_same_adapter_as_never_stopping() {
 /// says so, the LoRA it learns and writes stays f32, and its 20-step loss curve follows the
 /// f32 run's within f16's (bf16's) rounding — 1e-3 (5e-3) of each loss; measured: 6.7e-5
 /// (5.8e-4) on this fixture.
+/// Issue 26, defect 1: a second run under a finished run's name, stopped early, must not
+/// resume from the first run's (later) checkpoint — a fresh run sets the earlier run's
+/// checkpoints aside, and what is left to resume is this run's.
+#[test]
+fn a_fresh_run_under_a_used_name_never_resumes_the_old_run() {
+    use kiln_engine::job::{CancelToken, PauseToken};
+    use kiln_engine::training::run::TrainingEvent;
+    use kiln_engine::training::trainer::{
+        checkpoint_summary, existing_run, free_name, latest_checkpoint, train_lora,
+    };
+    let (data, out) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    dataset(data.path());
+    let quiet = &mut |_| {};
+    let first = config(data.path(), out.path(), 6);
+    train_lora(
+        &first,
+        None,
+        &CancelToken::new(),
+        &PauseToken::default(),
+        quiet,
+    )
+    .unwrap();
+    let before = existing_run(out.path(), "shapes");
+    assert_eq!(before.checkpoints.len(), 2, "{before:?}");
+    assert!(before.result.is_some());
+    assert_eq!(free_name(out.path(), "shapes"), "shapes-2");
+    assert_eq!(free_name(out.path(), "other"), "other");
+    // The same name again (other data seed), stopped after its first checkpoint.
+    let mut second = config(data.path(), out.path(), 9);
+    second.seed = 8;
+    let cancel = CancelToken::new();
+    let c = cancel.clone();
+    let stopped = train_lora(&second, None, &cancel, &PauseToken::default(), &mut |e| {
+        if let TrainingEvent::Checkpoint { .. } = e {
+            c.cancel();
+        }
+    });
+    assert!(
+        matches!(stopped, Err(kiln_engine::Error::Cancelled)),
+        "{stopped:?}"
+    );
+    let latest = latest_checkpoint(&second).expect("the second run's checkpoint");
+    let summary = checkpoint_summary(&latest).unwrap();
+    assert_eq!((summary.step, summary.config.seed), (3, 8), "{latest:?}");
+    // The first run's checkpoints were moved, not deleted.
+    let aside: Vec<_> = std::fs::read_dir(out.path().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert!(aside[0].join("shapes-step000006.safetensors").is_file());
+    // Resuming it goes on from step 3 of the second run.
+    let mut steps = Vec::new();
+    train_lora(
+        &second,
+        Some(&latest),
+        &CancelToken::new(),
+        &PauseToken::default(),
+        &mut |e| {
+            if let TrainingEvent::Step { step, .. } = e {
+                steps.push(step);
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(steps, (4..=9).collect::<Vec<_>>());
+    assert!(
+        checkpoint_summary(&aside[0]).is_err(),
+        "a folder is not a checkpoint"
+    );
+}
+
 #[test]
 fn a_half_precision_base_trains_an_f32_lora_that_follows_the_f32_run() {
     use kiln_engine::device::DeviceSpec;

@@ -189,6 +189,42 @@ impl DatasetReport {
     }
 }
 
+/// Words that never make a trigger.
+const STOP_WORDS: [&str; 16] = [
+    "a", "an", "the", "of", "and", "with", "in", "on", "at", "to", "for", "is", "by", "from",
+    "photo", "image",
+];
+
+/// The token every caption shares — the first comma-separated tag found in all of them (of
+/// two or more), else the first word (not a stop word like "a" or "of") — which a LoRA trained on them answers
+/// to; None when they share none (or there are no captions).
+pub fn common_token(captions: &[&str]) -> Option<String> {
+    let first = captions.first()?;
+    let tags = |c: &str| -> Vec<String> {
+        c.split(',')
+            .map(|t| t.trim().to_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    let words = |c: &str| -> Vec<String> {
+        c.split(|ch: char| !(ch.is_alphanumeric() || "<>-_'".contains(ch)))
+            .map(str::to_lowercase)
+            .filter(|w| !w.is_empty() && !STOP_WORDS.contains(&w.as_str()))
+            .collect()
+    };
+    let shared = |split: &dyn Fn(&str) -> Vec<String>| {
+        let others: Vec<Vec<String>> = captions[1..].iter().map(|c| split(c)).collect();
+        split(first)
+            .into_iter()
+            .find(|t| others.iter().all(|o| o.contains(t)))
+    };
+    // One caption is all one tag: only its words can be the trigger.
+    (captions.len() > 1)
+        .then(|| shared(&tags))
+        .flatten()
+        .or_else(|| shared(&words))
+}
+
 /// The training plan: images × repeats × epochs ÷ batch = steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -423,6 +459,28 @@ pub fn rng_for(seed: u64, purpose: u64, index: u64) -> ChaCha8Rng {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_shared_token_is_a_common_tag_else_a_common_word() {
+        assert_eq!(
+            common_token(&["sks dog, on grass", "sks dog, in snow"]).as_deref(),
+            Some("sks dog")
+        );
+        assert_eq!(
+            common_token(&["a red half", "A blue half"]).as_deref(),
+            Some("half")
+        );
+        assert_eq!(
+            common_token(&["a cat", "a dog"]),
+            None,
+            "stop words never count"
+        );
+        assert_eq!(
+            common_token(&["<zz-style> tree"]).as_deref(),
+            Some("<zz-style>")
+        );
+        assert_eq!(common_token(&[]), None);
+    }
     use super::*;
 
     #[test]

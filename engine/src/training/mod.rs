@@ -7,7 +7,8 @@
 //! - [`lr_schedule`]: constant, constant with warmup, cosine with warmup, linear.
 //! - [`adamw`]: the optimiser and its state (saved in checkpoints).
 //! - [`trainer`]: a LoRA or embedding run (dataset, plan, steps, checkpoints, the file);
-//!   [`run`]: the loop control every run shares; [`noise`]: the noise a step adds.
+//!   [`run`]: the loop control every run shares; [`noise`]: the noise a step adds;
+//!   [`suggest`]: settings that fit the model and the dataset, with the reasoning.
 //! - [`base`] and [`full`]: training a whole model (every weight of the VAE, UNet and text
 //!   encoder, from scratch or from a model) — how `kiln-tiny` is made.
 
@@ -19,6 +20,7 @@ pub mod lora;
 pub mod lr_schedule;
 pub mod noise;
 pub mod run;
+pub mod suggest;
 pub mod textual_inversion;
 pub mod trainer;
 

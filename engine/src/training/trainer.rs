@@ -9,7 +9,10 @@
 //! Checkpoints (`<output>/checkpoints/<name>-step000010.safetensors`) hold the trained
 //! matrices, their AdamW moments, and in the header the step, smoothed loss and full
 //! configuration; they are written to a temporary file and renamed, so a crash mid-save leaves
-//! the previous one intact. The result (`<output>/<name>.safetensors`) is a kohya-format LoRA
+//! the previous one intact. A run owns its name in its output folder: a fresh run moves an
+//! earlier run's checkpoints of that name aside ([`set_aside_checkpoints`]), so resuming never
+//! continues another run ([`existing_run`], [`free_name`] and [`checkpoint_summary`] let the
+//! window ask first and say exactly which run and step a resume continues). The result (`<output>/<name>.safetensors`) is a kohya-format LoRA
 //! or an A1111 `emb_params` embedding.
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +105,10 @@ pub struct TrainingConfig {
     pub sample_prompts: Vec<String>,
     /// Also write a LoRA in diffusers/PEFT format (`<name>.peft.safetensors`).
     pub export_peft: bool,
+    /// The word that calls the adapter up in a prompt, recorded in the file
+    /// (`modelspec.trigger_phrase`); None: the token every caption shares
+    /// ([`crate::training::dataset::common_token`]), if any.
+    pub trigger: Option<String>,
     /// Where it trains (`auto`: the first GPU backend that works, else the CPU). A
     /// checkpoint resumes on any device.
     pub device: DeviceSpec,
@@ -137,6 +144,7 @@ impl Default for TrainingConfig {
             sample_every: 0,
             sample_prompts: Vec::new(),
             export_peft: false,
+            trigger: None,
             device: DeviceSpec::Auto,
             precision: PrecisionChoice::Auto,
         }
@@ -202,19 +210,134 @@ pub fn checkpoint_path(config: &TrainingConfig, step: usize) -> PathBuf {
 
 /// The newest checkpoint of a run (by step), if any.
 pub fn latest_checkpoint(config: &TrainingConfig) -> Option<PathBuf> {
-    let dir = config.output.join("checkpoints");
-    let prefix = format!("{}-step", config.name);
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+    checkpoints_of(&config.output, &config.name).pop()
+}
+
+/// The checkpoints of the run named `name` in `output` (`checkpoints/<name>-stepNNNNNN`),
+/// oldest step first.
+fn checkpoints_of(output: &Path, name: &str) -> Vec<PathBuf> {
+    let prefix = format!("{name}-step");
+    let Ok(entries) = std::fs::read_dir(output.join("checkpoints")) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".safetensors"))
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|n| n.strip_suffix(".safetensors"))
+                .is_some_and(|digits| {
+                    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+                })
         })
         .collect();
     found.sort();
-    found.pop()
+    found
+}
+
+/// What a run of one name has left in an output folder: the run owns its result
+/// (`<output>/<name>.safetensors`) and its checkpoints (`<output>/checkpoints/<name>-step…`),
+/// so a second run under the same name would mix with it — the window asks first
+/// (overwrite / keep both / cancel), and a fresh run sets the old checkpoints aside
+/// ([`set_aside_checkpoints`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExistingRun {
+    /// The finished adapter, if there is one.
+    pub result: Option<PathBuf>,
+    /// Its checkpoints, oldest step first.
+    pub checkpoints: Vec<PathBuf>,
+}
+
+impl ExistingRun {
+    /// Whether nothing of a run of that name is there.
+    pub fn is_empty(&self) -> bool {
+        self.result.is_none() && self.checkpoints.is_empty()
+    }
+}
+
+/// What a run named `name` has left in `output`.
+pub fn existing_run(output: &Path, name: &str) -> ExistingRun {
+    let result = output.join(format!("{name}.safetensors"));
+    ExistingRun {
+        result: result.is_file().then_some(result),
+        checkpoints: checkpoints_of(output, name),
+    }
+}
+
+/// `name` if no run of that name is in `output`, else the first free `name-2`, `name-3`, …
+/// ("keep both").
+pub fn free_name(output: &Path, name: &str) -> String {
+    if existing_run(output, name).is_empty() {
+        return name.to_owned();
+    }
+    (2..)
+        .map(|k| format!("{name}-{k}"))
+        .find(|n| existing_run(output, n).is_empty())
+        .unwrap_or_else(|| name.to_owned())
+}
+
+/// What a checkpoint's header says about the run that wrote it (read without its tensors).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointSummary {
+    /// The file.
+    pub path: PathBuf,
+    /// Optimiser steps done when it was written.
+    pub step: usize,
+    /// The configuration of the run that wrote it.
+    pub config: TrainingConfig,
+}
+
+/// Reads what `path` says about its run; [`Error::BadCheckpoint`] when it is not a Kiln
+/// adapter-training checkpoint.
+pub fn checkpoint_summary(path: &Path) -> Result<CheckpointSummary> {
+    let state: CheckpointState = SafeTensors::open(path)?
+        .metadata()
+        .get(STATE_KEY)
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| Error::BadCheckpoint {
+            path: path.to_owned(),
+            reason: "it is not a Kiln training checkpoint".into(),
+        })?;
+    Ok(CheckpointSummary {
+        path: path.to_owned(),
+        step: state.step,
+        config: state.config,
+    })
+}
+
+/// Before a fresh run (not resumed) of `config`: moves the checkpoints an earlier run of the
+/// same name left into `<output>/checkpoints/<name>-replaced-<unix seconds>/`, so that
+/// "resume latest" can only ever find this run's, and nothing is deleted. Returns that
+/// folder, if anything was moved.
+pub fn set_aside_checkpoints(config: &TrainingConfig) -> Result<Option<PathBuf>> {
+    let old = checkpoints_of(&config.output, &config.name);
+    if old.is_empty() {
+        return Ok(None);
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let base = config.output.join("checkpoints");
+    let mut dir = base.join(format!("{}-replaced-{secs}", config.name));
+    let mut k = 1;
+    while dir.exists() {
+        k += 1;
+        dir = base.join(format!("{}-replaced-{secs}-{k}", config.name));
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    for path in old {
+        if let Some(file) = path.file_name() {
+            std::fs::rename(&path, dir.join(file)).map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    tracing::warn!(
+        "an earlier run named {} left checkpoints in {}: moved to {} (this run starts afresh)",
+        config.name,
+        base.display(),
+        dir.display()
+    );
+    Ok(Some(dir))
 }
 
 /// One micro-batch, as [`Trainee::loss_and_grads`] takes it.
@@ -608,6 +731,10 @@ fn run<T: Trainee>(
     if let Some(path) = resume {
         let state = load_checkpoint(path, &mut trainee)?;
         (step, smoothed, resumed_from) = (state.step, state.smoothed_loss, Some(path.to_owned()));
+    } else {
+        // A fresh run owns its name: an earlier run's checkpoints must not be resumed as
+        // this one's.
+        set_aside_checkpoints(config)?;
     }
     let mut control = RunControl::new(cancel, pause, on_event, step, total, smoothed, resumed_from);
     control.report(TrainingEvent::Started {
@@ -755,6 +882,15 @@ fn run<T: Trainee>(
     let out = config.output.join(format!("{}.safetensors", config.name));
     let mut meta = BTreeMap::new();
     meta.insert("ss_output_name".into(), config.name.clone());
+    let captions: Vec<&str> = usable.iter().map(|u| u.1.as_str()).collect();
+    if let Some(trigger) = config
+        .trigger
+        .clone()
+        .filter(|t| !t.trim().is_empty())
+        .or_else(|| crate::training::dataset::common_token(&captions))
+    {
+        meta.insert("modelspec.trigger_phrase".into(), trigger);
+    }
     meta.insert("ss_steps".into(), total.to_string());
     meta.insert(
         "kiln_training_config".into(),

@@ -120,6 +120,13 @@ pub fn short_hash(path: &Path) -> Result<String> {
 
 fn trigger_words(meta: &BTreeMap<String, String>) -> Vec<String> {
     let mut words = Vec::new();
+    // The trainer's own word (modelspec; Kiln writes it) comes first, and then the file's
+    // name is not taken for a trigger.
+    let phrase = meta
+        .get("modelspec.trigger_phrase")
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty());
+    words.extend(phrase.clone());
     if let Some(freq) = meta
         .get("ss_tag_frequency")
         .and_then(|s| serde_json::from_str::<BTreeMap<String, BTreeMap<String, u64>>>(s).ok())
@@ -132,9 +139,15 @@ fn trigger_words(meta: &BTreeMap<String, String>) -> Vec<String> {
         }
         let mut v: Vec<(String, u64)> = all.into_iter().collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-        words.extend(v.into_iter().take(10).map(|(t, _)| t));
+        words.extend(
+            v.into_iter()
+                .take(10)
+                .map(|(t, _)| t)
+                .filter(|t| Some(t) != phrase.as_ref()),
+        );
     }
-    if let Some(name) = meta.get("ss_output_name")
+    if phrase.is_none()
+        && let Some(name) = meta.get("ss_output_name")
         && !words.contains(name)
     {
         words.push(name.clone());
