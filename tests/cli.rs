@@ -412,3 +412,25 @@ fn a_closed_stdout_ends_a_command_quietly() {
         assert!(o.status.success(), "kiln {args:?}: {:?} {err}", o.status);
     }
 }
+
+/// The window opens with a stack, embeddings and a dataset from the command line (issue 26,
+/// defect 3): the options are there, and a malformed one is refused before any window opens.
+#[test]
+fn the_window_takes_loras_embeddings_and_a_dataset_on_the_command_line() {
+    let help = kiln(&["--help"]);
+    let text = String::from_utf8_lossy(&help.stdout);
+    for option in [
+        "--model <PATH>",
+        "--lora <FILE[:W]>",
+        "--embedding <FILE[:TOKEN]>",
+        "--dataset <DIR>",
+    ] {
+        assert!(text.contains(option), "{option} in:\n{text}");
+    }
+    let o = kiln(&["--lora", "style.safetensors:strong"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("must be a number"), "{}", stderr(&o));
+    let o = kiln(&["--embedding", "cat.pt:two words"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("must be one word"), "{}", stderr(&o));
+}

@@ -18,8 +18,14 @@ use kiln_engine::schedulers::{SamplerKind, Schedule};
 
 use crate::common::fixture;
 
+/// The window at its smallest size.
+mod layout;
 /// The Models tab: the models folder, downloading SD 1.5, the first run.
 mod models;
+/// Every action with a button and the built-in file picker: no drop, no system dialog.
+mod no_dialogs;
+/// Training runs that own their name: the question before a name is reused, Resume.
+mod training_runs;
 
 /// Settings for a test: tiny-b on the CPU, DDIM, small size, output in `out`, models folder
 /// `out/models` (empty).
@@ -55,6 +61,13 @@ pub(crate) fn harness_with_bundled(
         .build_eframe(move |cc| KilnApp::with_bundled(&cc.egui_ctx, settings, bundled))
 }
 
+/// The studio with `settings` in a window of `size` points.
+pub(crate) fn harness_sized(settings: Settings, size: egui::Vec2) -> Harness<'static, KilnApp> {
+    Harness::builder()
+        .with_size(size)
+        .build_eframe(move |cc| KilnApp::with_bundled(&cc.egui_ctx, settings, None))
+}
+
 /// Steps the UI until `done` holds (the engine works on its own thread meanwhile).
 pub(crate) fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(&KilnApp) -> bool) {
     let start = Instant::now();
@@ -67,6 +80,25 @@ pub(crate) fn wait(h: &mut Harness<'static, KilnApp>, what: &str, done: impl Fn(
         h.step();
         std::thread::sleep(Duration::from_millis(5));
     }
+    h.step();
+}
+
+/// Scrolls the widget labelled `label` into view, as a user would, and clicks it.
+pub(crate) fn click_in_view(h: &mut Harness<'static, KilnApp>, label: &str) {
+    h.get_by_label(label).scroll_to_me();
+    // The scroll is animated: wait until the widget stops moving.
+    let mut rect = h.get_by_label(label).rect();
+    for _ in 0..120 {
+        h.step();
+        let now = h.get_by_label(label).rect();
+        if now == rect {
+            break;
+        }
+        rect = now;
+    }
+    h.get_by_label(label).click();
+    // The frame that handles the click, and the one it asks for.
+    h.step();
     h.step();
 }
 
@@ -278,11 +310,18 @@ fn loras_dropped_on_the_window_join_the_stack_or_say_why_not() {
         h.query_by_label_contains("matched").is_some(),
         "the badge says matched n/m"
     );
+    let refused = h.get_by_label_contains("not applied: ");
+    let text = format!("{refused:?}");
     assert!(
-        h.query_by_label_contains("made for Stable Diffusion XL")
-            .is_some(),
-        "the refused row says why"
+        text.contains("made for Stable Diffusion XL"),
+        "the refused row says why: {text}"
     );
+    // A refused row is inert (issue 26, defect 4): no switch, no weight; the line above
+    // Generate counts what a Generate uses.
+    assert!(h.query_by_label("Apply sdxl_lora").is_none());
+    assert!(h.query_by_label("sdxl_lora weight").is_none());
+    assert!(h.query_by_label("sdxl_lora weight value").is_none());
+    assert!(h.query_by_label("Apply kohya_qkvo").is_some());
     wait(&mut h, "the embedding", |a| {
         a.views
             .embeddings
@@ -290,14 +329,42 @@ fn loras_dropped_on_the_window_join_the_stack_or_say_why_not() {
             .iter()
             .any(|r| matches!(r.status, EmbeddingStatus::Loaded { .. }))
     });
+    assert!(
+        h.query_by_label("1 of 2 LoRAs active · 1 refused · 1 embedding")
+            .is_some()
+    );
+    // The load report reads as text, not JSON.
+    let LoraStatus::Loaded(report) = &lora_statuses(h.state())[0] else {
+        unreachable!()
+    };
+    let text = kiln::gui::views::lora_stack::report_text(report);
+    assert!(
+        text.contains("Matched ") && text.contains("Format: kohya"),
+        "{text}"
+    );
+    assert!(!text.contains('{') && !text.contains("null"), "{text}");
+    // With every LoRA off, Compare has nothing to compare (defect 7): the button says so,
+    // and the shortcut starts nothing.
+    click_in_view(&mut h, "Apply kohya_qkvo");
+    assert!(
+        h.query_by_label("0 of 2 LoRAs active · 1 off · 1 refused · 1 embedding")
+            .is_some()
+    );
+    let compare = h.get_by_label("Compare with baseline");
+    assert!(compare.accesskit_node().is_disabled());
+    h.state_mut()
+        .run_command(kiln::gui::commands::UiCommand::CompareWithBaseline);
+    h.step();
+    assert!(h.state().studio.job.is_none());
+    assert_eq!(notified(h.state(), "Nothing to compare"), 1);
+    click_in_view(&mut h, "Apply kohya_qkvo");
     assert_eq!(
         h.query_all_by_label("ti_cat").count(),
         2,
         "the token is listed and offered as a prompt chip"
     );
     // Removing the refused row keeps the loaded one.
-    h.get_by_label("Remove sdxl_lora").click();
-    h.step();
+    click_in_view(&mut h, "Remove sdxl_lora");
     let names: Vec<String> = h
         .state()
         .views
@@ -597,7 +664,7 @@ impl egui::DroppedFile for Dropped {
     }
 }
 
-fn dropped(path: PathBuf) -> egui::DroppedFileHandle {
+pub(crate) fn dropped(path: PathBuf) -> egui::DroppedFileHandle {
     std::sync::Arc::new(Dropped(path))
 }
 
@@ -670,8 +737,7 @@ fn the_stack_order_weights_and_switches_reach_the_engine() {
     h.get_by_label("stack_attn weight value")
         .set_value_accesskit(-0.25);
     h.step();
-    h.get_by_label("Apply kohya_qkvo").click();
-    h.step();
+    click_in_view(&mut h, "Apply kohya_qkvo");
     h.get_by_label("Generate").click();
     wait(&mut h, "the image", gallery_holds(1));
     let recipe = shown_recipe(&h);
@@ -759,11 +825,23 @@ fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
     });
     h.get_by_label("Compare with baseline").click();
     wait(&mut h, "both images", |a| {
-        a.studio.job.is_none()
-            && a.views.compare.stats().is_some()
-            && a.views.gallery.items.len() == 2
+        a.studio.job.is_none() && a.views.compare.stats().is_some()
     });
     assert_eq!(h.state().tab, Tab::Compare);
+    // The pair stays in the comparison (issue 26, defect 7) until "Save both".
+    idle(&mut h, Duration::from_millis(300));
+    assert!(
+        h.state().views.gallery.items.is_empty(),
+        "nothing saved yet"
+    );
+    h.get_by_label("Save both").click();
+    wait(&mut h, "both images in the gallery", |a| {
+        a.views.gallery.items.len() == 2
+    });
+    assert!(
+        h.query_by_label("Both saved to the output folder")
+            .is_some()
+    );
     let stats = *h.state().views.compare.stats().unwrap();
     assert!(
         h.query_by_label(&format!("mean |Δ| {:.3}", stats.mean_abs))
@@ -813,7 +891,7 @@ fn compare_with_baseline_shows_both_images_and_the_numbers_kiln_diff_gives() {
 }
 
 /// Three images: a captioned one, an uncaptioned one, a corrupt one.
-fn training_folder(dir: &Path) {
+pub(crate) fn training_folder(dir: &Path) {
     for (i, rgb) in [[200u8, 40, 40], [40, 40, 200]].iter().enumerate() {
         let pixels = (0..32 * 32)
             .flat_map(|p| if (p % 32) < 16 { *rgb } else { [250, 250, 250] })
@@ -840,6 +918,7 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
     training_folder(data.path());
     let mut s = settings(out.path());
     s.model_path = Some(fixture("tiny-a"));
+    s.train.follow_suggestion = false;
     s.train.resolution = 32;
     s.train.output_dir = out.path().join("training");
     s.train.steps = 400;

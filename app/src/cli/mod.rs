@@ -27,6 +27,17 @@ pub struct Cli {
     /// Without a subcommand: open the window with this checkpoint loaded.
     #[arg(long, value_name = "PATH")]
     model: Option<PathBuf>,
+    /// Without a subcommand: add this LoRA to the stack at weight W (1 when left out);
+    /// repeatable.
+    #[arg(long = "lora", value_name = "FILE[:W]", value_parser = crate::gui::start::parse_lora)]
+    loras: Vec<(PathBuf, f32)>,
+    /// Without a subcommand: load this embedding under TOKEN (the file stem when left out);
+    /// repeatable.
+    #[arg(long = "embedding", value_name = "FILE[:TOKEN]", value_parser = crate::gui::start::parse_embedding)]
+    embeddings: Vec<(PathBuf, Option<String>)>,
+    /// Without a subcommand: open this folder of images as the training dataset.
+    #[arg(long, value_name = "DIR")]
+    dataset: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +115,11 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("{}", serde_json::to_string(&ids)?);
             Ok(())
         }
-        None => crate::gui::run(cli.model),
+        None => crate::gui::run(crate::gui::start::StartArgs {
+            model: cli.model,
+            loras: cli.loras,
+            embeddings: cli.embeddings,
+            dataset: cli.dataset,
+        }),
     }
 }

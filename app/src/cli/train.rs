@@ -44,6 +44,10 @@ pub struct LoraArgs {
     /// Also write the LoRA in diffusers/PEFT format (NAME.peft.safetensors).
     #[arg(long)]
     export_peft: bool,
+    /// The word that calls the LoRA up in a prompt, recorded in the file
+    /// (modelspec.trigger_phrase) [default: the word every caption shares, if any].
+    #[arg(long)]
+    trigger: Option<String>,
     /// Text-encoder layers to adapt too, comma-separated: q_proj, k_proj, v_proj, out_proj,
     /// fc1, fc2 (none by default).
     #[arg(long, value_delimiter = ',')]
@@ -160,7 +164,7 @@ pub struct CommonArgs {
 
 /// Runs `kiln train …`.
 pub fn train(command: TrainCommand) -> Result<()> {
-    let (a, method, default_lr, export_peft) = match command {
+    let (a, method, default_lr, (export_peft, trigger)) = match command {
         TrainCommand::Lora(l) => {
             let lora = LoraConfig {
                 rank: l.rank,
@@ -168,7 +172,12 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 targets: l.targets.clone(),
                 text_encoder_targets: l.text_encoder_targets.clone(),
             };
-            (l.common, Method::Lora(lora), 1e-4, l.export_peft)
+            (
+                l.common,
+                Method::Lora(lora),
+                1e-4,
+                (l.export_peft, l.trigger),
+            )
         }
         TrainCommand::Base(b) => return super::train_base::train_base(*b),
         TrainCommand::Ti(t) => {
@@ -177,7 +186,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
                 vectors: t.vectors,
                 init_word: t.init_word,
             };
-            (t.common, Method::TextualInversion(ti), 5e-3, false)
+            (t.common, Method::TextualInversion(ti), 5e-3, (false, None))
         }
     };
     let report = Report::from_flag(a.json);
@@ -223,6 +232,7 @@ pub fn train(command: TrainCommand) -> Result<()> {
         gradient_accumulation: a.accumulate,
         learning_rate: a.lr.unwrap_or(default_lr),
         export_peft,
+        trigger,
         lr_schedule: a.lr_schedule,
         warmup_steps: a.warmup,
         max_grad_norm: (a.max_grad_norm > 0.0).then_some(a.max_grad_norm),

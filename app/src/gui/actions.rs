@@ -55,8 +55,12 @@ pub enum Action {
         /// The caption.
         text: String,
     },
-    /// Open this URL (a folder as `file://…`) in the system's browser or file manager.
+    /// Open this URL in the system's browser.
     OpenUrl(String),
+    /// Show this folder in the system's file manager (saying where it is if none opens).
+    OpenFolder(PathBuf),
+    /// Ask for a path (a file dialog) and carry it out.
+    Pick(super::dialogs::Pick),
     /// Start training as the Train tab says (continuing from this checkpoint).
     StartTraining(Option<PathBuf>),
     /// Measure the training speed with a short warm-up.

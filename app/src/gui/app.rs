@@ -2,17 +2,19 @@
 //! I/O thread sent to the views they concern, lets every view draw (they queue
 //! [`Action`]s), and carries the actions out after the frame ([`super::controller`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use kiln_engine::protocol::Event;
 
 use super::actions::Notification;
 use super::actions::{Actions, Tab};
+use super::dialogs::{Dialogs, Pick};
 use super::engine_client::{EngineClient, repaint_for};
 use super::io::{AfterCheck, ImagePurpose, IoRequest, IoResult, IoWorker, ThumbKey};
-use super::state::{STORAGE_KEY, Settings};
+use super::state::{STORAGE_KEY, Settings, WIDE_WINDOW};
 use super::studio::{ModelStatus, Studio};
 use super::views::embeddings::EmbeddingStatus;
+use super::views::file_picker::{FilePicker, PickerOutcome};
 use super::views::gallery::THUMB;
 use super::views::models::InUse;
 use super::views::{Ctx, Views, file_name};
@@ -34,6 +36,10 @@ pub struct KilnApp {
     pub(crate) ctx: egui::Context,
     /// The first-run model is loading: take its native size once it is ready.
     pub(crate) take_native_size: bool,
+    /// Which file dialogs this desktop has.
+    pub dialogs: Dialogs,
+    /// The built-in file picker, while it is open.
+    pub picker: Option<Box<FilePicker<Pick>>>,
 }
 
 impl std::fmt::Debug for KilnApp {
@@ -45,17 +51,19 @@ impl std::fmt::Debug for KilnApp {
 }
 
 impl KilnApp {
-    /// Builds the app from eframe's creation context (restoring settings from storage);
-    /// `model` replaces the remembered model.
-    pub fn new(cc: &eframe::CreationContext<'_>, model: Option<PathBuf>) -> Self {
+    /// Builds the app from eframe's creation context (restoring settings from storage),
+    /// with what the command line asked for (`start`).
+    pub fn new(cc: &eframe::CreationContext<'_>, start: &super::start::StartArgs) -> Self {
         let mut settings: Settings = cc
             .storage
             .and_then(|s| eframe::get_value(s, STORAGE_KEY))
             .unwrap_or_default();
-        if let Some(path) = model {
-            settings.remember_model(path);
+        start.apply(&mut settings);
+        let mut app = Self::with_settings(&cc.egui_ctx, settings);
+        if start.dataset.is_some() {
+            app.tab = Tab::Train;
         }
-        Self::with_settings(&cc.egui_ctx, settings)
+        app
     }
 
     /// Builds the app with `settings`, loading the remembered model (or, on a first run, the
@@ -78,6 +86,8 @@ impl KilnApp {
             actions: Actions::default(),
             ctx: ctx.clone(),
             take_native_size: false,
+            dialogs: Dialogs::detect(),
+            picker: None,
         };
         // The model first: the I/O thread answers in order, and a big gallery takes a while.
         app.open_start_model();
@@ -158,7 +168,10 @@ impl KilnApp {
                     v.canvas.show(&ctx, p, None, None);
                 }
             }
-            Event::Generated { images, .. } => {
+            Event::Generated { job, images } => {
+                if let Some(j) = self.studio.job.as_mut().filter(|j| j.id == job) {
+                    j.made += images.len();
+                }
                 for g in images {
                     self.studio.last_seed = Some(g.recipe.seed);
                     self.io.send(IoRequest::SaveOutput {
@@ -184,19 +197,18 @@ impl KilnApp {
                 adapted,
             } => {
                 self.job_ended(job);
+                // The pair stays in the comparison until "Save both".
                 for (side, g, label) in [
                     (0, baseline, "baseline (adapters off)"),
                     (1, adapted, "adapted (current stack)"),
                 ] {
-                    self.io.send(IoRequest::SaveOutput {
-                        image: g.image.clone(),
-                        recipe: Box::new(g.recipe),
-                        dir: self.settings.output_dir.clone(),
-                        thumb: THUMB,
-                    });
-                    self.views
-                        .compare
-                        .set_side(&ctx, side, g.image, label.to_owned());
+                    self.views.compare.set_side(
+                        &ctx,
+                        side,
+                        g.image,
+                        label.to_owned(),
+                        Some(g.recipe),
+                    );
                 }
                 self.tab = Tab::Compare;
             }
@@ -279,7 +291,8 @@ impl KilnApp {
             } => match purpose {
                 ImagePurpose::Show => v.canvas.show(&ctx, image, Some(path), recipe.map(|r| *r)),
                 ImagePurpose::Compare(side) => {
-                    v.compare.set_side(&ctx, side, image, file_name(&path))
+                    v.compare
+                        .set_side(&ctx, side, image, file_name(&path), None)
                 }
             },
             IoResult::Image { result: Err(e), .. } => self.notify("Cannot open the image", e, true),
@@ -301,8 +314,22 @@ impl KilnApp {
                 Err(e) => self.notify("Cannot save the caption", e, true),
             },
             IoResult::SavedAs(Err(e)) => self.notify("Cannot save the image", e, true),
-            IoResult::SavedAs(Ok(_)) => {}
-            IoResult::LatestCheckpoint { config, path } => v.train.latest_checkpoint(&config, path),
+            IoResult::SavedAs(Ok(path)) => {
+                self.notify("Image saved", path.display().to_string(), false)
+            }
+            IoResult::FolderOpened => {}
+            IoResult::FolderNotOpened { dir, why } => {
+                self.ctx.copy_text(dir.display().to_string());
+                self.notify(
+                    "Cannot open a file manager",
+                    format!(
+                        "{why}. The folder is {} (its path is on the clipboard).",
+                        dir.display()
+                    ),
+                    true,
+                );
+            }
+            IoResult::RunOnDisk { config, run } => v.train.run_on_disk(&config, *run),
             IoResult::ModelExists { path, exists, then } => match then {
                 AfterCheck::Reuse(spec) => self.reuse_stack(&spec, exists.then_some(path)),
                 AfterCheck::Start => self.open_start_model_checked(path, exists),
@@ -344,36 +371,61 @@ impl eframe::App for KilnApp {
         };
         top_bar.ui(ui, &mut cx);
         notifications.ui(ui, cx.actions);
+        let (stack, embedded) = (loras.summary(), embeddings.loaded());
+        let wide = ui.ctx().content_rect().width() >= WIDE_WINDOW;
+        let mut gallery_open = cx.settings.show_gallery.unwrap_or(wide);
+        // Side panels have minimums that leave the middle at least ~300 points at the
+        // smallest window (800 × 500); the gallery folds away.
         egui::Panel::left("settings")
             .resizable(true)
-            .default_size(360.0)
+            .default_size(if wide { 360.0 } else { 300.0 })
+            .size_range(240.0..=560.0)
             .show(ui, |ui| {
+                // Generate and Cancel stay in sight whatever the window's height: the action
+                // bar is pinned below the scrolling settings.
+                egui::Panel::bottom("actions")
+                    .resizable(false)
+                    .show(ui, |ui| {
+                        sampler.action_bar(ui, &mut cx, stack, embedded);
+                    });
                 egui::ScrollArea::vertical().show(ui, |ui| {
                     prompt.ui(ui, &mut cx, &chips);
                     ui.separator();
-                    sampler.ui(ui, &mut cx, !loras.is_empty());
+                    sampler.ui(ui, &mut cx);
                     ui.separator();
                     loras.ui(ui, &mut cx);
                     ui.separator();
                     embeddings.ui(ui, &mut cx);
                 });
             });
+        let was_open = gallery_open;
         egui::Panel::right("gallery")
             .resizable(true)
             .default_size(240.0)
-            .show(ui, |ui| gallery.ui(ui, &mut cx));
+            .size_range(150.0..=480.0)
+            .show_collapsible(ui, &mut gallery_open, |ui| gallery.ui(ui, &mut cx));
         let tab = &mut self.tab;
         egui::CentralPanel::default().show(ui, |ui| {
-            ui.horizontal(|ui| {
+            ui.horizontal_wrapped(|ui| {
                 ui.selectable_value(tab, Tab::Canvas, "Canvas");
                 ui.selectable_value(tab, Tab::Compare, "Compare");
                 ui.selectable_value(tab, Tab::Train, "Train");
                 ui.selectable_value(tab, Tab::Models, "Models");
+                ui.separator();
+                ui.toggle_value(&mut gallery_open, "Gallery")
+                    .on_hover_text("Show or hide the gallery panel");
             });
+            if gallery_open != was_open {
+                cx.settings.show_gallery = Some(gallery_open);
+                ui.ctx().request_repaint();
+            }
             match tab {
                 Tab::Canvas => canvas.ui(ui, &mut cx),
-                Tab::Compare => compare.ui(ui, &mut cx),
-                Tab::Train => train.ui(ui, &mut cx),
+                Tab::Compare => compare.ui(ui, &mut cx, stack.nothing_to_compare()),
+                Tab::Train => {
+                    let stack: Vec<&Path> = loras.rows().iter().map(|r| r.path.as_path()).collect();
+                    train.ui(ui, &mut cx, &stack);
+                }
                 Tab::Models => {
                     let in_use = InUse {
                         model: match &cx.studio.model {
@@ -393,6 +445,16 @@ impl eframe::App for KilnApp {
                 }
             }
         });
+        if let Some(picker) = &mut self.picker {
+            match picker.show(ui.ctx()) {
+                PickerOutcome::Open => {}
+                PickerOutcome::Cancelled => self.picker = None,
+                PickerOutcome::Picked(pick, path) => {
+                    self.picker = None;
+                    self.picked(pick, path);
+                }
+            }
+        }
         self.run_actions();
     }
 

@@ -24,6 +24,12 @@ pub enum UiCommand {
     AddEmbedding,
     /// Pick an img2img source.
     PickInitImage,
+    /// Pick a diffusers model folder.
+    OpenModelFolder,
+    /// Pick a folder of training images.
+    PickDataset,
+    /// Restore every setting from a PNG on disk.
+    RestoreFromImage,
     /// Draw a new random seed.
     RandomSeed,
     /// Use the last image's seed.
@@ -51,7 +57,7 @@ const fn key(modifiers: Modifiers, key: Key) -> Option<KeyboardShortcut> {
 
 impl UiCommand {
     /// Every command, for the keyboard handler and menus.
-    pub const ALL: [UiCommand; 13] = [
+    pub const ALL: [UiCommand; 16] = [
         UiCommand::Generate,
         UiCommand::Cancel,
         UiCommand::SaveImage,
@@ -61,6 +67,9 @@ impl UiCommand {
         UiCommand::AddLora,
         UiCommand::AddEmbedding,
         UiCommand::PickInitImage,
+        UiCommand::OpenModelFolder,
+        UiCommand::PickDataset,
+        UiCommand::RestoreFromImage,
         UiCommand::RandomSeed,
         UiCommand::ReuseSeed,
         UiCommand::SwapSize,
@@ -111,6 +120,21 @@ impl UiCommand {
                 None,
             ),
             UiCommand::PickInitImage => ("Init image…", "Start from an image (img2img)", None),
+            UiCommand::OpenModelFolder => (
+                "Open folder…",
+                "Open a model in diffusers layout (a folder with model_index.json)",
+                None,
+            ),
+            UiCommand::PickDataset => (
+                "Choose dataset folder…",
+                "A folder of images (png, jpg, webp) with optional same-name .txt captions",
+                None,
+            ),
+            UiCommand::RestoreFromImage => (
+                "Restore from image…",
+                "Restore prompt, sampler, seed, size, LoRAs and embeddings from a PNG made by Kiln or AUTOMATIC1111",
+                None,
+            ),
             UiCommand::RandomSeed => ("Random", "Draw a new random seed", None),
             UiCommand::ReuseSeed => ("Last seed", "Use the last image's seed", None),
             UiCommand::SwapSize => ("Swap", "Swap width and height", None),

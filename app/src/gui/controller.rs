@@ -16,6 +16,7 @@ use kiln_engine::weights::CheckpointInfo;
 use super::actions::{Action, Notification, Offer, Tab};
 use super::app::KilnApp;
 use super::commands::UiCommand;
+use super::dialogs::{Asked, Pick};
 use super::io::{AfterCheck, Dropped, IoRequest};
 use super::state::{EmbeddingSetting, LoraSetting};
 use super::studio::{Job, JobKind, ModelStatus};
@@ -30,6 +31,9 @@ impl KilnApp {
             if actions.is_empty() {
                 return;
             }
+            // What they change is drawn in the next frame (a view drawn earlier in this one
+            // showed the state before them).
+            self.ctx.request_repaint();
             for a in actions {
                 self.run_action(a);
             }
@@ -65,6 +69,8 @@ impl KilnApp {
                 self.io.send(IoRequest::WriteCaption { index, path, text })
             }
             Action::OpenUrl(url) => self.ctx.open_url(egui::OpenUrl::new_tab(url)),
+            Action::OpenFolder(dir) => self.io.send(IoRequest::OpenFolder { dir }),
+            Action::Pick(pick) => self.pick(pick),
             Action::StartTraining(resume) => self.start_training(resume),
             Action::EstimateTraining => {
                 if let Some(config) = training_config(&self.settings) {
@@ -85,6 +91,11 @@ impl KilnApp {
             UiCommand::CopyParameters => {
                 if let Some(r) = self.views.canvas.recipe() {
                     self.ctx.copy_text(r.a1111_parameters());
+                    self.notify(
+                        "Parameters copied",
+                        "The image's parameters (AUTOMATIC1111 text) are on the clipboard.",
+                        false,
+                    );
                 }
             }
             UiCommand::ReuseParameters => {
@@ -92,39 +103,13 @@ impl KilnApp {
                     self.reuse(&info);
                 }
             }
-            UiCommand::OpenModel => {
-                if let Some(path) = rfd::FileDialog::new()
-                    .add_filter("Checkpoint", &["safetensors"])
-                    .set_title("Open an SD 1.x checkpoint")
-                    .pick_file()
-                {
-                    self.load_model(path);
-                }
-            }
-            UiCommand::AddLora => {
-                if let Some(path) = rfd::FileDialog::new()
-                    .add_filter("LoRA", &["safetensors"])
-                    .pick_file()
-                {
-                    self.add_lora(path, 1.0);
-                }
-            }
-            UiCommand::AddEmbedding => {
-                if let Some(path) = rfd::FileDialog::new()
-                    .add_filter("Embedding", &["pt", "safetensors", "bin"])
-                    .pick_file()
-                {
-                    self.add_embedding(path, None);
-                }
-            }
-            UiCommand::PickInitImage => {
-                if let Some(path) = rfd::FileDialog::new()
-                    .add_filter("Image", &["png", "jpg", "jpeg", "webp"])
-                    .pick_file()
-                {
-                    self.settings.set_init_image(Some(path));
-                }
-            }
+            UiCommand::OpenModel => self.pick(Pick::OpenModel),
+            UiCommand::OpenModelFolder => self.pick(Pick::OpenModelFolder),
+            UiCommand::AddLora => self.pick(Pick::AddLora),
+            UiCommand::AddEmbedding => self.pick(Pick::AddEmbedding),
+            UiCommand::PickInitImage => self.pick(Pick::InitImage),
+            UiCommand::PickDataset => self.pick(Pick::Dataset),
+            UiCommand::RestoreFromImage => self.pick(Pick::ReadImage),
             UiCommand::RandomSeed => {
                 self.settings.seed = kiln_engine::job::random_seed();
                 self.settings.random_seed = false;
@@ -150,7 +135,16 @@ impl KilnApp {
             }
             return;
         }
+        if kind == JobKind::Compare
+            && let Some(why) = self.views.loras.summary().nothing_to_compare()
+        {
+            return self.notify("Nothing to compare", why, false);
+        }
         let spec = self.settings.spec();
+        let (images, per_call) = match kind {
+            JobKind::Generate => (spec.batch_count * spec.batch_size, spec.batch_size),
+            JobKind::Compare => (0, 1),
+        };
         let id = match kind {
             JobKind::Generate => self.engine.generate(spec),
             JobKind::Compare => self.engine.compare_with_baseline(GenerationSpec {
@@ -164,6 +158,9 @@ impl KilnApp {
             step: 0,
             total: 0,
             started: std::time::Instant::now(),
+            images,
+            per_call: per_call.max(1),
+            made: 0,
         });
     }
 
@@ -400,19 +397,26 @@ impl KilnApp {
                 true,
             );
         };
-        let (job, cancel, pause) = self.engine.start_training(config, resume);
+        let (job, cancel, pause) = self.engine.start_training(config, resume.clone());
         self.studio.training = Some(job);
         self.views
             .train
-            .started(job, cancel, pause, self.settings.train.method);
+            .started(job, cancel, pause, self.settings.train.method, resume);
     }
 
     fn save_as(&mut self) {
-        let Some(shown) = &self.views.canvas.shown else {
-            return;
-        };
-        let Some(recipe) = &shown.recipe else {
-            return;
+        let Some(shown) = self
+            .views
+            .canvas
+            .shown
+            .as_ref()
+            .filter(|s| s.recipe.is_some())
+        else {
+            return self.notify(
+                "Nothing to save yet",
+                "Generate an image (or pick one in the gallery) first.",
+                false,
+            );
         };
         // The image and its recipe are in memory: saving needs neither the output folder's
         // copy nor its name (suggested when there is one).
@@ -420,18 +424,69 @@ impl KilnApp {
             .path
             .as_deref()
             .map_or_else(|| "kiln.png".to_owned(), super::views::file_name);
-        let Some(dest) = rfd::FileDialog::new()
-            .add_filter("PNG", &["png"])
-            .set_file_name(name)
-            .save_file()
-        else {
-            return;
+        self.pick_with_name(Pick::SaveImage, &name);
+    }
+
+    /// Asks for a path for `pick` (the system's dialog, or the built-in picker where there is
+    /// none) and then carries it out ([`KilnApp::picked`]).
+    pub fn pick(&mut self, pick: Pick) {
+        self.pick_with_name(pick, "");
+    }
+
+    fn pick_with_name(&mut self, pick: Pick, default_name: &str) {
+        let s = &self.settings;
+        let start = match pick {
+            Pick::OpenModel | Pick::OpenModelFolder | Pick::AddLora | Pick::AddEmbedding => {
+                Some(s.models_dir.clone())
+            }
+            Pick::InitImage | Pick::ReadImage | Pick::SaveImage => Some(s.output_dir.clone()),
+            Pick::Dataset => s
+                .train
+                .data
+                .as_deref()
+                .and_then(Path::parent)
+                .map(Path::to_owned),
+            Pick::ModelsFolder => s.models_dir.parent().map(Path::to_owned),
         };
-        self.io.send(IoRequest::SaveAs {
-            image: shown.image.clone(),
-            recipe: Box::new(recipe.clone()),
-            dest,
-        });
+        match self.dialogs.ask(pick, start.as_deref(), default_name) {
+            Asked::Picked(path) => self.picked(pick, path),
+            Asked::Cancelled => {}
+            Asked::ShowPicker(picker) => self.picker = Some(picker),
+        }
+    }
+
+    /// Carries out `pick` with the path the user chose.
+    pub(crate) fn picked(&mut self, pick: Pick, path: PathBuf) {
+        match pick {
+            Pick::OpenModel | Pick::OpenModelFolder => self.load_model(path),
+            Pick::AddLora => self.add_lora(path, 1.0),
+            Pick::AddEmbedding => self.add_embedding(path, None),
+            Pick::InitImage => self.settings.set_init_image(Some(path)),
+            Pick::ReadImage => self.io.send(IoRequest::Classify { path }),
+            Pick::Dataset => self.actions.push(Action::Dataset(path)),
+            Pick::ModelsFolder => {
+                self.settings.models_dir = path;
+                self.rescan_models();
+            }
+            Pick::SaveImage => {
+                let Some(shown) = &self.views.canvas.shown else {
+                    return;
+                };
+                let Some(recipe) = &shown.recipe else {
+                    return;
+                };
+                let dest = if path.extension().is_none() {
+                    path.with_extension("png")
+                } else {
+                    path
+                };
+                self.io.send(IoRequest::SaveAs {
+                    image: shown.image.clone(),
+                    recipe: Box::new(recipe.clone()),
+                    dest,
+                });
+            }
+        }
     }
 
     /// Chooses the model to open at start: the remembered one; else (first run) the shipped

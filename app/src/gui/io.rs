@@ -12,7 +12,9 @@ use std::thread::JoinHandle;
 use kiln_engine::image::RgbImage;
 use kiln_engine::inspect::{Inspection, inspect};
 use kiln_engine::metadata::{ImageInfo, Recipe, Source, read_image_info, write_png_with_recipe};
-use kiln_engine::training::trainer::{TrainingConfig, latest_checkpoint};
+use kiln_engine::training::trainer::{
+    CheckpointSummary, ExistingRun, TrainingConfig, checkpoint_summary, existing_run, free_name,
+};
 use kiln_engine::worker::Repaint;
 
 /// Which thumbnail an answer is for.
@@ -120,10 +122,15 @@ pub enum IoRequest {
         /// The new file.
         dest: PathBuf,
     },
-    /// The newest checkpoint of a training run's configuration.
-    LatestCheckpoint {
+    /// What a run of a training configuration's name already left in its output folder.
+    RunOnDisk {
         /// The run.
         config: Box<TrainingConfig>,
+    },
+    /// Show `dir` in the system's file manager.
+    OpenFolder {
+        /// The folder.
+        dir: PathBuf,
     },
     /// Whether the model at `path` is still there, before `then` opens it.
     ModelExists {
@@ -150,6 +157,40 @@ pub struct GalleryEntry {
     pub path: PathBuf,
     /// What it records, if anything.
     pub info: Option<ImageInfo>,
+}
+
+/// What a training run's name already holds in its output folder: the window asks before a
+/// new run takes the name, and says exactly which run and step Resume continues.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunOnDisk {
+    /// The result and checkpoints there.
+    pub existing: ExistingRun,
+    /// The newest checkpoint, as its header tells (None: none, or unreadable).
+    pub latest: Option<CheckpointSummary>,
+    /// Why the newest checkpoint cannot be read, if it cannot.
+    pub latest_error: Option<String>,
+    /// The first name no run uses yet ("keep both").
+    pub free_name: String,
+}
+
+impl RunOnDisk {
+    /// Looks at the run `config` names (a few directory reads and one header).
+    pub fn look(config: &TrainingConfig) -> Self {
+        let existing = existing_run(&config.output, &config.name);
+        let (latest, latest_error) = match existing.checkpoints.last() {
+            None => (None, None),
+            Some(path) => match checkpoint_summary(path) {
+                Ok(s) => (Some(s), None),
+                Err(e) => (None, Some(e.to_string())),
+            },
+        };
+        RunOnDisk {
+            free_name: free_name(&config.output, &config.name),
+            existing,
+            latest,
+            latest_error,
+        }
+    }
 }
 
 /// An answer of the I/O thread.
@@ -209,13 +250,22 @@ pub enum IoResult {
     },
     /// Save as… ended.
     SavedAs(Result<PathBuf, String>),
-    /// The newest checkpoint of a run.
-    LatestCheckpoint {
+    /// What a run of that name left in its output folder.
+    RunOnDisk {
         /// The run asked about.
         config: Box<TrainingConfig>,
-        /// Its checkpoint, if any.
-        path: Option<PathBuf>,
+        /// What is there.
+        run: Box<RunOnDisk>,
     },
+    /// A file manager could not be opened on `dir` (`why`).
+    FolderNotOpened {
+        /// The folder.
+        dir: PathBuf,
+        /// What went wrong.
+        why: String,
+    },
+    /// A file manager opened (or is opening).
+    FolderOpened,
     /// Whether a model is still there.
     ModelExists {
         /// The file or folder.
@@ -284,6 +334,41 @@ impl Drop for IoWorker {
             let _ = t.join();
         }
     }
+}
+
+/// Shows `dir` in the system's file manager (`xdg-open`, `open`, `explorer`). A launcher
+/// that fails within two seconds (no file manager, no handler) is an error; one still running
+/// then is taken to have opened it and is left to finish on a thread of its own.
+fn open_folder(dir: &Path) -> Result<(), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} is not a folder (yet)", dir.display()));
+    }
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if cfg!(windows) {
+        "explorer"
+    } else {
+        "xdg-open"
+    };
+    let mut child = std::process::Command::new(opener)
+        .arg(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{opener} could not be started: {e}"))?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(2) {
+        match child.try_wait() {
+            // Explorer exits 1 even when it opened the folder.
+            Ok(Some(status)) if status.success() || cfg!(windows) => return Ok(()),
+            Ok(Some(status)) => return Err(format!("{opener} found no file manager ({status})")),
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Err(e) => return Err(format!("{opener}: {e}")),
+        }
+    }
+    std::thread::spawn(move || child.wait());
+    Ok(())
 }
 
 /// RGB8 → egui image.
@@ -460,9 +545,13 @@ fn run(request: IoRequest) -> IoResult {
                 .map(|()| dest)
                 .map_err(|e| e.to_string()),
         ),
-        IoRequest::LatestCheckpoint { config } => IoResult::LatestCheckpoint {
-            path: latest_checkpoint(&config),
+        IoRequest::RunOnDisk { config } => IoResult::RunOnDisk {
+            run: Box::new(RunOnDisk::look(&config)),
             config,
+        },
+        IoRequest::OpenFolder { dir } => match open_folder(&dir) {
+            Ok(()) => IoResult::FolderOpened,
+            Err(why) => IoResult::FolderNotOpened { dir, why },
         },
         IoRequest::ModelExists { path, then } => IoResult::ModelExists {
             exists: path.exists(),

@@ -12,29 +12,33 @@ pub mod actions;
 pub mod app;
 pub mod commands;
 pub mod controller;
+pub mod dialogs;
 pub mod engine_client;
 pub mod io;
+pub mod start;
 pub mod state;
 pub mod studio;
 pub mod views;
 
 pub use app::KilnApp;
 
-/// Opens the window (`kiln` without a subcommand), loading `model` if given (else the
-/// remembered one).
-pub fn run(model: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+/// Opens the window (`kiln` without a subcommand) with what `start` asks for (else the
+/// remembered model and stack).
+pub fn run(start: start::StartArgs) -> anyhow::Result<()> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Kiln")
             .with_inner_size([1280.0, 820.0])
-            .with_min_inner_size([900.0, 600.0])
+            // The layout holds down to here: Generate and Cancel stay in sight, the gallery
+            // folds away, the tab row wraps.
+            .with_min_inner_size([800.0, 500.0])
             .with_drag_and_drop(true),
         ..Default::default()
     };
     eframe::run_native(
         "Kiln",
         options,
-        Box::new(|cc| Ok(Box::new(KilnApp::new(cc, model)))),
+        Box::new(|cc| Ok(Box::new(KilnApp::new(cc, &start)))),
     )
     .map_err(|e| anyhow::anyhow!("could not open the window: {e}"))
 }

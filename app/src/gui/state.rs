@@ -38,6 +38,10 @@ pub struct EmbeddingSetting {
     pub token: Option<String>,
 }
 
+/// Windows at least this wide (points) show the gallery unless the user hid it; narrower ones
+/// hide it unless the user showed it, so the canvas keeps its room.
+pub const WIDE_WINDOW: f32 = 1000.0;
+
 /// What the Train tab trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TrainMethod {
@@ -99,6 +103,11 @@ pub struct TrainSettings {
     pub export_peft: bool,
     /// Per-image repeats by file name (overriding `repeats`).
     pub image_repeats: std::collections::BTreeMap<String, usize>,
+    /// Resolution, steps, rank, learning rate and checkpoint cadence follow the loaded model
+    /// and the dataset ([`kiln_engine::training::suggest`]) until the user sets one of them.
+    pub follow_suggestion: bool,
+    /// The trigger word recorded in a trained LoRA (empty: the word every caption shares).
+    pub trigger: String,
 }
 
 impl Default for TrainSettings {
@@ -128,6 +137,8 @@ impl Default for TrainSettings {
             seed: 0,
             export_peft: false,
             image_repeats: Default::default(),
+            follow_suggestion: true,
+            trigger: String::new(),
         }
     }
 }
@@ -189,6 +200,8 @@ pub struct Settings {
     pub output_dir: PathBuf,
     /// Show the image forming while sampling.
     pub live_preview: bool,
+    /// Show the gallery panel (None: when the window is at least [`WIDE_WINDOW`] wide).
+    pub show_gallery: Option<bool>,
     /// Native size of the last loaded model (to follow it while the size is untouched).
     pub native_size: usize,
     /// The Train tab.
@@ -231,6 +244,7 @@ impl Default for Settings {
             embeddings: Vec::new(),
             output_dir: default_output_dir(),
             live_preview: true,
+            show_gallery: None,
             native_size: 512,
             train: TrainSettings::default(),
             models_dir: default_models_dir(),

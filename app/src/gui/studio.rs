@@ -48,10 +48,16 @@ pub struct Job {
     pub id: JobId,
     /// UNet calls done.
     pub step: usize,
-    /// UNet calls in all.
+    /// UNet calls in all (0 until the engine starts denoising).
     pub total: usize,
     /// When it started.
     pub started: Instant,
+    /// Images the job makes (batch count × batch size; 0 for a comparison).
+    pub images: usize,
+    /// Images made at once (batch size).
+    pub per_call: usize,
+    /// Images made so far.
+    pub made: usize,
 }
 
 impl Job {

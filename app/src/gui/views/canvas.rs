@@ -1,5 +1,6 @@
 //! The canvas: the image forming (live preview) and the finished image with zoom and pan
-//! (scroll to zoom, drag to pan, double-click to fit), Save as… and Copy parameters.
+//! (Ctrl+scroll or pinch to zoom, drag or scroll to pan; Fit or a double click shows it
+//! whole), enlarged pixels drawn sharp; Save as…, Copy parameters, Restore from image….
 
 use std::path::PathBuf;
 
@@ -10,6 +11,15 @@ use super::Ctx;
 use crate::gui::actions::Action;
 use crate::gui::commands::UiCommand;
 use crate::gui::io::to_color_image;
+
+/// Canvas textures: smooth when shrunk, nearest-neighbour when enlarged, so a small image
+/// (kiln-tiny's 64 px) shows its real pixels, not a blur.
+const PIXELS: egui::TextureOptions = egui::TextureOptions {
+    magnification: egui::TextureFilter::Nearest,
+    minification: egui::TextureFilter::Linear,
+    wrap_mode: egui::TextureWrapMode::ClampToEdge,
+    mipmap_mode: None,
+};
 
 /// The image on the canvas.
 pub struct Shown {
@@ -58,13 +68,13 @@ impl CanvasView {
         let color = to_color_image(&image);
         match &mut self.shown {
             Some(s) if [s.image.width, s.image.height] == [image.width, image.height] => {
-                s.texture.set(color, egui::TextureOptions::LINEAR);
+                s.texture.set(color, PIXELS);
                 s.image = image;
                 s.path = path;
                 s.recipe = recipe;
             }
             _ => {
-                let texture = ctx.load_texture("canvas", color, egui::TextureOptions::LINEAR);
+                let texture = ctx.load_texture("canvas", color, PIXELS);
                 self.shown = Some(Shown {
                     texture,
                     image,
@@ -99,6 +109,16 @@ impl CanvasView {
                 if c.button(ui, has_recipe) {
                     ctx.actions.push(Action::Ui(c));
                 }
+            }
+            if UiCommand::RestoreFromImage.button(ui, true) {
+                ctx.actions.push(Action::Ui(UiCommand::RestoreFromImage));
+            }
+            if ui
+                .add_enabled(self.shown.is_some(), egui::Button::new("Fit"))
+                .on_hover_text("Show the whole image (or double-click it)")
+                .clicked()
+            {
+                self.scene_rect = egui::Rect::ZERO;
             }
             if let Some(r) = self.recipe() {
                 ui.weak(format!(

@@ -1,7 +1,9 @@
 //! The compare view (pixel-diff viewer): two images side by side, as a swipe over one frame,
 //! or as a difference heatmap with adjustable gain and a colour-scale legend; with the mean
 //! and max |Δ| on 0–255, the share of pixels changed beyond a threshold, and PSNR. The mean
-//! turns a warning colour below 0.5 ("this adapter barely changes the image").
+//! turns a warning colour below 0.5 ("this adapter barely changes the image"). A Compare with
+//! baseline's two images stay here, with their recipes, until "Save both" puts them in the
+//! output folder and the gallery (a comparison is a question, not a result to keep).
 
 use kiln_engine::diff::{BARELY_CHANGES, DiffStats, colormap, diff_stats, heatmap};
 use kiln_engine::image::RgbImage;
@@ -9,7 +11,7 @@ use kiln_engine::image::RgbImage;
 use super::Ctx;
 use crate::gui::actions::Action;
 use crate::gui::commands::UiCommand;
-use crate::gui::io::to_color_image;
+use crate::gui::io::{IoRequest, to_color_image};
 
 /// One side of the compare view.
 #[derive(Clone)]
@@ -20,6 +22,8 @@ pub struct CompareSide {
     pub texture: egui::TextureHandle,
     /// What it is ("baseline", a file name).
     pub label: String,
+    /// How it was made, when it is a Compare with baseline's image not saved yet.
+    pub recipe: Option<kiln_engine::metadata::Recipe>,
 }
 
 /// How the compare view shows the two images.
@@ -49,6 +53,8 @@ pub struct CompareView {
     pub stats: Option<Result<DiffStats, String>>,
     /// The heatmap texture (for `gain`).
     heatmap: Option<(f32, egui::TextureHandle)>,
+    /// Whether the pair was saved with "Save both".
+    pub saved: bool,
 }
 
 impl Default for CompareView {
@@ -61,13 +67,23 @@ impl Default for CompareView {
             threshold: 8,
             stats: None,
             heatmap: None,
+            saved: false,
         }
     }
 }
 
 impl CompareView {
-    /// Puts `image` on side 0 (A) or 1 (B) and refreshes the numbers.
-    pub fn set_side(&mut self, ctx: &egui::Context, side: usize, image: RgbImage, label: String) {
+    /// Puts `image` on side 0 (A) or 1 (B) and refreshes the numbers; `recipe` when it is an
+    /// unsaved image of a Compare with baseline.
+    pub fn set_side(
+        &mut self,
+        ctx: &egui::Context,
+        side: usize,
+        image: RgbImage,
+        label: String,
+        recipe: Option<kiln_engine::metadata::Recipe>,
+    ) {
+        self.saved = false;
         let texture = ctx.load_texture(
             format!("compare-{side}"),
             to_color_image(&image),
@@ -77,6 +93,7 @@ impl CompareView {
             image,
             texture,
             label,
+            recipe,
         });
         self.refresh();
     }
@@ -113,11 +130,39 @@ impl CompareView {
         Some(t)
     }
 
-    /// Draws the compare view.
-    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
+    /// Draws the compare view; `nothing_to_compare` says why Compare with baseline cannot
+    /// run (no LoRA switched on).
+    pub fn ui(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &mut Ctx<'_>,
+        nothing_to_compare: Option<&'static str>,
+    ) {
         ui.horizontal(|ui| {
-            if UiCommand::CompareWithBaseline.button_unless(ui, ctx.studio.cannot_generate()) {
+            let why = ctx.studio.cannot_generate().or(nothing_to_compare);
+            if UiCommand::CompareWithBaseline.button_unless(ui, why) {
                 ctx.actions.push(Action::Ui(UiCommand::CompareWithBaseline));
+            }
+            if let [Some(a), Some(b)] = &self.sides
+                && let (Some(ra), Some(rb)) = (&a.recipe, &b.recipe)
+            {
+                if self.saved {
+                    ui.weak("Both saved to the output folder");
+                } else if ui
+                    .button("Save both")
+                    .on_hover_text("Save the baseline and the adapted image, with their recipes, to the output folder and the gallery")
+                    .clicked()
+                {
+                    for (side, recipe) in [(a, ra), (b, rb)] {
+                        ctx.actions.push(Action::Io(IoRequest::SaveOutput {
+                            image: side.image.clone(),
+                            recipe: Box::new(recipe.clone()),
+                            dir: ctx.settings.output_dir.clone(),
+                            thumb: crate::gui::views::gallery::THUMB,
+                        }));
+                    }
+                    self.saved = true;
+                }
             }
             ui.separator();
             ui.selectable_value(&mut self.mode, CompareMode::SideBySide, "Side by side");

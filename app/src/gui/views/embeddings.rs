@@ -137,6 +137,14 @@ impl EmbeddingsView {
             .any(|r| r.path == path && !matches!(r.status, EmbeddingStatus::Failed(_)))
     }
 
+    /// How many embeddings are loaded (a Generate can use their tokens).
+    pub fn loaded(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| matches!(r.status, EmbeddingStatus::Loaded { .. }))
+            .count()
+    }
+
     /// The loaded tokens, for the prompt's chips.
     pub fn chips(&self) -> Vec<Chip> {
         self.rows

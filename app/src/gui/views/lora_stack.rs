@@ -1,6 +1,8 @@
 //! The LoRA stack: add by button or drop; each row has on/off, name, weight (slider −2…2 and
-//! a number field), a "matched n/m" badge whose tooltip is the load report, trigger words,
-//! remove, and a drag handle to reorder. A refused LoRA shows the reason in its row.
+//! a number field), a "matched n/m" badge whose tooltip is the load report in words, trigger
+//! words, remove, and a drag handle to reorder. A refused LoRA's row is inert — no switch, no
+//! weight, its name struck through, "not applied: <reason>" — and [`StackSummary`] counts what
+//! a Generate will really use (the line above Generate says it).
 //!
 //! Every row has an [`AdapterId`] the view chooses, and every command about it names that id,
 //! so a row removed while its LoRA is still loading is removed from the engine too. While the
@@ -71,6 +73,57 @@ pub struct LoraStackView {
     next_id: u64,
 }
 
+/// What the stack holds, as a Generate will use it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StackSummary {
+    /// Loaded and switched on: applied.
+    pub active: usize,
+    /// Loaded, switched off.
+    pub off: usize,
+    /// Refused by the engine: never applied.
+    pub refused: usize,
+    /// Still loading.
+    pub pending: usize,
+}
+
+impl StackSummary {
+    /// Why Compare with baseline has nothing to compare (None: a LoRA is on).
+    pub fn nothing_to_compare(&self) -> Option<&'static str> {
+        if self.active > 0 {
+            None
+        } else if self.active + self.off + self.refused + self.pending == 0 {
+            Some("The LoRA stack is empty")
+        } else if self.pending > 0 {
+            Some("The LoRAs are still loading")
+        } else {
+            Some("No LoRA is switched on: with and without would be the same image")
+        }
+    }
+
+    /// The line shown above Generate (None for an empty stack).
+    pub fn describe(&self) -> Option<String> {
+        let all = self.active + self.off + self.refused + self.pending;
+        if all == 0 {
+            return None;
+        }
+        let mut text = format!(
+            "{} of {all} LoRA{} active",
+            self.active,
+            if all == 1 { "" } else { "s" }
+        );
+        for (n, what) in [
+            (self.off, "off"),
+            (self.refused, "refused"),
+            (self.pending, "loading"),
+        ] {
+            if n > 0 {
+                text.push_str(&format!(" · {n} {what}"));
+            }
+        }
+        Some(text)
+    }
+}
+
 /// What a row asks for in a frame.
 enum RowAction {
     Enabled(usize, bool),
@@ -113,6 +166,20 @@ impl LoraStackView {
     /// Whether the stack is empty.
     pub fn is_empty(&self) -> bool {
         self.rows.is_empty()
+    }
+
+    /// How many rows a Generate applies, and why the others are not.
+    pub fn summary(&self) -> StackSummary {
+        let mut s = StackSummary::default();
+        for r in &self.rows {
+            match (&r.status, r.enabled) {
+                (LoraStatus::Refused(_), _) => s.refused += 1,
+                (LoraStatus::Pending, _) => s.pending += 1,
+                (LoraStatus::Loaded(_), true) => s.active += 1,
+                (LoraStatus::Loaded(_), false) => s.off += 1,
+            }
+        }
+        s
     }
 
     /// The stack as it is remembered.
@@ -275,8 +342,59 @@ fn add_command(row: &LoraRow) -> Command {
     }
 }
 
-fn report_text(r: &LoraReport) -> String {
-    serde_json::to_string_pretty(r).unwrap_or_default()
+/// A load report in words, for the "matched" badge's tooltip.
+pub fn report_text(r: &LoraReport) -> String {
+    let join = |v: Vec<String>| v.join(", ");
+    let mut lines = vec![
+        format!(
+            "Format: {}{}",
+            r.format.name(),
+            if r.dialect.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.dialect)
+            }
+        ),
+        format!(
+            "Made for: {}",
+            r.family.map_or("not recorded in the file", |f| f.name())
+        ),
+        format!(
+            "Rank {} · alpha {} ({})",
+            join(r.ranks.iter().map(ToString::to_string).collect()),
+            if r.alphas.is_empty() {
+                "= rank".to_owned()
+            } else {
+                join(r.alphas.iter().cloned().collect())
+            },
+            r.alpha_source
+        ),
+        format!(
+            "Matched {} of {} modules: {} UNet layers, {} text-encoder layers",
+            r.matched, r.modules, r.unet_layers, r.text_encoder_layers
+        ),
+    ];
+    if !r.unmatched.is_empty() {
+        let shown: Vec<String> = r.unmatched.iter().take(5).cloned().collect();
+        let more = r.unmatched.len().saturating_sub(shown.len());
+        lines.push(format!(
+            "Not matched: {}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !r.trigger_words.is_empty() {
+        lines.push(format!(
+            "Trigger words: {}",
+            join(r.trigger_words.iter().take(10).cloned().collect())
+        ));
+    }
+    lines.push(format!("Hash: {}", r.short_hash));
+    lines.join("\n")
 }
 
 /// One row; its weight changes are sent from here (throttled while dragging).
@@ -289,21 +407,28 @@ fn row_ui(ui: &mut egui::Ui, i: usize, row: &mut LoraRow, ctx: &mut Ctx<'_>) -> 
             ui.dnd_drag_source(row_id, i, |ui| {
                 ui.label("::").on_hover_text("Drag to reorder");
             });
-            let mut enabled = row.enabled;
-            let check = ui.checkbox(&mut enabled, "");
-            check.widget_info(|| {
-                egui::WidgetInfo::selected(
-                    egui::Role::CheckBox,
-                    true,
-                    enabled,
-                    format!("Apply {name}"),
-                )
-            });
-            if check.on_hover_text(format!("Apply {name}")).changed() {
-                action = Some(RowAction::Enabled(i, enabled));
+            let refused = matches!(row.status, LoraStatus::Refused(_));
+            if refused {
+                // Inert: nothing to switch, the name struck through.
+                ui.label(egui::RichText::new(&name).strikethrough().weak())
+                    .on_hover_text(row.path.display().to_string());
+            } else {
+                let mut enabled = row.enabled;
+                let check = ui.checkbox(&mut enabled, "");
+                check.widget_info(|| {
+                    egui::WidgetInfo::selected(
+                        egui::Role::CheckBox,
+                        true,
+                        enabled,
+                        format!("Apply {name}"),
+                    )
+                });
+                if check.on_hover_text(format!("Apply {name}")).changed() {
+                    action = Some(RowAction::Enabled(i, enabled));
+                }
+                ui.label(&name)
+                    .on_hover_text(row.path.display().to_string());
             }
-            ui.label(&name)
-                .on_hover_text(row.path.display().to_string());
             match &row.status {
                 LoraStatus::Pending => {
                     ui.spinner();
@@ -317,7 +442,7 @@ fn row_ui(ui: &mut egui::Ui, i: usize, row: &mut LoraRow, ctx: &mut Ctx<'_>) -> 
                         .small(),
                     )
                     .on_hover_text(format!(
-                        "{}\nweight merged {} times",
+                        "{}\nWeight merged {} times",
                         report_text(report),
                         row.merges
                     ));
@@ -341,7 +466,11 @@ fn row_ui(ui: &mut egui::Ui, i: usize, row: &mut LoraRow, ctx: &mut Ctx<'_>) -> 
             }
         });
         if let LoraStatus::Refused(reason) = &row.status {
-            ui.colored_label(ui.visuals().error_fg_color, reason);
+            ui.colored_label(
+                ui.visuals().error_fg_color,
+                format!("not applied: {reason}"),
+            );
+            return;
         }
         ui.horizontal(|ui| {
             let slider = ui.add(egui::Slider::new(&mut row.weight, -2.0..=2.0).show_value(false));

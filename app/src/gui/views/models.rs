@@ -816,13 +816,9 @@ impl ModelsView {
                         s.models_dir = text.into();
                     }
                     rescan |= r.lost_focus();
-                    if ui.button("Browse…").clicked()
-                        && let Some(dir) = rfd::FileDialog::new()
-                            .set_title("Choose the models folder")
-                            .pick_folder()
-                    {
-                        s.models_dir = dir;
-                        rescan = true;
+                    if ui.button("Browse…").clicked() {
+                        ctx.actions
+                            .push(Action::Pick(crate::gui::dialogs::Pick::ModelsFolder));
                     }
                     let default = crate::paths::default_models_dir();
                     if ui

@@ -1,11 +1,14 @@
 //! Sampler settings: sampler, schedule, steps, CFG, CLIP skip, seed (random/fixed, dice, reuse
 //! last), size (multiples of 8, presets, swap), batch count and size, img2img init image and
-//! strength, and the Generate / Cancel / Compare buttons with their progress. Generate is
-//! disabled, saying why, while a training run holds the engine.
+//! strength; and the action bar — Generate / Cancel / Compare with their progress and a line
+//! saying which adapters a Generate will use — which the window keeps visible below the
+//! scrolling settings. Generate is disabled, saying why, while a training run holds the
+//! engine.
 
 use kiln_engine::schedulers::{SamplerKind, Schedule};
 
 use super::Ctx;
+use super::lora_stack::StackSummary;
 use crate::gui::actions::Action;
 use crate::gui::commands::UiCommand;
 
@@ -17,9 +20,8 @@ const PRESETS: [(usize, usize); 5] = [(512, 512), (512, 768), (768, 512), (640, 
 pub struct SamplerView;
 
 impl SamplerView {
-    /// Draws the sampler panel; `has_loras` says whether Compare with baseline has anything
-    /// to compare.
-    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>, has_loras: bool) {
+    /// Draws the sampler settings.
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
         ui.heading("Sampler");
         let s = &mut *ctx.settings;
         super::combo(ui, "Sampler", s.sampler.a1111_name(), |ui| {
@@ -124,8 +126,6 @@ impl SamplerView {
         self.init_image(ui, ctx);
         ui.checkbox(&mut ctx.settings.live_preview, "Live preview")
             .on_hover_text("Show the image forming at every step (cheap, no VAE)");
-        ui.add_space(6.0);
-        self.buttons(ui, ctx, has_loras);
     }
 
     fn init_image(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
@@ -159,8 +159,35 @@ impl SamplerView {
         }
     }
 
-    fn buttons(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>, has_loras: bool) {
+    /// Draws the action bar: what a Generate will use (`loras`, and `embeddings` loaded), then
+    /// Generate, Cancel and Compare with baseline (only with a LoRA switched on), and the
+    /// progress.
+    pub fn action_bar(
+        &mut self,
+        ui: &mut egui::Ui,
+        ctx: &mut Ctx<'_>,
+        loras: StackSummary,
+        embeddings: usize,
+    ) {
         let blocked = ctx.studio.cannot_generate();
+        let mut uses: Vec<String> = loras.describe().into_iter().collect();
+        if embeddings > 0 {
+            uses.push(format!(
+                "{embeddings} embedding{}",
+                if embeddings == 1 { "" } else { "s" }
+            ));
+        }
+        // Always one line, so the buttons below never move under the pointer.
+        if uses.is_empty() {
+            ui.weak("No LoRA or embedding: the model as it is");
+        } else {
+            let line = uses.join(" · ");
+            if loras.refused > 0 {
+                ui.colored_label(ui.visuals().warn_fg_color, line);
+            } else {
+                ui.weak(line);
+            }
+        }
         ui.horizontal(|ui| {
             if UiCommand::Generate.button_unless(ui, blocked) {
                 ctx.actions.push(Action::Ui(UiCommand::Generate));
@@ -168,7 +195,7 @@ impl SamplerView {
             if UiCommand::Cancel.button(ui, ctx.studio.job.is_some()) {
                 ctx.actions.push(Action::Ui(UiCommand::Cancel));
             }
-            let compare = blocked.or((!has_loras).then_some("The LoRA stack is empty"));
+            let compare = blocked.or_else(|| loras.nothing_to_compare());
             if UiCommand::CompareWithBaseline.button_unless(ui, compare) {
                 ctx.actions.push(Action::Ui(UiCommand::CompareWithBaseline));
             }
@@ -182,16 +209,68 @@ impl SamplerView {
             } else {
                 0.0
             };
-            let rate = job.rate();
-            let eta = if rate > 0.0 {
-                (job.total - job.step) as f64 / rate
-            } else {
-                0.0
-            };
-            ui.add(egui::ProgressBar::new(frac).text(format!(
-                "{}/{} · {rate:.2} it/s · ETA {eta:.0} s",
-                job.step, job.total
-            )));
+            ui.add(egui::ProgressBar::new(frac).text(progress_text(job)));
         }
+    }
+}
+
+/// What the progress bar of `job` says: which image of how many, the step, the rate and the
+/// time left — or that it is starting, before the first step (never "0/0 · 0.00 it/s").
+pub fn progress_text(job: &crate::gui::studio::Job) -> String {
+    if job.total == 0 {
+        return "Starting: loading what the prompt needs…".to_owned();
+    }
+    let rate = job.rate();
+    let eta = if rate > 0.0 {
+        format!("ETA {:.0} s", (job.total - job.step) as f64 / rate)
+    } else {
+        "ETA …".to_owned()
+    };
+    let which = match (job.images, job.per_call) {
+        (0 | 1, _) => String::new(),
+        (n, 1) => format!("image {} of {n} · ", (job.made + 1).min(n)),
+        (n, k) => format!(
+            "images {}–{} of {n} · ",
+            (job.made + 1).min(n),
+            (job.made + k).min(n)
+        ),
+    };
+    format!(
+        "{which}step {}/{} · {rate:.2} it/s · {eta}",
+        job.step, job.total
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(
+        step: usize,
+        total: usize,
+        images: usize,
+        per_call: usize,
+        made: usize,
+    ) -> crate::gui::studio::Job {
+        crate::gui::studio::Job {
+            id: 1,
+            step,
+            total,
+            started: std::time::Instant::now() - std::time::Duration::from_secs(2),
+            images,
+            per_call,
+            made,
+        }
+    }
+
+    #[test]
+    fn progress_says_starting_then_which_image() {
+        assert!(progress_text(&job(0, 0, 3, 1, 0)).starts_with("Starting"));
+        let t = progress_text(&job(30, 75, 3, 1, 1));
+        assert!(t.starts_with("image 2 of 3 · step 30/75 · "), "{t}");
+        assert!(t.contains("it/s · ETA "), "{t}");
+        let t = progress_text(&job(10, 50, 4, 2, 2));
+        assert!(t.starts_with("images 3–4 of 4 · "), "{t}");
+        assert!(progress_text(&job(1, 25, 1, 1, 0)).starts_with("step 1/25"));
     }
 }

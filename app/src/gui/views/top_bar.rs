@@ -19,8 +19,10 @@ impl TopBar {
             ui.horizontal_wrapped(|ui| {
                 ui.strong("Kiln");
                 ui.separator();
-                if UiCommand::OpenModel.button(ui, true) {
-                    ctx.actions.push(Action::Ui(UiCommand::OpenModel));
+                for c in [UiCommand::OpenModel, UiCommand::OpenModelFolder] {
+                    if c.button(ui, true) {
+                        ctx.actions.push(Action::Ui(c));
+                    }
                 }
                 let current = ctx
                     .settings

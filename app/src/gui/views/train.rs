@@ -10,17 +10,19 @@ use std::path::PathBuf;
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 use kiln_engine::job::{CancelToken, PauseToken};
+use kiln_engine::protocol::Command;
 use kiln_engine::protocol::JobId;
-use kiln_engine::training::dataset::{DatasetOptions, DatasetReport, Issue, Plan};
+use kiln_engine::training::dataset::{DatasetOptions, DatasetReport, Issue, Plan, common_token};
 use kiln_engine::training::lora::LoraConfig;
 use kiln_engine::training::run::TrainingEvent;
+use kiln_engine::training::suggest::{SuggestFor, Suggestion, suggest};
 use kiln_engine::training::textual_inversion::TiConfig;
 use kiln_engine::training::trainer::{Method, TrainingConfig};
 
 use super::{Ctx, Thumb};
 use crate::gui::actions::{Action, Tab};
 use crate::gui::commands::UiCommand;
-use crate::gui::io::{IoRequest, ThumbKey, to_color_image};
+use crate::gui::io::{IoRequest, RunOnDisk, ThumbKey, to_color_image};
 use crate::gui::state::{Settings, TrainMethod, TrainSettings};
 
 /// Dataset thumbnail edge in pixels.
@@ -69,6 +71,10 @@ pub struct TrainRun {
     pub samples: Vec<(usize, egui::TextureHandle)>,
     /// Checkpoints written: (step, file).
     pub checkpoints: Vec<(usize, PathBuf)>,
+    /// The checkpoint it continues (None: a fresh run).
+    pub resumed_from: Option<PathBuf>,
+    /// The step it started from (0, or the checkpoint's).
+    pub from_step: usize,
     /// Still running.
     pub running: bool,
     /// How it ended, if it did.
@@ -90,11 +96,26 @@ pub struct TrainView {
     pub estimate: Option<f64>,
     /// The running measurement's job.
     pub estimating: Option<JobId>,
-    /// The newest checkpoint of the run the options describe (output folder and name it was
-    /// looked up for, and what was found).
-    latest: Option<((PathBuf, String), Option<PathBuf>)>,
+    /// What the run the options name already left on disk (the output folder and name it
+    /// was looked up for, and what was found).
+    on_disk: Option<((PathBuf, String), RunOnDisk)>,
     /// What the last lookup was for.
     asked: Option<(PathBuf, String)>,
+    /// "A run of this name exists": the question asked before a new run takes the name.
+    pub confirm: Option<RunOnDisk>,
+    /// A validation with changed options (resolution, …) is on its way.
+    revalidating: bool,
+}
+
+/// What the user answered when a new run's name was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NameChoice {
+    /// Start afresh under the name (the old checkpoints are set aside; the result is replaced).
+    Overwrite,
+    /// Start under the first free name.
+    KeepBoth,
+    /// Do not start.
+    Cancel,
 }
 
 impl std::fmt::Debug for TrainView {
@@ -125,6 +146,36 @@ fn status(issues: &[Issue]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What a run of a name left in `output`, in words.
+fn describe_run(disk: &RunOnDisk, output: &std::path::Path) -> String {
+    let mut parts = Vec::new();
+    if disk.existing.result.is_some() {
+        parts.push("its result".to_owned());
+    }
+    match (disk.existing.checkpoints.len(), &disk.latest) {
+        (0, _) => {}
+        (n, Some(c)) => parts.push(format!(
+            "{n} checkpoint{} (newest at step {})",
+            if n == 1 { "" } else { "s" },
+            c.step
+        )),
+        (n, None) => parts.push(format!("{n} checkpoint{}", if n == 1 { "" } else { "s" })),
+    }
+    format!(
+        "{} {} in {}. A new run under this name would mix with it.",
+        capitalised(&parts.join(" and ")),
+        if parts.len() > 1 { "are" } else { "is" },
+        output.display()
+    )
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 /// The dataset options the Train tab's settings describe.
@@ -180,6 +231,7 @@ pub fn training_config(settings: &Settings) -> Option<TrainingConfig> {
             t.sample_every
         },
         export_peft: t.export_peft,
+        trigger: (!t.trigger.trim().is_empty()).then(|| t.trigger.trim().to_owned()),
         sample_prompts,
         // The top bar's device and precision pickers are for training too (the precision of
         // the frozen model; what trains is f32).
@@ -197,8 +249,11 @@ impl TrainView {
         cancel: CancelToken,
         pause: PauseToken,
         method: TrainMethod,
+        resumed_from: Option<PathBuf>,
     ) {
         self.run = Some(TrainRun {
+            resumed_from,
+            from_step: 0,
             job,
             cancel,
             pause,
@@ -225,14 +280,26 @@ impl TrainView {
         self.run.as_ref().is_some_and(|r| r.job == job && r.running)
     }
 
-    /// A dataset was validated.
+    /// A dataset was validated (again, when its options changed: the same files keep their
+    /// thumbnails and the captions being edited).
     pub fn validated(&mut self, report: DatasetReport) {
-        self.captions = report
-            .entries
-            .iter()
-            .map(|e| e.caption.clone().unwrap_or_default())
-            .collect();
-        self.thumbs = vec![Thumb::NotLoaded; report.entries.len()];
+        self.revalidating = false;
+        let same_files = self.report.as_ref().is_some_and(|old| {
+            old.entries.len() == report.entries.len()
+                && old
+                    .entries
+                    .iter()
+                    .zip(&report.entries)
+                    .all(|(a, b)| a.path == b.path)
+        });
+        if !same_files {
+            self.captions = report
+                .entries
+                .iter()
+                .map(|e| e.caption.clone().unwrap_or_default())
+                .collect();
+            self.thumbs = vec![Thumb::NotLoaded; report.entries.len()];
+        }
         self.report = Some(report);
     }
 
@@ -251,9 +318,9 @@ impl TrainView {
         }
     }
 
-    /// The newest checkpoint of `config` is `path`.
-    pub fn latest_checkpoint(&mut self, config: &TrainingConfig, path: Option<PathBuf>) {
-        self.latest = Some(((config.output.clone(), config.name.clone()), path));
+    /// What the run `config` names left on disk is `run`.
+    pub fn run_on_disk(&mut self, config: &TrainingConfig, run: RunOnDisk) {
+        self.on_disk = Some(((config.output.clone(), config.name.clone()), run));
     }
 
     /// The measurement `job` ended (with seconds per step, or not).
@@ -272,7 +339,12 @@ impl TrainView {
             return;
         };
         match event {
-            TrainingEvent::Started { plan, .. } => run.plan = Some(plan),
+            TrainingEvent::Started {
+                plan, from_step, ..
+            } => {
+                run.plan = Some(plan);
+                run.from_step = from_step;
+            }
             TrainingEvent::Step {
                 step,
                 total,
@@ -317,8 +389,9 @@ impl TrainView {
             run.running = false;
             run.outcome = Some(outcome);
         }
-        // The run's checkpoints changed: look the newest up again.
+        // The run's checkpoints changed: look again.
         self.asked = None;
+        self.on_disk = None;
     }
 
     /// Run `job` was cancelled: it says where its last checkpoint is.
@@ -332,8 +405,9 @@ impl TrainView {
         self.ended(job, Err(format!("Cancelled.{last}")));
     }
 
-    /// Draws the Train tab.
-    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
+    /// Draws the Train tab; `stack` is the LoRA stack's files (a new run that would replace
+    /// one of them says so).
+    pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>, stack: &[&std::path::Path]) {
         egui::ScrollArea::vertical()
             .id_salt("train-scroll")
             .show(ui, |ui| {
@@ -343,12 +417,87 @@ impl TrainView {
                 ui.separator();
                 self.monitor(ui, ctx);
             });
+        self.confirm_name(ui, ctx, stack);
+    }
+
+    /// The question asked when a new run would take a name a run already uses.
+    fn confirm_name(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>, stack: &[&std::path::Path]) {
+        let Some(disk) = &self.confirm else { return };
+        let t = &ctx.settings.train;
+        let mut choice = None;
+        let in_stack = disk
+            .existing
+            .result
+            .as_ref()
+            .is_some_and(|r| stack.contains(&r.as_path()));
+        let modal = egui::Modal::new(egui::Id::unique("run-name-in-use")).show(ui.ctx(), |ui| {
+            ui.set_max_width(460.0);
+            ui.heading(format!("A run named \"{}\" exists", t.name));
+            ui.label(describe_run(disk, &t.output_dir));
+            if in_stack {
+                ui.colored_label(
+                    ui.visuals().warn_fg_color,
+                    format!(
+                        "{}.safetensors is in the LoRA stack: overwriting replaces it when the new run finishes.",
+                        t.name
+                    ),
+                );
+            }
+            ui.add_space(6.0);
+            ui.horizontal(|ui| {
+                if ui
+                    .button("Overwrite")
+                    .on_hover_text(
+                        "Start afresh under this name: the old checkpoints move to a \
+                         \"-replaced-\" folder beside them (nothing is deleted) and the result \
+                         is replaced when the new run finishes",
+                    )
+                    .clicked()
+                {
+                    choice = Some(NameChoice::Overwrite);
+                }
+                if ui
+                    .button(format!("Keep both (name it {})", disk.free_name))
+                    .clicked()
+                {
+                    choice = Some(NameChoice::KeepBoth);
+                }
+                if ui.button("Cancel").clicked() {
+                    choice = Some(NameChoice::Cancel);
+                }
+            });
+        });
+        if modal.should_close() && choice.is_none() {
+            choice = Some(NameChoice::Cancel);
+        }
+        let Some(choice) = choice else { return };
+        let Some(disk) = self.confirm.take() else {
+            return;
+        };
+        match choice {
+            NameChoice::Overwrite => ctx.actions.push(Action::StartTraining(None)),
+            NameChoice::KeepBoth => {
+                ctx.settings.train.name = disk.free_name;
+                ctx.actions.push(Action::StartTraining(None));
+            }
+            NameChoice::Cancel => {}
+        }
     }
 
     fn dataset(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
         ui.heading("Dataset");
+        let has_data = self.report.is_some();
+        ui.horizontal_wrapped(|ui| {
+            if UiCommand::PickDataset.button(ui, true) {
+                ctx.actions.push(Action::Ui(UiCommand::PickDataset));
+            }
+            if !has_data {
+                ui.weak("or drop a folder of images (png, jpg, webp; optional same-name .txt captions) on the window.");
+            } else if let Some(dir) = &ctx.settings.train.data {
+                ui.weak(dir.display().to_string());
+            }
+        });
         let Some(report) = &self.report else {
-            ui.weak("Drop a folder of images (png, jpg, webp; optional same-name .txt captions) on the window.");
             return;
         };
         ui.label(report.summary());
@@ -438,7 +587,75 @@ impl TrainView {
 
     fn options(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
         ui.heading("Training");
-        method_options(ui, &mut ctx.settings.train);
+        let images = self
+            .report
+            .as_ref()
+            .map(|r| r.usable().count())
+            .unwrap_or(0);
+        let native = ctx.settings.native_size;
+        let t = &mut ctx.settings.train;
+        let suggestion = suggest(
+            match t.method {
+                TrainMethod::Lora => SuggestFor::Lora,
+                TrainMethod::TextualInversion => SuggestFor::Embedding,
+            },
+            native,
+            images,
+            t.batch,
+        );
+        if t.follow_suggestion {
+            follow(t, &suggestion, images > 0);
+        }
+        let before = suggested_fields(t);
+        method_options(ui, t);
+        if suggested_fields(t) != before {
+            // The user set one: it stays.
+            t.follow_suggestion = false;
+        }
+        if t.method == TrainMethod::Lora {
+            let shared = self.report.as_ref().and_then(|r| {
+                let captions: Vec<&str> = r.usable().map(|e| r.caption_of(e)).collect();
+                common_token(&captions)
+            });
+            ui.horizontal(|ui| {
+                let l = ui.label("Trigger word");
+                ui.add(
+                    egui::TextEdit::singleline(&mut t.trigger)
+                        .desired_width(140.0)
+                        .hint_text(shared.as_deref().unwrap_or("none shared")),
+                )
+                .labelled_by(l.id)
+                .on_hover_text(
+                    "The word that calls the LoRA up in a prompt, recorded in the file and \
+                     offered as a chip; empty: the word every caption shares",
+                );
+            });
+        }
+        ui.horizontal_wrapped(|ui| {
+            ui.checkbox(&mut t.follow_suggestion, "Suggested settings")
+                .on_hover_text(
+                    "Resolution, steps, rank, learning rate and checkpoints follow the loaded \
+                     model and the dataset until you change one",
+                );
+            if images > 0 {
+                ui.weak(&suggestion.why);
+            } else {
+                ui.weak(format!(
+                    "Resolution {native}: the loaded model's native size. Steps follow the dataset's size."
+                ));
+            }
+        });
+        // Verdicts follow the options: validate again when they change (one at a time).
+        if let Some(report) = &self.report
+            && report.options != dataset_options(t)
+            && !self.revalidating
+        {
+            self.revalidating = true;
+            ctx.actions.engine(Command::ValidateDataset {
+                files: report.entries.iter().map(|e| e.path.clone()).collect(),
+                options: dataset_options(t),
+            });
+        }
         let t = &ctx.settings.train;
         ui.weak(format!(
             "Output: {}",
@@ -446,33 +663,55 @@ impl TrainView {
                 .join(format!("{}.safetensors", t.name))
                 .display()
         ));
-        let images = self
-            .report
-            .as_ref()
-            .map(|r| r.usable().count())
-            .unwrap_or(0);
         if images > 0 {
             let plan = Plan::new(images, t.repeats, 1, t.batch).with_steps(t.steps);
             ui.label(format!("Plan: {}", plan.describe()));
         }
         let running = self.run.as_ref().is_some_and(|r| r.running);
         let config = training_config(ctx.settings);
-        // The newest checkpoint of the run these options describe, looked up off the UI
-        // thread whenever the output folder or name changes.
+        // What the run these options name left on disk, looked up off the UI thread whenever
+        // the output folder or name changes (and after every run).
         let key = config.as_ref().map(|c| (c.output.clone(), c.name.clone()));
         if let Some(c) = &config
             && self.asked != key
         {
             self.asked = key.clone();
-            ctx.actions.push(Action::Io(IoRequest::LatestCheckpoint {
+            ctx.actions.push(Action::Io(IoRequest::RunOnDisk {
                 config: Box::new(c.clone()),
             }));
         }
-        let resume = self
-            .latest
+        let disk = self
+            .on_disk
             .as_ref()
             .filter(|(k, _)| Some(k) == key.as_ref())
-            .and_then(|(_, p)| p.clone());
+            .map(|(_, d)| d.clone());
+        let steps = ctx.settings.train.steps;
+        // Resume continues exactly the newest checkpoint of this name, and says which.
+        let (resume, resume_label, resume_why) = match disk.as_ref().and_then(|d| d.latest.as_ref())
+        {
+            Some(c) if c.step >= steps => (
+                None,
+                format!("Resume ({} finished at step {})", t.name, c.step),
+                format!(
+                    "The newest checkpoint, {}, is at step {} — the run is done at {steps} steps. \
+                     Raise Steps to train it further.",
+                    c.path.display(),
+                    c.step
+                ),
+            ),
+            Some(c) => (
+                Some(c.path.clone()),
+                format!("Resume {} from step {} of {steps}", t.name, c.step),
+                format!("Continue the run that wrote {}", c.path.display()),
+            ),
+            None => (
+                None,
+                "Resume".to_owned(),
+                disk.as_ref()
+                    .and_then(|d| d.latest_error.clone())
+                    .unwrap_or_else(|| format!("No checkpoint of a run named {} yet", t.name)),
+            ),
+        };
         let ready = images > 0 && config.is_some() && !running;
         ui.horizontal(|ui| {
             let can = ready && self.estimating.is_none() && ctx.studio.training.is_none();
@@ -494,20 +733,23 @@ impl TrainView {
             }
         });
         ui.horizontal(|ui| {
+            // Until the lookup answers, Start waits: it must know whether the name is taken.
             if ui
-                .add_enabled(ready, egui::Button::new("Start training"))
+                .add_enabled(ready && disk.is_some(), egui::Button::new("Start training"))
                 .on_hover_text("Train with these settings on the loaded model")
                 .clicked()
+                && let Some(d) = &disk
             {
-                ctx.actions.push(Action::StartTraining(None));
+                if d.existing.is_empty() {
+                    ctx.actions.push(Action::StartTraining(None));
+                } else {
+                    self.confirm = Some(d.clone());
+                }
             }
-            let label = match &resume {
-                Some(p) => format!("Resume ({})", super::file_stem(p)),
-                None => "Resume".to_owned(),
-            };
             if ui
-                .add_enabled(ready && resume.is_some(), egui::Button::new(label))
-                .on_hover_text("Continue from the newest checkpoint of this name")
+                .add_enabled(ready && resume.is_some(), egui::Button::new(resume_label))
+                .on_hover_text(&resume_why)
+                .on_disabled_hover_text(&resume_why)
                 .clicked()
             {
                 ctx.actions.push(Action::StartTraining(resume.clone()));
@@ -534,11 +776,33 @@ impl TrainView {
     fn monitor(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
         let Some(run) = &self.run else { return };
         ui.heading("Monitor");
-        if let Some(l) = run.last {
-            ui.label(format!(
-                "step {}/{} · epoch {} · {:.2} it/s · ETA {:.0} s · grad norm {:.4}",
-                l.step, l.total, l.epoch, l.rate, l.eta, l.grad_norm
+        if let Some(path) = &run.resumed_from {
+            ui.weak(format!(
+                "Resumed from step {} ({})",
+                run.from_step,
+                path.display()
             ));
+        }
+        let paused = run.running && run.pause.is_paused();
+        if paused {
+            let at = run.last.map_or(run.from_step, |l| l.step);
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!("Paused at step {at} — Continue to go on, Stop to end the run"),
+            );
+        }
+        if let Some(l) = run.last {
+            if paused {
+                ui.label(format!(
+                    "step {}/{} · epoch {} · grad norm {:.4}",
+                    l.step, l.total, l.epoch, l.grad_norm
+                ));
+            } else {
+                ui.label(format!(
+                    "step {}/{} · epoch {} · {:.2} it/s · ETA {:.0} s · grad norm {:.4}",
+                    l.step, l.total, l.epoch, l.rate, l.eta, l.grad_norm
+                ));
+            }
             ui.add(egui::ProgressBar::new(
                 l.step as f32 / l.total.max(1) as f32,
             ));
@@ -551,7 +815,14 @@ impl TrainView {
         let (loss, smoothed, lr) = (run.loss.clone(), run.smoothed.clone(), run.lr.clone());
         // A constant rate would otherwise get a degenerate ±100 axis.
         let max_lr = lr.iter().map(|p| p[1]).fold(1e-12, f64::max);
+        // No plots without a step (empty axes read like values).
+        if loss.is_empty() && !run.running {
+            ui.weak("No steps were made in this run.");
+        }
         ui.columns(2, |cols| {
+            if loss.is_empty() {
+                return;
+            }
             Plot::new("loss-plot")
                 .allow_scroll(false)
                 .height(180.0)
@@ -619,8 +890,7 @@ impl TrainView {
                     if ui.button("Open output folder").clicked()
                         && let Some(dir) = path.parent()
                     {
-                        ctx.actions
-                            .push(Action::OpenUrl(format!("file://{}", dir.display())));
+                        ctx.actions.push(Action::OpenFolder(dir.to_owned()));
                     }
                 });
             }
@@ -628,6 +898,33 @@ impl TrainView {
                 ui.colored_label(ui.visuals().error_fg_color, message);
             }
             None => {}
+        }
+    }
+}
+
+/// The settings a [`Suggestion`] fills in, to tell whether the user changed one.
+fn suggested_fields(t: &TrainSettings) -> (usize, usize, usize, u64, u64, usize) {
+    (
+        t.resolution,
+        t.steps,
+        t.rank,
+        t.alpha.to_bits(),
+        t.learning_rate.to_bits(),
+        t.checkpoint_every,
+    )
+}
+
+/// Fills in what `s` suggests (the resolution always; the rest once there is a dataset).
+fn follow(t: &mut TrainSettings, s: &Suggestion, have_data: bool) {
+    t.resolution = s.resolution;
+    if have_data {
+        t.steps = s.steps;
+        t.learning_rate = s.learning_rate;
+        t.checkpoint_every = s.checkpoint_every;
+        t.sample_every = s.checkpoint_every;
+        if t.method == TrainMethod::Lora {
+            t.rank = s.rank;
+            t.alpha = s.rank as f64;
         }
     }
 }

@@ -1,0 +1,52 @@
+//! The window at its smallest (issue 26, defect 8): at 800 × 500 points Generate and Cancel
+//! stay in sight (pinned below the scrolling settings), the tab row fits (it wraps), the
+//! gallery folds away leaving the canvas its room, and Generate still works.
+
+use egui_kittest::kittest::Queryable;
+
+use super::{gallery_holds, harness_sized, loaded, settings, wait};
+
+#[test]
+fn at_800_by_500_generate_and_the_tabs_stay_in_sight() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.steps = 2;
+    let (w, h_) = (800.0, 500.0);
+    let mut h = harness_sized(s, egui::vec2(w, h_));
+    wait(&mut h, "the model", loaded);
+    let window = egui::Rect::from_min_size(egui::Pos2::ZERO, egui::vec2(w, h_));
+    for label in [
+        "Generate",
+        "Cancel",
+        "Compare with baseline",
+        "Canvas",
+        "Compare",
+        "Train",
+        "Models",
+        "Gallery",
+        "Save as…",
+    ] {
+        let r = h.get_by_label(label).rect();
+        assert!(
+            window.contains_rect(r),
+            "{label} at {r:?} is outside the window"
+        );
+    }
+    // The gallery is folded away: the canvas has the middle (at least 300 points of it).
+    assert_eq!(h.state().settings.show_gallery, None);
+    let canvas = h.get_by_label("Canvas").rect();
+    assert!(
+        w - canvas.min.x >= 300.0,
+        "the middle starts at {}",
+        canvas.min.x
+    );
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the image", gallery_holds(1));
+    // The gallery comes back with one click, and stays as chosen.
+    h.get_by_label("Gallery").click();
+    for _ in 0..4 {
+        h.step();
+    }
+    assert_eq!(h.state().settings.show_gallery, Some(true));
+    assert!(window.contains_rect(h.get_by_label("Generate").rect()));
+}
