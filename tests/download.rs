@@ -286,6 +286,14 @@ fn a_models_folder_is_classified() {
     .unwrap();
     std::fs::copy(fixture("adapters/ti_cat.pt"), dir.path().join("cat.pt")).unwrap();
     std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    // Broken files are listed too, with what is wrong (issue 26, defect 4).
+    let lora = std::fs::read(fixture("adapters/kohya_qkvo.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("truncated.safetensors"),
+        &lora[..lora.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("text.safetensors"), "not tensors").unwrap();
     let models = kiln_hub::catalog::scan_models(dir.path()).unwrap();
     let kinds: Vec<(String, String)> = models
         .iter()
@@ -304,14 +312,27 @@ fn a_models_folder_is_classified() {
         [
             ("cat.pt".into(), "embedding".into()),
             ("style.safetensors".into(), "lora".into()),
-            ("tiny-b.safetensors".into(), "checkpoint".into())
+            ("text.safetensors".into(), "unknown".into()),
+            ("tiny-b.safetensors".into(), "checkpoint".into()),
+            ("truncated.safetensors".into(), "unknown".into()),
         ]
     );
     assert!(models.iter().all(|m| m.bytes > 0));
+    let problems: Vec<bool> = models.iter().map(|m| m.problem.is_some()).collect();
+    assert_eq!(problems, [false, false, true, false, true]);
     let o = crate::cli::kiln(&["models", "list", dir.path().to_str().unwrap()]);
     assert!(o.status.success(), "{}", crate::cli::stderr(&o));
     let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 3);
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 5);
+    assert!(
+        listed[0].get("problem").is_none(),
+        "only broken files say what is wrong"
+    );
+    for broken in [&listed[2], &listed[4]] {
+        let problem = broken["problem"].as_str().unwrap();
+        assert!(!problem.is_empty(), "{broken}");
+    }
     // Without a reachable Hub, `models get` says so in one line.
     let port = closed_port();
     let o = crate::cli::kiln(&[

@@ -54,10 +54,15 @@ pub struct ModelEntry {
     pub kind: kiln_engine::inspect::Inspection,
     /// Size on disk in bytes.
     pub bytes: u64,
+    /// What is wrong with it, when Kiln cannot use it at all (unreadable, truncated, or no
+    /// model Kiln knows); its `kind` is then `unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// Every checkpoint, LoRA and embedding directly in `dir` (diffusers folders count as one
-/// entry); files Kiln cannot classify are left out.
+/// entry), and every other `.safetensors`, `.pt` or `.bin` file or model-like folder with what
+/// is wrong with it (`problem`), so that a broken download is seen rather than missing.
 pub fn scan_models(dir: &Path) -> Result<Vec<ModelEntry>> {
     let mut out = Vec::new();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -75,14 +80,39 @@ pub fn scan_models(dir: &Path) -> Result<Vec<ModelEntry>> {
         if !candidate {
             continue;
         }
-        match kiln_engine::inspect::inspect(&path) {
-            Ok(kiln_engine::inspect::Inspection::Unknown { .. }) | Err(_) => {}
-            Ok(kind) => out.push(ModelEntry {
-                bytes: size_on_disk(&path),
-                path,
-                kind,
-            }),
-        }
+        let (kind, problem) = match kiln_engine::inspect::inspect(&path) {
+            Ok(kiln_engine::inspect::Inspection::Unknown {
+                tensors,
+                sample_keys,
+            }) => {
+                let problem = format!(
+                    "not a checkpoint, LoRA or embedding Kiln knows ({tensors} tensors{})",
+                    sample_keys
+                        .first()
+                        .map(|k| format!(", such as {k}"))
+                        .unwrap_or_default()
+                );
+                let kind = kiln_engine::inspect::Inspection::Unknown {
+                    tensors,
+                    sample_keys,
+                };
+                (kind, Some(problem))
+            }
+            Ok(kind) => (kind, None),
+            Err(e) => (
+                kiln_engine::inspect::Inspection::Unknown {
+                    tensors: 0,
+                    sample_keys: Vec::new(),
+                },
+                Some(e.to_string()),
+            ),
+        };
+        out.push(ModelEntry {
+            bytes: size_on_disk(&path),
+            path,
+            kind,
+            problem,
+        });
     }
     Ok(out)
 }

@@ -33,6 +33,7 @@ fn models_folder(dir: &Path) {
         std::fs::copy(fixture(from), dir.join(to)).unwrap();
     }
     std::fs::write(dir.join("notes.txt"), "hello").unwrap();
+    std::fs::write(dir.join("broken.safetensors"), "a text file renamed").unwrap();
 }
 
 fn loaded_path(app: &kiln::gui::KilnApp) -> Option<PathBuf> {
@@ -69,16 +70,20 @@ fn the_manager_lists_the_models_folder_and_picking_a_row_uses_it() {
     assert_eq!(
         rows,
         [
+            ("broken.safetensors".to_owned(), "unknown"),
             ("style.safetensors".to_owned(), "LoRA"),
             ("ti-cat.pt".to_owned(), "embedding"),
             ("tiny-a".to_owned(), "checkpoint"),
             ("tiny-b.safetensors".to_owned(), "checkpoint"),
             ("xl-style.safetensors".to_owned(), "LoRA"),
         ],
-        "classified, and notes.txt left out"
+        "classified (a broken file too), and notes.txt left out"
     );
+    // The broken file is listed as broken, saying what is wrong (issue 26, defect 4).
+    assert!(h.query_by_label_contains("broken: ").is_some());
+    assert!(h.query_by_label("Load broken.safetensors").is_none());
     // Each row shows its name, family and size; the SDXL LoRA says it cannot be used.
-    let tiny_a = h.state().views.models.rows()[2].clone();
+    let tiny_a = h.state().views.models.rows()[3].clone();
     assert_eq!(tiny_a.name(), "tiny-a");
     assert!(tiny_a.entry.bytes > 9_000_000);
     assert!(h.query_by_label("tiny-a").is_some());
@@ -131,7 +136,7 @@ fn the_manager_lists_the_models_folder_and_picking_a_row_uses_it() {
     h.get_by_label("Rescan").click();
     h.step();
     wait(&mut h, "the rescan", scanned);
-    assert_eq!(h.state().views.models.rows().len(), 6);
+    assert_eq!(h.state().views.models.rows().len(), 7);
     assert!(
         h.query_by_label("Load embedding style-token.safetensors")
             .is_some()

@@ -119,12 +119,15 @@ impl ModelRow {
                 ..
             } => format!("token {token} · {vectors}×{width}"),
             Inspection::UnsupportedCheckpoint { .. } => "Kiln runs SD 1.x only".into(),
-            Inspection::Unknown { .. } => String::new(),
+            Inspection::Unknown { .. } => "cannot be read as a model".into(),
         }
     }
 
     /// Why it cannot be used with Kiln's SD 1.x models, if it cannot.
     pub fn refusal(&self) -> Option<String> {
+        if let Some(problem) = &self.entry.problem {
+            return Some(problem.clone());
+        }
         match &self.entry.kind {
             Inspection::UnsupportedCheckpoint { family } => Some(format!(
                 "a {family} checkpoint; Kiln runs Stable Diffusion 1.x"
@@ -199,6 +202,7 @@ fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
                     path: b.to_owned(),
                     kind,
                     bytes: size_on_disk(b),
+                    problem: None,
                 },
                 built_in: true,
                 canonical: canonical(b),
@@ -695,7 +699,13 @@ impl ModelsView {
                     ui.weak(row.details());
                     ui.label(format_bytes(row.entry.bytes));
                     if let Some(reason) = row.refusal() {
-                        ui.colored_label(ui.visuals().error_fg_color, "cannot use")
+                        // Broken files are listed, with what is wrong in words.
+                        let text = if row.entry.problem.is_some() {
+                            format!("broken: {reason}")
+                        } else {
+                            "cannot use".to_owned()
+                        };
+                        ui.colored_label(ui.visuals().error_fg_color, text)
                             .on_hover_text(reason);
                     } else if Self::in_use(row, in_use) {
                         ui.weak(match row.kind() {
