@@ -920,7 +920,7 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
     s.model_path = Some(fixture("tiny-a"));
     s.train.follow_suggestion = false;
     s.train.resolution = 32;
-    s.train.output_dir = out.path().join("training");
+    s.train.output_folder = Some(out.path().join("training"));
     s.train.steps = 400;
     s.train.learning_rate = 1e-3;
     s.train.sample_prompt = "a red half".into();

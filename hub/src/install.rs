@@ -56,8 +56,56 @@ fn is_model(dir: &Path) -> bool {
     dir.join("model_index.json").is_file()
 }
 
+/// The LoRAs Kiln ships (`kiln-tiny-striped`), from the `loras` folder beside the shipped
+/// model's `models` folder (`assets/loras`, `/usr/share/kiln/loras`, …), sorted.
+pub fn bundled_loras() -> Vec<PathBuf> {
+    bundled_model()
+        .map(|m| loras_beside(&m))
+        .unwrap_or_default()
+}
+
+/// The shipped LoRAs that go with the shipped model at `model` (`<model>/../../loras`).
+pub fn loras_beside(model: &Path) -> Vec<PathBuf> {
+    let Some(dir) = model
+        .parent()
+        .and_then(Path::parent)
+        .map(|share| share.join("loras"))
+    else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
 /// Whether `path` is the shipped model (wherever it was found).
 pub fn is_bundled(path: &Path) -> bool {
     let canon = |p: &Path| p.canonicalize().ok();
     bundled_model().is_some_and(|b| canon(&b).is_some() && canon(&b) == canon(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_lora_ships_beside_the_model_in_the_source_tree() {
+        let model = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../assets/models")
+            .join(NAME);
+        let loras = loras_beside(&model);
+        let names: Vec<String> = loras
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        assert_eq!(names, ["kiln-tiny-striped.safetensors"]);
+        assert!(loras_beside(Path::new("/")).is_empty());
+    }
 }

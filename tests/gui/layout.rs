@@ -50,3 +50,45 @@ fn at_800_by_500_generate_and_the_tabs_stay_in_sight() {
     assert_eq!(h.state().settings.show_gallery, Some(true));
     assert!(window.contains_rect(h.get_by_label("Generate").rect()));
 }
+
+/// A batch shows all its images (issue 26, defect 9): a strip under the toolbar, one button
+/// per image ("image i of n"), a click shows that one.
+#[test]
+fn a_batch_shows_every_image_in_a_strip() {
+    let out = tempfile::tempdir().unwrap();
+    let mut s = settings(out.path());
+    s.steps = 2;
+    s.batch_count = 3;
+    s.random_seed = false;
+    s.seed = 7;
+    let mut h = super::harness(s);
+    wait(&mut h, "the model", loaded);
+    h.get_by_label("Generate").click();
+    wait(&mut h, "three images", gallery_holds(3));
+    h.step();
+    assert_eq!(h.state().views.canvas.strip.len(), 3);
+    let seeds: Vec<u64> = h
+        .state()
+        .views
+        .canvas
+        .strip
+        .iter()
+        .map(|s| s.recipe.seed)
+        .collect();
+    assert_eq!(seeds, [7, 8, 9]);
+    assert_eq!(
+        h.state().views.canvas.recipe().map(|r| r.seed),
+        Some(9),
+        "the last one shown"
+    );
+    h.get_by_label("image 1 of 3").click();
+    h.step();
+    h.step();
+    assert_eq!(h.state().views.canvas.recipe().map(|r| r.seed), Some(7));
+    // The next single image starts a new strip (and a single image needs none).
+    h.state_mut().settings.batch_count = 1;
+    h.get_by_label("Generate").click();
+    wait(&mut h, "the fourth image", gallery_holds(4));
+    assert_eq!(h.state().views.canvas.strip.len(), 1);
+    assert!(h.query_by_label("image 1 of 1").is_none());
+}

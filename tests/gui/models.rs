@@ -498,3 +498,47 @@ fn a_failed_load_keeps_the_working_model_and_is_not_remembered() {
     );
     assert_eq!(h.state().settings.model_path, Some(fixture("tiny-b")));
 }
+
+/// The LoRA shipped beside the shipped model (`share/kiln/loras` next to
+/// `share/kiln/models/kiln-tiny`) is listed in the Models tab, built in, ready to add
+/// (issue 26, defect 9).
+#[test]
+fn the_shipped_example_lora_is_listed_built_in() {
+    let out = tempfile::tempdir().unwrap();
+    let share = out.path().join("share");
+    copy_dir(&fixture("tiny-a"), &share.join("models/tiny-a"));
+    std::fs::create_dir_all(share.join("loras")).unwrap();
+    std::fs::copy(
+        fixture("adapters/kohya_qkvo.safetensors"),
+        share.join("loras/example-style.safetensors"),
+    )
+    .unwrap();
+    let mut s = settings(out.path());
+    s.model_path = None;
+    let mut h = harness_with_bundled(s, Some(share.join("models/tiny-a")));
+    wait(&mut h, "the shipped model and the scan", |a| {
+        loaded(a) && scanned(a)
+    });
+    let rows: Vec<(String, bool)> = h
+        .state()
+        .views
+        .models
+        .rows()
+        .iter()
+        .map(|r| (r.name(), r.built_in))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (kiln_hub::install::NAME.to_owned(), true),
+            ("example-style.safetensors".to_owned(), true)
+        ]
+    );
+    h.get_by_label("Models").click();
+    h.step();
+    h.get_by_label("Add example-style.safetensors to the LoRA stack")
+        .click();
+    wait(&mut h, "the example LoRA in the stack", |a| {
+        a.views.loras.rows().len() == 1
+    });
+}

@@ -35,7 +35,7 @@ fn a_reused_name_asks_first_and_resume_continues_the_right_run() {
     s.model_path = Some(fixture("tiny-a"));
     s.train.follow_suggestion = false;
     s.train.resolution = 32;
-    s.train.output_dir = out.path().join("training");
+    s.train.output_folder = Some(out.path().join("training"));
     s.train.name = "striped".into();
     s.train.trigger = "zzstripe".into();
     s.train.steps = 6;
@@ -191,4 +191,80 @@ fn a_reused_name_asks_first_and_resume_continues_the_right_run() {
     wait(&mut h, "the kept-both run", run_over);
     assert!(out.path().join("training/striped-2.safetensors").is_file());
     assert!(first.is_file());
+}
+
+/// Training defaults come from the loaded model and the dataset (defect 5): the resolution is
+/// the model's native size, steps and rate follow the images with the reasoning shown, the
+/// verdicts follow the resolution, and a value the user sets stays. The trained file lands in
+/// the models folder, where the Models tab lists it.
+#[test]
+fn training_settings_follow_the_model_until_set_and_the_result_is_listed() {
+    use kiln_engine::training::suggest::{SuggestFor, suggest};
+    let out = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    training_folder(data.path());
+    let mut s = settings(out.path());
+    s.model_path = Some(fixture("tiny-a"));
+    std::fs::create_dir_all(out.path().join("models")).unwrap();
+    let mut h = super::harness_sized(s, egui::vec2(1280.0, 1200.0));
+    wait(&mut h, "the model", loaded);
+    let native = h.state().settings.native_size;
+    h.state_mut().tab = kiln::gui::actions::Tab::Train;
+    h.input_mut()
+        .dropped_files
+        .push(dropped(data.path().to_owned()));
+    h.step();
+    wait(&mut h, "the dataset report", |a| {
+        a.views.train.report.is_some()
+    });
+    h.step();
+    let want = suggest(SuggestFor::Lora, native, 2, 1);
+    let t = &h.state().settings.train;
+    assert_eq!(
+        (t.resolution, t.steps, t.rank, t.learning_rate),
+        (native, want.steps, want.rank, want.learning_rate)
+    );
+    assert!(
+        h.query_by_label(&want.why).is_some(),
+        "the reasoning is shown"
+    );
+    // The verdicts follow the resolution: 32-px images are small at 64, fine at 32.
+    let small = "too small 32×32 (upscaled)";
+    for (resolution, flagged) in [(64usize, true), (32, false)] {
+        h.get_all_by_label("Resolution")
+            .find(|n| n.accesskit_node().role() == egui::accesskit::Role::SpinButton)
+            .expect("the Resolution field")
+            .set_value_accesskit(resolution as f64);
+        h.step();
+        wait(&mut h, "the verdicts", |a| {
+            a.views
+                .train
+                .report
+                .as_ref()
+                .is_some_and(|r| r.options.resolution == resolution)
+        });
+        h.step();
+        assert_eq!(
+            h.query_all_by_label(small).count() > 0,
+            flagged,
+            "at {resolution}"
+        );
+    }
+    assert!(
+        !h.state().settings.train.follow_suggestion,
+        "a value set stays"
+    );
+    assert_eq!(h.state().settings.train.resolution, 32);
+    // A short run; its LoRA is written to the models folder and listed there.
+    h.state_mut().settings.train.steps = 2;
+    h.state_mut().settings.train.name = "listed".into();
+    h.step();
+    wait_enabled(&mut h, "Start training");
+    super::click_in_view(&mut h, "Start training");
+    wait(&mut h, "the run", run_over);
+    let file = out.path().join("models/listed.safetensors");
+    assert!(file.is_file());
+    wait(&mut h, "the Models tab's rescan", |a| {
+        a.views.models.rows().iter().any(|r| r.entry.path == file)
+    });
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kiln_engine::protocol::Event;
+use kiln_engine::protocol::{Event, Operation};
 
 use super::actions::Notification;
 use super::actions::{Actions, Tab};
@@ -180,13 +180,19 @@ impl KilnApp {
                         dir: self.settings.output_dir.clone(),
                         thumb: THUMB,
                     });
-                    v.canvas.show(&ctx, g.image, None, Some(g.recipe));
+                    v.canvas.finished(&ctx, g.image, g.recipe);
                 }
             }
             Event::Done {
                 job, random_seed, ..
             } => {
                 self.job_ended(job);
+                // Generating works: earlier failures of it are fixed.
+                self.views.notifications.resolve(&[
+                    &format!("Error while {}", Operation::Generate.describe()),
+                    "Cannot generate now",
+                    "Nothing to compare",
+                ]);
                 if random_seed && let Some(seed) = self.studio.last_seed {
                     self.settings.seed = seed;
                 }
@@ -250,6 +256,8 @@ impl KilnApp {
                 self.engine.finished(job);
                 self.views.train.ended(job, Ok(output));
                 self.training_over();
+                // The new adapter is listed where the Models tab and the LoRA picker look.
+                self.rescan_models();
             }
             Event::Failed(f) => self.failed(f),
             Event::Busy { op, job, training } => self.busy(op, job, training),
@@ -315,6 +323,7 @@ impl KilnApp {
             },
             IoResult::SavedAs(Err(e)) => self.notify("Cannot save the image", e, true),
             IoResult::SavedAs(Ok(path)) => {
+                self.views.notifications.resolve(&["Cannot save the image"]);
                 self.notify("Image saved", path.display().to_string(), false)
             }
             IoResult::FolderOpened => {}

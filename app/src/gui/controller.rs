@@ -141,6 +141,9 @@ impl KilnApp {
             return self.notify("Nothing to compare", why, false);
         }
         let spec = self.settings.spec();
+        if kind == JobKind::Generate {
+            self.views.canvas.new_batch();
+        }
         let (images, per_call) = match kind {
             JobKind::Generate => (spec.batch_count * spec.batch_size, spec.batch_size),
             JobKind::Compare => (0, 1),

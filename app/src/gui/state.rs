@@ -61,8 +61,9 @@ pub struct TrainSettings {
     pub method: TrainMethod,
     /// Output name.
     pub name: String,
-    /// Where outputs go.
-    pub output_dir: PathBuf,
+    /// Where the trained file and its checkpoints go; None: the models folder, where the
+    /// Models tab and the LoRA picker look ([`Settings::training_output`]).
+    pub output_folder: Option<PathBuf>,
     /// LoRA rank.
     pub rank: usize,
     /// LoRA alpha.
@@ -116,7 +117,7 @@ impl Default for TrainSettings {
             data: None,
             method: TrainMethod::Lora,
             name: "my-lora".into(),
-            output_dir: default_output_dir().join("training"),
+            output_folder: None,
             rank: 4,
             alpha: 4.0,
             token: "<my-style>".into(),
@@ -224,10 +225,11 @@ impl Default for Settings {
             precision: PrecisionChoice::Auto,
             prompt: String::new(),
             negative: String::new(),
-            sampler: SamplerKind::DpmPp2m,
-            schedule: Schedule::Karras,
-            steps: 25,
-            cfg: 7.0,
+            // The engine's defaults, as `kiln generate` and the README have them.
+            sampler: SamplerKind::Ddim,
+            schedule: Schedule::Default,
+            steps: kiln_engine::resolve::DEFAULT_STEPS,
+            cfg: kiln_engine::resolve::DEFAULT_CFG,
             eta: 0.0,
             random_seed: true,
             seed: 0,
@@ -239,7 +241,7 @@ impl Default for Settings {
             init_image_sha256: None,
             clip_skip: 1,
             lora_dir: None,
-            strength: 0.75,
+            strength: kiln_engine::resolve::DEFAULT_STRENGTH,
             loras: Vec::new(),
             embeddings: Vec::new(),
             output_dir: default_output_dir(),
@@ -350,11 +352,47 @@ impl Settings {
         self.init_image_sha256 = None;
     }
 
+    /// Where training writes: the Train tab's folder, else the models folder.
+    pub fn training_output(&self) -> PathBuf {
+        self.train
+            .output_folder
+            .clone()
+            .unwrap_or_else(|| self.models_dir.clone())
+    }
+
     /// Remembers `path` as the current model and first recent one.
     pub fn remember_model(&mut self, path: PathBuf) {
         self.recent_models.retain(|p| p != &path);
         self.recent_models.insert(0, path.clone());
         self.recent_models.truncate(RECENT_MODELS);
         self.model_path = Some(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The window starts where `kiln generate` and the README do (issue 26, defect 9).
+    #[test]
+    fn the_window_defaults_are_the_documented_ones() {
+        use kiln_engine::resolve::{DEFAULT_CFG, DEFAULT_STEPS, DEFAULT_STRENGTH};
+        let s = Settings::default();
+        assert_eq!(
+            (s.sampler, s.schedule),
+            (SamplerKind::Ddim, Schedule::Default)
+        );
+        assert_eq!(
+            (s.steps, s.cfg, s.clip_skip),
+            (DEFAULT_STEPS, DEFAULT_CFG, 1)
+        );
+        assert_eq!((s.eta, s.strength), (0.0, DEFAULT_STRENGTH));
+        assert!(s.random_seed);
+        assert_eq!(s.device, kiln_engine::device::DeviceSpec::Auto);
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains("DDIM, 25 steps, CFG 7.5, CLIP skip 1, the model's native size, a random seed, device `auto`"),
+            "the README's defaults line changed: update this test and Settings::default together"
+        );
     }
 }

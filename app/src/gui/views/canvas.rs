@@ -33,10 +33,27 @@ pub struct Shown {
     pub recipe: Option<Recipe>,
 }
 
+/// One image of the current batch, in the strip under the toolbar.
+pub struct StripImage {
+    /// Thumbnail texture (the image itself, drawn small).
+    pub texture: egui::TextureHandle,
+    /// Pixels.
+    pub image: RgbImage,
+    /// How it was made.
+    pub recipe: Recipe,
+    /// The file, once saved.
+    pub path: Option<PathBuf>,
+}
+
+/// Strip thumbnails' height in points.
+const STRIP_EDGE: f32 = 56.0;
+
 /// The canvas's state.
 pub struct CanvasView {
     /// What it shows.
     pub shown: Option<Shown>,
+    /// Every image of the last generation, in order (a strip when there are several).
+    pub strip: Vec<StripImage>,
     /// The view rectangle (zoom and pan; zero = fit).
     scene_rect: egui::Rect,
 }
@@ -45,6 +62,7 @@ impl Default for CanvasView {
     fn default() -> Self {
         CanvasView {
             shown: None,
+            strip: Vec::new(),
             scene_rect: egui::Rect::ZERO,
         }
     }
@@ -86,8 +104,36 @@ impl CanvasView {
         }
     }
 
+    /// A generation starts: its images will make a new strip.
+    pub fn new_batch(&mut self) {
+        self.strip.clear();
+    }
+
+    /// A finished image of the current generation: shown, and added to the strip.
+    pub fn finished(&mut self, ctx: &egui::Context, image: RgbImage, recipe: Recipe) {
+        let texture = ctx.load_texture(
+            format!("strip-{}", self.strip.len()),
+            to_color_image(&image),
+            egui::TextureOptions::LINEAR,
+        );
+        self.strip.push(StripImage {
+            texture,
+            image: image.clone(),
+            recipe: recipe.clone(),
+            path: None,
+        });
+        self.show(ctx, image, None, Some(recipe));
+    }
+
     /// The image shown with `recipe` was saved at `path`.
     pub fn saved(&mut self, recipe: &Recipe, path: &std::path::Path) {
+        if let Some(s) = self
+            .strip
+            .iter_mut()
+            .find(|s| s.path.is_none() && &s.recipe == recipe)
+        {
+            s.path = Some(path.to_owned());
+        }
         if let Some(s) = &mut self.shown
             && s.path.is_none()
             && s.recipe.as_ref() == Some(recipe)
@@ -99,6 +145,47 @@ impl CanvasView {
     /// The shown image's recipe.
     pub fn recipe(&self) -> Option<&Recipe> {
         self.shown.as_ref().and_then(|s| s.recipe.as_ref())
+    }
+
+    /// The strip of a batch's images (when there are several): the one shown is marked; a
+    /// click shows another.
+    fn strip_ui(&mut self, ui: &mut egui::Ui) {
+        if self.strip.len() < 2 {
+            return;
+        }
+        let shown = self.recipe().cloned();
+        let mut pick = None;
+        egui::ScrollArea::horizontal()
+            .id_salt("batch-strip")
+            .show(ui, |ui| {
+                ui.horizontal(|ui| {
+                    let n = self.strip.len();
+                    for (i, s) in self.strip.iter().enumerate() {
+                        let size = egui::vec2(
+                            STRIP_EDGE * s.image.width as f32 / s.image.height.max(1) as f32,
+                            STRIP_EDGE,
+                        );
+                        let r = ui.add(
+                            egui::Button::image(egui::Image::new((s.texture.id(), size)))
+                                .selected(shown.as_ref() == Some(&s.recipe)),
+                        );
+                        let name = format!("image {} of {n}", i + 1);
+                        r.widget_info(|| {
+                            egui::WidgetInfo::labeled(egui::Role::Button, true, name.clone())
+                        });
+                        if r.on_hover_text(format!("{name} · seed {}", s.recipe.seed))
+                            .clicked()
+                        {
+                            pick = Some(i);
+                        }
+                    }
+                });
+            });
+        if let Some(i) = pick {
+            let s = &self.strip[i];
+            let (image, recipe, path) = (s.image.clone(), s.recipe.clone(), s.path.clone());
+            self.show(ui.ctx(), image, path, Some(recipe));
+        }
     }
 
     /// Draws the canvas.
@@ -131,6 +218,7 @@ impl CanvasView {
                 ));
             }
         });
+        self.strip_ui(ui);
         match &self.shown {
             Some(shown) => {
                 let size = egui::vec2(shown.image.width as f32, shown.image.height as f32);

@@ -51,7 +51,7 @@ pub enum RowKind {
 impl ModelRow {
     /// The name shown: the file or folder name (the shipped model's name for the built-in one).
     pub fn name(&self) -> String {
-        if self.built_in {
+        if self.built_in && self.kind() == RowKind::Checkpoint {
             return kiln_hub::install::NAME.to_owned();
         }
         super::file_name(&self.entry.path)
@@ -195,11 +195,19 @@ fn canonical(path: &Path) -> PathBuf {
 /// is empty, not an error (it is created by the first download).
 fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
     let mut rows = Vec::new();
-    if let Some(b) = bundled {
+    // The shipped model first, then the LoRAs shipped with it (the example LoRA).
+    let shipped: Vec<PathBuf> = bundled
+        .map(|b| {
+            std::iter::once(b.to_owned())
+                .chain(kiln_hub::install::loras_beside(b))
+                .collect()
+        })
+        .unwrap_or_default();
+    for b in &shipped {
         match kiln_engine::inspect::inspect(b) {
             Ok(kind) => rows.push(ModelRow {
                 entry: ModelEntry {
-                    path: b.to_owned(),
+                    path: b.clone(),
                     kind,
                     bytes: size_on_disk(b),
                     problem: None,
@@ -207,7 +215,7 @@ fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
                 built_in: true,
                 canonical: canonical(b),
             }),
-            Err(e) => tracing::warn!("the shipped model at {} is unreadable: {e}", b.display()),
+            Err(e) => tracing::warn!("the shipped {} is unreadable: {e}", b.display()),
         }
     }
     let found = match scan_models(dir) {
@@ -215,7 +223,7 @@ fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
         Err(_) if !dir.exists() => Vec::new(),
         Err(e) => return Err(e.to_string()),
     };
-    let bundled_canon = bundled.map(canonical);
+    let shipped_canon: Vec<PathBuf> = shipped.iter().map(|p| canonical(p)).collect();
     rows.extend(
         found
             .into_iter()
@@ -224,7 +232,7 @@ fn scan(dir: &Path, bundled: Option<&Path>) -> Result<Scan, String> {
                 entry,
                 built_in: false,
             })
-            .filter(|row| Some(&row.canonical) != bundled_canon.as_ref()),
+            .filter(|row| !shipped_canon.contains(&row.canonical)),
     );
     Ok(Scan {
         rows,
@@ -688,10 +696,12 @@ impl ModelsView {
                                 .small()
                                 .color(v.selection.stroke.color)
                                 .background_color(v.selection.bg_fill);
-                            ui.label(badge).on_hover_text(
+                            ui.label(badge).on_hover_text(if row.kind() == RowKind::Lora {
+                                "A LoRA that ships with Kiln, trained on kiln-tiny: striped fills"
+                            } else {
                                 "The model that ships with Kiln: small, fast, and made for \
-                                 simple shapes and colours",
-                            );
+                                 simple shapes and colours"
+                            });
                         }
                     });
                     ui.label(row.kind_label());

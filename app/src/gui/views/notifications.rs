@@ -1,23 +1,58 @@
 //! Dismissible notifications (errors from the engine, confirmations); never blocking dialogs.
+//! A confirmation (information without a button) goes by itself after [`TOAST`]; an error
+//! stays until dismissed or until the problem it reports is gone ([`Notifications::resolve`]:
+//! an image that generates clears a failed generation, a save that works a failed save). A
+//! failed model load stays: it says which model is in use instead.
+
+use std::time::{Duration, Instant};
 
 use crate::gui::actions::{Actions, Notification};
+
+/// How long a confirmation stays.
+pub const TOAST: Duration = Duration::from_secs(8);
 
 /// The notification bar's state: the messages not dismissed yet.
 #[derive(Debug, Default)]
 pub struct Notifications {
     /// Oldest first.
     pub items: Vec<Notification>,
+    /// When each item came (same order).
+    since: Vec<Instant>,
 }
 
 impl Notifications {
     /// Adds a message.
     pub fn push(&mut self, n: Notification) {
         self.items.push(n);
+        self.since.push(Instant::now());
+    }
+
+    /// The problem behind every message whose title starts with one of `titles` is fixed:
+    /// they go.
+    pub fn resolve(&mut self, titles: &[&str]) {
+        self.keep(|n, _| !titles.iter().any(|t| n.title.starts_with(t)));
+    }
+
+    fn keep(&mut self, keep: impl Fn(&Notification, Instant) -> bool) {
+        self.since.resize(self.items.len(), Instant::now());
+        let (mut items, mut since) = (Vec::new(), Vec::new());
+        for (n, t) in self.items.drain(..).zip(self.since.drain(..)) {
+            if keep(&n, t) {
+                items.push(n);
+                since.push(t);
+            }
+        }
+        (self.items, self.since) = (items, since);
     }
 
     /// Draws the notification bar (only when there is something to say); a pressed offer
     /// button queues its action and dismisses the notification.
     pub fn ui(&mut self, ui: &mut egui::Ui, actions: &mut Actions) {
+        // Confirmations go by themselves.
+        self.keep(|n, t| n.error || n.offer.is_some() || t.elapsed() < TOAST);
+        if self.items.iter().any(|n| !n.error && n.offer.is_none()) {
+            ui.ctx().request_repaint_after(Duration::from_millis(500));
+        }
         if self.items.is_empty() {
             return;
         }
@@ -51,10 +86,39 @@ impl Notifications {
                     .clicked()
             {
                 self.items.clear();
+                self.since.clear();
             }
             if let Some(i) = dismiss {
                 self.items.remove(i);
+                if i < self.since.len() {
+                    self.since.remove(i);
+                }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fixed_problem_clears_its_message_and_others_stay() {
+        let mut n = Notifications::default();
+        n.push(Notification::new(
+            "Could not load the model",
+            "bad file",
+            true,
+        ));
+        n.push(Notification::new("Error while generating", "oom", true));
+        n.push(Notification::new("Image saved", "/x.png", false));
+        n.resolve(&["Could not load the model"]);
+        let titles: Vec<&str> = n.items.iter().map(|i| i.title.as_str()).collect();
+        assert_eq!(titles, ["Error while generating", "Image saved"]);
+        // A confirmation goes after TOAST; an error stays.
+        n.since[1] = Instant::now() - TOAST - Duration::from_secs(1);
+        n.keep(|m, t| m.error || m.offer.is_some() || t.elapsed() < TOAST);
+        assert_eq!(n.items.len(), 1);
+        assert_eq!(n.items[0].title, "Error while generating");
     }
 }

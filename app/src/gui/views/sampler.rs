@@ -12,8 +12,33 @@ use super::lora_stack::StackSummary;
 use crate::gui::actions::Action;
 use crate::gui::commands::UiCommand;
 
-/// Size presets (SD 1.5 is trained at 512).
-const PRESETS: [(usize, usize); 5] = [(512, 512), (512, 768), (768, 512), (640, 640), (384, 384)];
+/// Size presets for a model trained at `native` pixels: its own size and the sizes people use
+/// with it — 64, 96, 128 for kiln-tiny; 512-class for SD 1.5; 1024-class for SDXL.
+pub fn presets(native: usize) -> Vec<(usize, usize)> {
+    let n = native.max(8);
+    if n <= 256 {
+        // A small model: its size, 1.5× and 2× (multiples of 8).
+        let up = |f: usize| (n * f / 2).div_ceil(8) * 8;
+        vec![(n, n), (up(3), up(3)), (up(4), up(4))]
+    } else if n < 1024 {
+        let s = |v: usize| v * n / 512 / 8 * 8;
+        vec![
+            (s(512), s(512)),
+            (s(512), s(768)),
+            (s(768), s(512)),
+            (s(640), s(640)),
+            (s(384), s(384)),
+        ]
+    } else {
+        vec![
+            (1024, 1024),
+            (896, 1152),
+            (1152, 896),
+            (832, 1216),
+            (1216, 832),
+        ]
+    }
+}
 
 /// The sampler panel (its state is the persisted settings).
 #[derive(Debug, Default)]
@@ -95,8 +120,9 @@ impl SamplerView {
             if UiCommand::SwapSize.button(ui, true) {
                 ctx.actions.push(Action::Ui(UiCommand::SwapSize));
             }
+            let native = s.native_size;
             super::combo(ui, "Presets", "…", |ui| {
-                for (w, h) in PRESETS {
+                for (w, h) in presets(native) {
                     if ui
                         .selectable_label(s.width == w && s.height == h, format!("{w}×{h}"))
                         .clicked()
@@ -261,6 +287,14 @@ mod tests {
             per_call,
             made,
         }
+    }
+
+    #[test]
+    fn presets_follow_the_native_size() {
+        assert_eq!(presets(64), [(64, 64), (96, 96), (128, 128)]);
+        assert_eq!(presets(512)[..3], [(512, 512), (512, 768), (768, 512)]);
+        assert_eq!(presets(768)[0], (768, 768));
+        assert_eq!(presets(1024)[..2], [(1024, 1024), (896, 1152)]);
     }
 
     #[test]

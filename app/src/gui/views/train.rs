@@ -215,7 +215,7 @@ pub fn training_config(settings: &Settings) -> Option<TrainingConfig> {
     Some(TrainingConfig {
         model: settings.model_path.clone()?,
         data: t.data.clone()?,
-        output: t.output_dir.clone(),
+        output: settings.training_output(),
         name: t.name.clone(),
         method,
         dataset: dataset_options(t),
@@ -433,7 +433,7 @@ impl TrainView {
         let modal = egui::Modal::new(egui::Id::unique("run-name-in-use")).show(ui.ctx(), |ui| {
             ui.set_max_width(460.0);
             ui.heading(format!("A run named \"{}\" exists", t.name));
-            ui.label(describe_run(disk, &t.output_dir));
+            ui.label(describe_run(disk, &ctx.settings.training_output()));
             if in_stack {
                 ui.colored_label(
                     ui.visuals().warn_fg_color,
@@ -658,11 +658,13 @@ impl TrainView {
         }
         let t = &ctx.settings.train;
         ui.weak(format!(
-            "Output: {}",
-            t.output_dir
+            "Output: {} (the models folder lists it)",
+            ctx.settings
+                .training_output()
                 .join(format!("{}.safetensors", t.name))
                 .display()
-        ));
+        ))
+        .on_hover_text("Checkpoints go to the checkpoints folder beside it");
         if images > 0 {
             let plan = Plan::new(images, t.repeats, 1, t.batch).with_steps(t.steps);
             ui.label(format!("Plan: {}", plan.describe()));
