@@ -368,11 +368,14 @@ impl eframe::App for KilnApp {
             models,
             notifications,
         } = &mut self.views;
-        let chips: Vec<_> = embeddings
+        let mut chips: Vec<_> = embeddings
             .chips()
             .into_iter()
             .chain(loras.chips())
             .collect();
+        // One chip per word, however many adapters answer to it.
+        let mut seen = std::collections::HashSet::new();
+        chips.retain(|c| seen.insert(c.word.clone()));
         let mut cx = Ctx {
             settings: &mut self.settings,
             studio: &self.studio,

@@ -56,6 +56,8 @@ pub struct CanvasView {
     pub strip: Vec<StripImage>,
     /// The view rectangle (zoom and pan; zero = fit).
     scene_rect: egui::Rect,
+    /// The canvas area's size last frame: a resized window fits the image again.
+    last_area: egui::Vec2,
 }
 
 impl Default for CanvasView {
@@ -64,6 +66,7 @@ impl Default for CanvasView {
             shown: None,
             strip: Vec::new(),
             scene_rect: egui::Rect::ZERO,
+            last_area: egui::Vec2::ZERO,
         }
     }
 }
@@ -190,7 +193,7 @@ impl CanvasView {
 
     /// Draws the canvas.
     pub fn ui(&mut self, ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let has_recipe = self.recipe().is_some();
             for c in [UiCommand::SaveImage, UiCommand::CopyParameters] {
                 if c.button(ui, has_recipe) {
@@ -219,6 +222,11 @@ impl CanvasView {
             }
         });
         self.strip_ui(ui);
+        let area = ui.available_size();
+        if area != self.last_area {
+            self.last_area = area;
+            self.scene_rect = egui::Rect::ZERO;
+        }
         match &self.shown {
             Some(shown) => {
                 let size = egui::vec2(shown.image.width as f32, shown.image.height as f32);

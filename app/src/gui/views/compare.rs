@@ -138,7 +138,7 @@ impl CompareView {
         ctx: &mut Ctx<'_>,
         nothing_to_compare: Option<&'static str>,
     ) {
-        ui.horizontal(|ui| {
+        ui.horizontal_wrapped(|ui| {
             let why = ctx.studio.cannot_generate().or(nothing_to_compare);
             if UiCommand::CompareWithBaseline.button_unless(ui, why) {
                 ctx.actions.push(Action::Ui(UiCommand::CompareWithBaseline));
