@@ -188,6 +188,15 @@ if run /usr/bin/kiln inspect "/$model" >"$tmp/inspect.json" 2>"$tmp/inspect.err"
 else
     fail "kiln inspect /$model: $(cat "$tmp/inspect.err" "$tmp/inspect.json" | head -5)"
 fi
+# The example LoRA ships beside the model (hub/src/install.rs: loras_beside), where the Models
+# tab lists it.
+lora="usr/share/kiln/loras/kiln-tiny-striped.safetensors"
+if run /usr/bin/kiln inspect "/$lora" >"$tmp/lora.json" 2>"$tmp/lora.err" \
+        && grep -q '"kind": "lora"' "$tmp/lora.json"; then
+    ok "kiln inspect /$lora: a LoRA"
+else
+    fail "kiln inspect /$lora: $(cat "$tmp/lora.err" "$tmp/lora.json" | head -5)"
+fi
 # generates_64 NAME MODEL ARGS…: `kiln generate ARGS…` (2 steps) writes a 64x64 PNG whose
 # recipe (`kiln info`) names MODEL; the output and logs are $tmp/NAME.*.
 generates_64() {

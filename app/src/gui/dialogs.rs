@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::views::file_picker::{FilePicker, PickKind};
+use super::file_picker::{FilePicker, PickKind};
 
 /// What a file dialog is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod controller;
 pub mod dialogs;
 pub mod engine_client;
+pub mod file_picker;
 pub mod io;
 pub mod start;
 pub mod state;

@@ -6,7 +6,6 @@
 pub mod canvas;
 pub mod compare;
 pub mod embeddings;
-pub mod file_picker;
 pub mod gallery;
 pub mod lora_stack;
 pub mod models;
