@@ -575,6 +575,8 @@ impl KilnApp {
                 return self.training_over();
             }
             (Operation::EstimateTraining, Some(job), _) => self.views.train.estimated(job, None),
+            // The verdicts stay as they were; the next change of options asks again.
+            (Operation::ValidateDataset, ..) => self.views.train.validation_failed(),
             _ => {}
         }
         self.notify(format!("Error while {}", f.op.describe()), message, true);

@@ -103,8 +103,10 @@ pub struct TrainView {
     asked: Option<(PathBuf, String)>,
     /// "A run of this name exists": the question asked before a new run takes the name.
     pub confirm: Option<RunOnDisk>,
-    /// A validation with changed options (resolution, …) is on its way.
-    revalidating: bool,
+    /// A validation with these changed options (resolution, …) is on its way.
+    revalidating: Option<DatasetOptions>,
+    /// The options the last validation failed for (not asked again until they change).
+    failed_for: Option<DatasetOptions>,
 }
 
 /// What the user answered when a new run's name was taken.
@@ -283,7 +285,8 @@ impl TrainView {
     /// A dataset was validated (again, when its options changed: the same files keep their
     /// thumbnails and the captions being edited).
     pub fn validated(&mut self, report: DatasetReport) {
-        self.revalidating = false;
+        self.revalidating = None;
+        self.failed_for = None;
         let same_files = self.report.as_ref().is_some_and(|old| {
             old.entries.len() == report.entries.len()
                 && old
@@ -301,6 +304,12 @@ impl TrainView {
             self.thumbs = vec![Thumb::NotLoaded; report.entries.len()];
         }
         self.report = Some(report);
+    }
+
+    /// A validation failed (the engine says why in a notification): a later change of the
+    /// options may ask again.
+    pub fn validation_failed(&mut self) {
+        self.failed_for = self.revalidating.take();
     }
 
     /// Dataset thumbnail `i` was decoded (or not).
@@ -646,15 +655,17 @@ impl TrainView {
             }
         });
         // Verdicts follow the options: validate again when they change (one at a time).
+        let wanted = dataset_options(t);
         if let Some(report) = &self.report
-            && report.options != dataset_options(t)
-            && !self.revalidating
+            && report.options != wanted
+            && self.revalidating.is_none()
+            && self.failed_for.as_ref() != Some(&wanted)
         {
-            self.revalidating = true;
             ctx.actions.engine(Command::ValidateDataset {
                 files: report.entries.iter().map(|e| e.path.clone()).collect(),
-                options: dataset_options(t),
+                options: wanted.clone(),
             });
+            self.revalidating = Some(wanted);
         }
         let t = &ctx.settings.train;
         ui.weak(format!(
