@@ -432,10 +432,6 @@ fn resuming_from_a_checkpoint_gives_the_same_adapter_as_never_stopping() {
     assert_ne!(crate::lora::latents(sd.model()), before);
 }
 
-/// Training with the frozen model in half precision (what a GPU does by default): the run
-/// says so, the LoRA it learns and writes stays f32, and its 20-step loss curve follows the
-/// f32 run's within f16's (bf16's) rounding — 1e-3 (5e-3) of each loss; measured: 6.7e-5
-/// (5.8e-4) on this fixture.
 /// Issue 26, defect 1: a second run under a finished run's name, stopped early, must not
 /// resume from the first run's (later) checkpoint — a fresh run sets the earlier run's
 /// checkpoints aside, and what is left to resume is this run's.
@@ -503,12 +499,12 @@ fn a_fresh_run_under_a_used_name_never_resumes_the_old_run() {
     )
     .unwrap();
     assert_eq!(steps, (4..=9).collect::<Vec<_>>());
-    assert!(
-        checkpoint_summary(&aside[0]).is_err(),
-        "a folder is not a checkpoint"
-    );
 }
 
+/// Training with the frozen model in half precision (what a GPU does by default): the run
+/// says so, the LoRA it learns and writes stays f32, and its 20-step loss curve follows the
+/// f32 run's within f16's (bf16's) rounding — 1e-3 (5e-3) of each loss; measured: 6.7e-5
+/// (5.8e-4) on this fixture.
 #[test]
 fn a_half_precision_base_trains_an_f32_lora_that_follows_the_f32_run() {
     use kiln_engine::device::DeviceSpec;

@@ -56,15 +56,8 @@ fn is_model(dir: &Path) -> bool {
     dir.join("model_index.json").is_file()
 }
 
-/// The LoRAs Kiln ships (`kiln-tiny-striped`), from the `loras` folder beside the shipped
-/// model's `models` folder (`assets/loras`, `/usr/share/kiln/loras`, …), sorted.
-pub fn bundled_loras() -> Vec<PathBuf> {
-    bundled_model()
-        .map(|m| loras_beside(&m))
-        .unwrap_or_default()
-}
-
-/// The shipped LoRAs that go with the shipped model at `model` (`<model>/../../loras`).
+/// The LoRAs shipped with the shipped model at `model` (`kiln-tiny-striped`): the `loras`
+/// folder beside its `models` folder (`assets/loras`, `/usr/share/kiln/loras`, …), sorted.
 pub fn loras_beside(model: &Path) -> Vec<PathBuf> {
     let Some(dir) = model
         .parent()

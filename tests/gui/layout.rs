@@ -32,14 +32,18 @@ fn at_800_by_500_generate_and_the_tabs_stay_in_sight() {
             "{label} at {r:?} is outside the window"
         );
     }
-    // The gallery is folded away: the canvas has the middle (at least 300 points of it).
+    // The gallery is folded away (only its toggle says "Gallery", not its panel's heading):
+    // the canvas has the middle, at least 300 points of it up to the window's edge.
     assert_eq!(h.state().settings.show_gallery, None);
+    assert_eq!(h.query_all_by_label("Gallery").count(), 1);
     let canvas = h.get_by_label("Canvas").rect();
     assert!(
         w - canvas.min.x >= 300.0,
         "the middle starts at {}",
         canvas.min.x
     );
+    let fit = h.get_by_label("Fit").rect();
+    assert!(fit.max.x <= w, "the canvas's toolbar fits: {fit:?}");
     h.get_by_label("Generate").click();
     wait(&mut h, "the image", gallery_holds(1));
     // The gallery comes back with one click, and stays as chosen.
@@ -48,6 +52,11 @@ fn at_800_by_500_generate_and_the_tabs_stay_in_sight() {
         h.step();
     }
     assert_eq!(h.state().settings.show_gallery, Some(true));
+    assert_eq!(
+        h.query_all_by_label("Gallery").count(),
+        2,
+        "the toggle and the panel's heading"
+    );
     assert!(window.contains_rect(h.get_by_label("Generate").rect()));
 }
 

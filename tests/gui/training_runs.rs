@@ -82,7 +82,8 @@ fn a_reused_name_asks_first_and_resume_continues_the_right_run() {
         .collect();
     assert_eq!(chips, ["zzstripe"]);
     // A second, longer run under the same name asks first; Cancel starts nothing.
-    h.state_mut().settings.train.steps = 12;
+    // Long enough that it is still going when Pause is pressed, on a slow machine too.
+    h.state_mut().settings.train.steps = 60;
     h.step();
     wait_enabled(&mut h, "Start training");
     super::click_in_view(&mut h, "Start training");
@@ -156,15 +157,15 @@ fn a_reused_name_asks_first_and_resume_continues_the_right_run() {
         .unwrap_or_default();
     let step: usize = label
         .trim_start_matches("Resume striped from step ")
-        .trim_end_matches(" of 12")
+        .trim_end_matches(" of 60")
         .parse()
         .unwrap_or_else(|_| panic!("{label}"));
     let second_latest = out.path().join(format!(
         "training/checkpoints/striped-step{step:06}.safetensors"
     ));
     let summary = checkpoint_summary(&second_latest).unwrap();
-    assert_eq!(summary.config.max_steps, Some(12), "the second run's own");
-    assert!(step < 12, "{label}");
+    assert_eq!(summary.config.max_steps, Some(60), "the second run's own");
+    assert!(step < 60, "{label}");
     super::click_in_view(&mut h, &label);
     wait(&mut h, "the resumed run", run_over);
     let run = h.state().views.train.run.as_ref().unwrap();
@@ -175,7 +176,7 @@ fn a_reused_name_asks_first_and_resume_continues_the_right_run() {
     );
     assert_eq!(run.from_step, step);
     assert_eq!(run.loss.first().map(|p| p[0] as usize), Some(step + 1));
-    assert_eq!(run.loss.len(), 12 - step, "only the steps left");
+    assert_eq!(run.loss.len(), 60 - step, "only the steps left");
     assert!(
         h.query_by_label_contains(&format!("Resumed from step {step}"))
             .is_some()

@@ -9,6 +9,7 @@ pgrep -f "Xvfb :78" >/dev/null || (Xvfb :78 -screen 0 1600x1200x24 -nolisten tcp
 sleep 1
 export HOME=${SHOTS:-/tmp/kiln-shots}/home KILN_FILE_DIALOG=builtin
 mkdir -p $HOME
-pkill -f "debug/kiln" || true; sleep 0.5
+old="$(cat "${SHOTS:-/tmp/kiln-shots}/pid" 2>/dev/null || true)"
+[ -n "$old" ] && kill "$old" 2>/dev/null; sleep 0.5
 "$CARGO_TARGET_DIR/debug/kiln" "$@" >${SHOTS:-/tmp/kiln-shots}/kiln.log 2>&1 &
 echo $! > ${SHOTS:-/tmp/kiln-shots}/pid

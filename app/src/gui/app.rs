@@ -11,7 +11,7 @@ use super::actions::{Actions, Tab};
 use super::dialogs::{Dialogs, Pick};
 use super::engine_client::{EngineClient, repaint_for};
 use super::file_picker::{FilePicker, PickerOutcome};
-use super::io::{AfterCheck, ImagePurpose, IoRequest, IoResult, IoWorker, ThumbKey};
+use super::io::{AfterCheck, Dropped, ImagePurpose, IoRequest, IoResult, IoWorker, ThumbKey};
 use super::state::{STORAGE_KEY, Settings, WIDE_WINDOW};
 use super::studio::{ModelStatus, Studio};
 use super::views::embeddings::EmbeddingStatus;
@@ -40,6 +40,8 @@ pub struct KilnApp {
     pub dialogs: Dialogs,
     /// The built-in file picker, while it is open.
     pub picker: Option<Box<FilePicker<Pick>>>,
+    /// The image and recipe a Save as… asked for, until the dialog answers.
+    pub(crate) pending_save: Option<(kiln_engine::image::RgbImage, kiln_engine::metadata::Recipe)>,
 }
 
 impl std::fmt::Debug for KilnApp {
@@ -88,6 +90,7 @@ impl KilnApp {
             take_native_size: false,
             dialogs: Dialogs::detect(),
             picker: None,
+            pending_save: None,
         };
         // The model first: the I/O thread answers in order, and a big gallery takes a while.
         app.open_start_model();
@@ -304,7 +307,25 @@ impl KilnApp {
                 }
             },
             IoResult::Image { result: Err(e), .. } => self.notify("Cannot open the image", e, true),
-            IoResult::Classified { path, what } => self.dropped(path, what),
+            IoResult::Classified {
+                path,
+                what: Dropped::Parameters(info),
+                ..
+            } => self.dropped(path, Dropped::Parameters(info)),
+            // Restore from image… wants parameters only: anything else is said, not used.
+            IoResult::Classified {
+                path,
+                restore: true,
+                ..
+            } => self.notify(
+                "No parameters in this image",
+                format!(
+                    "{} holds no Kiln or AUTOMATIC1111 parameters to restore.",
+                    path.display()
+                ),
+                true,
+            ),
+            IoResult::Classified { path, what, .. } => self.dropped(path, what),
             IoResult::Dataset { dir, result } => match result {
                 Ok(files) => self.validate_dataset(files),
                 Err(e) => self.notify(

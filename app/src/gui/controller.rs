@@ -422,11 +422,15 @@ impl KilnApp {
             );
         };
         // The image and its recipe are in memory: saving needs neither the output folder's
-        // copy nor its name (suggested when there is one).
+        // copy nor its name (suggested when there is one). They are kept now: the picker
+        // answers frames later, when another image may be shown.
         let name = shown
             .path
             .as_deref()
             .map_or_else(|| "kiln.png".to_owned(), super::views::file_name);
+        if let Some(recipe) = &shown.recipe {
+            self.pending_save = Some((shown.image.clone(), recipe.clone()));
+        }
         self.pick_with_name(Pick::SaveImage, &name);
     }
 
@@ -465,28 +469,29 @@ impl KilnApp {
             Pick::AddLora => self.add_lora(path, 1.0),
             Pick::AddEmbedding => self.add_embedding(path, None),
             Pick::InitImage => self.settings.set_init_image(Some(path)),
-            Pick::ReadImage => self.io.send(IoRequest::Classify { path }),
+            Pick::ReadImage => self.io.send(IoRequest::Classify {
+                path,
+                restore: true,
+            }),
             Pick::Dataset => self.actions.push(Action::Dataset(path)),
             Pick::ModelsFolder => {
                 self.settings.models_dir = path;
                 self.rescan_models();
             }
             Pick::SaveImage => {
-                let Some(shown) = &self.views.canvas.shown else {
+                let Some((image, recipe)) = self.pending_save.take() else {
                     return;
                 };
-                let Some(recipe) = &shown.recipe else {
-                    return;
-                };
-                let dest = if path.extension().is_none() {
-                    path.with_extension("png")
+                let (dest, replace) = if path.extension().is_none() {
+                    (path.with_extension("png"), false)
                 } else {
-                    path
+                    (path, true)
                 };
                 self.io.send(IoRequest::SaveAs {
-                    image: shown.image.clone(),
-                    recipe: Box::new(recipe.clone()),
+                    image,
+                    recipe: Box::new(recipe),
                     dest,
+                    replace,
                 });
             }
         }
@@ -761,7 +766,10 @@ impl KilnApp {
                 .collect()
         });
         for path in dropped {
-            self.io.send(IoRequest::Classify { path });
+            self.io.send(IoRequest::Classify {
+                path,
+                restore: false,
+            });
         }
     }
 }

@@ -98,6 +98,8 @@ pub enum IoRequest {
     Classify {
         /// The file or folder.
         path: PathBuf,
+        /// Asked by Restore from image… (only parameters are wanted), not by a drop.
+        restore: bool,
     },
     /// The image files of a dataset folder.
     ListDataset {
@@ -121,6 +123,9 @@ pub enum IoRequest {
         recipe: Box<Recipe>,
         /// The new file.
         dest: PathBuf,
+        /// Whether an existing file there may be replaced (the user chose that very name; not
+        /// when Kiln added the `.png`).
+        replace: bool,
     },
     /// What a run of a training configuration's name already left in its output folder.
     RunOnDisk {
@@ -231,6 +236,8 @@ pub enum IoResult {
         path: PathBuf,
         /// What it is.
         what: Dropped,
+        /// Asked by Restore from image….
+        restore: bool,
     },
     /// A dataset folder's image files.
     Dataset {
@@ -337,8 +344,8 @@ impl Drop for IoWorker {
 }
 
 /// Shows `dir` in the system's file manager (`xdg-open`, `open`, `explorer`). A launcher
-/// that fails within two seconds (no file manager, no handler) is an error; one still running
-/// then is taken to have opened it and is left to finish on a thread of its own.
+/// that fails within half a second (no file manager, no handler) is an error; one still
+/// running then is taken to have opened it and is left to finish on a thread of its own.
 fn open_folder(dir: &Path) -> Result<(), String> {
     if !dir.is_dir() {
         return Err(format!("{} is not a folder (yet)", dir.display()));
@@ -357,8 +364,10 @@ fn open_folder(dir: &Path) -> Result<(), String> {
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| format!("{opener} could not be started: {e}"))?;
+    // Short: the I/O thread answers nothing else meanwhile. A launcher with no handler fails
+    // at once.
     let start = std::time::Instant::now();
-    while start.elapsed() < std::time::Duration::from_secs(2) {
+    while start.elapsed() < std::time::Duration::from_millis(500) {
         match child.try_wait() {
             // Explorer exits 1 even when it opened the folder.
             Ok(Some(status)) if status.success() || cfg!(windows) => return Ok(()),
@@ -522,7 +531,8 @@ fn run(request: IoRequest) -> IoResult {
                 result,
             }
         }
-        IoRequest::Classify { path } => IoResult::Classified {
+        IoRequest::Classify { path, restore } => IoResult::Classified {
+            restore,
             what: classify(&path),
             path,
         },
@@ -540,11 +550,17 @@ fn run(request: IoRequest) -> IoResult {
             image,
             recipe,
             dest,
-        } => IoResult::SavedAs(
+            replace,
+        } => IoResult::SavedAs(if !replace && dest.exists() {
+            Err(format!(
+                "{} exists already: choose another name, or that one with its .png",
+                dest.display()
+            ))
+        } else {
             write_png_with_recipe(&dest, &image, &recipe)
                 .map(|()| dest)
-                .map_err(|e| e.to_string()),
-        ),
+                .map_err(|e| e.to_string())
+        }),
         IoRequest::RunOnDisk { config } => IoResult::RunOnDisk {
             run: Box::new(RunOnDisk::look(&config)),
             config,

@@ -29,8 +29,12 @@ fn is_path_tail(s: &str) -> bool {
     s.is_empty() || s.contains(['/', '\\'])
 }
 
-/// Parses `FILE[:W]` (W a number; 1 when left out).
+/// Parses `FILE[:W]` (W a number; 1 when left out). A file that exists under the whole
+/// argument is that file, colons and all.
 pub fn parse_lora(spec: &str) -> Result<(PathBuf, f32), String> {
+    if std::path::Path::new(spec).exists() {
+        return Ok((PathBuf::from(spec), 1.0));
+    }
     match spec.rsplit_once(':') {
         Some((path, w)) if !path.is_empty() && !is_path_tail(w) => {
             let weight: f32 = w.trim().parse().map_err(|_| {
@@ -45,8 +49,12 @@ pub fn parse_lora(spec: &str) -> Result<(PathBuf, f32), String> {
     }
 }
 
-/// Parses `FILE[:TOKEN]` (the token: what prompts write; the file stem when left out).
+/// Parses `FILE[:TOKEN]` (the token: what prompts write; the file stem when left out). A file
+/// that exists under the whole argument is that file.
 pub fn parse_embedding(spec: &str) -> Result<(PathBuf, Option<String>), String> {
+    if std::path::Path::new(spec).exists() {
+        return Ok((PathBuf::from(spec), None));
+    }
     match spec.rsplit_once(':') {
         Some((path, token)) if !path.is_empty() && !is_path_tail(token) => {
             if token.trim().is_empty() || token.contains(char::is_whitespace) {

@@ -62,7 +62,9 @@ pub struct TrainSettings {
     /// Output name.
     pub name: String,
     /// Where the trained file and its checkpoints go; None: the models folder, where the
-    /// Models tab and the LoRA picker look ([`Settings::training_output`]).
+    /// Models tab and the LoRA picker look ([`Settings::training_output`]). Settings saved
+    /// before had `output_dir`: that folder stays (its runs can still be resumed).
+    #[serde(alias = "output_dir")]
     pub output_folder: Option<PathBuf>,
     /// LoRA rank.
     pub rank: usize,
@@ -106,6 +108,8 @@ pub struct TrainSettings {
     pub image_repeats: std::collections::BTreeMap<String, usize>,
     /// Resolution, steps, rank, learning rate and checkpoint cadence follow the loaded model
     /// and the dataset ([`kiln_engine::training::suggest`]) until the user sets one of them.
+    /// On for a new install; settings saved before it existed keep their values (off).
+    #[serde(default)]
     pub follow_suggestion: bool,
     /// The trigger word recorded in a trained LoRA (empty: the word every caption shares).
     pub trigger: String,

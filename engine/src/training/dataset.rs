@@ -459,28 +459,6 @@ pub fn rng_for(seed: u64, purpose: u64, index: u64) -> ChaCha8Rng {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn the_shared_token_is_a_common_tag_else_a_common_word() {
-        assert_eq!(
-            common_token(&["sks dog, on grass", "sks dog, in snow"]).as_deref(),
-            Some("sks dog")
-        );
-        assert_eq!(
-            common_token(&["a red half", "A blue half"]).as_deref(),
-            Some("half")
-        );
-        assert_eq!(
-            common_token(&["a cat", "a dog"]),
-            None,
-            "stop words never count"
-        );
-        assert_eq!(
-            common_token(&["<zz-style> tree"]).as_deref(),
-            Some("<zz-style>")
-        );
-        assert_eq!(common_token(&[]), None);
-    }
     use super::*;
 
     #[test]
@@ -547,5 +525,27 @@ mod tests {
         );
         let out = prepare(&img, 2, 2, true, false, &mut rng);
         assert_eq!((out.width, out.height, out.pixels.len()), (2, 2, 12));
+    }
+
+    #[test]
+    fn the_shared_token_is_a_common_tag_else_a_common_word() {
+        assert_eq!(
+            common_token(&["sks dog, on grass", "sks dog, in snow"]).as_deref(),
+            Some("sks dog")
+        );
+        assert_eq!(
+            common_token(&["a red half", "A blue half"]).as_deref(),
+            Some("half")
+        );
+        assert_eq!(
+            common_token(&["a cat", "a dog"]),
+            None,
+            "stop words never count"
+        );
+        assert_eq!(
+            common_token(&["<zz-style> tree"]).as_deref(),
+            Some("<zz-style>")
+        );
+        assert_eq!(common_token(&[]), None);
     }
 }

@@ -882,12 +882,14 @@ fn run<T: Trainee>(
     let out = config.output.join(format!("{}.safetensors", config.name));
     let mut meta = BTreeMap::new();
     meta.insert("ss_output_name".into(), config.name.clone());
+    // A LoRA records the word that calls it up (an embedding is called by its token).
     let captions: Vec<&str> = usable.iter().map(|u| u.1.as_str()).collect();
-    if let Some(trigger) = config
-        .trigger
-        .clone()
-        .filter(|t| !t.trim().is_empty())
-        .or_else(|| crate::training::dataset::common_token(&captions))
+    if let Method::Lora(_) = config.method
+        && let Some(trigger) = config
+            .trigger
+            .clone()
+            .filter(|t| !t.trim().is_empty())
+            .or_else(|| crate::training::dataset::common_token(&captions))
     {
         meta.insert("modelspec.trigger_phrase".into(), trigger);
     }

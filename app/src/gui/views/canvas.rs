@@ -56,7 +56,8 @@ pub struct CanvasView {
     pub strip: Vec<StripImage>,
     /// The view rectangle (zoom and pan; zero = fit).
     scene_rect: egui::Rect,
-    /// The canvas area's size last frame: a resized window fits the image again.
+    /// The window's size last frame: a resized window fits the image again (a toast or the
+    /// batch strip coming and going does not).
     last_area: egui::Vec2,
 }
 
@@ -222,7 +223,7 @@ impl CanvasView {
             }
         });
         self.strip_ui(ui);
-        let area = ui.available_size();
+        let area = ui.ctx().content_rect().size();
         if area != self.last_area {
             self.last_area = area;
             self.scene_rect = egui::Rect::ZERO;

@@ -11,6 +11,12 @@ use crate::gui::actions::{Actions, Notification};
 /// How long a confirmation stays.
 pub const TOAST: Duration = Duration::from_secs(8);
 
+/// Whether `n`, shown since `since`, has gone by itself: a confirmation (no error, no button)
+/// after [`TOAST`].
+fn expired(n: &Notification, since: Instant) -> bool {
+    !n.error && n.offer.is_none() && since.elapsed() >= TOAST
+}
+
 /// The notification bar's state: the messages not dismissed yet.
 #[derive(Debug, Default)]
 pub struct Notifications {
@@ -49,7 +55,7 @@ impl Notifications {
     /// button queues its action and dismisses the notification.
     pub fn ui(&mut self, ui: &mut egui::Ui, actions: &mut Actions) {
         // Confirmations go by themselves.
-        self.keep(|n, t| n.error || n.offer.is_some() || t.elapsed() < TOAST);
+        self.keep(|n, t| !expired(n, t));
         if self.items.iter().any(|n| !n.error && n.offer.is_none()) {
             ui.ctx().request_repaint_after(Duration::from_millis(500));
         }
@@ -117,7 +123,7 @@ mod tests {
         assert_eq!(titles, ["Error while generating", "Image saved"]);
         // A confirmation goes after TOAST; an error stays.
         n.since[1] = Instant::now() - TOAST - Duration::from_secs(1);
-        n.keep(|m, t| m.error || m.offer.is_some() || t.elapsed() < TOAST);
+        n.keep(|m, t| !expired(m, t));
         assert_eq!(n.items.len(), 1);
         assert_eq!(n.items[0].title, "Error while generating");
     }

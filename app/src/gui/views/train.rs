@@ -750,6 +750,13 @@ impl TrainView {
             if ui
                 .add_enabled(ready && disk.is_some(), egui::Button::new("Start training"))
                 .on_hover_text("Train with these settings on the loaded model")
+                .on_disabled_hover_text(if running {
+                    "A run is going on"
+                } else if images == 0 || config.is_none() {
+                    "Load a model and choose a dataset first"
+                } else {
+                    "Looking at what this name already holds in the output folder…"
+                })
                 .clicked()
                 && let Some(d) = &disk
             {
@@ -916,7 +923,7 @@ impl TrainView {
 }
 
 /// The settings a [`Suggestion`] fills in, to tell whether the user changed one.
-fn suggested_fields(t: &TrainSettings) -> (usize, usize, usize, u64, u64, usize) {
+fn suggested_fields(t: &TrainSettings) -> (usize, usize, usize, u64, u64, usize, usize) {
     (
         t.resolution,
         t.steps,
@@ -924,6 +931,7 @@ fn suggested_fields(t: &TrainSettings) -> (usize, usize, usize, u64, u64, usize)
         t.alpha.to_bits(),
         t.learning_rate.to_bits(),
         t.checkpoint_every,
+        t.sample_every,
     )
 }
 
