@@ -176,6 +176,9 @@ pub struct RunOnDisk {
     pub latest_error: Option<String>,
     /// The first name no run uses yet ("keep both").
     pub free_name: String,
+    /// The file under that name is not a Kiln training run's result (a downloaded LoRA, …):
+    /// overwriting it loses something no checkpoint holds.
+    pub foreign_result: bool,
 }
 
 impl RunOnDisk {
@@ -189,11 +192,16 @@ impl RunOnDisk {
                 Err(e) => (None, Some(e.to_string())),
             },
         };
+        let foreign_result = existing.result.as_ref().is_some_and(|r| {
+            kiln_engine::weights::safetensors::SafeTensors::open(r)
+                .map_or(true, |f| !f.metadata().contains_key("kiln_training_config"))
+        });
         RunOnDisk {
             free_name: free_name(&config.output, &config.name),
             existing,
             latest,
             latest_error,
+            foreign_result,
         }
     }
 }
@@ -574,5 +582,34 @@ fn run(request: IoRequest) -> IoResult {
             path,
             then,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_taken_by_a_file_no_run_made_is_marked_foreign() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = TrainingConfig {
+            output: dir.path().to_owned(),
+            name: "style".into(),
+            ..TrainingConfig::default()
+        };
+        let free = RunOnDisk::look(&config);
+        assert!(free.existing.is_empty() && !free.foreign_result);
+        assert_eq!(free.free_name, "style");
+        // A downloaded LoRA under the run's name: no kiln_training_config in its header.
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/adapters/kohya_qkvo.safetensors"),
+            dir.path().join("style.safetensors"),
+        )
+        .unwrap();
+        let taken = RunOnDisk::look(&config);
+        assert!(taken.foreign_result);
+        assert_eq!(taken.free_name, "style-2");
+        assert!(taken.latest.is_none() && taken.latest_error.is_none());
     }
 }

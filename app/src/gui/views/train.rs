@@ -443,6 +443,17 @@ impl TrainView {
             ui.set_max_width(460.0);
             ui.heading(format!("A run named \"{}\" exists", t.name));
             ui.label(describe_run(disk, &ctx.settings.training_output()));
+            if disk.foreign_result {
+                ui.colored_label(
+                    ui.visuals().error_fg_color,
+                    format!(
+                        "{}.safetensors there was not made by a Kiln training run (a downloaded \
+                         LoRA?): overwriting replaces it, and no checkpoint keeps it. Keep both \
+                         is safer.",
+                        t.name
+                    ),
+                );
+            }
             if in_stack {
                 ui.colored_label(
                     ui.visuals().warn_fg_color,
