@@ -6,7 +6,10 @@
 //! owns its state; views queue [`actions::Action`]s that [`controller`] carries out after the
 //! frame; [`app`] is the frame loop and routes the engine's events and the [`io`] thread's
 //! answers to the views. The persisted [`state::Settings`] are apart from runtime state
-//! ([`studio::Studio`], the views). No file is read or written on the UI thread.
+//! ([`studio::Studio`], the views). No file is read or written on the UI thread, with two
+//! small, documented exceptions: the built-in [`file_picker`] lists the folder it shows when
+//! that changes, and [`dialogs::Dialogs::detect`] looks for a desktop portal once at start-up.
+//! [`start`] is what `kiln` opens with (`--model`, `--lora`, `--embedding`, `--dataset`).
 
 pub mod actions;
 pub mod app;
