@@ -435,7 +435,7 @@ impl KilnApp {
     }
 
     /// Asks for a path for `pick` (the system's dialog, or the built-in picker where there is
-    /// none) and then carries it out ([`KilnApp::picked`]).
+    /// none) and then carries it out.
     pub fn pick(&mut self, pick: Pick) {
         self.pick_with_name(pick, "");
     }

@@ -1,7 +1,7 @@
 //! The LoRA stack: add by button or drop; each row has on/off, name, weight (slider −2…2 and
 //! a number field), a "matched n/m" badge whose tooltip is the load report in words, trigger
 //! words, remove, and a drag handle to reorder. A refused LoRA's row is inert — no switch, no
-//! weight, its name struck through, "not applied: <reason>" — and [`StackSummary`] counts what
+//! weight, its name struck through, "not applied: the reason" — and [`StackSummary`] counts what
 //! a Generate will really use (the line above Generate says it).
 //!
 //! Every row has an [`AdapterId`] the view chooses, and every command about it names that id,
