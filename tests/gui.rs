@@ -102,6 +102,13 @@ pub(crate) fn click_in_view(h: &mut Harness<'static, KilnApp>, label: &str) {
     h.step();
 }
 
+/// Drops the folder `dir` on the window, as a user would, and waits for its dataset report.
+pub(crate) fn drop_dataset(h: &mut Harness<'static, KilnApp>, dir: &Path) {
+    h.input_mut().dropped_files.push(dropped(dir.to_owned()));
+    h.step();
+    wait(h, "the dataset report", |a| a.views.train.report.is_some());
+}
+
 /// Steps the UI for `time` (to see that nothing more happens).
 pub(crate) fn idle(h: &mut Harness<'static, KilnApp>, time: Duration) {
     let start = Instant::now();
@@ -928,13 +935,7 @@ fn drop_a_folder_edit_captions_train_watch_and_cancel() {
     s.train.checkpoint_every = 2;
     let mut h = harness(s);
     wait(&mut h, "the model", loaded);
-    h.input_mut()
-        .dropped_files
-        .push(dropped(data.path().to_owned()));
-    h.step();
-    wait(&mut h, "the dataset report", |a| {
-        a.views.train.report.is_some()
-    });
+    drop_dataset(&mut h, data.path());
     assert_eq!(h.state().tab, Tab::Train);
     let report = h.state().views.train.report.clone().unwrap();
     assert_eq!(report.entries.len(), 3, "three rows");

@@ -5,7 +5,7 @@
 use egui_kittest::kittest::{NodeT, Queryable};
 use kiln_engine::training::trainer::checkpoint_summary;
 
-use super::{dropped, fixture, loaded, settings, training_folder, wait};
+use super::{fixture, loaded, settings, training_folder, wait};
 
 /// Steps the UI until the button `label` can be pressed (the Train tab's Start waits for
 /// the name lookup).
@@ -43,13 +43,7 @@ fn a_reused_name_asks_first_and_resume_continues_the_right_run() {
     s.train.learning_rate = 1e-3;
     let mut h = super::harness_sized(s, egui::vec2(1280.0, 1200.0));
     wait(&mut h, "the model", loaded);
-    h.input_mut()
-        .dropped_files
-        .push(dropped(data.path().to_owned()));
-    h.step();
-    wait(&mut h, "the dataset report", |a| {
-        a.views.train.report.is_some()
-    });
+    super::drop_dataset(&mut h, data.path());
     // The first run: nothing uses the name, so it starts at once.
     wait_enabled(&mut h, "Start training");
     super::click_in_view(&mut h, "Start training");
@@ -211,13 +205,7 @@ fn training_settings_follow_the_model_until_set_and_the_result_is_listed() {
     wait(&mut h, "the model", loaded);
     let native = h.state().settings.native_size;
     h.state_mut().tab = kiln::gui::actions::Tab::Train;
-    h.input_mut()
-        .dropped_files
-        .push(dropped(data.path().to_owned()));
-    h.step();
-    wait(&mut h, "the dataset report", |a| {
-        a.views.train.report.is_some()
-    });
+    super::drop_dataset(&mut h, data.path());
     h.step();
     let want = suggest(SuggestFor::Lora, native, 2, 1);
     let t = &h.state().settings.train;
