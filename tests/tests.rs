@@ -8,6 +8,7 @@
 //! - `samplers`, `prompts`, `lora`, `textual_inversion`: features against diffusers/PEFT;
 //! - `recipes`: PNG metadata, `kiln info`, `kiln generate --from`, img2img from the CLI;
 //! - `training`, `base_training`: adapter and whole-model training against diffusers/PEFT/torch;
+//! - `serve`: `kiln serve`'s A1111-compatible HTTP API over real loopback HTTP;
 //! - `kiln_tiny`: the shipped model — found, small, the same images as diffusers, paints the
 //!   background the prompt names (and, ignored until it does, draws the shapes asked for).
 
@@ -28,6 +29,7 @@ mod parity;
 mod prompts;
 mod recipes;
 mod samplers;
+mod serve;
 mod textual_inversion;
 mod tokenizer;
 mod training;

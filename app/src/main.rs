@@ -32,9 +32,11 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,kiln_serve=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a service's journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = kiln::cli::Cli::parse();
     match std::panic::catch_unwind(|| kiln::cli::run(args)) {

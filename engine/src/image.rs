@@ -81,14 +81,7 @@ pub fn from_rgb8(images: &[&RgbImage], device: &burn::tensor::Device) -> Tensor<
 /// Reads a PNG, JPEG or WebP file as RGB8 (alpha dropped, 16-bit reduced to 8).
 pub fn read_image(path: &Path) -> Result<RgbImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let decoded = image::load_from_memory(&bytes)
-        .map_err(|e| Error::format(path, format!("not a readable PNG, JPEG or WebP image: {e}")))?;
-    let rgb = decoded.into_rgb8();
-    Ok(RgbImage {
-        width: rgb.width() as usize,
-        height: rgb.height() as usize,
-        pixels: rgb.into_raw(),
-    })
+    decode_image(&bytes, path)
 }
 
 /// `image` resized to exactly `width × height` keeping its aspect ratio: scaled (Lanczos-3) so
@@ -121,9 +114,11 @@ pub fn fit(image: &RgbImage, width: usize, height: usize) -> RgbImage {
     }
 }
 
-/// Writes `image` as an 8-bit RGB PNG with text chunks, atomically: `tEXt` when the text is
-/// Latin-1, `iTXt` (UTF-8) otherwise, as A1111 does.
-pub fn write_png(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result<()> {
+/// `image` as the bytes of an 8-bit RGB PNG with text chunks: `tEXt` when the text is
+/// Latin-1, `iTXt` (UTF-8) otherwise, as A1111 does. (What [`write_png`] writes and the HTTP
+/// API sends.)
+pub fn encode_png(image: &RgbImage, text: &[(&str, &str)]) -> Result<Vec<u8>> {
+    let failed = |e: png::EncodingError| Error::format("(PNG being encoded)", e.to_string());
     let mut bytes = Vec::new();
     {
         let mut enc = png::Encoder::new(&mut bytes, image.width as u32, image.height as u32);
@@ -135,16 +130,34 @@ pub fn write_png(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result
             } else {
                 enc.add_itxt_chunk((*k).to_owned(), (*v).to_owned())
             };
-            added.map_err(|e| Error::format(path, e.to_string()))?;
+            added.map_err(failed)?;
         }
-        let mut writer = enc
-            .write_header()
-            .map_err(|e| Error::format(path, e.to_string()))?;
-        writer
-            .write_image_data(&image.pixels)
-            .map_err(|e| Error::format(path, e.to_string()))?;
+        let mut writer = enc.write_header().map_err(failed)?;
+        writer.write_image_data(&image.pixels).map_err(failed)?;
     }
+    Ok(bytes)
+}
+
+/// Writes `image` as an 8-bit RGB PNG with text chunks ([`encode_png`]), atomically.
+pub fn write_png(path: &Path, image: &RgbImage, text: &[(&str, &str)]) -> Result<()> {
+    let bytes = encode_png(image, text).map_err(|e| match e {
+        Error::Format { reason, .. } => Error::format(path, reason),
+        other => other,
+    })?;
     write_atomic(path, &bytes)
+}
+
+/// Decodes PNG, JPEG or WebP bytes as RGB8 (alpha dropped, 16-bit reduced to 8); `name` says
+/// where they came from in the error.
+pub fn decode_image(bytes: &[u8], name: &Path) -> Result<RgbImage> {
+    let decoded = image::load_from_memory(bytes)
+        .map_err(|e| Error::format(name, format!("not a readable PNG, JPEG or WebP image: {e}")))?;
+    let rgb = decoded.into_rgb8();
+    Ok(RgbImage {
+        width: rgb.width() as usize,
+        height: rgb.height() as usize,
+        pixels: rgb.into_raw(),
+    })
 }
 
 /// Reads an 8-bit RGB or RGBA PNG (alpha dropped).
@@ -178,7 +191,19 @@ pub fn read_png(path: &Path) -> Result<RgbImage> {
 /// The text chunks (`tEXt`, `zTXt`, `iTXt`) of a PNG, as (keyword, text) pairs.
 pub fn read_png_text(path: &Path) -> Result<Vec<(String, String)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let decoder = png::Decoder::new(std::io::BufReader::new(file));
+    text_chunks(std::io::BufReader::new(file), path)
+}
+
+/// [`read_png_text`] on a PNG's bytes; `name` says where they came from in the error.
+pub fn png_text(bytes: &[u8], name: &Path) -> Result<Vec<(String, String)>> {
+    text_chunks(std::io::Cursor::new(bytes), name)
+}
+
+fn text_chunks(
+    source: impl std::io::BufRead + std::io::Seek,
+    path: &Path,
+) -> Result<Vec<(String, String)>> {
+    let decoder = png::Decoder::new(source);
     let reader = decoder
         .read_info()
         .map_err(|e| Error::format(path, e.to_string()))?;
@@ -273,6 +298,15 @@ mod tests {
         assert!(text.contains(&("kiln".into(), "{\"p\": \"猫\"}".into())));
         assert_eq!(read_image(&path).expect("decode"), img);
         let bytes = std::fs::read(&path).expect("bytes");
+        assert_eq!(png_text(&bytes, &path).expect("from bytes"), text);
+        assert_eq!(
+            encode_png(
+                &img,
+                &[("parameters", "café, (x:1.2)"), ("kiln", "{\"p\": \"猫\"}")]
+            )
+            .expect("encode"),
+            bytes
+        );
         assert!(bytes.windows(4).any(|w| w == b"tEXt") && bytes.windows(4).any(|w| w == b"iTXt"));
     }
 }

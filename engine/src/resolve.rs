@@ -341,12 +341,22 @@ pub fn resolve_model(
     }))
 }
 
-/// `<lora:NAME:…>` → the file in `dir` (`NAME.safetensors`, or a PEFT folder `NAME/`).
+/// `<lora:NAME:…>` → the file in `dir` (`NAME.safetensors`, or a PEFT folder `NAME/`). NAME
+/// is a name, never a path: one with a separator, `..`, or a drive prefix is not found (a
+/// prompt from the HTTP API must not reach files outside the LoRA folder).
 fn find_tag_lora(name: &str, dir: Option<&Path>) -> Result<PathBuf> {
     let dir = dir.ok_or_else(|| Error::LoraTagNotFound {
         name: name.to_owned(),
         dir: None,
     })?;
+    let plain =
+        !name.is_empty() && !name.contains(['/', '\\', ':', '\0']) && name != "." && name != "..";
+    if !plain {
+        return Err(Error::LoraTagNotFound {
+            name: name.to_owned(),
+            dir: Some(dir.to_owned()),
+        });
+    }
     let file = dir.join(format!("{name}.safetensors"));
     if file.is_file() {
         return Ok(file);
@@ -687,6 +697,27 @@ mod tests {
             ],
             "each LoRA once, the first tag's weight, negatives' tags ignored"
         );
+    }
+
+    #[test]
+    fn a_tag_is_a_name_in_the_lora_folder_never_a_path_out_of_it() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("loras");
+        std::fs::create_dir(&dir).unwrap();
+        // A LoRA one level up, and a PEFT folder two up: reachable only by a path.
+        std::fs::write(root.path().join("outside.safetensors"), b"").unwrap();
+        for name in ["../outside", "..\\outside", "sub/../../outside", "..", "."] {
+            let s = GenerationSpec {
+                prompts: vec![format!("a fox <lora:{name}:1>")],
+                lora_dir: Some(dir.clone()),
+                ..GenerationSpec::default()
+            };
+            let err = resolve(&s, None, &[], || Ok(64)).unwrap_err();
+            assert!(
+                matches!(&err, Error::LoraTagNotFound { name: n, .. } if n == name),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The command line: `kiln generate`, `kiln train`, `kiln diff`, `kiln info`, `kiln inspect`,
-//! `kiln tokenize`.
+//! `kiln tokenize`, `kiln serve`.
 
 mod dataset;
 mod diff;
@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod info;
 mod models;
+mod serve;
 mod train;
 mod train_base;
 mod training_events;
@@ -56,6 +57,8 @@ enum Command {
     /// Write a procedural training dataset.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+    /// Serve an AUTOMATIC1111-compatible HTTP API (/sdapi/v1) on this machine.
+    Serve(Box<serve::ServeArgs>),
     /// Compare two images: mean/max |Δ|, changed pixels, PSNR, optional heatmap.
     Diff(diff::DiffArgs),
     /// Print the recipe stored in a PNG (Kiln, AUTOMATIC1111, ComfyUI or InvokeAI).
@@ -97,6 +100,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Info { image, json }) => info::info(&image, json),
         Some(Command::Train(t)) => train::train(t),
         Some(Command::Diff(d)) => diff::diff(d),
+        Some(Command::Serve(s)) => serve::serve(*s),
         Some(Command::Dataset(d)) => dataset::dataset(d),
         Some(Command::Eval(e)) => eval::eval(e),
         Some(Command::Models(m)) => models::models(m),

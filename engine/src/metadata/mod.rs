@@ -227,22 +227,27 @@ pub struct ImageInfo {
     pub recipe: Option<Recipe>,
 }
 
-/// Writes `image` as a PNG carrying `recipe` (A1111 `parameters` + Kiln's `kiln` chunk),
-/// atomically.
-pub fn write_png_with_recipe(
-    path: &Path,
-    image: &crate::image::RgbImage,
-    recipe: &Recipe,
-) -> Result<()> {
+/// `image` as PNG bytes carrying `recipe` (A1111 `parameters` + Kiln's `kiln` chunk): what
+/// [`write_png_with_recipe`] writes and the HTTP API sends.
+pub fn png_with_recipe(image: &crate::image::RgbImage, recipe: &Recipe) -> Result<Vec<u8>> {
     let json = serde_json::to_string(recipe).map_err(|e| Error::Config(format!("recipe: {e}")))?;
-    crate::image::write_png(
-        path,
+    crate::image::encode_png(
         image,
         &[
             (PARAMETERS_CHUNK, &recipe.a1111_parameters()),
             (KILN_CHUNK, &json),
         ],
     )
+}
+
+/// Writes `image` as a PNG carrying `recipe` ([`png_with_recipe`]), atomically.
+pub fn write_png_with_recipe(
+    path: &Path,
+    image: &crate::image::RgbImage,
+    recipe: &Recipe,
+) -> Result<()> {
+    let bytes = png_with_recipe(image, recipe)?;
+    crate::fs::write_atomic(path, &bytes)
 }
 
 /// Reads the recipe of a PNG: Kiln's chunk first, then A1111, ComfyUI, InvokeAI.
