@@ -726,6 +726,9 @@ fn a_model_switch_through_options_loads_it_and_progress_shows_the_job_until_done
 #[test]
 fn interrupt_stops_the_job_within_a_step_and_answers_with_what_was_made() {
     let s = Served::start(&[]);
+    // A client that asks for the live preview gets one in the jobs that follow.
+    let idle = s.get("/sdapi/v1/progress").expect(200).json();
+    assert_eq!(idle["current_image"], Value::Null);
     let addr = s.addr.clone();
     let job = std::thread::spawn(move || {
         request(

@@ -556,6 +556,9 @@ fn skips_image(query: Option<&str>) -> bool {
 
 async fn progress(State(app): State<Arc<App>>, RawQuery(query): RawQuery) -> Answer {
     let skip_image = skips_image(query.as_deref());
+    if !skip_image {
+        app.shared.want_previews();
+    }
     let (body, preview) = {
         let status = app.shared.status();
         let job_count = status.queued + usize::from(status.running.is_some());

@@ -10,6 +10,9 @@
 //!   made so far, as A1111 does.
 //! - A client that goes away ([`Ticket`] dropped before its answer) takes its job out of the
 //!   queue, or stops it within one step when it is running.
+//! - Live previews are made only while a client watches (asked `progress` for `current_image`
+//!   in the last [`PREVIEW_INTEREST`]): at small sizes a preview is a VAE decode per step,
+//!   as dear as the step itself.
 //! - A panic inside the engine fails that request (500); the engine starts fresh and the
 //!   runner loads the model again — unless the panic was in loading it.
 
@@ -173,7 +176,12 @@ pub struct Shared {
     next_job: AtomicU64,
     status: Mutex<Status>,
     closed: AtomicBool,
+    /// When a client last asked `progress` for the live preview.
+    previews_asked: Mutex<Option<Instant>>,
 }
+
+/// Previews are made for iterations that start within this long of a client asking for one.
+pub const PREVIEW_INTEREST: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,6 +275,17 @@ impl Shared {
         result
     }
 
+    /// A client asked `progress` for `current_image`: the next iterations (for
+    /// [`PREVIEW_INTEREST`]) make live previews. Nobody watching, none are made: a preview
+    /// of a small image is a VAE decode per step.
+    pub fn want_previews(&self) {
+        *lock(&self.previews_asked) = Some(Instant::now());
+    }
+
+    fn previews_wanted(&self) -> bool {
+        lock(&self.previews_asked).is_some_and(|t| t.elapsed() < PREVIEW_INTEREST)
+    }
+
     /// Reads the status.
     pub fn status(&self) -> MutexGuard<'_, Status> {
         lock(&self.status)
@@ -319,6 +338,7 @@ pub fn spawn(config: Arc<ServeConfig>) -> (Arc<Shared>, JoinHandle<()>) {
         next_job: AtomicU64::new(1),
         status: Mutex::new(Status::default()),
         closed: AtomicBool::new(false),
+        previews_asked: Mutex::new(None),
     });
     if let Ok((ticket, _)) = shared.submit(
         "load model",
@@ -593,7 +613,7 @@ impl Runner {
             let mut one = spec.clone();
             one.batch_count = 1;
             one.seed = Some(seed.wrapping_add((iteration * spec.batch_size) as u64));
-            one.preview = true;
+            one.preview = self.shared.previews_wanted();
             self.send(Command::Generate {
                 job,
                 spec: Box::new(one),
