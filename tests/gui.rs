@@ -18,6 +18,8 @@ use kiln_engine::schedulers::{SamplerKind, Schedule};
 
 use crate::common::fixture;
 
+/// The "Serve API" switch: the HTTP API on the window's engine.
+mod api;
 /// The window at its smallest size.
 mod layout;
 /// The Models tab: the models folder, downloading SD 1.5, the first run.

@@ -174,14 +174,14 @@ fn write_embedding(path: &Path, width: usize, value: f32) {
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "{}: not JSON ({e}): {}",
@@ -199,7 +199,7 @@ impl Reply {
     }
 
     #[track_caller]
-    fn expect(self, status: u16) -> Reply {
+    pub(crate) fn expect(self, status: u16) -> Reply {
         assert_eq!(
             self.status,
             status,
@@ -211,7 +211,13 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+pub(crate) fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
     let mut stream = TcpStream::connect(addr).unwrap();
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -288,12 +294,12 @@ fn unb64(text: &str) -> Vec<u8> {
 }
 
 /// The pixels of PNG bytes.
-fn pixels(png: &[u8]) -> kiln_engine::image::RgbImage {
+pub(crate) fn pixels(png: &[u8]) -> kiln_engine::image::RgbImage {
     kiln_engine::image::decode_image(png, Path::new("response")).unwrap()
 }
 
 /// The images of a generation response, as PNG bytes.
-fn images(reply: &Value) -> Vec<Vec<u8>> {
+pub(crate) fn images(reply: &Value) -> Vec<Vec<u8>> {
     reply["images"]
         .as_array()
         .unwrap()
@@ -302,7 +308,7 @@ fn images(reply: &Value) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn info(reply: &Value) -> Value {
+pub(crate) fn info(reply: &Value) -> Value {
     serde_json::from_str(reply["info"].as_str().unwrap()).unwrap()
 }
 

@@ -1,4 +1,4 @@
-//! The messages between a front end (the window, soon the HTTP API) and the engine thread
+//! The messages between a front end (the window, the HTTP API's runner) and the engine thread
 //! ([`crate::worker`]): plain data, `Send`, documented variant by variant. The front end
 //! sends [`Command`]s and drains [`Event`]s; the engine requests a repaint after every event.
 //!

@@ -1,5 +1,5 @@
 //! The one resolver: what a user asked for — a [`GenerationSpec`] from the command line, the
-//! window or (soon) the HTTP API, optionally on top of an image's recipe — becomes the exact
+//! window or the HTTP API, optionally on top of an image's recipe — becomes the exact
 //! [`Job`] the engine runs. Every front end calls [`resolve`]; none re-implements a rule:
 //!
 //! - **prompt tags**: `<lora:NAME:WEIGHT>` is removed from the prompt and negative prompt the

@@ -76,21 +76,24 @@ fn main() {
         PathBuf::from,
     );
     let outputs = std::env::temp_dir().join(format!("kiln-load-{}", std::process::id()));
-    let server = Server::start(ServeConfig {
-        model,
-        models_dir: None,
-        host: "127.0.0.1".parse().unwrap(),
-        port: 0,
-        auth: Vec::new(),
-        insecure_listen: false,
-        lora_dir: None,
-        embeddings_dir: None,
-        outputs: outputs.clone(),
-        device: "cpu".parse().unwrap(),
-        cors_allow_origins: Vec::new(),
-        cache_dir: None,
-        limits: Limits::default(),
-    })
+    let server = Server::start(
+        ServeConfig {
+            model,
+            models_dir: None,
+            host: "127.0.0.1".parse().unwrap(),
+            port: 0,
+            auth: Vec::new(),
+            insecure_listen: false,
+            lora_dir: None,
+            embeddings_dir: None,
+            outputs: outputs.clone(),
+            device: "cpu".parse().unwrap(),
+            cors_allow_origins: Vec::new(),
+            cache_dir: None,
+            limits: Limits::default(),
+        },
+        None,
+    )
     .unwrap();
     let addr = server.addr().to_string();
     // Warm-up: the model loads, the first generation allocates.

@@ -75,7 +75,11 @@ impl CheckpointEntry {
 /// Every checkpoint on offer: the start-up model, the built-in one, and the checkpoints in
 /// the models folder, each once. `loaded` gives the loaded model's hash.
 pub fn checkpoints(config: &ServeConfig, loaded: Option<&CheckpointEntry>) -> Vec<CheckpointEntry> {
-    let mut paths = vec![config.model.clone()];
+    // (A window serving the API with no model loaded has none to start from.)
+    let mut paths: Vec<PathBuf> = Some(config.model.clone())
+        .filter(|p| !p.as_os_str().is_empty())
+        .into_iter()
+        .collect();
     paths.extend(kiln_hub::install::bundled_model());
     if let Some(dir) = &config.models_dir
         && let Ok(entries) = kiln_hub::catalog::scan_models(dir)

@@ -36,10 +36,12 @@ pub use config::{Credential, Limits, ServeConfig, parse_credentials};
 pub use error::{ApiError, ServeError};
 
 /// Serves `config` until `stop` resolves: binds, tells `on_listening` the address (the port
-/// when 0 was asked), loads the model, answers requests. Blocks the calling thread.
+/// when 0 was asked) and the shared status, loads the model (on its own engine; with `host`,
+/// the window's engine and model), answers requests. Blocks the calling thread.
 pub fn serve_until(
     config: ServeConfig,
-    on_listening: impl FnOnce(SocketAddr),
+    host: Option<runner::HostLink>,
+    on_listening: impl FnOnce(SocketAddr, Arc<runner::Shared>),
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = config.bind_address()?;
@@ -57,8 +59,8 @@ pub fn serve_until(
             .map_err(|source| ServeError::Bind { addr, source })?;
         let bound = listener.local_addr()?;
         let config = Arc::new(config);
-        let (shared, runner) = runner::spawn(config.clone());
-        on_listening(bound);
+        let (shared, runner) = runner::spawn(config.clone(), host);
+        on_listening(bound, shared.clone());
         let served = axum::serve(listener, http::router(config, shared.clone()))
             .with_graceful_shutdown(stop)
             .await;
@@ -97,13 +99,18 @@ pub async fn shutdown_signal() {
 #[derive(Debug)]
 pub struct Server {
     addr: SocketAddr,
+    shared: Arc<runner::Shared>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), ServeError>>>,
 }
 
 impl Server {
-    /// Starts serving `config`; returns once it listens (or failed to).
-    pub fn start(config: ServeConfig) -> Result<Server, ServeError> {
+    /// Starts serving `config` (on the window's engine with `host`); returns once it listens
+    /// (or failed to).
+    pub fn start(
+        config: ServeConfig,
+        host: Option<runner::HostLink>,
+    ) -> Result<Server, ServeError> {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (bound, listening) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -111,8 +118,9 @@ impl Server {
             .spawn(move || {
                 serve_until(
                     config,
-                    |addr| {
-                        let _ = bound.send(addr);
+                    host,
+                    |addr, shared| {
+                        let _ = bound.send((addr, shared));
                     },
                     async move {
                         let _ = stopped.await;
@@ -120,8 +128,9 @@ impl Server {
                 )
             })?;
         match listening.recv() {
-            Ok(addr) => Ok(Server {
+            Ok((addr, shared)) => Ok(Server {
                 addr,
+                shared,
                 stop: Some(stop),
                 thread: Some(thread),
             }),
@@ -136,6 +145,11 @@ impl Server {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The queue and status (a hosted server's window tells it its model and embeddings).
+    pub fn shared(&self) -> &Arc<runner::Shared> {
+        &self.shared
     }
 
     /// Stops it: the running job is interrupted, queued ones are answered 503.

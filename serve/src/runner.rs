@@ -286,6 +286,30 @@ impl Shared {
         lock(&self.previews_asked).is_some_and(|t| t.elapsed() < PREVIEW_INTEREST)
     }
 
+    /// The window's model is now `path` (a hosted runner; None: no model).
+    pub fn set_model(&self, path: Option<&Path>, cache_dir: Option<&Path>) {
+        self.status().model = path.map(|p| {
+            let mut entry = CheckpointEntry::new(p);
+            // Cached by the load that just happened (a lookup, not a hash of the file).
+            entry.hash = kiln_engine::weights::hash::model_hash(p, cache_dir).ok();
+            entry
+        });
+    }
+
+    /// The window's embeddings now: (token, vectors, width) each (a hosted runner).
+    pub fn set_embeddings(&self, loaded: &[(String, usize, usize)]) {
+        self.status().embeddings_loaded = loaded
+            .iter()
+            .map(|(token, vectors, width)| {
+                (
+                    token.clone(),
+                    json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null,
+                           "shape": width, "vectors": vectors}),
+                )
+            })
+            .collect();
+    }
+
     /// Reads the status.
     pub fn status(&self) -> MutexGuard<'_, Status> {
         lock(&self.status)
@@ -330,23 +354,65 @@ impl Shared {
     }
 }
 
-/// Starts the engine and the runner thread, and queues the start-up model's load.
-pub fn spawn(config: Arc<ServeConfig>) -> (Arc<Shared>, JoinHandle<()>) {
+/// The window's end of a hosted runner ([`EngineLink::Hosted`]): the window sends the
+/// commands it receives here to its own engine and forwards the events that answer them
+/// (see `app/src/gui/api_host.rs`).
+pub struct HostLink {
+    /// Commands for the window to send to its engine.
+    pub commands: crossbeam_channel::Sender<Command>,
+    /// The events the window forwards: its API jobs', and while the API loads a model, the
+    /// model's.
+    pub events: crossbeam_channel::Receiver<Event>,
+    /// Wakes the window after a command is queued (its repaint).
+    pub wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for HostLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostLink").finish_non_exhaustive()
+    }
+}
+
+/// The engine a runner drives.
+enum EngineLink {
+    /// Its own engine thread (`kiln serve`): the runner loads the start-up model and the
+    /// embeddings folder, and loads the model again after an engine panic.
+    Own(EngineHandle),
+    /// The window's engine (the studio's "Serve API" switch): the model, its LoRA stack and
+    /// embeddings are the window's, which also recovers from a panic.
+    Hosted(HostLink),
+}
+
+/// First job id of a hosted runner: far above the window's own ids, so the window tells
+/// its jobs from the API's.
+pub const HOSTED_JOB_IDS: JobId = 1 << 40;
+
+/// Starts the runner thread on its own engine (and queues the start-up model's load), or on
+/// the window's through `host`.
+pub fn spawn(config: Arc<ServeConfig>, host: Option<HostLink>) -> (Arc<Shared>, JoinHandle<()>) {
     let shared = Arc::new(Shared {
         queue: Mutex::new(VecDeque::new()),
         wake: Condvar::new(),
-        next_job: AtomicU64::new(1),
+        next_job: AtomicU64::new(if host.is_some() { HOSTED_JOB_IDS } else { 1 }),
         status: Mutex::new(Status::default()),
         closed: AtomicBool::new(false),
         previews_asked: Mutex::new(None),
     });
-    if let Ok((ticket, _)) = shared.submit(
-        "load model",
-        Work::LoadModel(CheckpointEntry::new(&config.model)),
-    ) {
-        ticket.finish();
-    }
-    let engine = EngineHandle::spawn(Arc::new(|| {}), config.cache_dir.clone());
+    let engine = match host {
+        Some(link) => EngineLink::Hosted(link),
+        None => {
+            if let Ok((ticket, _)) = shared.submit(
+                "load model",
+                Work::LoadModel(CheckpointEntry::new(&config.model)),
+            ) {
+                ticket.finish();
+            }
+            EngineLink::Own(EngineHandle::spawn(
+                Arc::new(|| {}),
+                config.cache_dir.clone(),
+            ))
+        }
+    };
     let runner = Runner {
         shared: shared.clone(),
         engine,
@@ -385,7 +451,7 @@ fn timestamp() -> String {
 
 struct Runner {
     shared: Arc<Shared>,
-    engine: EngineHandle,
+    engine: EngineLink,
     config: Arc<ServeConfig>,
 }
 
@@ -424,18 +490,39 @@ impl Runner {
     }
 
     fn event(&self) -> Result<Event, ApiError> {
-        self.engine
-            .events
-            .recv()
-            .map_err(|_| ApiError::Unavailable("the engine stopped".into()))
+        let received = match &self.engine {
+            EngineLink::Own(engine) => engine.events.recv(),
+            EngineLink::Hosted(host) => host.events.recv(),
+        };
+        match received {
+            // A training run in the window holds the engine.
+            Ok(Event::Busy { op, .. }) => Err(ApiError::Unavailable(format!(
+                "a training run is using the engine; {} can wait until it ends",
+                op.describe()
+            ))),
+            Ok(event) => Ok(event),
+            Err(_) => Err(ApiError::Unavailable("the engine stopped".into())),
+        }
     }
 
     fn send(&self, command: Command) -> Result<(), ApiError> {
-        if self.engine.send(command) {
+        let sent = match &self.engine {
+            EngineLink::Own(engine) => engine.send(command),
+            EngineLink::Hosted(host) => {
+                let sent = host.commands.send(command).is_ok();
+                (host.wake)();
+                sent
+            }
+        };
+        if sent {
             Ok(())
         } else {
             Err(ApiError::Unavailable("the engine stopped".into()))
         }
+    }
+
+    fn owns_engine(&self) -> bool {
+        matches!(self.engine, EngineLink::Own(_))
     }
 
     /// The engine panicked: its state is gone. Load the model again unless the panic was in
@@ -443,7 +530,8 @@ impl Runner {
     fn crashed(&mut self, op: Operation, message: String) -> ApiError {
         let model = self.shared.status().model.take();
         tracing::error!(%message, "the engine panicked");
-        if op != Operation::LoadModel
+        if self.owns_engine()
+            && op != Operation::LoadModel
             && let Some(model) = model
             && let Err(e) = self.load(&model)
         {
@@ -479,14 +567,16 @@ impl Runner {
                         tracing::info!(model = %loaded.title(), %device, "model loaded");
                         status.model = Some(loaded);
                         drop(status);
-                        self.load_embeddings();
+                        if self.owns_engine() {
+                            self.load_embeddings();
+                        }
                         return Ok(());
                     }
                     // The previous model is back; the failure follows.
                     status.model = previous.filter(|p| p.path == info.path);
                 }
                 Event::Failed(f) => {
-                    if self.shared.status().model.is_some() {
+                    if self.owns_engine() && self.shared.status().model.is_some() {
                         // Kept or reloaded: its embeddings are still (or again) needed.
                         self.load_embeddings();
                     }

@@ -90,7 +90,8 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     };
     kiln_serve::serve_until(
         config,
-        |addr| {
+        None,
+        |addr, _| {
             // Scripts (and the tests) read this line to find the port.
             println!("Kiln API listening on http://{addr}/sdapi/v1/ (Ctrl+C stops it)");
         },

@@ -57,6 +57,8 @@ pub enum Action {
     },
     /// Open this URL in the system's browser.
     OpenUrl(String),
+    /// Start (true) or stop the HTTP API in the window.
+    ServeApi(bool),
     /// Show this folder in the system's file manager (saying where it is if none opens).
     OpenFolder(PathBuf),
     /// Ask for a path (a file dialog) and carry it out.

@@ -8,6 +8,7 @@ use kiln_engine::protocol::{Event, Operation};
 
 use super::actions::Notification;
 use super::actions::{Actions, Tab};
+use super::api_host::ApiHost;
 use super::dialogs::{Dialogs, Pick};
 use super::engine_client::{EngineClient, repaint_for};
 use super::file_picker::{FilePicker, PickerOutcome};
@@ -42,6 +43,8 @@ pub struct KilnApp {
     pub picker: Option<Box<FilePicker<Pick>>>,
     /// The image and recipe a Save as… asked for, until the dialog answers.
     pub(crate) pending_save: Option<(kiln_engine::image::RgbImage, kiln_engine::metadata::Recipe)>,
+    /// The HTTP API, while the window serves it.
+    pub api: Option<ApiHost>,
 }
 
 impl std::fmt::Debug for KilnApp {
@@ -91,7 +94,11 @@ impl KilnApp {
             dialogs: Dialogs::detect(),
             picker: None,
             pending_save: None,
+            api: None,
         };
+        if app.settings.serve_api {
+            app.actions.push(super::actions::Action::ServeApi(true));
+        }
         // The model first: the I/O thread answers in order, and a big gallery takes a while.
         app.open_start_model();
         app.io.send(IoRequest::ScanGallery {
@@ -113,8 +120,26 @@ impl KilnApp {
 
     /// Handles every waiting engine event and I/O answer, and carries out queued actions.
     pub fn drain_events(&mut self) {
+        self.serve_api_commands();
         for event in self.engine.drain() {
             self.on_event(event);
+        }
+        if let Some(api) = &mut self.api {
+            api.embeddings_changed(
+                self.views
+                    .embeddings
+                    .rows()
+                    .iter()
+                    .filter_map(|r| match &r.status {
+                        EmbeddingStatus::Loaded {
+                            token,
+                            vectors,
+                            width,
+                        } => Some((token.clone(), *vectors, *width)),
+                        _ => None,
+                    })
+                    .collect(),
+            );
         }
         for result in self.io.drain() {
             self.on_io(result);
@@ -130,6 +155,11 @@ impl KilnApp {
     }
 
     fn on_event(&mut self, event: Event) {
+        if let Some(api) = &mut self.api
+            && api.offer(&event)
+        {
+            return self.on_api_event(event);
+        }
         let ctx = self.ctx.clone();
         let v = &mut self.views;
         match event {
@@ -155,6 +185,9 @@ impl KilnApp {
             } => {
                 if let Some(n) = device_notice {
                     self.notify("Running on the CPU", n, false);
+                }
+                if let Some(api) = &self.api {
+                    api.model_changed(Some(&info.path));
                 }
                 self.model_loaded(info, device, precision)
             }
@@ -498,6 +531,9 @@ impl eframe::App for KilnApp {
     }
 
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {
+        if let Some(api) = self.api.take() {
+            api.stop();
+        }
         self.engine.cancel();
         self.views.models.cancel_download();
         if let Some(run) = &self.views.train.run {

@@ -14,6 +14,7 @@ use kiln_engine::resolve::GenerationSpec;
 use kiln_engine::weights::CheckpointInfo;
 
 use super::actions::{Action, Notification, Offer, Tab};
+use super::api_host::ApiHost;
 use super::app::KilnApp;
 use super::commands::UiCommand;
 use super::dialogs::{Asked, Pick};
@@ -24,6 +25,95 @@ use super::views::embeddings::EmbeddingStatus;
 use super::views::train::{dataset_options, training_config};
 
 impl KilnApp {
+    /// Starts or stops the HTTP API ([`ApiHost`]); a port that is taken is said, and the
+    /// switch goes back off.
+    pub(crate) fn serve_api(&mut self, on: bool) {
+        if let Some(api) = self.api.take() {
+            api.stop();
+            self.studio.api = None;
+        }
+        self.settings.serve_api = on;
+        if !on {
+            return;
+        }
+        let repaint = super::engine_client::repaint_for(&self.ctx);
+        match ApiHost::start(&self.settings, self.settings.api_port, repaint) {
+            Ok(api) => {
+                api.model_changed(self.studio.info().map(|i| i.path.as_path()));
+                self.studio.api = Some(api.addr());
+                self.notify(
+                    "Serving the API",
+                    format!(
+                        "AUTOMATIC1111-compatible clients can use http://{}/ (this machine only); \
+                         their images appear here.",
+                        api.addr()
+                    ),
+                    false,
+                );
+                self.api = Some(api);
+            }
+            Err(e) => {
+                self.settings.serve_api = false;
+                self.notify("Could not serve the API", e.to_string(), true);
+            }
+        }
+    }
+
+    /// Sends the commands the API's requests need to the engine; a model load goes through
+    /// the window's own (so the window shows the model the API switched to).
+    pub(crate) fn serve_api_commands(&mut self) {
+        let Some(api) = &mut self.api else {
+            return;
+        };
+        for command in api.commands() {
+            match command {
+                Command::LoadModel { path, .. } => match self.studio.training {
+                    Some(training) => {
+                        if let Some(api) = &mut self.api {
+                            api.offer(&kiln_engine::protocol::Event::Busy {
+                                job: None,
+                                op: Operation::LoadModel,
+                                training,
+                            });
+                        }
+                    }
+                    None => self.load_model(path),
+                },
+                other => self.engine.send(other),
+            }
+        }
+    }
+
+    /// An event of one of the API's jobs: its preview and images show as the window's do
+    /// (canvas, gallery), but it is no job of the window's (no progress bar, no notice).
+    pub(crate) fn on_api_event(&mut self, event: kiln_engine::protocol::Event) {
+        use kiln_engine::protocol::Event;
+        match event {
+            Event::Progress {
+                preview: Some(p), ..
+            } if self.settings.live_preview => self.views.canvas.show(&self.ctx, p, None, None),
+            Event::Generated { images, .. } => {
+                for g in images {
+                    self.io.send(IoRequest::SaveOutput {
+                        image: g.image.clone(),
+                        recipe: Box::new(g.recipe.clone()),
+                        dir: self.settings.output_dir.clone(),
+                        thumb: super::views::gallery::THUMB,
+                    });
+                    self.views.canvas.finished(&self.ctx, g.image, g.recipe);
+                }
+            }
+            // A crash: the window loads its model again, as after any crash.
+            Event::Crashed {
+                op,
+                job,
+                message,
+                kind,
+            } => self.crashed(op, job, message, kind),
+            _ => {}
+        }
+    }
+
     /// Carries out every queued action (those an action queues too).
     pub(crate) fn run_actions(&mut self) {
         loop {
@@ -69,6 +159,7 @@ impl KilnApp {
                 self.io.send(IoRequest::WriteCaption { index, path, text })
             }
             Action::OpenUrl(url) => self.ctx.open_url(egui::OpenUrl::new_tab(url)),
+            Action::ServeApi(on) => self.serve_api(on),
             Action::OpenFolder(dir) => self.io.send(IoRequest::OpenFolder { dir }),
             Action::Pick(pick) => self.pick(pick),
             Action::StartTraining(resume) => self.start_training(resume),

@@ -12,6 +12,7 @@
 //! [`start`] is what `kiln` opens with (`--model`, `--lora`, `--embedding`, `--dataset`).
 
 pub mod actions;
+pub mod api_host;
 pub mod app;
 pub mod commands;
 pub mod controller;

@@ -218,6 +218,10 @@ pub struct Settings {
     pub hub_endpoint: String,
     /// Download Stable Diffusion 1.5 in half precision (2 GB instead of 4).
     pub download_fp16: bool,
+    /// Serve the AUTOMATIC1111-compatible HTTP API from the window (on loopback).
+    pub serve_api: bool,
+    /// The API's port.
+    pub api_port: u16,
 }
 
 impl Default for Settings {
@@ -256,6 +260,8 @@ impl Default for Settings {
             models_dir: default_models_dir(),
             hub_endpoint: default_hub_endpoint(),
             download_fp16: false,
+            serve_api: false,
+            api_port: 7860,
         }
     }
 }

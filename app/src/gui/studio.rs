@@ -86,6 +86,8 @@ pub struct Studio {
     pub last_seed: Option<u64>,
     /// The loaded model's tokenizer length, for the prompt counter.
     pub tokenizer: Option<ClipTokenizer>,
+    /// Where the HTTP API listens, while the window serves it.
+    pub api: Option<std::net::SocketAddr>,
 }
 
 impl Default for Studio {
@@ -98,6 +100,7 @@ impl Default for Studio {
             reload_after_training: None,
             last_seed: None,
             tokenizer: ClipTokenizer::sd15().ok(),
+            api: None,
         }
     }
 }

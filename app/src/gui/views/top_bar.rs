@@ -1,4 +1,5 @@
-//! The top bar: the checkpoint, recent models, device and precision, load status and report.
+//! The top bar: the checkpoint, recent models, device and precision, load status and report,
+//! and the "Serve API" switch.
 
 use kiln_engine::device::DeviceSpec;
 use kiln_engine::job::PrecisionChoice;
@@ -77,8 +78,37 @@ impl TopBar {
                 }
                 ui.separator();
                 status(ui, &ctx.studio.model);
+                ui.separator();
+                api_switch(ui, ctx);
             });
         });
+    }
+}
+
+/// The "Serve API" switch and, while it is on, where the API listens.
+fn api_switch(ui: &mut egui::Ui, ctx: &mut Ctx<'_>) {
+    let mut on = ctx.studio.api.is_some();
+    let hover = match ctx.studio.api {
+        Some(addr) => format!(
+            "Serving AUTOMATIC1111's API at http://{addr}/ (this machine only): Open WebUI, \
+             SillyTavern and scripts made for A1111 can generate here; their images appear \
+             on the canvas and in the gallery. Click to stop."
+        ),
+        None => format!(
+            "Serve AUTOMATIC1111's HTTP API on 127.0.0.1:{} so other programs can generate \
+             with this window's model, LoRAs and embeddings",
+            ctx.settings.api_port
+        ),
+    };
+    if ui
+        .toggle_value(&mut on, "Serve API")
+        .on_hover_text(hover)
+        .clicked()
+    {
+        ctx.actions.push(Action::ServeApi(on));
+    }
+    if let Some(addr) = ctx.studio.api {
+        ui.weak(format!("http://{addr}/"));
     }
 }
 
