@@ -406,10 +406,16 @@ fn an_api_txt2img_equals_kiln_generate_pixel_for_pixel_loras_and_embeddings_incl
         let api = images(&reply);
         assert_eq!(api.len(), 2);
         let out = s.dir.path().join(format!("cli-{sampler_cli}.png"));
+        let (tiny, out_path, lora_path, embedding_path) = (
+            tiny(),
+            out.to_str().unwrap().to_owned(),
+            lora_dir.to_str().unwrap().to_owned(),
+            embedding.to_str().unwrap().to_owned(),
+        );
         let mut args = vec![
             "generate",
             "--model",
-            tiny().to_str().unwrap().to_owned().leak(),
+            tiny.to_str().unwrap(),
             "--prompt",
             prompt,
             "--negative",
@@ -431,12 +437,12 @@ fn an_api_txt2img_equals_kiln_generate_pixel_for_pixel_loras_and_embeddings_incl
             "--device",
             "cpu",
             "--out",
-            out.to_str().unwrap().to_owned().leak(),
+            &out_path,
             "--lora-dir",
-            lora_dir.to_str().unwrap().to_owned().leak(),
+            &lora_path,
         ];
         if prompt.contains("kilnsunny") {
-            args.extend(["--embedding", embedding.to_str().unwrap().to_owned().leak()]);
+            args.extend(["--embedding", &embedding_path]);
         }
         let o = crate::cli::kiln(&args);
         assert!(o.status.success(), "{}", crate::cli::stderr(&o));
@@ -763,6 +769,36 @@ fn interrupt_stops_the_job_within_a_step_and_answers_with_what_was_made() {
         images(&reply).len() < 3,
         "stopped before the third iteration"
     );
+    s.wait_idle();
+}
+
+#[test]
+fn skip_drops_the_iteration_under_way_and_the_job_goes_on() {
+    let s = Served::start(&[]);
+    let addr = s.addr.clone();
+    let job = std::thread::spawn(move || {
+        request(
+            &addr,
+            "POST",
+            "/sdapi/v1/txt2img",
+            &[],
+            br#"{"prompt": "a ring", "steps": 60, "n_iter": 2, "seed": 5}"#,
+        )
+    });
+    s.wait_for("the first iteration", |p| {
+        p["state"]["job_no"] == 0 && p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0
+    });
+    s.post("/sdapi/v1/skip", &json!({})).expect(200);
+    let reply = job.join().unwrap().expect(200).json();
+    // The skipped iteration made nothing; the second ran to its end.
+    let made = images(&reply);
+    assert_eq!(made.len(), 1);
+    assert_eq!(
+        info(&reply)["all_seeds"],
+        json!([6]),
+        "the second iteration's seed"
+    );
+    assert_eq!(info(&reply)["interrupted"], false);
     s.wait_idle();
 }
 
