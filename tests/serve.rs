@@ -121,6 +121,23 @@ impl Served {
         )
     }
 
+    /// Posts `body` to `path` from a thread of its own (a client waiting for its answer).
+    fn post_in_background(
+        &self,
+        path: &'static str,
+        body: &'static [u8],
+    ) -> std::thread::JoinHandle<Reply> {
+        let addr = self.addr.clone();
+        std::thread::spawn(move || request(&addr, "POST", path, &[], body))
+    }
+
+    /// Waits until a job has made its first step.
+    fn wait_running(&self) -> Value {
+        self.wait_for("a job's first step", |p| {
+            p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0
+        })
+    }
+
     fn progress(&self) -> Value {
         self.get("/sdapi/v1/progress?skip_current_image=true")
             .json()
@@ -686,16 +703,10 @@ fn a_model_switch_through_options_loads_it_and_progress_shows_the_job_until_done
             .any(|m| m["model_name"] == "kiln-tiny-copy"),
         "{models}"
     );
-    let addr = s.addr.clone();
-    let switch = std::thread::spawn(move || {
-        request(
-            &addr,
-            "POST",
-            "/sdapi/v1/options",
-            &[],
-            br#"{"sd_model_checkpoint": "kiln-tiny-copy", "CLIP_stop_at_last_layers": 2}"#,
-        )
-    });
+    let switch = s.post_in_background(
+        "/sdapi/v1/options",
+        br#"{"sd_model_checkpoint": "kiln-tiny-copy", "CLIP_stop_at_last_layers": 2}"#,
+    );
     switch.join().unwrap().expect(200);
     s.wait_idle();
     let options = s.get("/sdapi/v1/options").expect(200).json();
@@ -741,16 +752,10 @@ fn interrupt_stops_the_job_within_a_step_and_answers_with_what_was_made() {
     // A client that asks for the live preview gets one in the jobs that follow.
     let idle = s.get("/sdapi/v1/progress").expect(200).json();
     assert_eq!(idle["current_image"], Value::Null);
-    let addr = s.addr.clone();
-    let job = std::thread::spawn(move || {
-        request(
-            &addr,
-            "POST",
-            "/sdapi/v1/txt2img",
-            &[],
-            br#"{"prompt": "a ring", "steps": 500, "n_iter": 3, "seed": 9}"#,
-        )
-    });
+    let job = s.post_in_background(
+        "/sdapi/v1/txt2img",
+        br#"{"prompt": "a ring", "steps": 500, "n_iter": 3, "seed": 9}"#,
+    );
     let p = s.wait_for("the long job's first steps", |p| {
         p["state"]["sampling_steps"].as_u64().unwrap_or(0) >= 500
             && p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0
@@ -775,16 +780,10 @@ fn interrupt_stops_the_job_within_a_step_and_answers_with_what_was_made() {
 #[test]
 fn skip_drops_the_iteration_under_way_and_the_job_goes_on() {
     let s = Served::start(&[]);
-    let addr = s.addr.clone();
-    let job = std::thread::spawn(move || {
-        request(
-            &addr,
-            "POST",
-            "/sdapi/v1/txt2img",
-            &[],
-            br#"{"prompt": "a ring", "steps": 60, "n_iter": 2, "seed": 5}"#,
-        )
-    });
+    let job = s.post_in_background(
+        "/sdapi/v1/txt2img",
+        br#"{"prompt": "a ring", "steps": 60, "n_iter": 2, "seed": 5}"#,
+    );
     s.wait_for("the first iteration", |p| {
         p["state"]["job_no"] == 0 && p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0
     });
@@ -806,19 +805,8 @@ fn skip_drops_the_iteration_under_way_and_the_job_goes_on() {
 fn eight_concurrent_requests_are_answered_in_order_and_counted() {
     let s = Served::start(&[]);
     // A long job holds the engine while eight requests arrive, one after another.
-    let addr = s.addr.clone();
-    let blocker = std::thread::spawn(move || {
-        request(
-            &addr,
-            "POST",
-            "/sdapi/v1/txt2img",
-            &[],
-            br#"{"prompt": "x", "steps": 500}"#,
-        )
-    });
-    s.wait_for("the long job to run", |p| {
-        p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0
-    });
+    let blocker = s.post_in_background("/sdapi/v1/txt2img", br#"{"prompt": "x", "steps": 500}"#);
+    s.wait_running();
     let mut handles = Vec::new();
     for k in 0..8u64 {
         let addr = s.addr.clone();
@@ -853,19 +841,8 @@ fn eight_concurrent_requests_are_answered_in_order_and_counted() {
 #[test]
 fn a_client_that_hangs_up_takes_its_queued_job_away() {
     let s = Served::start(&[]);
-    let addr = s.addr.clone();
-    let running = std::thread::spawn(move || {
-        request(
-            &addr,
-            "POST",
-            "/sdapi/v1/txt2img",
-            &[],
-            br#"{"prompt": "x", "steps": 500}"#,
-        )
-    });
-    s.wait_for("the first job to run", |p| {
-        p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0
-    });
+    let running = s.post_in_background("/sdapi/v1/txt2img", br#"{"prompt": "x", "steps": 500}"#);
+    s.wait_running();
     // A second client queues a job and hangs up.
     {
         let mut stream = TcpStream::connect(&s.addr).unwrap();

@@ -64,6 +64,14 @@ pub const SCHEDULERS: [(&str, &str, Schedule); 3] = [
     ("exponential", "Exponential", Schedule::Exponential),
 ];
 
+/// A1111's label of `schedule` ("Automatic" for the model's own).
+pub fn scheduler_label(schedule: Schedule) -> &'static str {
+    SCHEDULERS
+        .iter()
+        .find(|s| s.2 == schedule)
+        .map_or("Automatic", |s| s.1)
+}
+
 /// `GET /sdapi/v1/samplers`.
 pub fn samplers_json() -> Value {
     Value::Array(
@@ -525,7 +533,7 @@ pub fn understood(
         "negative_prompt": req.negative_prompt,
         "seed": req.seed.map_or(-1, |s| s as i64),
         "sampler_name": sampler.a1111_name(),
-        "scheduler": SCHEDULERS.iter().find(|s| s.2 == sampler.schedule()).map_or("Automatic", |s| s.1),
+        "scheduler": scheduler_label(sampler.schedule()),
         "steps": steps,
         "cfg_scale": cfg,
         "width": size.0,

@@ -23,7 +23,7 @@ use crate::catalog::{self, CheckpointEntry};
 use crate::config::ServeConfig;
 use crate::error::{ApiError, json_body};
 use crate::images;
-use crate::runner::{Generation, Outcome, Shared, Stop, Work};
+use crate::runner::{Generation, Outcome, Shared, Stop, Work, lock};
 
 /// Settings `options` reads and writes (kept for the server's lifetime).
 #[derive(Debug, Clone)]
@@ -47,10 +47,6 @@ impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("App").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 type Answer = Result<Response, ApiError>;
@@ -378,7 +374,7 @@ fn respond(req: &ApiRequest, seed: u64, generation: &Generation, save_to: Option
         "width": size.0,
         "height": size.1,
         "sampler_name": sampler.a1111_name(),
-        "scheduler": a1111::SCHEDULERS.iter().find(|s| s.2 == sampler.schedule()).map_or("Automatic", |s| s.1),
+        "scheduler": a1111::scheduler_label(sampler.schedule()),
         "cfg_scale": cfg,
         "steps": steps,
         "batch_size": req.batch_size,

@@ -189,7 +189,14 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// A1111's entry for one embedding in `embeddings` (`shape` is its width).
+fn embedding_entry(shape: Option<usize>, vectors: usize) -> Value {
+    json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null,
+           "shape": shape, "vectors": vectors})
+}
+
+/// Locks `m`, also after a panic elsewhere poisoned it (the data is plain status).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -300,13 +307,7 @@ impl Shared {
     pub fn set_embeddings(&self, loaded: &[(String, usize, usize)]) {
         self.status().embeddings_loaded = loaded
             .iter()
-            .map(|(token, vectors, width)| {
-                (
-                    token.clone(),
-                    json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null,
-                           "shape": width, "vectors": vectors}),
-                )
-            })
+            .map(|(token, vectors, width)| (token.clone(), embedding_entry(Some(*width), *vectors)))
             .collect();
     }
 
@@ -623,20 +624,16 @@ impl Runner {
                         width,
                         ..
                     }) => {
-                        loaded.insert(
-                            token,
-                            json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null,
-                                   "shape": width, "vectors": vectors}),
-                        );
+                        loaded.insert(token, embedding_entry(Some(width), vectors));
                         break;
                     }
                     Ok(Event::Failed(f)) => {
                         tracing::info!(file = %path.display(), error = %f.message(), "embedding skipped");
-                        skipped.insert(
-                            stem.clone(),
-                            json!({"step": null, "sd_checkpoint": null, "sd_checkpoint_name": null,
-                                   "shape": null, "vectors": 0, "error": f.message()}),
-                        );
+                        let mut entry = embedding_entry(None, 0);
+                        if let Some(map) = entry.as_object_mut() {
+                            map.insert("error".into(), json!(f.message()));
+                        }
+                        skipped.insert(stem.clone(), entry);
                         break;
                     }
                     Ok(Event::Crashed { op, message, .. }) => {

@@ -8,6 +8,23 @@ use crate::serve::{images, info, pixels, request};
 use egui_kittest::kittest::Queryable;
 use kiln::gui::studio::ModelStatus;
 
+/// One request from another thread, answered while the window draws (it routes the API's
+/// commands to its engine as it does).
+fn call(
+    h: &mut egui_kittest::Harness<'static, kiln::gui::KilnApp>,
+    addr: &str,
+    method: &'static str,
+    path: &'static str,
+    body: Vec<u8>,
+) -> crate::serve::Reply {
+    let addr = addr.to_owned();
+    let call = std::thread::spawn(move || request(&addr, method, path, &[], &body));
+    while !call.is_finished() {
+        h.step();
+    }
+    call.join().unwrap()
+}
+
 #[test]
 fn the_window_serves_the_api_with_its_model_and_shows_what_the_api_makes() {
     let out = tempfile::tempdir().unwrap();
@@ -22,25 +39,19 @@ fn the_window_serves_the_api_with_its_model_and_shows_what_the_api_makes() {
     let addr = h.state().studio.api.unwrap().to_string();
 
     // A client asks; the window routes the job to its engine while it draws.
-    let client = addr.clone();
-    let call = std::thread::spawn(move || {
-        let body =
-            json!({"prompt": "a red square", "seed": 7, "steps": 3, "width": 48, "height": 32});
-        request(
-            &client,
-            "POST",
-            "/sdapi/v1/txt2img",
-            &[],
-            body.to_string().as_bytes(),
-        )
-    });
+    let body = json!({"prompt": "a red square", "seed": 7, "steps": 3, "width": 48, "height": 32});
+    let reply = call(
+        &mut h,
+        &addr,
+        "POST",
+        "/sdapi/v1/txt2img",
+        body.to_string().into_bytes(),
+    )
+    .expect(200)
+    .json();
     wait(&mut h, "the API's image in the gallery", |a| {
         a.views.gallery.items.len() == 1
     });
-    while !call.is_finished() {
-        h.step();
-    }
-    let reply = call.join().unwrap().expect(200).json();
     let made = images(&reply);
     assert_eq!(made.len(), 1);
     assert_eq!(info(&reply)["seed"], 7);
@@ -59,12 +70,9 @@ fn the_window_serves_the_api_with_its_model_and_shows_what_the_api_makes() {
     assert!(h.state().studio.job.is_none());
 
     // `options` and `sd-models` name the window's model.
-    let client = addr.clone();
-    let call = std::thread::spawn(move || request(&client, "GET", "/sdapi/v1/options", &[], b""));
-    while !call.is_finished() {
-        h.step();
-    }
-    let options: Value = call.join().unwrap().expect(200).json();
+    let options: Value = call(&mut h, &addr, "GET", "/sdapi/v1/options", Vec::new())
+        .expect(200)
+        .json();
     assert!(
         options["sd_model_checkpoint"]
             .as_str()
@@ -78,20 +86,14 @@ fn the_window_serves_the_api_with_its_model_and_shows_what_the_api_makes() {
         &crate::common::fixture("tiny-a"),
         &out.path().join("models/tiny-a"),
     );
-    let client = addr.clone();
-    let call = std::thread::spawn(move || {
-        request(
-            &client,
-            "POST",
-            "/sdapi/v1/options",
-            &[],
-            br#"{"sd_model_checkpoint": "tiny-a"}"#,
-        )
-    });
-    while !call.is_finished() {
-        h.step();
-    }
-    call.join().unwrap().expect(200);
+    call(
+        &mut h,
+        &addr,
+        "POST",
+        "/sdapi/v1/options",
+        br#"{"sd_model_checkpoint": "tiny-a"}"#.to_vec(),
+    )
+    .expect(200);
     let info_now = h.state().studio.info().unwrap();
     assert!(
         info_now.path.ends_with("models/tiny-a"),

@@ -208,16 +208,10 @@ impl KilnApp {
                 if let Some(j) = self.studio.job.as_mut().filter(|j| j.id == job) {
                     j.made += images.len();
                 }
-                for g in images {
+                if let Some(g) = images.last() {
                     self.studio.last_seed = Some(g.recipe.seed);
-                    self.io.send(IoRequest::SaveOutput {
-                        image: g.image.clone(),
-                        recipe: Box::new(g.recipe.clone()),
-                        dir: self.settings.output_dir.clone(),
-                        thumb: THUMB,
-                    });
-                    v.canvas.finished(&ctx, g.image, g.recipe);
                 }
+                self.show_finished(images);
             }
             Event::Done {
                 job, random_seed, ..
@@ -303,6 +297,20 @@ impl KilnApp {
                 message,
                 kind,
             } => self.crashed(op, job, message, kind),
+        }
+    }
+
+    /// Finished images (the window's jobs' and the API's): each on the canvas, and saved to
+    /// the output folder, where the gallery lists it.
+    pub(crate) fn show_finished(&mut self, images: Vec<kiln_engine::protocol::GeneratedImage>) {
+        for g in images {
+            self.io.send(IoRequest::SaveOutput {
+                image: g.image.clone(),
+                recipe: Box::new(g.recipe.clone()),
+                dir: self.settings.output_dir.clone(),
+                thumb: THUMB,
+            });
+            self.views.canvas.finished(&self.ctx, g.image, g.recipe);
         }
     }
 

@@ -92,17 +92,7 @@ impl KilnApp {
             Event::Progress {
                 preview: Some(p), ..
             } if self.settings.live_preview => self.views.canvas.show(&self.ctx, p, None, None),
-            Event::Generated { images, .. } => {
-                for g in images {
-                    self.io.send(IoRequest::SaveOutput {
-                        image: g.image.clone(),
-                        recipe: Box::new(g.recipe.clone()),
-                        dir: self.settings.output_dir.clone(),
-                        thumb: super::views::gallery::THUMB,
-                    });
-                    self.views.canvas.finished(&self.ctx, g.image, g.recipe);
-                }
-            }
+            Event::Generated { images, .. } => self.show_finished(images),
             // A crash: the window loads its model again, as after any crash.
             Event::Crashed {
                 op,
