@@ -604,4 +604,26 @@ mod tests {
             .to_string();
         assert!(err.contains("checkpoint"), "{err}");
     }
+
+    /// A pickle nesting lists 10⁶ deep (`EMPTY_LIST` × n, then `APPEND` × n − 1: 2 MB) is
+    /// refused by name, quickly, without overflowing a stack.
+    #[test]
+    fn a_pickle_nesting_a_million_deep_is_refused_quickly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("deep.pt");
+        let n = 1_000_000;
+        let mut bytes = vec![0x80, 0x02];
+        bytes.extend(std::iter::repeat_n(b']', n));
+        bytes.extend(std::iter::repeat_n(b'a', n - 1));
+        bytes.push(b'.');
+        std::fs::write(&path, &bytes).expect("write");
+        let start = std::time::Instant::now();
+        let err = load(&path, None).expect_err("refused").to_string();
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(err.contains("deep.pt") && err.contains("nest"), "{err}");
+    }
 }

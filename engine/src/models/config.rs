@@ -190,6 +190,9 @@ impl UNet2DConditionConfig {
         if self.act_fn != "silu" {
             return bad(format!("act_fn '{}' is not supported", self.act_fn));
         }
+        if self.norm_num_groups == 0 {
+            return bad("norm_num_groups is 0".into());
+        }
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c % self.norm_num_groups != 0 {
                 return bad(format!(
@@ -268,6 +271,9 @@ impl AutoencoderKLConfig {
                 "VAE: act_fn '{}' is not supported",
                 self.act_fn
             )));
+        }
+        if self.norm_num_groups == 0 {
+            return Err(Error::Config("VAE: norm_num_groups is 0".into()));
         }
         if let Some(c) = self
             .block_out_channels
@@ -454,5 +460,25 @@ pub fn sd15() -> StableDiffusionConfig {
             layer_norm_eps: 1e-5,
         },
         tokenizer_max_length: 77,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (fuzz/seeds/model_config/01-vae-norm-groups-zero.json): a
+    /// `config.json` with `"norm_num_groups": 0` divided by zero in validation.
+    #[test]
+    fn zero_norm_groups_are_a_config_error() {
+        let mut config = sd15();
+        config.vae.norm_num_groups = 0;
+        assert!(
+            matches!(config.vae.validate(), Err(Error::Config(m)) if m.contains("norm_num_groups"))
+        );
+        config.unet.norm_num_groups = 0;
+        assert!(
+            matches!(config.unet.validate(), Err(Error::Config(m)) if m.contains("norm_num_groups"))
+        );
     }
 }

@@ -325,11 +325,16 @@ impl SafeTensors {
                     ),
                 ));
             }
-            if let Some(size) = dtype.size() {
-                let numel: usize = shape.iter().product();
-                if numel * size != end - start {
-                    return Err(bad("has a byte length that does not match its shape"));
-                }
+            // Checked: a crafted shape's product can overflow (and then wrap to a length
+            // that matches).
+            let numel = shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(|| bad("has a shape whose size overflows"))?;
+            if let Some(size) = dtype.size()
+                && numel.checked_mul(size) != Some(end - start)
+            {
+                return Err(bad("has a byte length that does not match its shape"));
             }
             tensors.insert(
                 name.clone(),
@@ -672,5 +677,27 @@ mod tests {
             .expect_err("truncated must fail")
             .to_string();
         assert!(err.contains("truncated"), "{err}");
+    }
+
+    /// Hostile sizes (fuzz/seeds/safetensors): a header announcing 2⁶⁰ bytes, and a shape
+    /// whose element count overflows (2³² × 2³² × 16 wraps to 0 in 64 bits, which matched
+    /// the 0 bytes stored) are refused by name without allocating.
+    #[test]
+    fn hostile_sizes_are_refused_by_name() {
+        let p = Path::new("hostile.safetensors");
+        let mut bytes = (1u64 << 60).to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"{}");
+        let err = SafeTensors::from_bytes(p, bytes)
+            .expect_err("2^60")
+            .to_string();
+        assert!(err.contains("no valid header"), "{err}");
+        let header =
+            br#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        let err = SafeTensors::from_bytes(p, bytes)
+            .expect_err("overflow")
+            .to_string();
+        assert!(err.contains("'x'") && err.contains("overflows"), "{err}");
     }
 }

@@ -58,13 +58,23 @@ pub fn family(file: &SafeTensors) -> Option<ModelFamily> {
     Some(ModelFamily::Sd1)
 }
 
-fn shape_of<'a>(file: &'a SafeTensors, key: &str) -> Result<&'a [usize]> {
-    file.info(key)
-        .map(|i| i.shape.as_slice())
-        .ok_or_else(|| Error::MissingTensors {
-            what: "single-file checkpoint".into(),
-            keys: vec![key.to_owned()],
-        })
+/// The shape of `key`, which must have at least `rank` dimensions (the shapes come from the
+/// file's header: a crafted file can give any).
+fn shape_of<'a>(file: &'a SafeTensors, key: &str, rank: usize) -> Result<&'a [usize]> {
+    let shape =
+        file.info(key)
+            .map(|i| i.shape.as_slice())
+            .ok_or_else(|| Error::MissingTensors {
+                what: "single-file checkpoint".into(),
+                keys: vec![key.to_owned()],
+            })?;
+    if shape.len() < rank {
+        return Err(Error::format(
+            file.path(),
+            format!("tensor '{key}' has shape {shape:?}; a checkpoint's has {rank} dimensions"),
+        ));
+    }
+    Ok(shape)
 }
 
 fn indices(file: &SafeTensors, prefix: &str) -> BTreeSet<usize> {
@@ -82,10 +92,17 @@ pub fn infer_unet(
     defaults: &UNet2DConditionConfig,
 ) -> Result<UNet2DConditionConfig> {
     let p = UNET_PREFIX;
-    let conv_in = shape_of(file, &format!("{p}input_blocks.0.0.weight"))?.to_vec();
-    let out = shape_of(file, &format!("{p}out.2.weight"))?.to_vec();
+    let conv_in = shape_of(file, &format!("{p}input_blocks.0.0.weight"), 4)?.to_vec();
+    let out = shape_of(file, &format!("{p}out.2.weight"), 4)?.to_vec();
     let inputs = indices(file, &format!("{p}input_blocks."));
     let max_i = inputs.iter().max().copied().unwrap_or(0);
+    // SD's UNets have 12; an index from a crafted key could be anything up to usize::MAX.
+    if max_i > 1000 {
+        return Err(Error::format(
+            file.path(),
+            format!("UNet input block {max_i} is not part of any SD layout"),
+        ));
+    }
     let downsamplers = inputs
         .iter()
         .filter(|i| {
@@ -110,6 +127,7 @@ pub fn infer_unet(
         let c = shape_of(
             file,
             &format!("{p}input_blocks.{first}.0.out_layers.3.weight"),
+            4,
         )?[0];
         block_out_channels.push(c);
         let attn = format!("{p}input_blocks.{first}.1.");
@@ -118,7 +136,7 @@ pub fn infer_unet(
             layers.push(indices(file, &format!("{attn}transformer_blocks.")).len());
             context = context.or_else(|| {
                 file.info(&format!("{attn}transformer_blocks.0.attn2.to_k.weight"))
-                    .map(|i| i.shape[1])
+                    .and_then(|i| i.shape.get(1).copied())
             });
         } else {
             down_types.push("DownBlock2D".to_string());
@@ -140,7 +158,7 @@ pub fn infer_unet(
     let mid_layers = indices(file, &format!("{mid}transformer_blocks."));
     context = context.or_else(|| {
         file.info(&format!("{mid}transformer_blocks.0.attn2.to_k.weight"))
-            .map(|i| i.shape[1])
+            .and_then(|i| i.shape.get(1).copied())
     });
     let linear_proj = file
         .info(&format!("{mid}proj_in.weight"))
@@ -194,15 +212,22 @@ pub fn infer_vae(
         });
     }
     let block_out_channels = (0..n)
-        .map(|i| shape_of(file, &format!("{p}encoder.down.{i}.block.0.conv1.weight")).map(|s| s[0]))
+        .map(|i| {
+            shape_of(
+                file,
+                &format!("{p}encoder.down.{i}.block.0.conv1.weight"),
+                4,
+            )
+            .map(|s| s[0])
+        })
         .collect::<Result<Vec<_>>>()?;
     let lpb = indices(file, &format!("{p}encoder.down.0.block.")).len();
     Ok(AutoencoderKLConfig {
-        in_channels: shape_of(file, &format!("{p}encoder.conv_in.weight"))?[1],
-        out_channels: shape_of(file, &format!("{p}decoder.conv_out.weight"))?[0],
+        in_channels: shape_of(file, &format!("{p}encoder.conv_in.weight"), 4)?[1],
+        out_channels: shape_of(file, &format!("{p}decoder.conv_out.weight"), 4)?[0],
         block_out_channels,
         layers_per_block: lpb,
-        latent_channels: shape_of(file, &format!("{p}decoder.conv_in.weight"))?[1],
+        latent_channels: shape_of(file, &format!("{p}decoder.conv_in.weight"), 4)?[1],
         norm_num_groups: defaults.norm_num_groups,
         scaling_factor: defaults.scaling_factor,
         sample_size: defaults.sample_size,
@@ -227,10 +252,10 @@ pub fn clip_prefix(file: &SafeTensors) -> &'static str {
 /// Infers the CLIP text config (heads from `defaults` when given, else 64-wide heads).
 pub fn infer_clip(file: &SafeTensors, defaults: Option<&ClipTextConfig>) -> Result<ClipTextConfig> {
     let p = clip_prefix(file);
-    let tok = shape_of(file, &format!("{p}embeddings.token_embedding.weight"))?.to_vec();
-    let pos = shape_of(file, &format!("{p}embeddings.position_embedding.weight"))?.to_vec();
+    let tok = shape_of(file, &format!("{p}embeddings.token_embedding.weight"), 2)?.to_vec();
+    let pos = shape_of(file, &format!("{p}embeddings.position_embedding.weight"), 2)?.to_vec();
     let layers = indices(file, &format!("{p}encoder.layers.")).len();
-    let fc1 = shape_of(file, &format!("{p}encoder.layers.0.mlp.fc1.weight"))?.to_vec();
+    let fc1 = shape_of(file, &format!("{p}encoder.layers.0.mlp.fc1.weight"), 2)?.to_vec();
     let sd = sd15().text_encoder;
     Ok(ClipTextConfig {
         vocab_size: tok[0],
@@ -504,6 +529,61 @@ pub fn component_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
+    /// An in-memory safetensors file of F32 tensors (zeros) with these shapes.
+    fn file_of(tensors: &[(&str, &[usize])]) -> SafeTensors {
+        let mut header = serde_json::Map::new();
+        let mut offset = 0;
+        for (name, shape) in tensors {
+            let len = 4 * shape.iter().product::<usize>();
+            header.insert(
+                (*name).to_owned(),
+                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + len]}),
+            );
+            offset += len;
+        }
+        let header = serde_json::to_vec(&header).expect("json");
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&header);
+        bytes.resize(bytes.len() + offset, 0);
+        SafeTensors::from_bytes(Path::new("crafted.safetensors"), bytes).expect("valid file")
+    }
+
+    /// Shapes come from the file's header: a tensor of too few dimensions, or a block index
+    /// no SD layout has, is a named error, never an index out of range or an overflow.
+    #[test]
+    fn crafted_shapes_and_indices_are_refused_by_name() {
+        let p = UNET_PREFIX;
+        let conv_in = format!("{p}input_blocks.0.0.weight");
+        let out = format!("{p}out.2.weight");
+        let flat = file_of(&[(&conv_in, &[4]), (&out, &[4, 4, 3, 3])]);
+        let err = infer_unet(&flat, &sd15().unet)
+            .expect_err("rank 1")
+            .to_string();
+        assert!(
+            err.contains(&conv_in) && err.contains("4 dimensions"),
+            "{err}"
+        );
+        let far = format!("{p}input_blocks.18446744073709551615.0.in_layers.0.weight");
+        let huge = file_of(&[
+            (&conv_in, &[4, 4, 3, 3]),
+            (&out, &[4, 4, 3, 3]),
+            (&far, &[1]),
+        ]);
+        let err = infer_unet(&huge, &sd15().unet)
+            .expect_err("index")
+            .to_string();
+        assert!(err.contains("not part of any SD layout"), "{err}");
+        let tok = "cond_stage_model.transformer.text_model.embeddings.token_embedding.weight";
+        let clip = file_of(&[(tok, &[8])]);
+        assert!(infer_clip(&clip, None).is_err());
+        let vae = file_of(&[(
+            "first_stage_model.encoder.down.0.block.0.conv1.weight",
+            &[2],
+        )]);
+        assert!(infer_vae(&vae, &sd15().vae).is_err());
+    }
 
     #[test]
     fn unet_keys_follow_the_ldm_layout() {

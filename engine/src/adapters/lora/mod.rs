@@ -288,7 +288,7 @@ impl LoraAdapter {
             let down_ok = down_shape.len() >= 2
                 && down_shape[1] == d_in
                 && down_shape.iter().skip(2).all(|&s| s == k)
-                && down_shape.iter().product::<usize>() == rank * d_in * k * k;
+                && Some(down_shape.iter().product::<usize>()) == rank.checked_mul(d_in * k * k);
             let up_ok = up_shape.len() >= 2
                 && up_shape[0] == d_out
                 && up_shape[1] == rank
