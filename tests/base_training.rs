@@ -284,7 +284,7 @@ fn a_vae_step_matches_torch_with_the_kl_edge_and_detail_terms() {
 }
 
 /// A tiny architecture (so a test run takes seconds) for the CLI runs below.
-fn write_arch(dir: &Path) -> std::path::PathBuf {
+pub fn write_arch(dir: &Path) -> std::path::PathBuf {
     let arch = serde_json::json!({
         "text_encoder": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                          "num_attention_heads": 2},

@@ -14,7 +14,7 @@ use kiln_hub::download::{DownloadOptions, download, download_with};
 use crate::common::{HubOptions, closed_port, files_of, fixture};
 
 /// tiny-b served as repository "kiln/tiny".
-fn hub(truncate_once: bool, bad_sha: bool) -> crate::common::Hub {
+pub fn hub(truncate_once: bool, bad_sha: bool) -> crate::common::Hub {
     crate::common::hub(
         fixture("tiny-b"),
         "kiln/tiny",
@@ -35,7 +35,7 @@ fn all_files() -> Vec<String> {
 }
 
 /// Downloads every tiny-b file of "kiln/tiny" from `endpoint` into `dest`.
-fn fetch_all(endpoint: &str, dest: &Path) -> kiln_hub::Result<PathBuf> {
+pub fn fetch_all(endpoint: &str, dest: &Path) -> kiln_hub::Result<PathBuf> {
     download(
         endpoint,
         "kiln/tiny",

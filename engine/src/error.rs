@@ -40,13 +40,25 @@ impl std::fmt::Display for ShapeMismatch {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file involved.
         path: PathBuf,
+        /// The OS error (in the message, so not also a `source`: a chain would repeat it).
+        cause: std::io::Error,
+    },
+    /// Writing a file failed for want of space: the disk is full, or a quota or a file size
+    /// limit is reached. Every write is atomic, so the previous file is intact.
+    #[error(
+        "{path}: not enough space to write this file (the disk is full, or a quota or file \
+         size limit is reached: {cause}); free some space and try again — the previous file, \
+         if there was one, is intact"
+    )]
+    DiskFull {
+        /// The file that could not be written.
+        path: PathBuf,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file is not in the format its name or caller promised.
     #[error("{path}: {reason}")]
@@ -341,7 +353,7 @@ impl Error {
     /// Its [`ErrorKind`].
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Io { .. } => ErrorKind::Io,
+            Error::Io { .. } | Error::DiskFull { .. } => ErrorKind::Io,
             Error::Format { .. }
             | Error::GitLfsPointer { .. }
             | Error::HtmlPage { .. }
@@ -387,10 +399,12 @@ fn preview(keys: &[String]) -> String {
 
 impl Error {
     /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        use std::io::ErrorKind as K;
+        let path = path.into();
+        match cause.kind() {
+            K::StorageFull | K::QuotaExceeded | K::FileTooLarge => Error::DiskFull { path, cause },
+            _ => Error::Io { path, cause },
         }
     }
 

@@ -249,7 +249,16 @@ fn fetch(
             break;
         }
         last_byte = Instant::now();
-        out.write_all(&chunk).map_err(|e| Error::io(&part, e))?;
+        if let Err(e) = out.write_all(&chunk) {
+            let err = Error::io(&part, e);
+            // Out of space: the partial file cannot grow until space is freed, and it holds
+            // space the user needs to free; it goes (a later run starts over).
+            if matches!(err, Error::Engine(kiln_engine::Error::DiskFull { .. })) {
+                drop(out);
+                let _ = std::fs::remove_file(&part);
+            }
+            return Err(err);
+        }
         done += chunk.len() as u64;
         on_bytes(done);
     }

@@ -30,15 +30,6 @@ pub enum Error {
         /// Computed SHA-256.
         got: String,
     },
-    /// Reading or writing a file failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file involved.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The user cancelled the download.
     #[error("cancelled")]
     Cancelled,
@@ -48,11 +39,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// Wraps an I/O error with the path it concerns.
-    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+    /// Wraps an I/O error with the path it concerns: the engine's [`kiln_engine::Error::Io`],
+    /// or [`kiln_engine::Error::DiskFull`] when the disk or a quota is full.
+    pub fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
+        Error::Engine(kiln_engine::Error::io(path, cause))
     }
 }
