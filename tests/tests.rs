@@ -11,6 +11,8 @@
 //! - `serve`: `kiln serve`'s A1111-compatible HTTP API over real loopback HTTP;
 //! - `kiln_tiny`: the shipped model — found, small, the same images as diffusers, paints the
 //!   background the prompt names (and, ignored until it does, draws the shapes asked for).
+//! - `writers`: every file Kiln writes goes through the atomic writer.
+//! - `faults`: a full disk mid-write keeps the previous file and leaves no temporary.
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
@@ -22,6 +24,7 @@ mod bad_input;
 mod base_training;
 mod cli;
 mod download;
+mod faults;
 mod gui;
 mod kiln_tiny;
 mod lora;
@@ -34,3 +37,4 @@ mod textual_inversion;
 mod tokenizer;
 mod training;
 mod worker;
+mod writers;

@@ -6,8 +6,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a
-/// crash never leaves a half-written file under the final name.
+/// Writes `bytes` to `path` through a temporary file in the same folder, an fsync and a
+/// rename (then an fsync of the folder, so the rename itself survives a power cut): a crash,
+/// a kill or a full disk never leaves a half-written file under the final name, and a failed
+/// write leaves the previous file as it was and no temporary file behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -17,7 +19,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique per process and per call: two writers of one file never share a temporary.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{name}.{}-{n}.tmp", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -27,6 +32,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
+    }
+    // Best effort: not every platform or filesystem can open a folder to sync it.
+    #[cfg(unix)]
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
     }
     Ok(())
 }

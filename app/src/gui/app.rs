@@ -59,9 +59,9 @@ impl KilnApp {
     /// Builds the app from eframe's creation context (restoring settings from storage),
     /// with what the command line asked for (`start`).
     pub fn new(cc: &eframe::CreationContext<'_>, start: &super::start::StartArgs) -> Self {
-        let mut settings: Settings = cc
-            .storage
-            .and_then(|s| eframe::get_value(s, STORAGE_KEY))
+        let mut settings: Settings = super::state::settings_path()
+            .and_then(|p| Settings::load(&p))
+            .or_else(|| cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)))
             .unwrap_or_default();
         start.apply(&mut settings);
         let mut app = Self::with_settings(&cc.egui_ctx, settings);
@@ -535,7 +535,15 @@ impl eframe::App for KilnApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.settings.loras = self.views.loras.settings();
         self.settings.embeddings = self.views.embeddings.settings();
-        eframe::set_value(storage, STORAGE_KEY, &self.settings);
+        match super::state::settings_path() {
+            Some(path) => {
+                if let Err(e) = self.settings.save(&path) {
+                    tracing::warn!("settings not saved: {e}");
+                }
+            }
+            // No home folder to keep a file in: eframe's storage is all there is.
+            None => eframe::set_value(storage, STORAGE_KEY, &self.settings),
+        }
     }
 
     fn on_exit(&mut self, _gl: Option<&eframe::glow::Context>) {

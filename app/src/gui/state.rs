@@ -1,4 +1,5 @@
-//! What the studio remembers between runs (eframe storage, key [`STORAGE_KEY`]): the model,
+//! What the studio remembers between runs ([`settings_path`], written atomically; eframe's
+//! storage under [`STORAGE_KEY`] is read once for settings from before): the model,
 //! device, prompt, sampler settings, LoRA stack and embeddings, output folder, models folder
 //! and download source. Runtime state (the engine, textures, jobs) lives in the views and
 //! [`super::studio::Studio`], never here.
@@ -377,11 +378,76 @@ impl Settings {
         self.recent_models.truncate(RECENT_MODELS);
         self.model_path = Some(path);
     }
+
+    /// Reads settings written by [`Settings::save`]; None when the file is missing or is
+    /// not settings (then the caller falls back, and says so in the log).
+    pub fn load(path: &Path) -> Option<Settings> {
+        let text = std::fs::read_to_string(path).ok()?;
+        match serde_json::from_str(&text) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "ignoring unreadable settings: {e}");
+                None
+            }
+        }
+    }
+
+    /// Writes the settings to `path` atomically (`kiln_engine::fs::write_atomic`): a crash
+    /// or a full disk while saving keeps the previous settings whole. eframe's own storage
+    /// file (`app.ron`: window geometry, egui state) is rewritten in place, so Kiln keeps
+    /// its settings beside it in a file of its own.
+    pub fn save(&self, path: &Path) -> kiln_engine::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(|e| {
+            kiln_engine::Error::InvalidRequest(format!("settings cannot be written: {e}"))
+        })?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| kiln_engine::Error::io(dir, e))?;
+        }
+        kiln_engine::fs::write_atomic(path, &json)
+    }
+}
+
+/// Where the studio keeps [`Settings`]: `settings.json` in eframe's storage folder for the
+/// app (`~/.local/share/kiln` on Linux), or in `$KILN_CONFIG_DIR` when that is set.
+pub fn settings_path() -> Option<PathBuf> {
+    let dir = std::env::var_os("KILN_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| eframe::storage_dir("Kiln"))?;
+    Some(dir.join("settings.json"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Settings survive a save and a load; a damaged file is ignored (the caller falls back),
+    /// a save that cannot be written keeps the previous file whole and leaves no temporary.
+    #[test]
+    fn settings_are_saved_atomically_and_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("kiln").join("settings.json");
+        let mut s = Settings::default();
+        s.prompt = "a striped teapot".into();
+        s.remember_model(PathBuf::from("/models/a.safetensors"));
+        s.save(&path).expect("save");
+        assert_eq!(Settings::load(&path), Some(s.clone()));
+        std::fs::write(&path, b"{ not json").expect("damage");
+        assert_eq!(Settings::load(&path), None);
+        assert_eq!(Settings::load(&dir.path().join("missing.json")), None);
+        s.save(&path).expect("save again");
+        // A folder in the file's place: the save fails by name, nothing else changes.
+        let blocked = dir.path().join("kiln").join("blocked.json");
+        std::fs::create_dir_all(blocked.join("x")).expect("folder");
+        let err = s.save(&blocked).expect_err("a folder is in the way");
+        assert!(err.to_string().contains("blocked.json"), "{err}");
+        let mut names: Vec<_> = std::fs::read_dir(dir.path().join("kiln"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["blocked.json", "settings.json"]);
+        assert_eq!(Settings::load(&path), Some(s));
+    }
 
     /// The window starts where `kiln generate` and the README do (issue 26, defect 9).
     #[test]
