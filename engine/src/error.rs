@@ -141,6 +141,20 @@ pub enum Error {
     /// A config (diffusers JSON, CLI option, request) is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A training image that was checked at the start of the run is gone or unreadable when
+    /// its turn comes. The rule: training stops there (the batches of a run, and so a
+    /// resume, depend on the whole dataset); its checkpoints are intact.
+    #[error(
+        "{path}: this image was in the dataset when training started and is gone or unreadable \
+         now ({cause}); training stopped — its checkpoints are intact: put the image back and \
+         resume, or start a new run without it"
+    )]
+    DatasetChanged {
+        /// The image.
+        path: PathBuf,
+        /// What reading it said.
+        cause: String,
+    },
     /// A request is invalid (e.g. a size that is not a multiple of the VAE factor).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -382,7 +396,9 @@ impl Error {
             Error::NoModel => ErrorKind::NoModel,
             Error::OutOfMemory { .. } => ErrorKind::OutOfMemory,
             Error::DeviceLost { .. } => ErrorKind::DeviceLost,
-            Error::LoraTagNotFound { .. } | Error::InitImageChanged { .. } => ErrorKind::NotFound,
+            Error::LoraTagNotFound { .. }
+            | Error::InitImageChanged { .. }
+            | Error::DatasetChanged { .. } => ErrorKind::NotFound,
         }
     }
 }

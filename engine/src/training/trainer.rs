@@ -776,7 +776,16 @@ fn run<T: Trainee>(
                     continue;
                 }
                 if let std::collections::hash_map::Entry::Vacant(v) = images.entry(i) {
-                    v.insert(crate::image::read_image(&usable[i].0)?);
+                    let path = &usable[i].0;
+                    v.insert(crate::image::read_image(path).map_err(|e| {
+                        Error::DatasetChanged {
+                            path: path.clone(),
+                            cause: match e {
+                                Error::Io { cause, .. } => cause.to_string(),
+                                other => other.to_string(),
+                            },
+                        }
+                    })?);
                 }
                 let (w, h) = bucket(sizes[i], &config.dataset);
                 let mut rng = rng_for(config.seed, 2, (global * config.batch_size + k) as u64);
