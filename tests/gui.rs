@@ -523,6 +523,11 @@ fn settings_and_stack_survive_a_restart() {
     assert_eq!(restored.prompt, "a lighthouse");
     assert_eq!(restored.recent_models, vec![fixture("tiny-a")]);
     assert_eq!(restored.loras[0].weight, 0.6);
+    // The real window keeps them in a file of its own, written atomically.
+    let file = out.path().join("config").join("settings.json");
+    h.state_mut().settings_file = Some(file.clone());
+    eframe::App::save(h.state_mut(), &mut MemoryStorage::default());
+    assert_eq!(Settings::load(&file).as_ref(), Some(&h.state().settings));
     drop(h);
     let mut h = harness(restored);
     wait(&mut h, "the restored stack", |a| {

@@ -45,6 +45,9 @@ pub struct KilnApp {
     pub(crate) pending_save: Option<(kiln_engine::image::RgbImage, kiln_engine::metadata::Recipe)>,
     /// The HTTP API, while the window serves it.
     pub api: Option<ApiHost>,
+    /// Where the settings are saved ([`super::state::settings_path`] for the real window);
+    /// None keeps them in eframe's storage only (tests, a system without a home folder).
+    pub settings_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for KilnApp {
@@ -59,12 +62,15 @@ impl KilnApp {
     /// Builds the app from eframe's creation context (restoring settings from storage),
     /// with what the command line asked for (`start`).
     pub fn new(cc: &eframe::CreationContext<'_>, start: &super::start::StartArgs) -> Self {
-        let mut settings: Settings = super::state::settings_path()
-            .and_then(|p| Settings::load(&p))
+        let settings_file = super::state::settings_path();
+        let mut settings: Settings = settings_file
+            .as_deref()
+            .and_then(Settings::load)
             .or_else(|| cc.storage.and_then(|s| eframe::get_value(s, STORAGE_KEY)))
             .unwrap_or_default();
         start.apply(&mut settings);
         let mut app = Self::with_settings(&cc.egui_ctx, settings);
+        app.settings_file = settings_file;
         if start.dataset.is_some() {
             app.tab = Tab::Train;
         }
@@ -95,6 +101,7 @@ impl KilnApp {
             picker: None,
             pending_save: None,
             api: None,
+            settings_file: None,
         };
         if app.settings.serve_api {
             app.actions.push(super::actions::Action::ServeApi(true));
@@ -535,13 +542,12 @@ impl eframe::App for KilnApp {
     fn save(&mut self, storage: &mut dyn eframe::Storage) {
         self.settings.loras = self.views.loras.settings();
         self.settings.embeddings = self.views.embeddings.settings();
-        match super::state::settings_path() {
+        match &self.settings_file {
             Some(path) => {
-                if let Err(e) = self.settings.save(&path) {
+                if let Err(e) = self.settings.save(path) {
                     tracing::warn!("settings not saved: {e}");
                 }
             }
-            // No home folder to keep a file in: eframe's storage is all there is.
             None => eframe::set_value(storage, STORAGE_KEY, &self.settings),
         }
     }
