@@ -426,8 +426,10 @@ mod tests {
     fn settings_are_saved_atomically_and_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("kiln").join("settings.json");
-        let mut s = Settings::default();
-        s.prompt = "a striped teapot".into();
+        let mut s = Settings {
+            prompt: "a striped teapot".into(),
+            ..Settings::default()
+        };
         s.remember_model(PathBuf::from("/models/a.safetensors"));
         s.save(&path).expect("save");
         assert_eq!(Settings::load(&path), Some(s.clone()));
