@@ -37,54 +37,62 @@ fn wgpu() -> Device {
     opened.device
 }
 
-#[test]
-fn wgpu_text_encoder_unet_vae_and_ddim_match_diffusers() {
+/// The text encoder, UNet, VAE (both ways) and a whole DDIM txt2img with CFG of fixture `m` on
+/// wgpu against diffusers. One test per fixture, so that they run side by side (on lavapipe
+/// each takes minutes).
+fn components_and_ddim_match_diffusers(m: &str) {
     let device = wgpu();
-    for m in ["tiny-a", "tiny-b"] {
-        let sd = StableDiffusion::load(&fixture(m), None, &device).unwrap();
-        // Text encoder.
-        let (ids_shape, ids) = reference(m, "text.input_ids");
-        let ids: Vec<i64> = ids.iter().map(|v| *v as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(
-            TensorData::new(ids, [ids_shape[0], ids_shape[1]]),
-            &device,
-        );
-        let (_, want) = reference(m, "text.last_hidden_state");
-        let got = values(sd.text_encoder.forward(ids, 1));
-        assert_close(&format!("{m} wgpu text"), &got, &want, TOL);
-        // UNet.
-        let (s_shape, sample) = reference(m, "unet.sample");
-        let (c_shape, context) = reference(m, "unet.encoder_hidden_states");
-        let (_, want) = reference(m, "unet.out");
-        let got = sd.unet.forward(
-            tensor_on::<4>(&s_shape, sample, &device),
-            &vec![537.0; s_shape[0]],
-            &tensor_on::<3>(&c_shape, context, &device),
-        );
-        assert_close(&format!("{m} wgpu UNet"), &values(got), &want, TOL);
-        // VAE, both ways.
-        let (z_shape, z) = reference(m, "vae.latents");
-        let (_, want) = reference(m, "vae.decoded");
-        let got = values(sd.vae.decode(tensor_on::<4>(&z_shape, z, &device)));
-        assert_close(&format!("{m} wgpu VAE decode"), &got, &want, TOL);
-        let (x_shape, x) = reference(m, "vae.image");
-        let (_, want) = reference(m, "vae.posterior_mean");
-        let got = values(sd.vae.encode_mean(tensor_on::<4>(&x_shape, x, &device)));
-        assert_close(&format!("{m} wgpu VAE encode"), &got, &want, TOL);
-        // A whole DDIM txt2img with CFG.
-        let out = sd
-            .generate(&ddim_request(m), &CancelToken::new(), &mut |_| {})
-            .unwrap();
-        let (_, want_latents) = reference(m, "ddim.latents_out");
-        assert_close(
-            &format!("{m} wgpu DDIM latents"),
-            &out.latents.values,
-            &want_latents,
-            TOL,
-        );
-        let diff = image_mean_abs_diff(&out.images, &reference(m, "ddim.image").1);
-        assert!(diff <= 0.3, "{m} wgpu image mean |Δ| {diff}");
-    }
+    let sd = StableDiffusion::load(&fixture(m), None, &device).unwrap();
+    // Text encoder.
+    let (ids_shape, ids) = reference(m, "text.input_ids");
+    let ids: Vec<i64> = ids.iter().map(|v| *v as i64).collect();
+    let ids =
+        Tensor::<2, Int>::from_data(TensorData::new(ids, [ids_shape[0], ids_shape[1]]), &device);
+    let (_, want) = reference(m, "text.last_hidden_state");
+    let got = values(sd.text_encoder.forward(ids, 1));
+    assert_close(&format!("{m} wgpu text"), &got, &want, TOL);
+    // UNet.
+    let (s_shape, sample) = reference(m, "unet.sample");
+    let (c_shape, context) = reference(m, "unet.encoder_hidden_states");
+    let (_, want) = reference(m, "unet.out");
+    let got = sd.unet.forward(
+        tensor_on::<4>(&s_shape, sample, &device),
+        &vec![537.0; s_shape[0]],
+        &tensor_on::<3>(&c_shape, context, &device),
+    );
+    assert_close(&format!("{m} wgpu UNet"), &values(got), &want, TOL);
+    // VAE, both ways.
+    let (z_shape, z) = reference(m, "vae.latents");
+    let (_, want) = reference(m, "vae.decoded");
+    let got = values(sd.vae.decode(tensor_on::<4>(&z_shape, z, &device)));
+    assert_close(&format!("{m} wgpu VAE decode"), &got, &want, TOL);
+    let (x_shape, x) = reference(m, "vae.image");
+    let (_, want) = reference(m, "vae.posterior_mean");
+    let got = values(sd.vae.encode_mean(tensor_on::<4>(&x_shape, x, &device)));
+    assert_close(&format!("{m} wgpu VAE encode"), &got, &want, TOL);
+    // A whole DDIM txt2img with CFG.
+    let out = sd
+        .generate(&ddim_request(m), &CancelToken::new(), &mut |_| {})
+        .unwrap();
+    let (_, want_latents) = reference(m, "ddim.latents_out");
+    assert_close(
+        &format!("{m} wgpu DDIM latents"),
+        &out.latents.values,
+        &want_latents,
+        TOL,
+    );
+    let diff = image_mean_abs_diff(&out.images, &reference(m, "ddim.image").1);
+    assert!(diff <= 0.3, "{m} wgpu image mean |Δ| {diff}");
+}
+
+#[test]
+fn wgpu_tiny_a_text_encoder_unet_vae_and_ddim_match_diffusers() {
+    components_and_ddim_match_diffusers("tiny-a");
+}
+
+#[test]
+fn wgpu_tiny_b_text_encoder_unet_vae_and_ddim_match_diffusers() {
+    components_and_ddim_match_diffusers("tiny-b");
 }
 
 /// One LoRA training step on the GPU: PEFT's loss and gradients, and its weights after an
