@@ -81,6 +81,30 @@ struct Job {
     output: &'static str,
 }
 
+/// `kiln train <kind>` (`lora` or `ti`) arguments but `train` and `--out`: tiny-a, named `k`,
+/// on `data` at 32×32 for `steps` steps with a checkpoint after each.
+fn adapter_args(kind: &str, data: &Path, steps: &str) -> Vec<String> {
+    let model = fixture("tiny-a");
+    [
+        kind,
+        "--model",
+        model.to_str().unwrap(),
+        "--name",
+        "k",
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        steps,
+        "--resolution",
+        "32",
+        "--checkpoint-every",
+        "1",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 fn jobs(dir: &Path) -> Vec<Job> {
     let lora_data = dir.join("lora-data");
     std::fs::create_dir_all(&lora_data).unwrap();
@@ -88,23 +112,11 @@ fn jobs(dir: &Path) -> Vec<Job> {
     let shapes = dir.join("shapes");
     crate::common::shapes_dataset(&shapes, &["--count", "12", "--seed", "5", "--size", "16"]);
     let arch = crate::base_training::write_arch(dir);
-    let tiny = fixture("tiny-a");
     let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let small = [
-        "--resolution",
-        "32",
-        "--checkpoint-every",
-        "1",
-        "--lr",
-        "1e-3",
-    ];
-    let mut lora = s(&["lora", "--model", tiny.to_str().unwrap(), "--name", "k"]);
-    lora.extend(s(&["--data", lora_data.to_str().unwrap(), "--steps", "60"]));
-    lora.extend(s(&small));
-    let mut ti = s(&["ti", "--model", tiny.to_str().unwrap(), "--name", "k"]);
-    ti.extend(s(&["--token", "<k>", "--init-word", "cat"]));
-    ti.extend(s(&["--data", lora_data.to_str().unwrap(), "--steps", "60"]));
-    ti.extend(s(&small));
+    let mut lora = adapter_args("lora", &lora_data, "60");
+    lora.extend(s(&["--lr", "1e-3"]));
+    let mut ti = adapter_args("ti", &lora_data, "60");
+    ti.extend(s(&["--token", "<k>", "--init-word", "cat", "--lr", "1e-3"]));
     let mut base = s(&["base", "--config", arch.to_str().unwrap()]);
     base.extend(s(&[
         "--data",
@@ -213,10 +225,12 @@ fn sigkill_of_every_training_kind_then_resume_ends_bit_identical() {
         let killed = dir.path().join(format!("{}-killed", job.kind));
         let started = std::time::Instant::now();
         let mut landed = 0;
+        // How many checkpoints the kills have left, each checked to load after its kill.
+        let mut checkpoints = 0;
         for k in 0..kills {
             // The first start is fresh; every later one resumes from the newest checkpoint
             // (starts afresh when a kill came before the first).
-            let resume: &[&str] = if checkpoints_load(&killed, "before") > 0 {
+            let resume: &[&str] = if checkpoints > 0 {
                 &["--resume", "latest"]
             } else {
                 &[]
@@ -230,14 +244,15 @@ fn sigkill_of_every_training_kind_then_resume_ends_bit_identical() {
             }
             child.kill().unwrap();
             child.wait().unwrap();
-            checkpoints_load(&killed, &format!("{} kill {k} at {delay} ms", job.kind));
+            checkpoints =
+                checkpoints_load(&killed, &format!("{} kill {k} at {delay} ms", job.kind));
         }
         assert!(
             landed * 2 >= kills,
             "{}: only {landed} of {kills} kills came while it ran",
             job.kind
         );
-        let resume: &[&str] = if checkpoints_load(&killed, "at the end") > 0 {
+        let resume: &[&str] = if checkpoints > 0 {
             &["--resume", "latest"]
         } else {
             &[]
@@ -322,31 +337,15 @@ fn an_image_deleted_mid_training_stops_it_by_name_and_resume_finishes() {
     crate::reference::training_dataset(&data);
     let out = dir.path().join("out");
     let args = |extra: &[&str]| {
-        let mut v = vec![
-            "train".to_owned(),
-            "lora".into(),
-            "--model".into(),
-            fixture("tiny-a").to_string_lossy().into_owned(),
-            "--data".into(),
-            data.to_string_lossy().into_owned(),
-            "--out".into(),
-            out.to_string_lossy().into_owned(),
-        ];
-        let fixed = [
-            "--name",
-            "k",
-            "--resolution",
-            "32",
-            "--checkpoint-every",
-            "1",
-        ];
+        let mut v = vec!["train".to_owned()];
+        v.extend(adapter_args("lora", &data, "12"));
+        let out = out.to_str().unwrap();
         v.extend(
-            fixed
+            ["--out", out, "--device", "cpu"]
                 .iter()
-                .chain(["--steps", "12", "--device", "cpu"].iter())
+                .chain(extra)
                 .map(|s| (*s).to_owned()),
         );
-        v.extend(extra.iter().map(|s| (*s).to_owned()));
         v
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
